@@ -1,0 +1,85 @@
+"""``genprint attribute MODEL INPUTS...``: which source made each image, or ``unknown``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genprint.cli.app import app
+from genprint.cli.output import console, print_json, progress_bar
+
+
+@app.command("attribute")
+def attribute(
+    model: Annotated[Path, typer.Argument(help="A saved attributor directory.")],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched "
+                                                      "recursively for image files).")],
+    out: Annotated[Path | None, typer.Option(help="Write results to a .csv, .parquet or .json "
+                                                  "file.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 if any input failed.")] = False,
+    first_frame: Annotated[bool, typer.Option(help="Analyse the first frame of animated images "
+                                                   "instead of refusing them.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    workers: Annotated[int, typer.Option(help="Threads reading and decoding files.")] = 4,
+) -> None:
+    """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
+    threshold, per-source scores, and the reason for any file that could not be used.
+
+    Exit code: 0 when at least one image was attributed (1 with --strict if any failed), 1 when
+    every input failed, 2 for a bad model or no inputs.
+    """
+    import genprint
+    from genprint.io.sources import scan_inputs
+    from genprint.results import write_results
+    from genprint.storage.model_dir import ModelFormatError
+
+    try:
+        attributor = genprint.load(model)
+    except ModelFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    paths = scan_inputs(inputs)
+    if not paths:
+        console.print("[red]error:[/red] no image files found in the inputs")
+        raise typer.Exit(2)
+    with progress_bar(disable=json_out or not console.is_terminal) as bar:
+        task = bar.add_task("attributing", total=len(paths))
+        results = attributor.attribute(
+            paths, batch_size=batch_size, workers=workers,
+            animated="first" if first_frame else "refuse",
+            on_progress=lambda n: bar.advance(task, n),
+        )
+    if out is not None:
+        write_results(results, out)
+    failed = [r for r in results if not r.ok]
+    if json_out:
+        print_json([r.to_dict() for r in results])
+    else:
+        _print_table(results)
+    if failed:
+        console.print(f"[yellow]{len(failed)} of {len(results)} file(s) could not be used[/yellow]")
+    if out is not None:
+        console.print(f"results written to {out}")
+    if len(failed) == len(results) or (strict and failed):
+        raise typer.Exit(1)
+
+
+def _print_table(results: list) -> None:
+    from rich.table import Table
+
+    table = Table(title="attribution", show_lines=False)
+    for col in ("path", "label", "candidate", "score", "threshold", "tiles (agree)", "error"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        if r.ok:
+            label = f"[bold magenta]{r.label}[/bold magenta]" if r.is_unknown else r.label
+            table.add_row(r.path, label, r.candidate, f"{r.score:.3f}", f"{r.threshold:.3f}",
+                          f"{r.n_tiles} ({r.tile_agreement:.0%})", "")
+        else:
+            table.add_row(r.path, "", "", "", "", "", f"[red]{r.error}[/red]")
+    from rich.console import Console
+
+    Console().print(table)

@@ -1,0 +1,78 @@
+"""Shared output helpers for CLI verbs: rich console, progress bars and ``--json`` printing."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+T = TypeVar("T")
+
+console = Console(stderr=True)
+"""Human-facing messages and progress go to stderr, so stdout stays clean for ``--json``."""
+
+
+def progress_bar(disable: bool = False) -> Progress:
+    """A rich progress bar on stderr; ``disable`` hides it (e.g. when not a terminal)."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        disable=disable,
+        transient=False,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None,
+          disable: bool = False) -> Iterator[T]:
+    """Iterate ``items`` with a progress bar."""
+    with progress_bar(disable=disable) as bar:
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__fspath__"):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _clean(obj: Any) -> Any:
+    """Replace NaN / inf (not valid JSON) by ``None``."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def to_json(obj: Any) -> str:
+    """Serialise ``obj`` as strict JSON (NaN becomes null)."""
+    return json.dumps(_clean(obj), default=_json_default, indent=2, allow_nan=False)
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` as JSON on stdout."""
+    sys.stdout.write(to_json(obj) + "\n")
+    sys.stdout.flush()

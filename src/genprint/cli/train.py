@@ -1,0 +1,88 @@
+"""``genprint train METHOD``: fit an attributor on labelled images and save it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genprint.cli.app import app
+from genprint.cli.output import console, print_json
+
+train_app = typer.Typer(help="Train an attributor on labelled images.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+
+def report_bad_files(errors: list, limit: int = 10) -> None:
+    """Print the files that could not be used, with their reasons (first ``limit``)."""
+    if not errors:
+        return
+    console.print(f"[yellow]{len(errors)} file(s) skipped:[/yellow]")
+    for path, err in errors[:limit]:
+        console.print(f"  {path}: {err.reason}")
+    if len(errors) > limit:
+        console.print(f"  ... and {len(errors) - limit} more")
+
+
+@train_app.command("baseline")
+def train_baseline(
+    data: Annotated[Path, typer.Option(help="Manifest (.csv/.parquet), folder with a manifest, "
+                                            "or a folder with one sub-folder per source.")],
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    patch_size: Annotated[int, typer.Option(help="Tile size in pixels (images are tiled, never "
+                                                 "resized).")] = 32,
+    max_tiles: Annotated[int, typer.Option(help="Most tiles used per image.")] = 16,
+    val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
+                                                     "calibration when the data has no split.")] = 0.2,
+    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
+                                                      "threshold accepts.")] = 0.95,
+    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
+                                                      "only (repeatable); default: all.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Fit the `baseline` method: nearest centroid on noise-residual spectra."""
+    from genprint import UNKNOWN
+    from genprint.io.batches import load_items
+    from genprint.io.sources import load_dataset, with_split
+    from genprint.methods.baseline import BaselineAttributor
+
+    if out.exists() and not overwrite:
+        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    dataset = load_dataset(data)
+    for problem in dataset.problems:
+        console.print(f"[yellow]warning:[/yellow] {problem}")
+    if any(i.split is None for i in dataset.items):
+        dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+    items = [i for i in dataset.items if i.source and i.source != UNKNOWN]
+    if sources:
+        items = [i for i in items if i.source in set(sources)]
+    train_items = [i for i in items if i.split == "train"]
+    val_items = [i for i in items if i.split == "val"]
+    if not train_items:
+        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+    with console.status(f"reading {len(train_items) + len(val_items)} images"):
+        tr_imgs, tr_idx, tr_err = load_items([i.path for i in train_items], min_size=patch_size)
+        va_imgs, va_idx, va_err = load_items([i.path for i in val_items], min_size=patch_size)
+    report_bad_files(tr_err + va_err)
+    model = BaselineAttributor(patch_size=patch_size, max_tiles=max_tiles,
+                               target_accept=target_accept)
+    with console.status(f"fitting baseline on {len(tr_imgs)} images"):
+        try:
+            model.fit(tr_imgs, [train_items[k].source for k in tr_idx],  # type: ignore[misc]
+                      va_imgs, [val_items[k].source for k in va_idx])  # type: ignore[misc]
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data") from None
+    model.save(out, overwrite=overwrite)
+    summary = {
+        "method": "baseline", "out": str(out), "classes": model.classes_,
+        "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
+        "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+                      f"{len(tr_imgs)} training and {len(va_imgs)} validation images")

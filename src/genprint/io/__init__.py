@@ -1,0 +1,1 @@
+"""Reading images and datasets: exact pixels, crops and tiles, folders and manifests."""

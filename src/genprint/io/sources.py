@@ -1,0 +1,249 @@
+"""Where images come from: loose files, a folder, a folder per source, or a manifest.
+
+Three labelled layouts are understood by :func:`load_dataset`:
+
+* a **manifest** (``.csv`` or ``.parquet``) with columns ``path,source,split`` (``label`` is
+  accepted for ``source``; other columns such as ``kind`` are kept). Relative paths are relative
+  to the manifest's folder. A folder holding ``manifest.csv`` or ``manifest.parquet`` is read as
+  that manifest;
+* a **folder with one sub-folder per source** (``real/``, ``gan-a/``, ...): every image below a
+  sub-folder gets the sub-folder's name as its source;
+* a **flat folder** of images: unlabelled.
+
+The label ``unknown`` is reserved for sources that were never seen in training (``-1`` as an
+integer label): it may appear in validation or test rows, never in training rows, and no source
+may be called so in a folder layout.
+
+Files listed in a manifest but missing on disk are not dropped silently: they stay in the
+dataset (their load reports ``file not found``) and are listed in :attr:`Dataset.problems`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from genprint import UNKNOWN
+from genprint.io.images import IMAGE_EXTENSIONS
+
+SPLITS = ("train", "val", "test")
+_SPLIT_ALIASES = {"validation": "val", "valid": "val", "training": "train", "testing": "test"}
+MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
+
+
+class ManifestError(ValueError):
+    """A manifest or data folder that cannot be used as it is, with the reason."""
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image of a dataset: its path and, when known, its source, split and kind."""
+
+    path: Path
+    source: str | None = None
+    split: str | None = None
+    kind: str | None = None
+
+
+@dataclass
+class Dataset:
+    """A list of :class:`Item` with the place it was read from and any problems found."""
+
+    items: list[Item]
+    origin: str
+    problems: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sources(self) -> list[str]:
+        """Sorted names of the labelled sources, ``unknown`` excluded."""
+        return sorted({i.source for i in self.items if i.source and i.source != UNKNOWN})
+
+    def select(self, split: str | None = None, sources: Iterable[str] | None = None) -> "Dataset":
+        """A sub-dataset of one split and/or some sources (problems are carried over)."""
+        wanted = set(sources) if sources is not None else None
+        items = [
+            i for i in self.items
+            if (split is None or i.split == split) and (wanted is None or i.source in wanted)
+        ]
+        return Dataset(items, self.origin, list(self.problems))
+
+    def missing(self) -> list[Path]:
+        """Paths listed but not present on disk."""
+        return [i.path for i in self.items if not i.path.exists()]
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` has an image extension (case-insensitive)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _walk_images(folder: Path) -> list[Path]:
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
+    return [p for p in found if is_image_file(p)]
+
+
+def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand command-line inputs into image paths, in a stable order.
+
+    A folder contributes every file with an image extension below it (recursively, sorted); a path
+    given explicitly is always kept, even with another extension or when it does not exist, so that
+    its problem is reported for that file rather than skipped.
+    """
+    paths: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if p.is_dir():
+            paths.extend(_walk_images(p))
+        else:
+            paths.append(p)
+    return paths
+
+
+def _normalise_split(value: str | None, where: str) -> str | None:
+    if value is None or value == "":
+        return None
+    v = value.strip().lower()
+    v = _SPLIT_ALIASES.get(v, v)
+    if v not in SPLITS:
+        raise ManifestError(f"{where}: split {value!r} is not one of {', '.join(SPLITS)}")
+    return v
+
+
+def _read_rows(path: Path) -> list[dict[str, str | None]]:
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames is None:
+                raise ManifestError(f"{path}: the manifest is empty (no header row)")
+            return [dict(row) for row in reader]
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:  # pragma: no cover - depends on the environment
+            raise ManifestError(
+                "reading a Parquet manifest needs pyarrow: pip install 'genprint[parquet]'"
+            ) from None
+        table = pq.read_table(path)
+        return [
+            {k: (None if v is None else str(v)) for k, v in row.items()}
+            for row in table.to_pylist()
+        ]
+    raise ManifestError(f"{path}: a manifest must be a .csv or .parquet file")
+
+
+def read_manifest(path: str | os.PathLike[str]) -> Dataset:
+    """Read a ``path,source,split`` manifest (CSV or Parquet) into a :class:`Dataset`."""
+    manifest = Path(path)
+    if not manifest.is_file():
+        raise ManifestError(f"{manifest}: manifest not found")
+    rows = _read_rows(manifest)
+    if not rows:
+        raise ManifestError(f"{manifest}: the manifest has no rows")
+    columns = set(rows[0])
+    if "path" not in columns:
+        raise ManifestError(f"{manifest}: missing the required column 'path' (has: {sorted(columns)})")
+    label_col = "source" if "source" in columns else ("label" if "label" in columns else None)
+    base = manifest.parent
+    items: list[Item] = []
+    seen: dict[Path, str | None] = {}
+    for n, row in enumerate(rows, start=2):  # line 1 is the header
+        where = f"{manifest}:{n}"
+        raw_path = (row.get("path") or "").strip()
+        if not raw_path:
+            raise ManifestError(f"{where}: empty path")
+        p = Path(raw_path)
+        p = p if p.is_absolute() else base / p
+        source = (row.get(label_col) or "").strip() or None if label_col else None
+        split = _normalise_split(row.get("split"), where)
+        if source == UNKNOWN and split == "train":
+            raise ManifestError(
+                f"{where}: the label 'unknown' is reserved for sources never seen in training "
+                "and cannot appear in the train split"
+            )
+        if p in seen and seen[p] != source:
+            raise ManifestError(f"{where}: {raw_path} is listed twice with different sources")
+        seen[p] = source
+        kind = (row.get("kind") or "").strip() or None
+        items.append(Item(p, source, split, kind))
+    dataset = Dataset(items, str(manifest))
+    missing = dataset.missing()
+    if missing:
+        shown = ", ".join(str(m) for m in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        dataset.problems.append(f"{len(missing)} file(s) listed in the manifest are missing: {shown}{more}")
+    return dataset
+
+
+def read_folder(path: str | os.PathLike[str]) -> Dataset:
+    """Read a folder: one sub-folder per source, or a flat folder of unlabelled images."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise ManifestError(f"{folder}: not a folder")
+    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    loose = [p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)]
+    items: list[Item] = []
+    if subdirs:
+        for d in subdirs:
+            if d.name == UNKNOWN:
+                raise ManifestError(
+                    f"{d}: 'unknown' is reserved for sources never seen in training; rename it"
+                )
+            items.extend(Item(p, d.name) for p in _walk_images(d))
+    dataset = Dataset(items + [Item(p) for p in loose], str(folder))
+    if subdirs and loose:
+        dataset.problems.append(
+            f"{len(loose)} image(s) directly in {folder} have no source sub-folder (unlabelled)"
+        )
+    if not dataset.items:
+        raise ManifestError(f"{folder}: no images found")
+    return dataset
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Read a manifest file, a folder holding a manifest, or a folder layout (see module doc)."""
+    p = Path(path)
+    if p.is_file():
+        return read_manifest(p)
+    if p.is_dir():
+        for name in MANIFEST_NAMES:
+            if (p / name).is_file():
+                return read_manifest(p / name)
+        return read_folder(p)
+    raise ManifestError(f"{p}: no such file or folder")
+
+
+def with_split(dataset: Dataset, fractions: tuple[float, float, float], seed: int = 0) -> Dataset:
+    """Give unsplit items a seeded train/val/test split per source, in the given proportions."""
+    import numpy as np
+
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be ≥ 0 and sum to 1, got {fractions}")
+    rng = np.random.default_rng(seed)
+    by_source: dict[str | None, list[int]] = {}
+    for idx, item in enumerate(dataset.items):
+        if item.split is None:
+            by_source.setdefault(item.source, []).append(idx)
+    items = list(dataset.items)
+    for indices in by_source.values():
+        order = rng.permutation(len(indices))
+        n_train = int(round(fractions[0] * len(indices)))
+        n_val = int(round(fractions[1] * len(indices)))
+        for rank, k in enumerate(order):
+            split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
+            items[indices[k]] = replace(items[indices[k]], split=split)
+    return Dataset(items, dataset.origin, list(dataset.problems))
+
+
+def source_counts(dataset: Dataset) -> dict[str, int]:
+    """Number of items per source (``None`` shown as ``"(unlabelled)"``)."""
+    return dict(Counter(i.source or "(unlabelled)" for i in dataset.items))

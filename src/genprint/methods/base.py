@@ -1,0 +1,216 @@
+"""The one interface every attribution method implements, and loading a saved attributor.
+
+An :class:`Attributor` is fitted (or loaded), then answers for images. Subclasses implement
+:meth:`Attributor.predict_arrays` on decoded pixels; the base class does everything around it that
+must behave the same for every method: reading files with per-file errors, batching, turning
+per-source scores into a label or ``unknown``, and saving / loading the model directory.
+
+Conventions (scikit-learn style): ``__init__`` stores parameters only, learned state has a trailing
+underscore (``classes_``, ``thresholds_``), ``fit`` returns ``self``; the open-set ``score`` is
+higher for images more like a known source, and an image is ``unknown`` when its score is below
+its candidate source's threshold.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from genprint import UNKNOWN
+from genprint.io.images import AnimatedPolicy, ImageError
+from genprint.registry import Registry
+from genprint.results import Attribution
+from genprint.storage.model_dir import ModelContents, ModelFormatError, read_model_dir
+
+METHODS: Registry[type["Attributor"]] = Registry("method")
+"""Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
+
+_BUILTIN_METHOD_MODULES = ("genprint.methods.baseline",)
+
+
+class NotFittedError(RuntimeError):
+    """Raised when an attributor is used before ``fit`` (or ``load``)."""
+
+
+@dataclass
+class Prediction:
+    """Per-image output of :meth:`Attributor.predict_arrays` (indices into ``classes_``)."""
+
+    scores: np.ndarray
+    """Score of the image for every known source (higher = closer), shape (n_classes,)."""
+    n_tiles: int = 1
+    tile_agreement: float = 1.0
+
+
+class Attributor(ABC):
+    """Base class of all attribution methods (see module doc for the conventions)."""
+
+    method: ClassVar[str] = ""
+    """Registry name of the method; stored in the card."""
+
+    classes_: list[str]
+    thresholds_: np.ndarray
+
+    # ----------------------------------------------------------------- to implement
+    @property
+    @abstractmethod
+    def min_size(self) -> int:
+        """Smallest image side the method accepts (its crop or tile size)."""
+
+    @abstractmethod
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Scores for decoded (H, W, 3) uint8 images, each at least ``min_size`` on a side."""
+
+    @abstractmethod
+    def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        """(card fields, tensors, arrays) describing the fitted state; see :meth:`save`."""
+
+    @classmethod
+    @abstractmethod
+    def _from_contents(cls, contents: ModelContents) -> "Attributor":
+        """Rebuild a fitted attributor from a loaded model directory."""
+
+    # ----------------------------------------------------------------- shared behaviour
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "classes_") or not hasattr(self, "thresholds_"):
+            raise NotFittedError(
+                f"this {type(self).__name__} is not fitted yet: call fit(...) or genprint.load(...)"
+            )
+
+    def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
+        """(candidate index, score, threshold, is_unknown) from per-source scores."""
+        candidate = int(np.argmax(prediction.scores))
+        score = float(prediction.scores[candidate])
+        threshold = float(self.thresholds_[candidate])
+        return candidate, score, threshold, bool(score < threshold)
+
+    def attribute_arrays(self, images: Sequence[np.ndarray],
+                         names: Sequence[str] | None = None) -> list[Attribution]:
+        """Attribute decoded images (no file I/O). ``names`` fill the ``path`` field."""
+        self._check_fitted()
+        names = list(names) if names is not None else [f"<array {i}>" for i in range(len(images))]
+        results: list[Attribution] = []
+        good: list[int] = []
+        for i, img in enumerate(images):
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                results.append(Attribution(names[i], error=f"expected (H, W, 3) uint8, got "
+                                           f"{img.dtype} {img.shape}", error_code="corrupt"))
+            elif min(img.shape[:2]) < self.min_size:
+                h, w = img.shape[:2]
+                results.append(Attribution(
+                    names[i], error=f"image is {w}×{h}, smaller than the required "
+                    f"{self.min_size}×{self.min_size} crop (images are never upsampled)",
+                    error_code="too_small"))
+            else:
+                results.append(Attribution(names[i]))
+                good.append(i)
+        if good:
+            predictions = self.predict_arrays([images[i] for i in good])
+            for i, pred in zip(good, predictions, strict=True):
+                cand, score, thr, unknown = self.decide(pred)
+                results[i] = Attribution(
+                    path=names[i],
+                    label=UNKNOWN if unknown else self.classes_[cand],
+                    candidate=self.classes_[cand],
+                    score=score,
+                    threshold=thr,
+                    is_unknown=unknown,
+                    scores={c: float(s) for c, s in zip(self.classes_, pred.scores, strict=True)},
+                    n_tiles=pred.n_tiles,
+                    tile_agreement=pred.tile_agreement,
+                )
+        return results
+
+    def attribute(
+        self,
+        inputs: Sequence[str | os.PathLike[str]],
+        *,
+        batch_size: int = 64,
+        workers: int = 4,
+        animated: AnimatedPolicy = "refuse",
+        on_progress: Callable[[int], None] | None = None,
+    ) -> list[Attribution]:
+        """Attribute image files: one :class:`Attribution` per input path, in input order.
+
+        A file that cannot be used gets a row with its ``error`` and ``error_code``; the rest of
+        the batch goes on. ``on_progress(n)`` is called after each processed chunk of ``n`` files.
+        """
+        from genprint.io.batches import iter_images
+
+        self._check_fitted()
+        results: list[Attribution] = []
+        pending_imgs: list[np.ndarray] = []
+        pending_slots: list[int] = []
+
+        def flush() -> None:
+            if not pending_imgs:
+                return
+            out = self.attribute_arrays(pending_imgs, [results[i].path for i in pending_slots])
+            for slot, res in zip(pending_slots, out, strict=True):
+                results[slot] = res
+            if on_progress:
+                on_progress(len(pending_imgs))
+            pending_imgs.clear()
+            pending_slots.clear()
+
+        for path, loaded in iter_images(inputs, workers=workers, min_size=self.min_size,
+                                        animated=animated):
+            if isinstance(loaded, ImageError):
+                results.append(Attribution(str(path), error=loaded.reason,
+                                           error_code=loaded.code))
+                if on_progress:
+                    on_progress(1)
+                continue
+            results.append(Attribution(str(path)))
+            pending_imgs.append(loaded)
+            pending_slots.append(len(results) - 1)
+            if len(pending_imgs) >= batch_size:
+                flush()
+        flush()
+        return results
+
+    def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
+        """Save the fitted attributor as a model directory (atomic; see genprint.storage)."""
+        from genprint.storage.model_dir import write_model_dir
+
+        self._check_fitted()
+        fields, tensors, arrays = self._to_contents()
+        card = {
+            "method": self.method,
+            "classes": list(self.classes_),
+            "thresholds": [float(t) for t in self.thresholds_],
+            **fields,
+        }
+        return write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite)
+
+
+def _ensure_builtin_methods() -> None:
+    import importlib
+
+    for module in _BUILTIN_METHOD_MODULES:
+        importlib.import_module(module)
+
+
+def method_names() -> list[str]:
+    """Names of the available attribution methods."""
+    _ensure_builtin_methods()
+    return METHODS.names()
+
+
+def load_attributor(path: str | os.PathLike[str]) -> Attributor:
+    """Load any saved attributor: checks format version and checksums, then picks the method."""
+    contents = read_model_dir(path)
+    name = contents.card.get("method")
+    _ensure_builtin_methods()
+    if not isinstance(name, str) or name not in METHODS:
+        raise ModelFormatError(
+            f"{path}: card names method {name!r}, which this genprint does not provide "
+            f"(available: {', '.join(METHODS.names())})"
+        )
+    return METHODS.get(name)._from_contents(contents)

@@ -1,0 +1,104 @@
+"""The result of attributing one image, and writing a batch of results to CSV / Parquet / JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+RESULT_COLUMNS = (
+    "path", "label", "candidate", "score", "threshold", "is_unknown", "scores", "n_tiles",
+    "tile_agreement", "error", "error_code",
+)
+
+
+@dataclass
+class Attribution:
+    """What genprint says about one image.
+
+    ``label`` is the attributed source or ``"unknown"``; ``candidate`` is the nearest known source
+    (what a closed-set classifier would say); ``score`` is the open-set confidence (higher = more
+    like a known source) compared with the candidate's ``threshold``; ``scores`` holds one score per
+    known source. For an image that could not be read, every field but ``path`` and ``error`` is
+    empty.
+    """
+
+    path: str
+    label: str | None = None
+    candidate: str | None = None
+    score: float | None = None
+    threshold: float | None = None
+    is_unknown: bool | None = None
+    scores: dict[str, float] = field(default_factory=dict)
+    n_tiles: int | None = None
+    tile_agreement: float | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the image was read and attributed."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (JSON-ready)."""
+        return asdict(self)
+
+
+def _flat_row(result: Attribution) -> dict[str, Any]:
+    row = result.to_dict()
+    row["scores"] = json.dumps(result.scores, sort_keys=True) if result.ok else ""
+    return row
+
+
+def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) -> Path:
+    """Write results to ``.csv``, ``.parquet`` or ``.json`` (atomically: temp file + rename).
+
+    In CSV and Parquet the per-source ``scores`` column is a JSON object.
+    """
+    import csv
+
+    out = Path(path)
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".parquet", ".json"):
+        raise ValueError(f"{out}: results can be written as .csv, .parquet or .json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".csv":
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS))
+                writer.writeheader()
+                for r in results:
+                    writer.writerow({k: ("" if v is None else v) for k, v in _flat_row(r).items()})
+        elif suffix == ".json":
+            from genprint.cli.output import to_json
+
+            tmp.write_text(to_json([r.to_dict() for r in results]) + "\n", encoding="utf-8")
+        else:
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise RuntimeError(
+                    "writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
+                ) from None
+            rows = [_flat_row(r) for r in results]
+            table = pa.Table.from_pylist(rows, schema=pa.schema([
+                ("path", pa.string()), ("label", pa.string()), ("candidate", pa.string()),
+                ("score", pa.float64()), ("threshold", pa.float64()), ("is_unknown", pa.bool_()),
+                ("scores", pa.string()), ("n_tiles", pa.int64()), ("tile_agreement", pa.float64()),
+                ("error", pa.string()), ("error_code", pa.string()),
+            ]))
+            pq.write_table(table, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return out

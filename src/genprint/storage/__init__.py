@@ -1,0 +1,1 @@
+"""On-disk formats: the attributor directory (card, safetensors weights, arrays)."""

@@ -1,0 +1,226 @@
+"""The on-disk format of a trained attributor (and of anything else genprint saves as a folder).
+
+A saved attributor is a directory::
+
+    MODEL/
+      card.json          format version, method, classes, thresholds, backbone + preprocessing,
+                         creation info, and the sha256 of every other file
+      weights.safetensors
+      *.npy              arrays (reference points, feature statistics, ...)
+
+Writing goes to a temporary sibling directory that is renamed into place only once every file
+and the card are complete, so a crash never leaves a half-written model under the final name.
+Loading checks, before anything is used, that the format version is one this genprint can read
+(a newer one is refused with a clear message), that every file the card lists is present and
+matches its sha256, and that no unexpected file has been dropped in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import genprint
+
+FORMAT_VERSION = 1
+"""Version of the attributor directory format written by this genprint."""
+
+CARD_NAME = "card.json"
+
+
+class ModelFormatError(ValueError):
+    """A model directory that cannot be trusted or read, with the reason."""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass
+class ModelContents:
+    """What a model directory holds once loaded: its card, tensors and arrays."""
+
+    card: dict[str, Any]
+    tensors: dict[str, np.ndarray] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    path: Path | None = None
+
+
+def creation_info() -> dict[str, Any]:
+    """Provenance stored in every card: when and with which software it was made."""
+    info: dict[str, Any] = {
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "genprint_version": genprint.__version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return info
+
+
+def _check_name(name: str) -> None:
+    if not name or "/" in name or "\\" in name or name.startswith(".") or name == CARD_NAME:
+        raise ValueError(f"invalid file name in a model directory: {name!r}")
+
+
+def write_model_dir(
+    path: str | os.PathLike[str],
+    card: Mapping[str, Any],
+    tensors: Mapping[str, np.ndarray] | None = None,
+    arrays: Mapping[str, np.ndarray] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a model directory atomically and return its path.
+
+    ``tensors`` go into ``weights.safetensors``; each entry of ``arrays`` becomes ``NAME.npy``.
+    The card gets ``format_version``, ``created`` and ``files`` (name → sha256) added.
+    An existing directory is replaced only with ``overwrite=True``.
+    """
+    from safetensors.numpy import save_file
+
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        files: dict[str, str] = {}
+        if tensors:
+            contiguous = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+            save_file(contiguous, str(tmp / "weights.safetensors"))
+            files["weights.safetensors"] = sha256_file(tmp / "weights.safetensors")
+        for name, array in (arrays or {}).items():
+            _check_name(name)
+            np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
+            files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+        full_card = dict(card)
+        full_card["format_version"] = FORMAT_VERSION
+        full_card.setdefault("created", creation_info())
+        full_card["files"] = files
+        with open(tmp / CARD_NAME, "w", encoding="utf-8") as fh:
+            json.dump(full_card, fh, indent=2, sort_keys=True, allow_nan=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        for name in files:
+            with open(tmp / name, "rb") as fh:
+                os.fsync(fh.fileno())
+        _fsync_dir(tmp)
+        os.chmod(tmp, 0o755)
+        if target.exists():
+            backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            backup.rmdir()
+            os.replace(target, backup)
+            os.replace(tmp, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read and check the card of a model directory (format version only; see :func:`verify`)."""
+    folder = Path(path)
+    card_path = folder / CARD_NAME
+    if not folder.is_dir():
+        raise ModelFormatError(f"{folder}: not a model directory (no such folder)")
+    if not card_path.is_file():
+        raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{card_path}: not valid JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise ModelFormatError(f"{card_path}: the card must be a JSON object")
+    version = card.get("format_version")
+    if not isinstance(version, int):
+        raise ModelFormatError(f"{card_path}: missing or invalid 'format_version'")
+    if version > FORMAT_VERSION:
+        written_by = card.get("created", {}).get("genprint_version", "a newer genprint")
+        raise ModelFormatError(
+            f"{folder} uses model format version {version} (written by genprint {written_by}); "
+            f"this genprint {genprint.__version__} reads format versions up to {FORMAT_VERSION}. "
+            "Upgrade genprint to load it."
+        )
+    if not isinstance(card.get("files"), dict):
+        raise ModelFormatError(f"{card_path}: missing the 'files' checksum table")
+    return card
+
+
+def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> None:
+    """Check every file listed in the card against its sha256; refuse extra or missing files."""
+    folder = Path(path)
+    card = card if card is not None else read_card(folder)
+    listed: dict[str, str] = dict(card["files"])
+    for name, expected in listed.items():
+        _check_name(name)
+        f = folder / name
+        if not f.is_file():
+            raise ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is missing")
+        actual = sha256_file(f)
+        if actual != expected:
+            raise ModelFormatError(
+                f"{folder}: {name} does not match its sha256 in {CARD_NAME} "
+                "(the file was modified or corrupted; refusing to load it)"
+            )
+    extra = sorted(
+        p.name for p in folder.iterdir()
+        if p.name != CARD_NAME and p.name not in listed and not p.name.startswith(".")
+    )
+    if extra:
+        raise ModelFormatError(
+            f"{folder}: unexpected file(s) not covered by {CARD_NAME}: {', '.join(extra)}"
+        )
+
+
+def read_model_dir(path: str | os.PathLike[str]) -> ModelContents:
+    """Load a model directory after checking its format version and every checksum."""
+    from safetensors.numpy import load_file
+
+    folder = Path(path)
+    card = read_card(folder)
+    verify(folder, card)
+    contents = ModelContents(card=card, path=folder)
+    for name in card["files"]:
+        if name == "weights.safetensors":
+            contents.tensors = load_file(str(folder / name))
+        elif name.endswith(".npy"):
+            contents.arrays[name[: -len(".npy")]] = np.load(folder / name, allow_pickle=False)
+    return contents

@@ -1,0 +1,48 @@
+"""The ``genprint`` console script: assembles one typer sub-app or command per verb module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import genprint
+
+app = typer.Typer(
+    name="genprint",
+    help="Open-set source attribution for AI-generated images: which generator made an image, "
+    "is it a real camera image, or is its source unknown?",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"genprint {genprint.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """genprint command line."""
+
+
+def _register_verbs() -> None:
+    # Each verb module adds its commands to ``app`` (or a sub-app) when imported. Imports are
+    # cheap: heavy libraries (torch, ...) are imported inside the command functions.
+    from genprint.cli import attribute, train  # noqa: F401
+
+
+_register_verbs()
+
+
+def main() -> None:
+    """Entry point of the ``genprint`` console script."""
+    app()

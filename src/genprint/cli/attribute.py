@@ -23,7 +23,8 @@ def attribute(
     first_frame: Annotated[bool, typer.Option(help="Analyse the first frame of animated images "
                                                    "instead of refusing them.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
-    workers: Annotated[int, typer.Option(help="Threads reading and decoding files.")] = 4,
+    workers: Annotated[int | None, typer.Option(help="Threads reading and decoding files "
+                                                     "(default: by file size).")] = None,
 ) -> None:
     """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
     threshold, per-source scores, and the reason for any file that could not be used.

@@ -22,7 +22,7 @@ Rules (also in the README):
 * Refused with a reason (an :class:`ImageError` whose ``code`` is one of :data:`ERROR_CODES`):
   empty files, files that are not images, truncated or corrupt files, **animated images**
   (refused by default rather than silently analysing one frame: pass ``animated="first"`` to take
-  the first frame), images over a pixel limit (decompression bombs: the header is checked before
+  the first frame), PNG files whose chunk checksums do not match, images over a pixel limit (decompression bombs: the header is checked before
   any pixel is decoded), files over a byte limit, and images smaller than a method's crop.
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -106,6 +107,26 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     raise ImageError("unsupported_mode", f"unsupported pixel mode {mode!r}")
 
 
+def _check_png_crcs(data: bytes) -> None:
+    """Verify every PNG chunk's CRC (Pillow skips the image-data chunks), so damaged pixel data
+    is refused rather than decoded into wrong pixels."""
+    pos = 8
+    end = len(data)
+    while pos + 12 <= end:
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        stop = pos + 8 + length
+        if stop + 4 > end:
+            raise ImageError("truncated", f"file is truncated inside PNG chunk {kind!r}")
+        stored = int.from_bytes(data[stop : stop + 4], "big")
+        if zlib.crc32(data[pos + 4 : stop]) & 0xFFFFFFFF != stored:
+            name = kind.decode("latin-1", "replace")
+            raise ImageError("corrupt", f"PNG chunk {name} fails its CRC check (damaged file)")
+        if kind == b"IEND":
+            return
+        pos = stop + 4
+
+
 def _exif_orientation(img: Image.Image) -> int | None:
     try:
         value = img.getexif().get(0x0112)
@@ -154,6 +175,8 @@ def decode_image(
                 "the first-frame option",
             )
         orientation = _exif_orientation(img)
+        if img.format == "PNG":
+            _check_png_crcs(data)
         previous = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:

@@ -132,7 +132,7 @@ class Attributor(ABC):
         inputs: Sequence[str | os.PathLike[str]],
         *,
         batch_size: int = 64,
-        workers: int = 4,
+        workers: int | None = None,
         animated: AnimatedPolicy = "refuse",
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Attribution]:

@@ -1,0 +1,83 @@
+"""The command line: --version, train baseline, attribute with bad files, JSON and CSV output."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+import genprint
+from genprint.cli.app import app
+
+runner = CliRunner()
+
+
+def test_version_and_help() -> None:
+    out = runner.invoke(app, ["--version"])
+    assert out.exit_code == 0 and genprint.__version__ in out.stdout
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0 and "attribute" in out.stdout and "train" in out.stdout
+
+
+def _train(toy_sources: Path, tmp_path: Path) -> Path:
+    model = tmp_path / "model"
+    out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out", str(model),
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["classes"] == ["alpha", "beta", "gamma"] and summary["n_val"] > 0
+    return model
+
+
+def test_attribute_mixed_folder_reports_bad_files(toy_sources: Path, tmp_path: Path) -> None:
+    model = _train(toy_sources, tmp_path)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for i, p in enumerate(sorted((toy_sources / "alpha").glob("*.png"))[:3]):
+        (mixed / f"good{i}.png").write_bytes(p.read_bytes())
+    (mixed / "zero.png").write_bytes(b"")
+    (mixed / "text.png").write_text("not an image")
+    data = (toy_sources / "beta" / "00.png").read_bytes()
+    (mixed / "trunc.png").write_bytes(data[: len(data) // 2])
+    out = runner.invoke(app, ["attribute", str(model), str(mixed), "--json",
+                              "--out", str(tmp_path / "r.csv")])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    by_name = {Path(r["path"]).name: r for r in rows}
+    assert len(rows) == 6
+    assert by_name["zero.png"]["error_code"] == "empty"
+    assert by_name["text.png"]["error_code"] == "not_an_image"
+    assert by_name["trunc.png"]["error_code"] in ("truncated", "corrupt")
+    for i in range(3):
+        r = by_name[f"good{i}.png"]
+        assert r["error"] is None and r["label"] in ("alpha", "beta", "gamma", "unknown")
+        assert set(r["scores"]) == {"alpha", "beta", "gamma"}
+    with open(tmp_path / "r.csv", newline="") as fh:
+        csv_rows = list(csv.DictReader(fh))
+    assert [r["path"] for r in csv_rows] == [r["path"] for r in rows]
+    assert json.loads(csv_rows[0]["scores"]).keys() == {"alpha", "beta", "gamma"}
+
+
+def test_exit_codes_all_failed_strict_and_bad_model(toy_sources: Path, tmp_path: Path) -> None:
+    model = _train(toy_sources, tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"")
+    assert runner.invoke(app, ["attribute", str(model), str(bad)]).exit_code == 1
+    good = toy_sources / "alpha" / "00.png"
+    assert runner.invoke(app, ["attribute", str(model), str(good), str(bad)]).exit_code == 0
+    assert runner.invoke(app, ["attribute", str(model), str(good), str(bad), "--strict"]).exit_code == 1
+    out = runner.invoke(app, ["attribute", str(tmp_path), str(good)])
+    assert out.exit_code == 2 and "card.json" in out.output
+
+
+def test_parquet_results(toy_sources: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    model = _train(toy_sources, tmp_path)
+    out = runner.invoke(app, ["attribute", str(model), str(toy_sources / "gamma"),
+                              "--out", str(tmp_path / "r.parquet")])
+    assert out.exit_code == 0, out.output
+    table = pq.read_table(tmp_path / "r.parquet").to_pylist()
+    assert len(table) == 24 and all(r["error"] is None for r in table)

@@ -1,0 +1,174 @@
+"""Image input: exact pixels, documented conversions, and a clear refusal for bad files."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genprint.io.images import ImageError, decode_image, read_image, read_image_with_info
+from tests.conftest import make_png_header_only
+
+
+def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_png_pixels_are_exact(rgb_png: Path) -> None:
+    expected = np.asarray(Image.open(rgb_png))
+    got = read_image(rgb_png)
+    assert got.dtype == np.uint8 and got.shape == (40, 50, 3)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_zero_byte_file_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "empty.png"
+    p.write_bytes(b"")
+    with pytest.raises(ImageError) as err:
+        read_image(p)
+    assert err.value.code == "empty" and str(p) in str(err.value)
+
+
+def test_text_file_named_png_is_not_an_image(tmp_path: Path) -> None:
+    p = tmp_path / "notes.png"
+    p.write_text("this is not an image\n")
+    with pytest.raises(ImageError) as err:
+        read_image(p)
+    assert err.value.code == "not_an_image"
+
+
+def test_truncated_jpeg_is_refused() -> None:
+    rng = np.random.default_rng(0)
+    data = _encode(Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)), "JPEG")
+    with pytest.raises(ImageError) as err:
+        decode_image(data[: len(data) // 2])
+    assert err.value.code == "truncated"
+
+
+def test_truncated_png_is_refused(rgb_png: Path) -> None:
+    data = rgb_png.read_bytes()
+    with pytest.raises(ImageError) as err:
+        decode_image(data[: len(data) - 40])
+    assert err.value.code in ("truncated", "corrupt")
+
+
+def test_corrupt_png_data_is_refused(rgb_png: Path) -> None:
+    data = bytearray(rgb_png.read_bytes())
+    data[60:90] = b"\xff" * 30  # smash the compressed stream
+    with pytest.raises(ImageError) as err:
+        decode_image(bytes(data))
+    assert err.value.code in ("corrupt", "truncated")
+
+
+def test_one_pixel_image_reads_but_fails_a_crop_requirement() -> None:
+    data = _encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")
+    pixels, info = decode_image(data)
+    assert pixels.shape == (1, 1, 3) and tuple(pixels[0, 0]) == (10, 20, 30)
+    with pytest.raises(ImageError) as err:
+        decode_image(data, min_size=32)
+    assert err.value.code == "too_small" and "never upsampled" in err.value.reason
+
+
+def test_sixteen_bit_png_maps_to_8_bit_by_rounding() -> None:
+    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+    data = _encode(Image.fromarray(values), "PNG")
+    pixels, info = decode_image(data)
+    assert info.mode.startswith("I")
+    np.testing.assert_array_equal(pixels[0, :, 0], [0, 1, 255, 128])
+    np.testing.assert_array_equal(pixels[..., 0], pixels[..., 2])
+
+
+def test_cmyk_jpeg_converts_to_rgb() -> None:
+    img = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
+    pixels, info = decode_image(_encode(img, "JPEG", quality=95))
+    assert info.mode == "CMYK" and pixels.shape == (16, 16, 3)
+    r, g, b = pixels[8, 8].astype(int)
+    assert r > 200 and g < 60 and b < 60
+
+
+def test_palette_image_is_looked_up_exactly() -> None:
+    img = Image.new("P", (4, 4))
+    img.putpalette([0, 0, 0, 200, 100, 50] + [0] * 762)
+    img.putpixel((1, 1), 1)
+    pixels, _ = decode_image(_encode(img, "PNG"))
+    assert tuple(pixels[1, 1]) == (200, 100, 50) and tuple(pixels[0, 0]) == (0, 0, 0)
+
+
+def test_rgba_drops_alpha_without_compositing() -> None:
+    img = Image.new("RGBA", (4, 4), (90, 80, 70, 0))  # fully transparent, colour kept
+    pixels, _ = decode_image(_encode(img, "PNG"))
+    assert tuple(pixels[0, 0]) == (90, 80, 70)
+
+
+def test_greyscale_is_copied_to_three_channels() -> None:
+    img = Image.fromarray(np.array([[5, 250]], dtype=np.uint8), mode="L")
+    pixels, _ = decode_image(_encode(img, "PNG"))
+    np.testing.assert_array_equal(pixels[0], [[5, 5, 5], [250, 250, 250]])
+
+
+def test_float_images_are_refused_with_their_mode() -> None:
+    img = Image.fromarray(np.ones((4, 4), dtype=np.float32))
+    with pytest.raises(ImageError) as err:
+        decode_image(_encode(img, "TIFF"))
+    assert err.value.code == "unsupported_mode"
+
+
+def test_pixel_bomb_header_is_refused_before_decoding() -> None:
+    with pytest.raises(ImageError) as err:
+        decode_image(make_png_header_only(100_000, 100_000))
+    assert err.value.code == "too_many_pixels"
+
+
+def test_pixel_limit_is_configurable() -> None:
+    data = _encode(Image.new("RGB", (100, 100)), "PNG")
+    with pytest.raises(ImageError) as err:
+        decode_image(data, max_pixels=5000)
+    assert err.value.code == "too_many_pixels" and "10000" in err.value.reason
+    assert decode_image(data, max_pixels=10_000)[0].shape == (100, 100, 3)
+
+
+def test_byte_limit_refuses_huge_files(rgb_png: Path) -> None:
+    with pytest.raises(ImageError) as err:
+        read_image(rgb_png, max_bytes=100)
+    assert err.value.code == "file_too_large"
+
+
+def test_animated_gif_refused_by_default_first_frame_on_request() -> None:
+    frames = [Image.new("RGB", (8, 8), c) for c in ((255, 0, 0), (0, 255, 0))]
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageError) as err:
+        decode_image(buf.getvalue())
+    assert err.value.code == "animated" and "2 frames" in err.value.reason
+    pixels, info = decode_image(buf.getvalue(), animated="first")
+    assert info.n_frames == 2 and pixels[0, 0, 0] > 200 and pixels[0, 0, 1] < 50
+
+
+def test_exif_orientation_is_reported_but_not_applied() -> None:
+    rng = np.random.default_rng(3)
+    arr = rng.integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    img = Image.fromarray(arr)
+    exif = img.getexif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    pixels, info = decode_image(_encode(img, "PNG", exif=exif))
+    assert info.exif_orientation == 6
+    np.testing.assert_array_equal(pixels, arr)  # stored grid, not rotated
+
+
+def test_missing_file_and_directory_give_reasons(tmp_path: Path) -> None:
+    with pytest.raises(ImageError) as err:
+        read_image(tmp_path / "nope.png")
+    assert err.value.code == "not_found"
+    with pytest.raises(ImageError) as err:
+        read_image(tmp_path)
+    assert err.value.code == "unreadable"
+
+
+def test_info_describes_the_stored_image(rgb_png: Path) -> None:
+    _, info = read_image_with_info(rgb_png)
+    assert (info.format, info.mode, info.width, info.height) == ("PNG", "RGB", 50, 40)

@@ -1,0 +1,119 @@
+"""Data sources: folders, folder per source, CSV / Parquet manifests, the reserved label."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genprint.io.sources import (
+    ManifestError,
+    load_dataset,
+    read_manifest,
+    scan_inputs,
+    with_split,
+)
+
+
+def _img(p: Path) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (8, 8)).save(p)
+    return p
+
+
+def test_folder_per_source_uses_subfolder_names(toy_sources: Path) -> None:
+    ds = load_dataset(toy_sources)
+    assert ds.sources() == ["alpha", "beta", "gamma"]
+    assert len(ds) == 72 and all(i.split is None for i in ds.items)
+
+
+def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png"), _img(tmp_path / "b.jpg")
+    (tmp_path / "readme.txt").write_text("x")
+    ds = load_dataset(tmp_path)
+    assert [i.path.name for i in ds.items] == ["a.png", "b.jpg"]
+    assert ds.sources() == []
+
+
+def test_unknown_is_a_reserved_folder_name(tmp_path: Path) -> None:
+    _img(tmp_path / "unknown" / "x.png")
+    with pytest.raises(ManifestError, match="reserved"):
+        load_dataset(tmp_path)
+
+
+def test_csv_manifest_paths_are_relative_to_the_manifest(tmp_path: Path) -> None:
+    _img(tmp_path / "imgs" / "a.png"), _img(tmp_path / "imgs" / "b.png")
+    m = tmp_path / "manifest.csv"
+    m.write_text("path,source,split\nimgs/a.png,real,train\nimgs/b.png,gan,validation\n")
+    ds = load_dataset(tmp_path)  # a folder holding manifest.csv reads the manifest
+    assert [i.path for i in ds.items] == [tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png"]
+    assert [(i.source, i.split) for i in ds.items] == [("real", "train"), ("gan", "val")]
+    assert ds.problems == []
+
+
+def test_manifest_with_a_missing_file_reports_it_and_keeps_the_rest(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    m = tmp_path / "m.csv"
+    m.write_text("path,label,split\na.png,real,train\ngone.png,real,train\n")
+    ds = read_manifest(m)
+    assert len(ds) == 2
+    assert ds.missing() == [tmp_path / "gone.png"]
+    assert any("missing" in p and "gone.png" in p for p in ds.problems)
+
+
+def test_manifest_refuses_unknown_in_train_and_bad_splits(tmp_path: Path) -> None:
+    m = tmp_path / "m.csv"
+    m.write_text("path,source,split\na.png,unknown,train\n")
+    with pytest.raises(ManifestError, match="reserved"):
+        read_manifest(m)
+    m.write_text("path,source,split\na.png,real,holdout\n")
+    with pytest.raises(ManifestError, match="split"):
+        read_manifest(m)
+    m.write_text("file,source\na.png,real\n")
+    with pytest.raises(ManifestError, match="'path'"):
+        read_manifest(m)
+    m.write_text("path,source\na.png,real\na.png,gan\n")
+    with pytest.raises(ManifestError, match="twice"):
+        read_manifest(m)
+
+
+def test_unknown_label_is_allowed_in_test_rows(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    m = tmp_path / "m.csv"
+    m.write_text("path,source,split\na.png,unknown,test\n")
+    ds = read_manifest(m)
+    assert ds.items[0].source == "unknown" and ds.sources() == []
+
+
+def test_parquet_manifest_reads_like_csv(tmp_path: Path) -> None:
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    _img(tmp_path / "a.png")
+    table = pa.table({"path": ["a.png"], "source": ["real"], "split": ["test"], "kind": ["real"]})
+    pq.write_table(table, tmp_path / "manifest.parquet")
+    ds = load_dataset(tmp_path / "manifest.parquet")
+    assert (ds.items[0].source, ds.items[0].split, ds.items[0].kind) == ("real", "test", "real")
+
+
+def test_scan_inputs_keeps_explicit_files_and_walks_folders(tmp_path: Path) -> None:
+    _img(tmp_path / "d" / "x.png"), _img(tmp_path / "d" / "sub" / "y.png")
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    odd = tmp_path / "odd.dat"
+    odd.write_text("x")
+    paths = scan_inputs([tmp_path / "d", odd, tmp_path / "missing.png"])
+    names = [p.name for p in paths]
+    assert names == ["x.png", "y.png", "odd.dat", "missing.png"]
+
+
+def test_with_split_is_seeded_and_per_source(toy_sources: Path) -> None:
+    ds = load_dataset(toy_sources)
+    a = with_split(ds, (0.5, 0.25, 0.25), seed=3)
+    b = with_split(ds, (0.5, 0.25, 0.25), seed=3)
+    assert [i.split for i in a.items] == [i.split for i in b.items]
+    for src in ds.sources():
+        splits = [i.split for i in a.items if i.source == src]
+        assert splits.count("train") == 12 and splits.count("val") == 6
+    assert np.mean([i.split == "test" for i in a.items]) == pytest.approx(0.25)

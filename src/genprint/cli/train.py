@@ -25,11 +25,48 @@ def report_bad_files(errors: list, limit: int = 10) -> None:
         console.print(f"  ... and {len(errors) - limit} more")
 
 
+def training_items(
+    data: Path | None, bench: Path | None, protocol: str, val_fraction: float, seed: int,
+    sources: list[str] | None,
+) -> tuple[list, list]:
+    """Train and validation items from ``--data`` or ``--bench/--protocol`` (known sources only)."""
+    from genprint import UNKNOWN
+    from genprint.io.sources import ManifestError, load_dataset, with_split
+    from genprint.world.protocols import protocol_view
+
+    if (data is None) == (bench is None):
+        raise typer.BadParameter("give exactly one of --data or --bench")
+    try:
+        if bench is not None:
+            view = protocol_view(bench, protocol)
+            train, val = view.train, view.val
+        else:
+            dataset = load_dataset(data)  # type: ignore[arg-type]
+            for problem in dataset.problems:
+                console.print(f"[yellow]warning:[/yellow] {problem}")
+            if any(i.split is None for i in dataset.items):
+                dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+            items = [i for i in dataset.items if i.source and i.source != UNKNOWN]
+            train = [i for i in items if i.split == "train"]
+            val = [i for i in items if i.split == "val"]
+    except ManifestError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if sources:
+        train = [i for i in train if i.source in set(sources)]
+        val = [i for i in val if i.source in set(sources)]
+    return train, val
+
+
 @train_app.command("baseline")
 def train_baseline(
-    data: Annotated[Path, typer.Option(help="Manifest (.csv/.parquet), folder with a manifest, "
-                                            "or a folder with one sub-folder per source.")],
     out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
+                                                   "manifest, or a folder with one sub-folder per "
+                                                   "source.")] = None,
+    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
+                                                    "build` (use with --protocol).")] = None,
+    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
+                                               "trained on.")] = "all",
     patch_size: Annotated[int, typer.Option(help="Tile size in pixels (images are tiled, never "
                                                  "resized).")] = 32,
     max_tiles: Annotated[int, typer.Option(help="Most tiles used per image.")] = 16,
@@ -44,23 +81,12 @@ def train_baseline(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Fit the `baseline` method: nearest centroid on noise-residual spectra."""
-    from genprint import UNKNOWN
     from genprint.io.batches import load_items
-    from genprint.io.sources import load_dataset, with_split
     from genprint.methods.baseline import BaselineAttributor
 
     if out.exists() and not overwrite:
         raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
-    dataset = load_dataset(data)
-    for problem in dataset.problems:
-        console.print(f"[yellow]warning:[/yellow] {problem}")
-    if any(i.split is None for i in dataset.items):
-        dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
-    items = [i for i in dataset.items if i.source and i.source != UNKNOWN]
-    if sources:
-        items = [i for i in items if i.source in set(sources)]
-    train_items = [i for i in items if i.split == "train"]
-    val_items = [i for i in items if i.split == "val"]
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
         raise typer.BadParameter("no labelled training images found", param_hint="--data")
     with console.status(f"reading {len(train_items) + len(val_items)} images"):
@@ -75,11 +101,19 @@ def train_baseline(
                       va_imgs, [val_items[k].source for k in va_idx])  # type: ignore[misc]
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--data") from None
+    model.training_info_ = {
+        "data": str(data) if data is not None else None,
+        "bench": str(bench) if bench is not None else None,
+        "protocol": protocol if bench is not None else None,
+        "n_train": len(tr_imgs), "n_val": len(va_imgs),
+        "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
+    }
     model.save(out, overwrite=overwrite)
     summary = {
         "method": "baseline", "out": str(out), "classes": model.classes_,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
+        "protocol": protocol if bench is not None else None,
     }
     if json_out:
         print_json(summary)

@@ -3,7 +3,8 @@
 Three labelled layouts are understood by :func:`load_dataset`:
 
 * a **manifest** (``.csv`` or ``.parquet``) with columns ``path,source,split`` (``label`` is
-  accepted for ``source``; other columns such as ``kind`` are kept). Relative paths are relative
+  accepted for ``source``; the optional columns ``kind`` (``real`` / ``generated``) and ``origin``
+  (e.g. the camera model of a real image) are kept). Relative paths are relative
   to the manifest's folder. A folder holding ``manifest.csv`` or ``manifest.parquet`` is read as
   that manifest;
 * a **folder with one sub-folder per source** (``real/``, ``gan-a/``, ...): every image below a
@@ -47,6 +48,8 @@ class Item:
     source: str | None = None
     split: str | None = None
     kind: str | None = None
+    origin: str | None = None
+    """Finer provenance when known, e.g. the camera model of a real image."""
 
 
 @dataclass
@@ -54,7 +57,8 @@ class Dataset:
     """A list of :class:`Item` with the place it was read from and any problems found."""
 
     items: list[Item]
-    origin: str
+    location: str
+    """The manifest or folder the dataset was read from."""
     problems: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -71,7 +75,7 @@ class Dataset:
             i for i in self.items
             if (split is None or i.split == split) and (wanted is None or i.source in wanted)
         ]
-        return Dataset(items, self.origin, list(self.problems))
+        return Dataset(items, self.location, list(self.problems))
 
     def missing(self) -> list[Path]:
         """Paths listed but not present on disk."""
@@ -174,7 +178,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
             raise ManifestError(f"{where}: {raw_path} is listed twice with different sources")
         seen[p] = source
         kind = (row.get("kind") or "").strip() or None
-        items.append(Item(p, source, split, kind))
+        origin = (row.get("origin") or "").strip() or None
+        items.append(Item(p, source, split, kind, origin))
     dataset = Dataset(items, str(manifest))
     missing = dataset.missing()
     if missing:
@@ -241,7 +246,7 @@ def with_split(dataset: Dataset, fractions: tuple[float, float, float], seed: in
         for rank, k in enumerate(order):
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             items[indices[k]] = replace(items[indices[k]], split=split)
-    return Dataset(items, dataset.origin, list(dataset.problems))
+    return Dataset(items, dataset.location, list(dataset.problems))
 
 
 def source_counts(dataset: Dataset) -> dict[str, int]:

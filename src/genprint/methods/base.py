@@ -56,6 +56,8 @@ class Attributor(ABC):
 
     classes_: list[str]
     thresholds_: np.ndarray
+    training_info_: dict[str, Any]
+    """Provenance stored in the card under ``training`` (data, protocol, counts, ...)."""
 
     # ----------------------------------------------------------------- to implement
     @property
@@ -185,6 +187,7 @@ class Attributor(ABC):
             "method": self.method,
             "classes": list(self.classes_),
             "thresholds": [float(t) for t in self.thresholds_],
+            "training": dict(getattr(self, "training_info_", {})),
             **fields,
         }
         return write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite)

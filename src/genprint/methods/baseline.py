@@ -151,6 +151,7 @@ class BaselineAttributor(Attributor):
         model.centroids_ = contents.arrays["centroids"]
         model.classes_ = list(contents.card["classes"])
         model.thresholds_ = np.asarray(contents.card["thresholds"], dtype=np.float64)
+        model.training_info_ = dict(contents.card.get("training", {}))
         if model.centroids_.shape[0] != len(model.classes_):
             from genprint.storage.model_dir import ModelFormatError
 

@@ -81,42 +81,36 @@ def train_baseline(
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Fit the `baseline` method: nearest centroid on noise-residual spectra."""
-    from genprint.io.batches import load_items
     from genprint.methods.baseline import BaselineAttributor
+    from genprint.methods.fitting import fit_on_items
 
     if out.exists() and not overwrite:
         raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
         raise typer.BadParameter("no labelled training images found", param_hint="--data")
-    with console.status(f"reading {len(train_items) + len(val_items)} images"):
-        tr_imgs, tr_idx, tr_err = load_items([i.path for i in train_items], min_size=patch_size)
-        va_imgs, va_idx, va_err = load_items([i.path for i in val_items], min_size=patch_size)
-    report_bad_files(tr_err + va_err)
     model = BaselineAttributor(patch_size=patch_size, max_tiles=max_tiles,
                                target_accept=target_accept)
-    with console.status(f"fitting baseline on {len(tr_imgs)} images"):
-        try:
-            model.fit(tr_imgs, [train_items[k].source for k in tr_idx],  # type: ignore[misc]
-                      va_imgs, [val_items[k].source for k in va_idx])  # type: ignore[misc]
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--data") from None
     model.training_info_ = {
         "data": str(data) if data is not None else None,
         "bench": str(bench) if bench is not None else None,
         "protocol": protocol if bench is not None else None,
-        "n_train": len(tr_imgs), "n_val": len(va_imgs),
         "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
     }
+    with console.status(f"fitting baseline on {len(train_items)} images"):
+        try:
+            errors = fit_on_items(model, train_items, val_items)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    report_bad_files(errors)
     model.save(out, overwrite=overwrite)
     summary = {
         "method": "baseline", "out": str(out), "classes": model.classes_,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
-        "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
-        "protocol": protocol if bench is not None else None,
+        **{k: model.training_info_[k] for k in ("n_train", "n_val", "n_skipped", "protocol")},
     }
     if json_out:
         print_json(summary)
     else:
         console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
-                      f"{len(tr_imgs)} training and {len(va_imgs)} validation images")
+                      f"{summary['n_train']} training and {summary['n_val']} validation images")

@@ -20,12 +20,11 @@ from genprint.cli.output import console, print_json, to_json
 DEMO_PROTOCOL = "all"
 
 
-def _make_attributor(method: str) -> Any:
-    from genprint.methods.base import METHODS, method_names
+def _make_attributor(method: str, quick: bool) -> Any:
+    from genprint.methods.base import METHODS
 
-    if method not in method_names():
-        raise typer.BadParameter(f"unknown method {method!r}")
-    return METHODS.get(method)()
+    cls = METHODS.get(method)
+    return cls(**cls.demo_params(quick))
 
 
 def _bench(out: Path, per_class: int, seed: int) -> Path:
@@ -68,7 +67,7 @@ def demo(
     for method in method_names():
         t0 = time.perf_counter()
         with console.status(f"training {method} on protocol {DEMO_PROTOCOL}"):
-            model = _make_attributor(method)
+            model = _make_attributor(method, quick)
             model.training_info_ = {"bench": str(bench), "protocol": DEMO_PROTOCOL}
             fit_on_items(model, view.train, view.val)
             model.save(out / "models" / method, overwrite=True)

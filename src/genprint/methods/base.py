@@ -78,6 +78,11 @@ class Attributor(ABC):
     def _from_contents(cls, contents: ModelContents) -> "Attributor":
         """Rebuild a fitted attributor from a loaded model directory."""
 
+    @classmethod
+    def demo_params(cls, quick: bool) -> dict[str, Any]:
+        """Constructor arguments for ``genprint demo`` (``quick``: the few-minute version)."""
+        return {}
+
     # ----------------------------------------------------------------- shared behaviour
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_") or not hasattr(self, "thresholds_"):

@@ -67,7 +67,7 @@ def test_corrupt_png_data_is_refused(rgb_png: Path) -> None:
 
 def test_one_pixel_image_reads_but_fails_a_crop_requirement() -> None:
     data = _encode(Image.new("RGB", (1, 1), (10, 20, 30)), "PNG")
-    pixels, info = decode_image(data)
+    pixels, _info = decode_image(data)
     assert pixels.shape == (1, 1, 3) and tuple(pixels[0, 0]) == (10, 20, 30)
     with pytest.raises(ImageError) as err:
         decode_image(data, min_size=32)

@@ -68,7 +68,7 @@ class Dataset:
         """Sorted names of the labelled sources, ``unknown`` excluded."""
         return sorted({i.source for i in self.items if i.source and i.source != UNKNOWN})
 
-    def select(self, split: str | None = None, sources: Iterable[str] | None = None) -> "Dataset":
+    def select(self, split: str | None = None, sources: Iterable[str] | None = None) -> Dataset:
         """A sub-dataset of one split and/or some sources (problems are carried over)."""
         wanted = set(sources) if sources is not None else None
         items = [
@@ -241,8 +241,8 @@ def with_split(dataset: Dataset, fractions: tuple[float, float, float], seed: in
     items = list(dataset.items)
     for indices in by_source.values():
         order = rng.permutation(len(indices))
-        n_train = int(round(fractions[0] * len(indices)))
-        n_val = int(round(fractions[1] * len(indices)))
+        n_train = round(fractions[0] * len(indices))
+        n_val = round(fractions[1] * len(indices))
         for rank, k in enumerate(order):
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             items[indices[k]] = replace(items[indices[k]], split=split)

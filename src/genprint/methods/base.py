@@ -28,7 +28,7 @@ from genprint.registry import Registry
 from genprint.results import Attribution
 from genprint.storage.model_dir import ModelContents, ModelFormatError, read_model_dir
 
-METHODS: Registry[type["Attributor"]] = Registry("method")
+METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
 
 _BUILTIN_METHOD_MODULES = ("genprint.methods.baseline",)
@@ -75,7 +75,7 @@ class Attributor(ABC):
 
     @classmethod
     @abstractmethod
-    def _from_contents(cls, contents: ModelContents) -> "Attributor":
+    def _from_contents(cls, contents: ModelContents) -> Attributor:
         """Rebuild a fitted attributor from a loaded model directory."""
 
     @classmethod

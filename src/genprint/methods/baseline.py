@@ -80,7 +80,7 @@ class BaselineAttributor(Attributor):
         train_labels: Sequence[str],
         val_images: Sequence[np.ndarray],
         val_labels: Sequence[str],
-    ) -> "BaselineAttributor":
+    ) -> BaselineAttributor:
         """Learn centroids on training images and thresholds on validation images only."""
         classes = sorted(set(train_labels))
         if len(classes) < 1:
@@ -143,7 +143,7 @@ class BaselineAttributor(Attributor):
         return card, {}, arrays
 
     @classmethod
-    def _from_contents(cls, contents: ModelContents) -> "BaselineAttributor":
+    def _from_contents(cls, contents: ModelContents) -> BaselineAttributor:
         params = contents.card.get("params", {})
         model = cls(**params)
         model.mean_ = contents.arrays["mean"]

@@ -1,0 +1,1 @@
+"""Evaluation: open-set metrics and the evaluation loop."""

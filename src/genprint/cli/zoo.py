@@ -1,0 +1,125 @@
+"""``genprint zoo list|train|sample|sheet``: the built-in generator zoo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genprint.cli.app import app
+from genprint.cli.output import console, print_json, progress_bar
+
+zoo_app = typer.Typer(help="The built-in generator zoo.", no_args_is_help=True)
+app.add_typer(zoo_app, name="zoo")
+
+CARD_COLUMNS = ("name", "family", "architecture", "upsampling", "seed", "resolution",
+                "parameters", "training_steps", "train_seconds")
+
+
+@zoo_app.command("list")
+def list_(
+    json_out: Annotated[bool, typer.Option("--json", help="Print the model cards as JSON.")] = False,
+    all_: Annotated[bool, typer.Option("--all", help="Include catalogue entries that have no "
+                                                     "trained weights yet.")] = False,
+) -> None:
+    """List the zoo's generators with their model cards (sha256 verified against the weights)."""
+    from rich.table import Table
+
+    from genprint.world import zoo
+    from genprint.world.zoo.store import find_card, sha256_file
+
+    cards = zoo.list_generators(trained_only=not all_)
+    for card in cards:
+        path = find_card(card["name"])
+        if path is not None:
+            card["sha256_ok"] = sha256_file(path.parent / card["file"]) == card["sha256"]
+    if json_out:
+        print_json(cards)
+        return
+    table = Table(*CARD_COLUMNS, "sha256 ok", title="genprint zoo")
+    for card in cards:
+        table.add_row(*(str(card.get(c, "")) for c in CARD_COLUMNS),
+                      str(card.get("sha256_ok", "untrained")))
+    console.print(table)
+
+
+@zoo_app.command("train")
+def train(
+    names: Annotated[list[str], typer.Argument(help="Generators of the catalogue to train "
+                                                   "(see `genprint zoo list --all`).")],
+    out: Annotated[Path | None, typer.Option(help="Where weights and cards go (default: the "
+                                                  "package's zoo_weights folder).")] = None,
+    work: Annotated[Path, typer.Option(help="Checkpoints (training resumes from them).")] =
+        Path(".genprint-work/zoo"),
+    threads: Annotated[int, typer.Option(help="Torch threads (results are reproducible for a "
+                                              "given thread count).")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the resulting cards as JSON.")] = False,
+) -> None:
+    """Train zoo generators on the simulated cameras (deterministic, resumable)."""
+    from genprint.world import zoo
+    from genprint.world.zoo.store import package_weights_dir
+    from genprint.world.zoo.train import train_generator
+
+    specs = []
+    for name in names:
+        try:
+            specs.append(zoo.spec(name))
+        except KeyError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    cards = []
+    for spec in specs:
+        with progress_bar(disable=json_out or not console.is_terminal) as bar:
+            task = bar.add_task(f"training {spec.name}", total=None)
+
+            def progress(done: int, total: int, loss: float, _t: object = task) -> None:
+                bar.update(_t, completed=done, total=total)  # type: ignore[arg-type]
+
+            card = train_generator(spec, out or package_weights_dir(), work, threads=threads,
+                                   on_progress=progress)
+        cards.append(card)
+        if not json_out:
+            console.print(f"[green]trained[/green] {spec.name}: {card['training_steps']} steps in "
+                          f"{card['train_seconds']} s, {card['parameters']} parameters")
+    if json_out:
+        print_json(cards)
+
+
+@zoo_app.command("sample")
+def sample(
+    name: Annotated[str, typer.Argument(help="Zoo generator.")],
+    out: Annotated[Path, typer.Option(help="Folder for the PNG samples.")],
+    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
+    seed: Annotated[int, typer.Option(help="Latent seed.")] = 0,
+) -> None:
+    """Write ``n`` samples of a zoo generator as lossless PNG files."""
+    from PIL import Image
+
+    from genprint.world import zoo
+
+    try:
+        gen = zoo.load(name)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    out.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(gen.sample(n, seed)):
+        Image.fromarray(img).save(out / f"{name}-{seed}-{k:05d}.png")
+    console.print(f"wrote {n} samples of {name} to {out}")
+
+
+@zoo_app.command("sheet")
+def sheet(
+    out: Annotated[Path, typer.Option(help="Folder for the contact sheets.")] = Path("docs/zoo"),
+    n: Annotated[int, typer.Option("--n", help="Samples per sheet.")] = 32,
+    zoom: Annotated[int, typer.Option(help="Nearest-neighbour zoom for viewing.")] = 3,
+) -> None:
+    """Contact sheets: for each generator a PNG grid of samples (left) beside real images (right)."""
+    from genprint.world import zoo
+    from genprint.world.contact_sheet import write_contact_sheet
+
+    out.mkdir(parents=True, exist_ok=True)
+    for card in zoo.list_generators():
+        path = write_contact_sheet(card["name"], out / f"{card['name']}.png", n=n, zoom=zoom)
+        console.print(f"wrote {path}")

@@ -1,0 +1,89 @@
+"""The backbone contract and registry.
+
+A :class:`Backbone` is a frozen (or trainable, for genprint's own forensic CNN) torch module that
+takes a batch of images **already cropped to its input size** (N×3×S×S, float in [0, 1]) and
+returns one feature tensor per block (``layer_names()``), each N×D_l: the CLS token for
+transformers, the globally pooled map for CNNs. Its :class:`Preprocessing` says how images are
+prepared: crop size (images are centre-cropped or tiled, never resized), normalisation mean/std
+applied inside the backbone.
+
+Registry entries are *factories*: ``BACKBONES.get(name)(**kwargs) -> Backbone``. A name may also
+be a local path (an open_clip checkpoint, a Hugging Face model directory); :func:`get_backbone`
+resolves both. Built-in modules are listed in :data:`BUILTIN_BACKBONE_MODULES` and imported on
+first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from genprint.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images reach a backbone; stored in model cards so a saved model is self-describing."""
+
+    input_size: int
+    """Crop / tile side in pixels (images smaller than this are refused, never upsampled)."""
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    crop: str = "center"
+    """``center`` (one centre crop per image) or ``tiles`` (non-overlapping tiles, aggregated)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backbone(nn.Module):
+    """Base class of feature extractors (see module doc)."""
+
+    name: str = ""
+    preprocessing: Preprocessing
+
+    def layer_names(self) -> list[str]:
+        """Names of the blocks whose features :meth:`forward_features` returns, in order."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features of every block for images N×3×S×S in [0, 1] (one N×D tensor per block)."""
+        raise NotImplementedError
+
+    def card(self) -> dict[str, Any]:
+        """What a model card records about this backbone."""
+        return {"name": self.name, "layers": self.layer_names(),
+                "preprocessing": self.preprocessing.to_dict()}
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.preprocessing.mean, dtype=x.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.preprocessing.std, dtype=x.dtype).view(1, 3, 1, 1)
+        return (x - mean) / std
+
+
+BackboneFactory = Callable[..., Backbone]
+BACKBONES: Registry[BackboneFactory] = Registry("backbone")
+"""Every built-in backbone by name; entries are factories returning a :class:`Backbone`."""
+
+BUILTIN_BACKBONE_MODULES: list[str] = []
+"""Modules that register built-in backbones when imported (appended to by each method's work)."""
+
+
+def _ensure_builtin_backbones() -> None:
+    for module in BUILTIN_BACKBONE_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:  # an optional extra is missing: its backbones are simply absent
+            continue
+
+
+def get_backbone(name: str, **kwargs: Any) -> Backbone:
+    """Build the backbone registered as ``name`` (error lists the known names)."""
+    _ensure_builtin_backbones()
+    return BACKBONES.get(name)(**kwargs)

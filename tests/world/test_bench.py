@@ -1,0 +1,80 @@
+import csv
+import hashlib
+import json
+
+import pytest
+
+from genprint.world.bench import BenchSettings, build_bench
+from genprint.world.cameras import camera_names
+from genprint.world.protocols import REAL, protocol_view
+
+from .conftest import TINY_ZOO
+
+
+def _digest(folder):
+    h = hashlib.sha256()
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(folder)).encode())
+            h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+@pytest.fixture
+def bench(tiny_zoo, tmp_path):
+    out = tmp_path / "bench"
+    build_bench(out, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO))
+    return out
+
+
+def test_same_seed_gives_byte_identical_benchmarks(bench, tmp_path):
+    again = tmp_path / "again"
+    build_bench(again, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO))
+    assert _digest(bench) == _digest(again)
+    other = tmp_path / "other"
+    build_bench(other, BenchSettings(per_class=10, seed=8, generators=TINY_ZOO))
+    assert _digest(other) != _digest(bench)
+
+
+def test_manifest_splits_are_disjoint_and_held_out_cameras_only_in_test(bench):
+    rows = list(csv.DictReader(open(bench / "manifest.csv")))
+    assert {r["kind"] for r in rows} == {"real", "generated"}
+    paths = [r["path"] for r in rows]
+    assert len(paths) == len(set(paths))
+    held = set(camera_names(held_out=True))
+    for r in rows:
+        assert (bench / r["path"]).is_file()
+        if r["origin"] in held:
+            assert r["split"] == "test" and r["source"] == REAL
+    for src in {r["source"] for r in rows}:
+        splits = {r["split"] for r in rows if r["source"] == src}
+        assert splits == {"train", "val", "test"}
+
+
+def test_protocols_never_put_unknown_sources_in_train_or_val(bench):
+    protocols = json.loads((bench / "protocols.json").read_text())
+    assert {"seed", "architecture", "family", "all"} <= set(protocols)
+    for name, p in protocols.items():
+        assert not set(p["known"]) & set(p["unknown"])
+        view = protocol_view(bench, name)
+        for item in view.train + view.val:
+            assert item.source in p["known"] and item.source not in p["unknown"]
+        assert {i.source for i in view.test} >= set(p["unknown"])
+
+
+def test_real_and_generated_share_one_format(bench):
+    suffixes = {p.suffix for p in (bench / "images").rglob("*.*")}
+    assert suffixes == {".png"}
+
+
+def test_camera_task(tmp_path):
+    out = tmp_path / "cams"
+    build_bench(out, BenchSettings(task="camera", per_class=5, seed=0))
+    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    assert {r["source"] for r in rows} == set(camera_names(held_out=False))
+    assert json.loads((out / "protocols.json").read_text())["camera"]["unknown"] == []
+
+
+def test_existing_folder_is_not_overwritten_silently(bench):
+    with pytest.raises(FileExistsError):
+        build_bench(bench, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO))

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from genprint.world import cameras
+
+
+def test_at_least_eight_cameras_and_two_held_out():
+    assert len(cameras.CAMERAS) >= 8
+    held = cameras.camera_names(held_out=True)
+    assert len(held) >= 2
+    assert not set(held) & set(cameras.camera_names(held_out=False))
+    algos = {c.demosaic for c in cameras.CAMERAS}
+    assert algos == {"bilinear", "malvar2004", "menon2007"}
+
+
+def test_camera_images_are_deterministic_and_balanced():
+    a, names_a = cameras.camera_images(16, 32, seed=1)
+    b, names_b = cameras.camera_images(16, 32, seed=1)
+    assert a.shape == (16, 32, 32, 3) and a.dtype == np.uint8
+    assert np.array_equal(a, b) and names_a == names_b
+    counts = {n: names_a.count(n) for n in set(names_a)}
+    assert max(counts.values()) - min(counts.values()) <= 1
+    assert set(names_a) <= set(cameras.camera_names(held_out=False))
+
+
+def test_held_out_cameras_only_when_asked():
+    _, names = cameras.camera_images(8, 32, seed=2, held_out=True)
+    assert set(names) <= set(cameras.camera_names(held_out=True))
+
+
+def test_prnu_differs_between_devices_and_is_fixed_per_device():
+    p0 = cameras.prnu_pattern("cam-01", 0, 40, 40)
+    assert np.array_equal(p0, cameras.prnu_pattern("cam-01", 0, 40, 40))
+    p1 = cameras.prnu_pattern("cam-01", 1, 40, 40)
+    assert abs(np.corrcoef(p0.ravel(), p1.ravel())[0, 1]) < 0.1
+
+
+def test_pipeline_leaves_a_device_fingerprint():
+    # Same flat grey scene through two devices: the PRNU correlates with its own device's pattern.
+    scene = np.full((4, 40, 40, 3), 0.4, np.float32)
+    cam = "cam-04"  # lossless output, strong PRNU
+    out = cameras.capture(scene, cam, np.array([0, 0, 1, 1]), seed=0).astype(np.float32)
+    resid = (out - out.mean(axis=(1, 2), keepdims=True)).mean(axis=3)
+    m = cameras.MARGIN
+    k0 = cameras.prnu_pattern(cam, 0, 40, 40)[m:-m, m:-m]
+    same = np.corrcoef(resid[0].ravel(), k0.ravel())[0, 1]
+    other = np.corrcoef(resid[2].ravel(), k0.ravel())[0, 1]
+    assert same > other + 0.05
+
+
+def test_bad_arguments_are_refused():
+    with pytest.raises(KeyError, match="known"):
+        cameras.camera_images(2, 32, 0, cameras=["nikon"])
+    with pytest.raises(ValueError, match="even"):
+        cameras.camera_images(2, 31, 0)
+
+
+def test_camera_card_documents_the_pipeline():
+    card = cameras.camera_card("cam-02")
+    for key in ("cfa", "demosaic", "prnu", "shot_gain", "read_sigma", "gamma", "jpeg_quality"):
+        assert key in card

@@ -11,6 +11,11 @@ from genprint.world.protocols import REAL, protocol_view
 from .conftest import TINY_ZOO
 
 
+def _rows(folder):
+    with open(folder / "manifest.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
 def _digest(folder):
     h = hashlib.sha256()
     for p in sorted(folder.rglob("*")):
@@ -37,7 +42,7 @@ def test_same_seed_gives_byte_identical_benchmarks(bench, tmp_path):
 
 
 def test_manifest_splits_are_disjoint_and_held_out_cameras_only_in_test(bench):
-    rows = list(csv.DictReader(open(bench / "manifest.csv")))
+    rows = _rows(bench)
     assert {r["kind"] for r in rows} == {"real", "generated"}
     paths = [r["path"] for r in rows]
     assert len(paths) == len(set(paths))
@@ -70,7 +75,7 @@ def test_real_and_generated_share_one_format(bench):
 def test_camera_task(tmp_path):
     out = tmp_path / "cams"
     build_bench(out, BenchSettings(task="camera", per_class=5, seed=0))
-    rows = list(csv.DictReader(open(out / "manifest.csv")))
+    rows = _rows(out)
     assert {r["source"] for r in rows} == set(camera_names(held_out=False))
     assert json.loads((out / "protocols.json").read_text())["camera"]["unknown"] == []
 

@@ -176,7 +176,7 @@ def capture(scenes: np.ndarray, camera: str, devices: np.ndarray, seed: int) -> 
     N×(H−2·MARGIN)×(W−2·MARGIN)×3. Deterministic for ``seed``.
     """
     cam = get_camera(camera)
-    n, h, w, _ = scenes.shape
+    _, h, w, _ = scenes.shape
     if h % 2 or w % 2:
         raise ValueError("scene height and width must be even (Bayer phase)")
     rng = np.random.default_rng(_seed("capture", camera, seed))

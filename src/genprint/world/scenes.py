@@ -48,7 +48,7 @@ def _bundled_photographs() -> list[np.ndarray]:
         from sklearn.datasets import load_sample_images
 
         photos.extend(np.asarray(i) for i in load_sample_images().images)
-    except Exception:  # pragma: no cover - sklearn's sample data missing
+    except (ImportError, OSError):  # pragma: no cover - sklearn's sample data missing
         pass
     try:
         from matplotlib import cbook
@@ -56,7 +56,7 @@ def _bundled_photographs() -> list[np.ndarray]:
 
         with cbook.get_sample_data("grace_hopper.jpg") as fh:
             photos.append(np.asarray(Image.open(fh).convert("RGB")))
-    except Exception:  # pragma: no cover - matplotlib missing
+    except (ImportError, OSError):  # pragma: no cover - matplotlib missing
         pass
     out = []
     for p in photos:

@@ -21,7 +21,7 @@ from genprint.world.zoo.generator import FAMILIES, GeneratorSpec, ZooGenerator
 from genprint.world.zoo.store import find_card, load_generator, read_card, weights_dirs
 
 __all__ = ["FAMILIES", "ZOO", "GeneratorSpec", "ZooGenerator", "list_generators", "load",
-           "spec", "untrained"]
+           "spec", "untrained", "weights_dirs"]
 
 
 def spec(name: str) -> GeneratorSpec:

@@ -120,6 +120,21 @@ def sheet(
     from genprint.world.contact_sheet import write_contact_sheet
 
     out.mkdir(parents=True, exist_ok=True)
-    for card in zoo.list_generators():
+    cards = zoo.list_generators()
+    lines = ["# The genprint zoo", "",
+             "Written by `genprint zoo sheet`. Each sheet: samples of the generator (left) beside "
+             "real images of the simulated cameras (right), zoomed ×%d (nearest neighbour, for "
+             "viewing only)." % zoom, "",
+             "| name | family | architecture | seed | parameters | training steps | "
+             "training time (s, 1 thread) | sha256 (first 12) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for card in cards:
         path = write_contact_sheet(card["name"], out / f"{card['name']}.png", n=n, zoom=zoom)
         console.print(f"wrote {path}")
+        lines.append(f"| {card['name']} | {card['family']} | {card['architecture']} | "
+                     f"{card['seed']} | {card['parameters']:,} | {card['training_steps']} | "
+                     f"{card.get('train_seconds', '')} | `{card['sha256'][:12]}` |")
+    lines.append("")
+    lines += [f"## {c['name']}\n\n![{c['name']}]({c['name']}.png)\n" for c in cards]
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    console.print(f"wrote {out / 'README.md'}")

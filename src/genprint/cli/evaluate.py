@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ METRIC_ROWS = (
 
 def format_metric(value: Any) -> str:
     """A metric for a table: 3 decimals, or 'n/a' when undefined."""
-    if value is None or (isinstance(value, float) and value != value):
+    if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -37,32 +38,76 @@ def evaluate_cmd(
                                                "family, all).")] = "all",
     json_path: Annotated[str | None, typer.Option("--json", help="Write metrics as JSON to this "
                                                                  "file ('-' for stdout).")] = None,
+    perturb: Annotated[list[str] | None, typer.Option(
+        "--perturb", help="Also evaluate under this perturbation (repeatable; 'all' for every "
+                          "one: jpeg95, jpeg75, jpeg50, resize0.5, blur0.5, blur1, crop, "
+                          "noise).")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report "
+                                                     "(plots and tables) to this file.")] = None,
 ) -> None:
     """Evaluate a model on a protocol's test split (thresholds were fixed on validation data)."""
     import genprint
-    from genprint.evaluation.evaluate import evaluate
+    from genprint.evaluation.evaluate import evaluate_conditions
+    from genprint.evaluation.perturb import expand_perturbations
     from genprint.io.sources import ManifestError
+    from genprint.registry import RegistryError
     from genprint.storage.model_dir import ModelFormatError
 
+    try:
+        conditions = expand_perturbations(perturb or [])
+    except RegistryError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--perturb") from None
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     with progress_bar(disable=json_path == "-" or not console.is_terminal) as bar:
-        task = bar.add_task("evaluating", total=None)
+        label = "evaluating" + (f" (clean + {len(conditions)} perturbations)" if conditions
+                                else "")
+        task = bar.add_task(label, total=None)
         try:
-            run = evaluate(attributor, bench, protocol, on_progress=lambda n: bar.advance(task, n))
+            run, perturbed = evaluate_conditions(
+                attributor, bench, protocol, conditions,
+                on_progress=lambda n: bar.advance(task, n))
         except (ManifestError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+    metrics = dict(run.metrics)
+    if conditions:
+        metrics["perturbations"] = perturbed
+    if report is not None:
+        from genprint.evaluation.report import write_report
+
+        write_report(run, report, perturbations=perturbed or None,
+                     title=f"{attributor.method} on protocol {protocol} ({model.name})")
+        console.print(f"report written to {report}")
     if json_path == "-":
-        print_json(run.metrics)
+        print_json(metrics)
     else:
-        print_metrics_table(run.metrics)
+        print_metrics_table(metrics)
+        if conditions:
+            print_perturbation_table(metrics, perturbed)
         if json_path:
-            Path(json_path).write_text(to_json(run.metrics) + "\n", encoding="utf-8")
+            Path(json_path).write_text(to_json(metrics) + "\n", encoding="utf-8")
             console.print(f"metrics written to {json_path}")
+
+
+def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[str, Any]]) -> None:
+    """Print the headline metrics per robustness condition on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    columns = [("closed_set_accuracy", "closed acc"), ("auroc", "AUROC"),
+               ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"),
+               ("real_vs_generated_auroc", "real/gen AUROC")]
+    table = Table(title="robustness (thresholds from clean validation data)")
+    table.add_column("condition")
+    for _, label in columns:
+        table.add_column(label, justify="right")
+    for name, m in {"none": clean, **perturbed}.items():
+        table.add_row(name, *[format_metric(m.get(k)) for k, _ in columns])
+    Console().print(table)
 
 
 def print_metrics_table(metrics: dict[str, Any]) -> None:

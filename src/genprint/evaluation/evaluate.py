@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import load_items
 from genprint.io.sources import Item
 from genprint.methods.base import Attributor
@@ -32,6 +35,8 @@ class EvaluationRun:
     y_true: np.ndarray
     classes: list[str]
     metrics: dict[str, Any] = field(default_factory=dict)
+    embeddings: np.ndarray | None = None
+    """Per-image embeddings (row ``k`` for ``items[k]``) when the attributor has ``embed``."""
 
 
 def _labels(items: Sequence[Item], classes: list[str]) -> np.ndarray:
@@ -73,21 +78,29 @@ def score_results(
     return out
 
 
-def evaluate(
-    attributor: Attributor,
-    bench_dir: str | os.PathLike[str],
-    protocol: str,
-    *,
-    perturb: Callable[[np.ndarray, int], np.ndarray] | None = None,
-    batch_size: int = 256,
-    on_progress: Callable[[int], None] | None = None,
-) -> EvaluationRun:
-    """Attribute every test image of ``protocol`` and compute the open-set metrics.
+def _image_seed(item: Item, bench_dir: Path) -> int:
+    """Seed of an image's perturbation: crc32 of its path relative to the benchmark.
 
-    ``perturb(image, index)`` (optional) transforms each test image first, seeded by its index,
-    for robustness conditions. Sources the attributor knows but the protocol calls unknown are an
-    error: the model was trained for another protocol.
+    The same image gets the same perturbation under every protocol and for every method.
     """
+    try:
+        name = item.path.resolve().relative_to(bench_dir.resolve()).as_posix()
+    except ValueError:
+        name = item.path.as_posix()
+    return zlib.crc32(name.encode("utf-8"))
+
+
+@dataclass
+class _TestSet:
+    view: ProtocolView
+    items: list[Item]
+    images: list[np.ndarray]
+    seeds: list[int]
+    held_out_cameras: list[str]
+
+
+def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],
+                   protocol: str) -> _TestSet:
     view: ProtocolView = protocol_view(bench_dir, protocol)
     leaked = sorted(set(attributor.classes_) & set(view.protocol.unknown))
     if leaked:
@@ -99,29 +112,113 @@ def evaluate(
     if missing:
         warnings.warn(
             f"the model does not know {', '.join(missing)}; their test images count as unknown",
-            stacklevel=2,
+            stacklevel=3,
         )
     images, kept, errors = load_items([i.path for i in view.test], min_size=attributor.min_size)
     if errors:
         warnings.warn(f"{len(errors)} test file(s) could not be read and are left out; first: "
-                      f"{errors[0][0]}: {errors[0][1].reason}", stacklevel=2)
+                      f"{errors[0][0]}: {errors[0][1].reason}", stacklevel=3)
     items = [view.test[k] for k in kept]
-    if perturb is not None:
-        images = [perturb(img, k) for img, k in zip(images, kept, strict=True)]
-    results: list[Attribution] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size]
-        results.extend(attributor.attribute_arrays(chunk, [str(i.path) for i in
-                                                           items[start : start + batch_size]]))
-        if on_progress:
-            on_progress(len(chunk))
     try:
         from genprint.world.cameras import camera_names
 
         held_out = camera_names(held_out=True)
     except ImportError:  # pragma: no cover - world extra not installed
         held_out = []
-    metrics = score_results(items, results, attributor.classes_, held_out)
+    return _TestSet(view, items, images, [_image_seed(i, Path(bench_dir)) for i in items],
+                    held_out)
+
+
+def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,
+               batch_size: int, on_progress: Callable[[int], None] | None,
+               embed: bool) -> tuple[list[Attribution], np.ndarray | None]:
+    results: list[Attribution] = []
+    embeddings: list[np.ndarray] = []
+    embed = embed and callable(getattr(attributor, "embed", None))
+    for start in range(0, len(test.images), batch_size):
+        chunk = test.images[start : start + batch_size]
+        if perturb is not None:
+            seeds = test.seeds[start : start + batch_size]
+            chunk = [perturb(img, s) for img, s in zip(chunk, seeds, strict=True)]
+        names = [str(i.path) for i in test.items[start : start + batch_size]]
+        results.extend(attributor.attribute_arrays(chunk, names))
+        if embed:
+            embeddings.append(np.asarray(attributor.embed(chunk)))  # type: ignore[attr-defined]
+        if on_progress:
+            on_progress(len(chunk))
+    return results, (np.concatenate(embeddings) if embeddings else None)
+
+
+def _resolve(perturb: str | Perturbation | None, min_size: int) -> Perturbation | None:
+    if isinstance(perturb, str):
+        from genprint.evaluation.perturb import perturbation
+
+        return perturbation(perturb, min_size=min_size)
+    return perturb
+
+
+def _run(attributor: Attributor, test: _TestSet, protocol: str,
+         perturb: str | Perturbation | None, batch_size: int,
+         on_progress: Callable[[int], None] | None, embed: bool) -> EvaluationRun:
+    fn = _resolve(perturb, attributor.min_size)
+    results, embeddings = _attribute(attributor, test, fn, batch_size, on_progress, embed)
+    metrics = score_results(test.items, results, attributor.classes_, test.held_out_cameras)
     metrics = {"method": attributor.method, "protocol": protocol, **metrics}
-    return EvaluationRun(items, results, _labels(items, attributor.classes_),
-                         list(attributor.classes_), metrics)
+    return EvaluationRun(list(test.items), results, _labels(test.items, attributor.classes_),
+                         list(attributor.classes_), metrics, embeddings)
+
+
+def evaluate(
+    attributor: Attributor,
+    bench_dir: str | os.PathLike[str],
+    protocol: str,
+    *,
+    perturb: str | Perturbation | None = None,
+    batch_size: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> EvaluationRun:
+    """Attribute every test image of ``protocol`` and compute the open-set metrics.
+
+    ``perturb`` (optional) is a perturbation name from :mod:`genprint.evaluation.perturb` or a
+    callable ``perturb(image, seed)``; it transforms each test image first, seeded per image by
+    the crc32 of its path relative to the benchmark. Sources the attributor knows but the
+    protocol calls unknown are an error: the model was trained for another protocol. When the
+    attributor has a method ``embed(images) -> array``, the unperturbed run also keeps one
+    embedding per image in :attr:`EvaluationRun.embeddings` (for the report's 2-D map).
+    """
+    test = _load_test_set(attributor, bench_dir, protocol)
+    run = _run(attributor, test, protocol, perturb, batch_size, on_progress,
+               embed=perturb is None)
+    if isinstance(perturb, str):
+        run.metrics["perturbation"] = perturb
+    return run
+
+
+def evaluate_conditions(
+    attributor: Attributor,
+    bench: str | os.PathLike[str],
+    protocol: str,
+    perturbations: Sequence[str],
+    *,
+    batch_size: int = 256,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[EvaluationRun, dict[str, dict[str, Any]]]:
+    """The clean evaluation plus the metrics under each named perturbation.
+
+    Test images are read once; each condition perturbs every test image (real and generated
+    alike, seeded per image) and re-attributes them with the thresholds fixed at training.
+    ``perturbations`` may contain ``all``. Returns the clean :class:`EvaluationRun` and
+    ``{name: metrics}`` in the order asked (each metrics dict has the clean run's keys).
+    """
+    from genprint.evaluation.perturb import expand_perturbations
+
+    names = expand_perturbations(perturbations)
+    test = _load_test_set(attributor, bench, protocol)
+    run = _run(attributor, test, protocol, None, batch_size, on_progress, embed=True)
+    conditions: dict[str, dict[str, Any]] = {}
+    for name in names:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # undefined metrics were already warned about
+            cond = _run(attributor, test, protocol, name, batch_size, on_progress, embed=False)
+        conditions[name] = cond.metrics
+    return run, conditions

@@ -1,0 +1,376 @@
+"""A self-contained HTML report of one evaluation: tables and plots in a single file.
+
+The page holds a summary table, the confusion matrix with an ``unknown`` column, the ROC curve
+of known vs unknown, the CCR–FPR curve (whose area is the OSCR), score histograms, a 2-D map of
+per-image embeddings, and the metrics under each robustness perturbation. Figures are drawn
+with matplotlib's Agg canvas and embedded as base64 PNG; there is no external CSS, JS or image.
+Every figure's ``<img>`` has an ``id`` (``plot-confusion``, ``plot-roc``, ``plot-oscr``,
+``plot-histogram``, ``plot-embedding``, ``plot-perturbations``) and an ``alt``; every table an
+``id`` (``table-summary``, ``table-confusion``, ``table-perturbations``). A plot that needs
+data the run does not have (no unknown test images, ...) is replaced by a ``<p class="note">``
+with ``id="note-..."`` saying why.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genprint import UNKNOWN
+from genprint.evaluation.evaluate import EvaluationRun
+
+SUMMARY_ROWS = (
+    ("closed_set_accuracy", "closed-set accuracy (known test)"),
+    ("macro_f1", "macro-F1 (known test)"),
+    ("auroc", "AUROC known vs unknown"),
+    ("ap", "AP known vs unknown"),
+    ("tnr_at_tpr95", "TNR at TPR 95%"),
+    ("oscr", "OSCR"),
+    ("real_vs_generated_auroc", "real vs generated AUROC"),
+    ("held_out_camera_real_accuracy", "held-out cameras called real"),
+)
+PERTURBATION_COLUMNS = (
+    ("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"),
+    ("ap", "AP"), ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"),
+    ("real_vs_generated_auroc", "real/gen AUROC"),
+)
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
+table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px}
+td.num{text-align:right;font-variant-numeric:tabular-nums}th{background:#f2f2f2}
+tr.unknown-source th{font-style:italic}figure{margin:1em 0}figcaption{color:#555;font-size:90%}
+p.note{background:#fff6dd;border-left:4px solid #e0b000;padding:0.5em 1em}img{max-width:100%}
+"""
+
+
+def fmt(value: Any) -> str:
+    """A metric for a table: 3 decimals, ``n/a`` when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+@dataclass
+class _Data:
+    """The usable (successfully attributed) images of a run, as arrays."""
+
+    classes: list[str]
+    sources: list[str]
+    y_true: np.ndarray
+    candidate: np.ndarray
+    label: list[str]
+    score: np.ndarray
+    scores: np.ndarray
+    embeddings: np.ndarray | None
+
+    @property
+    def known(self) -> np.ndarray:
+        return self.y_true >= 0
+
+    @property
+    def has_open_set(self) -> bool:
+        return bool(self.known.any() and (~self.known).any())
+
+
+def _data(run: EvaluationRun) -> _Data:
+    ok = [k for k, r in enumerate(run.results) if r.ok]
+    res = [run.results[k] for k in ok]
+    n = len(ok)
+    emb = None
+    if run.embeddings is not None and len(run.embeddings) == len(run.results):
+        emb = np.asarray(run.embeddings, dtype=np.float64)[ok].reshape(n, -1)
+    return _Data(
+        classes=list(run.classes),
+        sources=[run.items[k].source or "" for k in ok],
+        y_true=np.asarray(run.y_true)[ok].astype(np.int64),
+        candidate=np.array([run.classes.index(r.candidate) for r in res], dtype=np.int64),
+        label=[r.label or "" for r in res],
+        score=np.array([r.score for r in res], dtype=np.float64),
+        scores=np.array([[r.scores[c] for c in run.classes] for r in res],
+                        dtype=np.float64).reshape(n, len(run.classes)),
+        embeddings=emb,
+    )
+
+
+# ------------------------------------------------------------------------------ HTML pieces
+def _e(text: object) -> str:
+    return html.escape(str(text))
+
+
+def _note(key: str, text: str) -> str:
+    return f'<p class="note" id="note-{key}">{_e(text)}</p>'
+
+
+def _img(key: str, fig: Any, alt: str, caption: str) -> str:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    data = base64.b64encode(buf.getvalue()).decode("ascii")
+    return (f'<figure><img id="plot-{key}" alt="{_e(alt)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _figure(width: float = 6.0, height: float = 4.2) -> Any:
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=100, layout="constrained")
+
+
+def _table(key: str, header: list[str], rows: list[tuple[str, list[str], str]]) -> str:
+    """``rows``: (row header, cells, css class of the row)."""
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join(
+        f'<tr class="{cls}"><th>{_e(name)}</th>'
+        + "".join(f'<td class="num">{_e(c)}</td>' for c in cells) + "</tr>"
+        for name, cells, cls in rows)
+    return f'<table id="table-{key}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+# ------------------------------------------------------------------------------ sections
+def _summary(run: EvaluationRun) -> str:
+    m = run.metrics
+    rows = [(label, [fmt(m.get(key))], "") for key, label in SUMMARY_ROWS]
+    rows += [(f"AUROC vs {name}", [fmt(v)], "")
+             for name, v in sorted((m.get("per_unknown_auroc") or {}).items())]
+    n_failed = sum(not r.ok for r in run.results)
+    rows.append(("known / unknown test images",
+                 [f"{m.get('n_known_test')} / {m.get('n_unknown_test')}"], ""))
+    rows.append(("images that could not be attributed", [str(n_failed)], ""))
+    return "<h2>Summary</h2>" + _table("summary", ["metric", "value"], rows)
+
+
+def _confusion(d: _Data) -> str:
+    unknown_sources = sorted({s for s, y in zip(d.sources, d.y_true, strict=True) if y < 0})
+    rows_names = d.classes + unknown_sources
+    cols = d.classes + [UNKNOWN]
+    matrix = np.zeros((len(rows_names), len(cols)), dtype=np.int64)
+    for src, y, lab in zip(d.sources, d.y_true, d.label, strict=True):
+        r = int(y) if y >= 0 else len(d.classes) + unknown_sources.index(src)
+        matrix[r, cols.index(lab) if lab in cols else len(cols) - 1] += 1
+    rows = [(name if k < len(d.classes) else f"{name} (unknown source)",
+             [str(v) for v in matrix[k]], "known-source" if k < len(d.classes) else
+             "unknown-source") for k, name in enumerate(rows_names)]
+    out = ["<h2>Confusion matrix</h2>",
+           _table("confusion", ["true source \\ answer", *cols], rows)]
+    if not len(d.y_true):
+        return "".join([*out, _note("confusion", "no test image could be attributed")])
+    share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig = _figure(1.6 + 0.45 * len(cols), 1.4 + 0.4 * len(rows_names))
+    ax = fig.add_subplot()
+    ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right")
+    ax.set_yticks(range(len(rows_names)), [r[0] for r in rows])
+    if matrix.size <= 600:
+        for (i, j), v in np.ndenumerate(matrix):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                        color="white" if share[i, j] > 0.6 else "black")
+    if unknown_sources:
+        ax.axhline(len(d.classes) - 0.5, color="k", lw=1)
+    ax.axvline(len(d.classes) - 0.5, color="k", lw=1)
+    ax.set_xlabel("answer")
+    ax.set_ylabel("true source")
+    out.append(_img("confusion", fig, "confusion matrix with an unknown column",
+                    "Rows: true sources (unknown sources below the line); columns: the answer, "
+                    "a known source or unknown. Colour: share of the row; numbers: counts."))
+    return "".join(out)
+
+
+def _curve(d: _Data, hit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(FPR, rate of ``hit`` among knowns) over decreasing thresholds at the distinct scores."""
+    order = np.argsort(-d.score, kind="stable")
+    s = d.score[order]
+    last = np.flatnonzero(np.append(s[1:] != s[:-1], True))
+    known = d.known
+    x = np.concatenate(([0.0], np.cumsum(~known[order])[last] / max(int((~known).sum()), 1)))
+    y = np.concatenate(([0.0], np.cumsum(hit[order])[last] / max(int(known.sum()), 1)))
+    return x, y
+
+
+def _open_set_curves(run: EvaluationRun, d: _Data) -> str:
+    out = ["<h2>Known vs unknown</h2>"]
+    if not d.has_open_set:
+        why = ("no unknown test images" if d.known.any() else "no known test images")
+        return "".join([*out, _note("roc", f"ROC curve not drawn: {why}."),
+                        _note("oscr", f"CCR–FPR curve (OSCR) not drawn: {why}.")])
+    accepted = np.array([lab != UNKNOWN for lab in d.label])
+    known = d.known
+    op_fpr = float(accepted[~known].mean())
+    fpr, tpr = _curve(d, known)
+    fig = _figure(5.0, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(fpr, tpr, lw=1.5, label=f"AUROC = {fmt(run.metrics.get('auroc'))}")
+    ax.plot([0, 1], [0, 1], ":", color="grey", lw=1)
+    ax.plot([op_fpr], [float(accepted[known].mean())], "o", color="C3",
+            label="calibrated thresholds")
+    ax.set(xlabel="false positive rate (unknown images accepted)",
+           ylabel="true positive rate (known images accepted)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right")
+    out.append(_img("roc", fig, "ROC curve of known vs unknown",
+                    "Open-set score as a known-vs-unknown detector; the dot is the operating "
+                    "point of the per-source thresholds fixed on validation data."))
+    correct = known & (d.candidate == d.y_true)
+    fpr, ccr = _curve(d, correct)
+    fig = _figure(5.0, 4.2)
+    ax = fig.add_subplot()
+    ax.plot(fpr, ccr, lw=1.5, color="C2", label=f"OSCR = {fmt(run.metrics.get('oscr'))}")
+    names = np.array([d.classes[int(y)] if y >= 0 else UNKNOWN for y in d.y_true])
+    op_ccr = float((np.array(d.label) == names)[known].mean())
+    ax.plot([op_fpr], [op_ccr], "o", color="C3", label="calibrated thresholds")
+    ax.set(xlabel="false positive rate (unknown images accepted)",
+           ylabel="correct classification rate (known)", xlim=(0, 1), ylim=(0, 1.02))
+    ax.legend(loc="lower right")
+    out.append(_img("oscr", fig, "CCR-FPR curve (OSCR)",
+                    "Share of known images accepted and correctly attributed against the share "
+                    "of unknown images accepted, as the threshold falls; its area is the OSCR."))
+    return "".join(out)
+
+
+def _histogram(d: _Data) -> str:
+    out = ["<h2>Score distributions</h2>"]
+    if not len(d.score):
+        return "".join([*out, _note("histogram", "no test image could be attributed")])
+    finite = d.score[np.isfinite(d.score)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    bins = np.linspace(lo, hi if hi > lo else lo + 1.0, 31)
+    fig = _figure(6.0, 3.6)
+    ax = fig.add_subplot()
+    for mask, name, colour in ((d.known, "known sources", "C0"),
+                               (~d.known, "unknown sources", "C3")):
+        if mask.any():
+            ax.hist(np.clip(d.score[mask], bins[0], bins[-1]), bins=bins, alpha=0.55,
+                    color=colour, density=True, label=f"{name} ({int(mask.sum())})")
+    ax.set(xlabel="open-set score (higher = more like a known source)", ylabel="density")
+    ax.legend()
+    caption = "Score of each test image for its candidate source."
+    if not (~d.known).any():
+        out.append(_note("histogram", "No unknown test images: only known scores are shown."))
+    return "".join([*out, _img("histogram", fig, "score histograms, known vs unknown", caption)])
+
+
+def _embedding_map(d: _Data) -> str:
+    out = ["<h2>Embedding map</h2>"]
+    if d.embeddings is not None:
+        base, what = d.embeddings, "per-image embeddings (the method's embed())"
+    else:
+        base, what = d.scores, "per-image vectors of per-source scores (the method has no embed())"
+    keep = np.isfinite(base).all(axis=1)
+    x = base[keep]
+    if len(x) < 3:
+        return "".join([*out, _note("embedding", "Fewer than 3 images: no embedding map.")])
+    from sklearn.decomposition import PCA
+
+    if x.shape[1] >= 2 and np.ptp(x, axis=0).max() > 0:
+        pca = PCA(n_components=2).fit(x)
+        xy = pca.transform(x)
+        var = pca.explained_variance_ratio_
+        axes = [f"PC{k + 1} ({v:.0%} of variance)" for k, v in enumerate(var)]
+    else:
+        xy = np.column_stack([x[:, 0], np.zeros(len(x))])
+        axes = ["the only dimension", ""]
+    sources = np.array(d.sources)[keep]
+    known = d.known[keep]
+    order = [c for c in d.classes if c in set(sources[known])]
+    order += sorted(set(sources[~known]))
+    fig = _figure(6.5, 4.8)
+    ax = fig.add_subplot()
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
+    for k, name in enumerate(order):
+        sel = sources == name
+        is_unknown = not known[sel].all()
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k % cmap.N),
+                   marker="x" if is_unknown else "o", alpha=0.8,
+                   label=f"{name} (unknown)" if is_unknown else name)
+    ax.set(xlabel=axes[0], ylabel=axes[1])
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    return "".join([*out, _img("embedding", fig, "2-D map of per-image embeddings by source",
+                               f"PCA to 2-D of {what}, coloured by true source; crosses are "
+                               "unknown sources.")])
+
+
+def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] | None) -> str:
+    out = ["<h2>Robustness</h2>"]
+    if not perturbations:
+        return "".join([*out, _note("perturbations", "No perturbation was evaluated "
+                                                     "(genprint eval --perturb all).")])
+    from genprint.evaluation.perturb import PERTURBATIONS, describe
+
+    conditions = {"none": run.metrics, **perturbations}
+    header = ["condition", *[label for _, label in PERTURBATION_COLUMNS], "description"]
+    rows = [(name, [fmt(m.get(k)) for k, _ in PERTURBATION_COLUMNS]
+             + [describe(name) if name in PERTURBATIONS else "no perturbation"], "")
+            for name, m in conditions.items()]
+    out.append("<p>Every test image, real and generated alike, is perturbed (seeded per image); "
+               "thresholds stay those fixed on clean validation data.</p>")
+    out.append(_table("perturbations", header, rows))
+    fig = _figure(max(5.0, 1.0 + 0.7 * len(conditions)), 3.6)
+    ax = fig.add_subplot()
+    keys = (("closed_set_accuracy", "closed acc"), ("auroc", "AUROC"), ("oscr", "OSCR"))
+    pos = np.arange(len(conditions))
+    for k, (key, label) in enumerate(keys):
+        vals = [m.get(key) for m in conditions.values()]
+        vals = [np.nan if v is None else float(v) for v in vals]
+        ax.bar(pos + (k - 1) * 0.27, vals, width=0.27, label=label)
+    ax.set_xticks(pos, list(conditions), rotation=30, ha="right")
+    ax.set(ylim=(0, 1.05), ylabel="metric")
+    ax.legend(fontsize=8, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
+    out.append(_img("perturbations", fig, "metrics under each perturbation",
+                    "Closed-set accuracy, AUROC and OSCR per condition (missing bars: "
+                    "undefined)."))
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------ entry point
+def write_report(
+    run: EvaluationRun,
+    path: str | os.PathLike[str],
+    perturbations: dict[str, dict[str, Any]] | None = None,
+    title: str = "genprint evaluation report",
+) -> Path:
+    """Write one self-contained HTML report of ``run`` to ``path`` (atomically) and return it.
+
+    ``perturbations`` maps a condition name to its metrics (as returned by
+    :func:`genprint.evaluation.evaluate.evaluate_conditions`). Degenerate runs (no unknown test
+    images, nothing attributed) give explanatory notes in place of the plots that need the
+    missing data.
+    """
+    d = _data(run)
+    m = run.metrics
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        (f"<p>Method <b>{_e(m.get('method', '?'))}</b> on protocol <b>"
+         f"{_e(m.get('protocol', '?'))}</b>: {len(run.results)} test images, "
+         f"{len(d.classes)} known sources. Thresholds were fixed on validation data.</p>"),
+        _summary(run), _confusion(d), _open_set_curves(run, d), _histogram(d),
+        _embedding_map(d), _perturbations(run, perturbations),
+    ]
+    page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(page)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return out

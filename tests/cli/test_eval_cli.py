@@ -1,0 +1,159 @@
+"""`genprint eval` with perturbations and a report, `evaluate_conditions`, `genprint compare`.
+
+Everything runs on a tiny benchmark written by the test itself (no world, no zoo).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from genprint.cli.app import app
+from genprint.evaluation.evaluate import evaluate, evaluate_conditions
+from genprint.evaluation.perturb import perturbation_names
+from tests.conftest import textured
+
+runner = CliRunner()
+
+SOURCES = {"real": 2, "gan-a": 3, "gan-b": 5, "gan-u": 7}  # source -> period of its trace
+SPLITS = ["train"] * 8 + ["val"] * 4 + ["test"] * 4
+PROTOCOLS = {
+    "all": {"known": ["real", "gan-a", "gan-b"], "unknown": ["gan-u"]},
+    "pair": {"known": ["real", "gan-a", "gan-u"], "unknown": ["gan-b"]},
+}
+METRIC_KEYS = {"method", "protocol", "closed_set_accuracy", "macro_f1", "auroc", "ap",
+               "tnr_at_tpr95", "oscr", "real_vs_generated_auroc", "per_unknown_auroc",
+               "n_known_test", "n_unknown_test"}
+
+
+def _make_bench(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for source, period in SOURCES.items():
+        (root / source).mkdir(parents=True)
+        for k, split in enumerate(SPLITS):
+            rel = f"{source}/{k:02d}.png"
+            Image.fromarray(textured(rng, 36, 40, period)).save(root / rel)
+            kind = "real" if source == "real" else "generated"
+            rows.append({"path": rel, "source": source, "split": split, "kind": kind,
+                         "origin": "cam-1" if source == "real" else source})
+    with open(root / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "source", "split", "kind", "origin"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "protocols.json").write_text(json.dumps(PROTOCOLS), encoding="utf-8")
+    return root
+
+
+def _train(bench: Path, protocol: str, out: Path) -> Path:
+    from genprint.methods.baseline import BaselineAttributor
+    from genprint.methods.fitting import fit_on_items
+    from genprint.world.protocols import protocol_view
+
+    view = protocol_view(bench, protocol)
+    model = BaselineAttributor()
+    model.training_info_ = {"bench": str(bench), "protocol": protocol}
+    fit_on_items(model, view.train, view.val)
+    model.save(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("evalcli")
+    bench = _make_bench(root / "bench")
+    return {"bench": bench, "all": _train(bench, "all", root / "model-all"),
+            "pair": _train(bench, "pair", root / "model-pair"), "root": root}
+
+
+def test_eval_json_perturbation_and_report(world: dict[str, Path], tmp_path: Path) -> None:
+    report = tmp_path / "r.html"
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                              "--protocol", "all", "--perturb", "jpeg75", "--json", "-",
+                              "--report", str(report)])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert METRIC_KEYS | {"perturbations"} <= set(metrics)
+    assert metrics["method"] == "baseline" and metrics["protocol"] == "all"
+    assert metrics["n_known_test"] == 12 and metrics["n_unknown_test"] == 4
+    assert set(metrics["per_unknown_auroc"]) == {"gan-u"}
+    assert metrics["closed_set_accuracy"] > 0.5
+    assert list(metrics["perturbations"]) == ["jpeg75"]
+    assert METRIC_KEYS <= set(metrics["perturbations"]["jpeg75"])
+    assert metrics["perturbations"]["jpeg75"]["n_known_test"] == 12
+    page = report.read_text(encoding="utf-8")
+    ids = set(re.findall(r'<img id="(plot-[a-z]+)" alt="[^"]+" src="data:image/png;base64,', page))
+    assert ids == {"plot-confusion", "plot-roc", "plot-oscr", "plot-histogram", "plot-embedding",
+                   "plot-perturbations"}
+    assert 'id="table-perturbations"' in page and "<th>jpeg75</th>" in page
+
+
+def test_eval_table_output_and_json_file(world: dict[str, Path], tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                              "--json", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "OSCR" in out.stdout and "perturbations" not in json.loads(path.read_text())
+
+
+def test_eval_refuses_bad_perturbation_and_wrong_protocol(world: dict[str, Path]) -> None:
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                              "--perturb", "jpeg10"])
+    assert out.exit_code == 2 and "jpeg75" in out.output
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                              "--protocol", "pair"])
+    assert out.exit_code == 2 and "another protocol" in out.output
+
+
+def test_evaluate_conditions_all_is_deterministic(world: dict[str, Path]) -> None:
+    import genprint
+
+    model = genprint.load(world["all"])
+    run, conditions = evaluate_conditions(model, world["bench"], "all", ["all"])
+    assert list(conditions) == perturbation_names()
+    assert run.embeddings is None  # the baseline has no embed()
+    for name, m in conditions.items():
+        assert set(run.metrics) == set(m), name
+        assert m["n_known_test"] + m["n_unknown_test"] == 16, name  # crop keeps >= min_size
+    again = evaluate(model, world["bench"], "all", perturb="noise")
+    assert again.metrics["perturbation"] == "noise"
+    assert again.metrics["auroc"] == conditions["noise"]["auroc"]
+    assert [r.score for r in again.results] != [r.score for r in run.results]
+
+
+def test_evaluate_keeps_embeddings_when_the_method_has_embed(world: dict[str, Path]) -> None:
+    import genprint
+
+    model = genprint.load(world["all"])
+    model.embed = model.features  # type: ignore[attr-defined]
+    run = evaluate(model, world["bench"], "all")
+    assert run.embeddings is not None and run.embeddings.shape[0] == len(run.items) == 16
+
+
+def test_compare_table_json_and_markdown(world: dict[str, Path], tmp_path: Path) -> None:
+    md = tmp_path / "table.md"
+    out = runner.invoke(app, ["compare", str(world["all"]), str(world["pair"]), "--bench",
+                              str(world["bench"]), "--json", "-", "--markdown", str(md)])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert [(Path(r["model"]).name, r["protocol"]) for r in rows] == [
+        ("model-all", "all"), ("model-pair", "pair")]
+    assert all(METRIC_KEYS <= set(r) for r in rows)
+    lines = md.read_text().splitlines()
+    assert lines[0] == "| method | all | pair |"
+    assert lines[2].startswith("| baseline (model-all) | ") and lines[2].endswith(" | — |")
+    assert lines[3].startswith("| baseline (model-pair) | — | ")
+    out = runner.invoke(app, ["compare", str(world["all"]), "--bench", str(world["bench"]),
+                              "--protocol", "all"])
+    assert out.exit_code == 0, out.output
+    assert "baseline" in out.stdout and "all" in out.stdout
+    out = runner.invoke(app, ["compare", str(world["all"]), "--bench", str(world["bench"]),
+                              "--protocol", "pair"])
+    assert out.exit_code == 2

@@ -55,6 +55,7 @@ def demo(
     """Build a benchmark from the built-in world, train and evaluate every available method on
     protocol `all`, and print one comparison table."""
     from genprint.evaluation.evaluate import evaluate
+    from genprint.evaluation.report import write_report
     from genprint.methods.base import method_names
     from genprint.methods.fitting import fit_on_items
     from genprint.world.protocols import protocol_view
@@ -74,6 +75,9 @@ def demo(
         train_s = time.perf_counter() - t0
         with console.status(f"evaluating {method}"):
             run = evaluate(model, bench, DEMO_PROTOCOL)
+        report = write_report(run, out / f"report-{method}.html",
+                              title=f"genprint demo: {method} on protocol {DEMO_PROTOCOL}")
+        console.print(f"report: {report}")
         metrics = {**run.metrics, "train_seconds": round(train_s, 1)}
         rows.append(metrics)
     (out / "results.json").write_text(to_json(rows) + "\n", encoding="utf-8")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from genprint.methods.base import Attributor
 
 
-def load(path: str | Any) -> "Attributor":
+def load(path: str | Any) -> Attributor:
     """Load a saved attributor directory (any method) after checking its card and checksums."""
     from genprint.methods.base import load_attributor
 

@@ -121,13 +121,12 @@ def sheet(
 
     out.mkdir(parents=True, exist_ok=True)
     cards = zoo.list_generators()
-    lines = ["# The genprint zoo", "",
-             "Written by `genprint zoo sheet`. Each sheet: samples of the generator (left) beside "
-             "real images of the simulated cameras (right), zoomed ×%d (nearest neighbour, for "
-             "viewing only)." % zoom, "",
-             "| name | family | architecture | seed | parameters | training steps | "
-             "training time (s, 1 thread) | sha256 (first 12) |",
-             "|---|---|---|---|---|---|---|---|"]
+    intro = ("Written by `genprint zoo sheet`. Each sheet: samples of the generator (left) beside "
+             f"real images of the simulated cameras (right), zoomed ×{zoom} (nearest neighbour, "
+             "for viewing only).")
+    header = ("| name | family | architecture | seed | parameters | training steps | "
+              "training time (s, 1 thread) | sha256 (first 12) |")
+    lines = ["# The genprint zoo", "", intro, "", header, "|---|---|---|---|---|---|---|---|"]
     for card in cards:
         path = write_contact_sheet(card["name"], out / f"{card['name']}.png", n=n, zoom=zoom)
         console.print(f"wrote {path}")

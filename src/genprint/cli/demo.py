@@ -50,6 +50,10 @@ def demo(
         "genprint-demo"),
     quick: Annotated[bool, typer.Option(help="Small sizes (a few minutes on 2 CPU cores).")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the benchmark.")] = 0,
+    per_class: Annotated[int | None, typer.Option(help="Images per source (default 300, "
+                                                       "--quick 60).")] = None,
+    methods: Annotated[list[str] | None, typer.Option("--method", help="Only these methods "
+                                                      "(repeatable); default: every method.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Build a benchmark from the built-in world, train and evaluate every available method on
@@ -60,12 +64,17 @@ def demo(
     from genprint.methods.fitting import fit_on_items
     from genprint.world.protocols import protocol_view
 
-    per_class = 60 if quick else 300
+    per_class = per_class or (60 if quick else 300)
+    chosen = methods or method_names()
+    unknown_methods = sorted(set(chosen) - set(method_names()))
+    if unknown_methods:
+        raise typer.BadParameter(f"unknown method(s) {', '.join(unknown_methods)}; available: "
+                                 f"{', '.join(method_names())}", param_hint="--method")
     out.mkdir(parents=True, exist_ok=True)
     bench = _bench(out, per_class, seed)
     view = protocol_view(bench, DEMO_PROTOCOL)
     rows: list[dict[str, Any]] = []
-    for method in method_names():
+    for method in chosen:
         t0 = time.perf_counter()
         with console.status(f"training {method} on protocol {DEMO_PROTOCOL}"):
             model = _make_attributor(method, quick)

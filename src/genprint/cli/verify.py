@@ -1,0 +1,259 @@
+"""``genprint verify``: white-box verification of images against generators by inversion.
+
+Two subcommands::
+
+    genprint verify calibrate --generator G [--n 200] [--out PATH] [--json]
+    genprint verify run --generator G IMAGES... [--alpha 0.05] [--json]
+
+``run`` is the default: ``genprint verify --generator G IMAGES...`` means
+``genprint verify run --generator G IMAGES...`` (any first argument that is not a subcommand name
+selects ``run``). ``G`` is ``zoo:NAME``, ``zoo:*``, ``package.module:factory`` or a comma list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from genprint.cli.app import app
+from genprint.cli.output import console, print_json, progress_bar, to_json
+
+
+class _RunByDefault(TyperGroup):
+    """A group whose default subcommand is ``run``."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+verify_app = typer.Typer(
+    cls=_RunByDefault, no_args_is_help=True,
+    help="Verify whether generators made images, by inverting them (RONAN with LatentTracer's "
+         "encoder start). `genprint verify --generator G IMAGES...` is short for `genprint verify "
+         "run ...`; calibrate a generator first with `genprint verify calibrate --generator G`.")
+app.add_typer(verify_app, name="verify")
+
+GEN_HELP = ("zoo:NAME, zoo:* (every trained zoo generator), package.module:factory (a function "
+            "returning an object with latent_shape, sample_latent(n, seed), decode(z) and "
+            "optionally encode(x)), or a comma-separated list.")
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(2)
+
+
+def _resolve(spec: str) -> list[Any]:
+    from genprint.verify.generators import GeneratorSpecError, resolve
+
+    try:
+        return resolve(spec)
+    except GeneratorSpecError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _threads(n: int | None) -> None:
+    if n is not None:
+        import torch
+
+        torch.set_num_threads(max(1, n))
+
+
+def _overrides(**given: Any) -> dict[str, Any]:
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@verify_app.command("calibrate")
+def calibrate_cmd(
+    generator: Annotated[str, typer.Option("--generator", "-g", help=GEN_HELP)],
+    n: Annotated[int, typer.Option("--n", help="Number of the generator's own samples to "
+                                               "invert.")] = 200,
+    out: Annotated[Path | None, typer.Option(help="Calibration JSON to write (one generator "
+                                                  "only; default: next to its weights).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Adam steps per restart (most).")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Starts per image.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
+    schedule: Annotated[str | None, typer.Option(help="cosine, step or constant.")] = None,
+    loss: Annotated[str | None, typer.Option(help="mse, l1 or ssim.")] = None,
+    init: Annotated[str | None, typer.Option(help="auto (encoder where available), random, "
+                                                  "encoder.")] = None,
+    ddim_steps: Annotated[int | None, typer.Option(help="DDIM chain length for diffusion "
+                                                        "generators (default: their own).")] = None,
+    early_stop: Annotated[bool | None, typer.Option(help="Stop rows whose loss stopped "
+                                                         "improving.")] = None,
+    complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
+                                                  "(2-D entropy).")] = True,
+    pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
+    batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
+                                                     "choice; 1 on a busy machine).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Calibrate generators: invert N of their own samples and store the belonging
+    distribution of the (complexity-calibrated) log reconstruction loss."""
+    from genprint.verify.calibration import calibrate
+    from genprint.verify.inversion import InversionSettings
+
+    _threads(threads)
+    handles = _resolve(generator)
+    if out is not None and len(handles) > 1:
+        raise _fail("--out needs a single generator (the others go next to their weights)")
+    try:
+        settings = InversionSettings(batch_size=batch_size).with_(**_overrides(
+            steps=steps, restarts=restarts, lr=lr, schedule=schedule, loss=loss, init=init,
+            ddim_steps=ddim_steps, early_stop=early_stop))
+    except (TypeError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    summaries = []
+    for h in handles:
+        target = out or h.calibration_path
+        if target is None:
+            raise _fail(f"{h.spec}: no default place for its calibration; give --out")
+        with progress_bar(disable=json_out or not console.is_terminal) as bar:
+            task = bar.add_task(f"calibrating {h.name}", total=n)
+            try:
+                cal = calibrate(h, n, settings, complexity=complexity, pvalue=pvalue,
+                                on_progress=lambda k, _t=task: bar.advance(_t, k))
+            except ValueError as exc:
+                raise _fail(f"{h.name}: {exc}") from None
+        cal.save(target)
+        summary = {"generator": h.name, "spec": h.spec, "out": str(target), "n": cal.n,
+                   "mean": cal.mean, "std": cal.std, "median_loss": float(_median(cal.losses)),
+                   **cal.info}
+        summaries.append(summary)
+        if not json_out:
+            console.print(f"[green]calibrated[/green] {h.name}: {cal.n} samples, calibrated score "
+                          f"{cal.mean:.3f} ± {cal.std:.3f}, {cal.info['seconds']} s → {target}")
+    if json_out:
+        print_json(summaries)
+
+
+def _median(v: Any) -> float:
+    import numpy as np
+
+    return float(np.median(v))
+
+
+@verify_app.command("run")
+def run_cmd(
+    generator: Annotated[str, typer.Option("--generator", "-g", help=GEN_HELP)],
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders.")],
+    alpha: Annotated[float, typer.Option(help="Significance level: an image belongs to a "
+                                              "generator when its p-value ≥ alpha.")] = 0.05,
+    calibration: Annotated[Path | None, typer.Option(help="Calibration JSON (one generator only; "
+                                                          "default: next to its weights).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
+    restarts: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Must match the calibration.")] = None,
+    ddim_steps: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write rows to a .csv or .json file.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
+    threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
+                                                     "choice; 1 on a busy machine).")] = None,
+    strict: Annotated[bool, typer.Option(help="Exit with code 1 if any input failed.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print rows as JSON on stdout.")] = False,
+) -> None:
+    """Verify images: per image `path, loss, calibrated_score, p_value, belongs` (and, with
+    several generators, the accepting generator with the highest p-value, or `unknown`).
+
+    Inversion uses each generator's calibration settings; other settings are refused. Images
+    larger than the generator's resolution are centre-cropped (never resized); smaller ones are
+    refused. Exit code: 0 when an image was verified, 1 when every input failed, 2 for a bad
+    generator, calibration or no inputs.
+    """
+    from genprint.io.sources import scan_inputs
+    from genprint.verify.calibration import CalibrationError
+    from genprint.verify.verifier import Verifier, verify_files
+
+    if not 0 < alpha < 1:
+        raise _fail("--alpha must be between 0 and 1")
+    _threads(threads)
+    handles = _resolve(generator)
+    if calibration is not None and len(handles) > 1:
+        raise _fail("--calibration needs a single generator")
+    wildcard = "zoo:*" in [s.strip() for s in generator.split(",")]
+    verifiers = []
+    for h in handles:
+        try:
+            v = Verifier.load(h, calibration, batch_size=batch_size)
+            given = _overrides(steps=steps, restarts=restarts, lr=lr, ddim_steps=ddim_steps)
+            if given:
+                v.calibration.check(h, v.calibration.settings.with_(**given))
+        except CalibrationError as exc:
+            if wildcard and "is not calibrated" in str(exc):
+                console.print(f"[yellow]skipping[/yellow] {h.name}: not calibrated")
+                continue
+            raise _fail(str(exc)) from None
+        verifiers.append(v)
+    if not verifiers:
+        raise _fail("no calibrated generator to verify against; run `genprint verify "
+                    "calibrate --generator ...` first")
+    paths = scan_inputs(inputs)
+    if not paths:
+        raise _fail("no image files found in the inputs")
+    with progress_bar(disable=json_out or not console.is_terminal) as bar:
+        task = bar.add_task("verifying", total=len(paths) * len(verifiers))
+        rows = verify_files(verifiers, paths, alpha=alpha,
+                            on_progress=lambda k: bar.advance(task, k))
+    dicts = [r.to_dict() for r in rows]
+    if out is not None:
+        _write_rows(dicts, out)
+    if json_out:
+        print_json(dicts)
+    else:
+        _print_table(rows, len(verifiers) > 1)
+    failed = [r for r in rows if not r.ok]
+    if failed:
+        console.print(f"[yellow]{len(failed)} of {len(rows)} file(s) could not be used[/yellow]")
+    if out is not None:
+        console.print(f"results written to {out}")
+    if len(failed) == len(rows) or (strict and failed):
+        raise typer.Exit(1)
+
+
+def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    import csv
+    import json
+    import os
+
+    suffix = out.suffix.lower()
+    if suffix not in (".csv", ".json"):
+        raise _fail(f"{out}: results can be written as .csv or .json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if suffix == ".json":
+        tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
+    else:
+        with tmp.open("w", newline="", encoding="utf-8") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["path"])
+            writer.writeheader()
+            for r in rows:
+                flat = {**r, "per_generator": json.dumps(r["per_generator"], sort_keys=True)}
+                writer.writerow({k: "" if v is None else v for k, v in flat.items()})
+    os.replace(tmp, out)
+
+
+def _print_table(rows: list[Any], multi: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="verification")
+    cols = ["path", *(["label"] if multi else []), "generator", "loss", "calibrated score",
+            "p-value", "belongs", "note / error"]
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        if not r.ok:
+            table.add_row(r.path, *([""] if multi else []), "", "", "", "", "",
+                          f"[red]{r.error}[/red]")
+            continue
+        table.add_row(r.path, *([r.label] if multi else []), r.generator, f"{r.loss:.3g}",
+                      f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
+                      "yes" if r.belongs else "[bold magenta]no[/bold magenta]", r.note or "")
+    Console().print(table)

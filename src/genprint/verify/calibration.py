@@ -1,0 +1,232 @@
+"""Calibration (RONAN's Algorithm 1) and the one-sided membership test.
+
+1. Sample ``n`` images from the generator G (seeds derived from ``genprint-calibration:NAME``,
+   disjoint from every seed the benchmark builder and the benchmarks use), quantise them to
+   uint8 as any image file would be, and invert them with fixed settings.
+2. The *calibrated score* of an image is ``log(loss)``, or with complexity calibration
+   ``log(loss / C(x))`` where ``C`` is the 2-D entropy of the image
+   (:mod:`genprint.verify.complexity`). The scores of G's own samples form the *belonging
+   distribution*.
+3. For a new image with score ``s`` the null hypothesis is "G made it". A larger loss than G's
+   own samples is evidence against it, so the test is one-sided:
+
+   * ``ecdf`` (default): ``p = (1 + #{calibration scores ≥ s}) / (n + 1)``, the conformal
+     p-value; for a member exchangeable with the calibration samples, P(p ≤ α) ≤ α with no
+     assumption on the distribution's shape (the smallest possible p is 1 / (n + 1));
+   * ``normal``: ``p = 1 − Φ((s − μ) / σ)`` with μ, σ fitted to the calibration scores
+     (smooth and reaches small p-values, but assumes log-losses are normal).
+
+   The image belongs to G when ``p ≥ α``.
+
+The calibration is a JSON file holding the scores, the inversion settings it was made with and
+the checksum of the generator's weights; verifying with other settings or other weights is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genprint.verify.complexity import complexities
+from genprint.verify.generators import GeneratorHandle
+from genprint.verify.inversion import DEFAULT_SETTINGS, InversionSettings, invert
+
+CALIBRATION_VERSION = 1
+PVALUES = ("ecdf", "normal")
+MIN_COMPLEXITY = 0.5
+"""Floor of the 2-D entropy (bits) in the calibrated score, so flat images stay finite."""
+
+
+class CalibrationError(ValueError):
+    """A calibration that is missing, unreadable or does not match the generator / settings."""
+
+
+def calibration_seed(name: str) -> int:
+    """Seed of the calibration samples of generator ``name``."""
+    return zlib.crc32(f"genprint-calibration:{name}".encode()) & 0x7FFFFFFF
+
+
+def calibrated_scores(losses: np.ndarray, images: np.ndarray | None, complexity: bool,
+                      levels: int = 256) -> np.ndarray:
+    """``log(loss)`` or ``log(loss / max(C(x), MIN_COMPLEXITY))`` per image."""
+    score = np.log(np.maximum(np.asarray(losses, dtype=np.float64), 1e-30))
+    if complexity:
+        if images is None:
+            raise ValueError("complexity calibration needs the images")
+        score = score - np.log(np.maximum(complexities(images, levels), MIN_COMPLEXITY))
+    return score
+
+
+@dataclass
+class Calibration:
+    """The belonging distribution of one generator and how it was made."""
+
+    generator: str
+    spec: str
+    settings: InversionSettings
+    scores: np.ndarray
+    losses: np.ndarray
+    complexity: bool = True
+    pvalue: str = "ecdf"
+    resolution: int = 32
+    seed: int = 0
+    sha256: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        """Number of calibration samples."""
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.scores))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.scores, ddof=1)) if self.n > 1 else 1.0
+
+    def score(self, losses: np.ndarray, images: np.ndarray | None) -> np.ndarray:
+        """Calibrated scores of new images from their losses (and pixels, for complexity)."""
+        return calibrated_scores(losses, images, self.complexity)
+
+    def z_scores(self, scores: np.ndarray) -> np.ndarray:
+        """How many calibration standard deviations above the belonging mean."""
+        return (np.asarray(scores, dtype=np.float64) - self.mean) / max(self.std, 1e-12)
+
+    def p_values(self, scores: np.ndarray, method: str | None = None) -> np.ndarray:
+        """One-sided p-values of "the generator made it" (see module doc)."""
+        method = method or self.pvalue
+        s = np.asarray(scores, dtype=np.float64)
+        if method == "ecdf":
+            ref = np.sort(self.scores)
+            n_ge = len(ref) - np.searchsorted(ref, s, side="left")
+            return (1.0 + n_ge) / (len(ref) + 1.0)
+        if method == "normal":
+            z = self.z_scores(s)
+            return np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])
+        raise ValueError(f"p-value method must be one of {', '.join(PVALUES)}, got {method!r}")
+
+    # ------------------------------------------------------------------ checks
+    def check(self, gen: GeneratorHandle, settings: InversionSettings | None = None) -> None:
+        """Refuse a calibration made for other weights, another resolution or other settings."""
+        if self.sha256 and gen.sha256 and self.sha256 != gen.sha256:
+            raise CalibrationError(
+                f"the calibration of {gen.name} was made for other weights (sha256 "
+                f"{self.sha256[:12]}…, the generator's is {gen.sha256[:12]}…); recalibrate "
+                f"with `genprint verify calibrate --generator {gen.spec}`")
+        if gen.resolution != self.resolution:
+            raise CalibrationError(f"the calibration of {gen.name} is for {self.resolution}px "
+                                   f"images, the generator makes {gen.resolution}px ones")
+        if settings is not None and settings.fingerprint() != self.settings.fingerprint():
+            mine, theirs = settings.fingerprint(), self.settings.fingerprint()
+            diff = ", ".join(f"{k}={mine[k]!r} (calibrated with {theirs[k]!r})"
+                             for k in mine if mine[k] != theirs.get(k))
+            raise CalibrationError(
+                f"inversion settings differ from the calibration of {gen.name}: {diff}; "
+                "verify with the calibration's settings or recalibrate with the new ones")
+
+    # ------------------------------------------------------------------ storage
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (the file format)."""
+        from genprint import __version__
+
+        return {
+            "calibration_version": CALIBRATION_VERSION,
+            "generator": self.generator,
+            "spec": self.spec,
+            "sha256": self.sha256,
+            "resolution": self.resolution,
+            "n": self.n,
+            "seed": self.seed,
+            "settings": self.settings.fingerprint(),
+            "complexity": self.complexity,
+            "statistic": "log(loss / 2-D entropy)" if self.complexity else "log(loss)",
+            "pvalue": self.pvalue,
+            "mean": self.mean,
+            "std": self.std,
+            "scores": [float(s) for s in self.scores],
+            "losses": [float(v) for v in self.losses],
+            "info": {"genprint_version": __version__, **self.info},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any], where: str = "calibration") -> Calibration:
+        """Rebuild from :meth:`to_json` output (a newer format version is refused)."""
+        version = d.get("calibration_version", 0)
+        if not isinstance(version, int) or version > CALIBRATION_VERSION:
+            raise CalibrationError(f"{where}: calibration format version {version} is newer "
+                                   "than this genprint understands; upgrade genprint")
+        try:
+            return cls(
+                generator=d["generator"], spec=d["spec"],
+                settings=InversionSettings.from_dict(d["settings"]),
+                scores=np.asarray(d["scores"], dtype=np.float64),
+                losses=np.asarray(d["losses"], dtype=np.float64),
+                complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),
+                resolution=int(d["resolution"]), seed=int(d["seed"]), sha256=d.get("sha256"),
+                info=dict(d.get("info", {})),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CalibrationError(f"{where}: not a valid calibration ({exc})") from None
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the JSON atomically (temporary file renamed into place)."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Calibration:
+        """Read a calibration JSON (clear errors for missing or malformed files)."""
+        p = Path(path)
+        if not p.is_file():
+            raise CalibrationError(f"no calibration at {p}")
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CalibrationError(f"{p}: cannot read the calibration ({exc})") from None
+        if not isinstance(d, dict):
+            raise CalibrationError(f"{p}: not a valid calibration")
+        return cls.from_json(d, str(p))
+
+
+def calibrate(
+    gen: GeneratorHandle,
+    n: int = 200,
+    settings: InversionSettings = DEFAULT_SETTINGS,
+    complexity: bool = True,
+    pvalue: str = "ecdf",
+    seed: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> Calibration:
+    """Invert ``n`` of the generator's own samples and return its belonging distribution."""
+    if n < 2:
+        raise ValueError("calibration needs at least 2 samples")
+    if pvalue not in PVALUES:
+        raise ValueError(f"p-value method must be one of {', '.join(PVALUES)}")
+    seed = calibration_seed(gen.name) if seed is None else int(seed)
+    images = gen.sample(n, seed)  # members are made with the generator's own sampler
+    t0 = time.perf_counter()
+    result = invert(gen, images, settings, on_progress=on_progress)
+    return Calibration(
+        generator=gen.name, spec=gen.spec, settings=settings,
+        scores=calibrated_scores(result.loss, images, complexity), losses=result.loss,
+        complexity=complexity, pvalue=pvalue, resolution=int(images.shape[1]), seed=seed,
+        sha256=gen.sha256,
+        info={"seconds": round(time.perf_counter() - t0, 2),
+              "sample_steps_per_image": round(result.sample_steps / n, 1),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+    )

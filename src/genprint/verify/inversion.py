@@ -1,0 +1,305 @@
+"""Batched generator inversion: find the latent whose decoding best reconstructs each image.
+
+RONAN (Wang et al., NeurIPS 2023) minimises L(G(z), x) over z with Adam from several random
+restarts and scores an image by the lowest loss reached; LatentTracer (ICML 2024) starts from the
+generator's encoder instead where it has one. Here every image × restart pair is one row of a
+single latent tensor, optimised together:
+
+* **per-sample losses** — the optimised objective is the *sum* of per-row losses, so each row's
+  gradient is its own, and Adam (written out here, with per-row state) normalises per element:
+  a row's trajectory does not depend on which other rows share its batch;
+* **seeding** — the random start of restart ``r`` of an image is ``sample_latent(1, s)`` with
+  ``s = restart_seed(image_seed, r)``, and the image seed defaults to a hash of its pixels, so
+  inverting an image alone or inside any batch starts (and ends) the same;
+* **schedule** — cosine (default), step decay or constant learning rate over ``steps``;
+* **early stopping** — every ``check_every`` steps (the only host synchronisation) each row whose
+  best loss improved by less than ``min_improvement`` (relative) since the previous check is
+  retired; optionally, at ``prune_at`` each image keeps only its ``keep_restarts`` best rows.
+  Retired rows leave the batch, so later steps cost less;
+* **score** — the lowest loss over restarts and steps; the best latent is kept with it.
+
+Diffusion generators are inverted through their deterministic DDIM chain of ``ddim_steps``
+steps (default: the generator's own sampling length). The generator's parameters are frozen.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from genprint.verify.generators import GeneratorHandle
+from genprint.verify.losses import LOSSES, get_loss
+
+SCHEDULES = ("cosine", "step", "constant")
+INITS = ("auto", "random", "encoder")
+
+
+@dataclass(frozen=True)
+class InversionSettings:
+    """How images are inverted. Everything but ``batch_size`` changes the losses."""
+
+    steps: int = 300
+    restarts: int = 4
+    lr: float = 0.05
+    schedule: str = "cosine"
+    loss: str = "mse"
+    init: str = "auto"
+    """``auto``: encoder where the generator has one, else random; ``random``; ``encoder``."""
+    jitter: float = 0.1
+    """Encoder init: restarts ≥ 1 start at the encoder's latent plus this × prior noise."""
+    early_stop: bool = True
+    check_every: int = 25
+    min_improvement: float = 0.01
+    """Relative improvement of a row's best loss between checks below which it stops."""
+    prune_at: int = 0
+    """Step at which each image keeps only its ``keep_restarts`` best rows (0: never)."""
+    keep_restarts: int = 1
+    ddim_steps: int | None = None
+    """Length of the DDIM chain of diffusion generators (None: the generator's own)."""
+    batch_size: int = 256
+    """Rows (images × restarts) optimised at once; does not change the results."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.restarts < 1 or self.check_every < 1:
+            raise ValueError("steps, restarts and check_every must be ≥ 1")
+        if self.lr <= 0:
+            raise ValueError("lr must be > 0")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}")
+        if self.keep_restarts < 1:
+            raise ValueError("keep_restarts must be ≥ 1")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that determine the losses (stored with calibrations)."""
+        d = asdict(self)
+        d.pop("batch_size")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InversionSettings:
+        """Settings from :meth:`fingerprint` output (unknown keys are an error)."""
+        return cls(**d)
+
+    def with_(self, **changes: Any) -> InversionSettings:
+        """A copy with some fields changed."""
+        return replace(self, **changes)
+
+
+DEFAULT_SETTINGS = InversionSettings()
+"""genprint's default schedule (see the README's verify section for how it was chosen)."""
+
+REFERENCE = InversionSettings(steps=2000, restarts=8, lr=0.01, schedule="constant", init="random",
+                              early_stop=False)
+"""The published schedule (one image at a time in the reference code): 8 random restarts, 2000
+Adam steps at lr 0.01, no early stopping."""
+
+
+@dataclass
+class InversionResult:
+    """Per-image outcome of :func:`invert`."""
+
+    loss: np.ndarray
+    """(N,) lowest loss over restarts and steps: the score (lower = more likely a member)."""
+    restart_losses: np.ndarray
+    """(N, R) lowest loss of each restart."""
+    latents: torch.Tensor
+    """(N, *latent_shape) the latent that reached :attr:`loss`."""
+    steps_run: np.ndarray
+    """(N, R) steps each restart was optimised before it stopped."""
+    seconds: float = 0.0
+
+    @property
+    def sample_steps(self) -> int:
+        """Total decoder forward+backward passes per sample (the compute spent)."""
+        return int(self.steps_run.sum())
+
+
+def image_seed(image: np.ndarray | torch.Tensor) -> int:
+    """A seed from an image's pixels (uint8 quantised), so its inversion is reproducible."""
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if arr.dtype != np.uint8:
+        arr = np.clip(np.round(arr.astype(np.float64) * 255), 0, 255).astype(np.uint8)
+    return zlib.crc32(np.ascontiguousarray(arr).tobytes()) & 0x7FFFFFFF
+
+
+def restart_seed(seed: int, restart: int) -> int:
+    """Seed of the random start of restart ``restart`` of the image seeded ``seed``."""
+    return zlib.crc32(f"genprint-invert:{int(seed)}:{int(restart)}".encode()) & 0x7FFFFFFF
+
+
+def learning_rate(settings: InversionSettings, step: int) -> float:
+    """Learning rate at ``step`` (0-based) under the schedule."""
+    if settings.schedule == "constant":
+        return settings.lr
+    frac = step / max(1, settings.steps - 1)
+    if settings.schedule == "step":
+        return settings.lr * (0.3 ** (int(frac >= 0.5) + int(frac >= 0.75)))
+    floor = 0.05 * settings.lr
+    return floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * frac))
+
+
+def to_tensor(images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch.Tensor:
+    """uint8 N×H×W×3 (or a list of H×W×3) → float N×3×H×W in [0, 1]; tensors pass through."""
+    if isinstance(images, torch.Tensor):
+        return images.float()
+    arr = np.stack(list(images)) if not isinstance(images, np.ndarray) else images
+    if arr.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got {arr.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def _initial_latents(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
+                     settings: InversionSettings) -> torch.Tensor:
+    r_count = settings.restarts
+    noise = torch.stack([gen.sample_latent(1, restart_seed(s, r))[0]
+                         for s in seeds for r in range(r_count)]).float()
+    use_encoder = settings.init == "encoder" or (settings.init == "auto" and gen.has_encoder)
+    if not use_encoder:
+        return noise
+    if not gen.has_encoder:
+        raise ValueError(f"generator {gen.name} has no encoder (init='encoder')")
+    with torch.no_grad():
+        enc = gen.encode(x, settings.ddim_steps).float()
+    z = enc.repeat_interleave(r_count, dim=0)
+    restart = torch.arange(len(z)) % r_count
+    jit = (restart > 0).float().view(-1, *([1] * (z.dim() - 1))) * settings.jitter
+    return z + jit * noise
+
+
+def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
+                  settings: InversionSettings) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """Invert a group of images; returns per-row best losses, best latents and steps run."""
+    loss_fn = get_loss(settings.loss)
+    r_count = settings.restarts
+    n_rows = len(seeds) * r_count
+    z0 = _initial_latents(gen, x, seeds, settings)
+    lat_dims = [1] * (z0.dim() - 1)
+    img_of_row = torch.arange(n_rows) // r_count
+    # Outputs for every row (filled when a row retires).
+    out_best = torch.full((n_rows,), float("inf"))
+    out_z = z0.clone()
+    out_steps = np.zeros(n_rows, dtype=np.int64)
+    # Working set.
+    rows = torch.arange(n_rows)
+    z = z0.clone()
+    m = torch.zeros_like(z)
+    v = torch.zeros_like(z)
+    best = torch.full((n_rows,), float("inf"))
+    best_z = z0.clone()
+    at_check = torch.full((n_rows,), float("inf"))
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    pruned = settings.prune_at <= 0 or settings.keep_restarts >= r_count
+
+    def retire(keep: torch.Tensor, step: int) -> None:
+        nonlocal rows, z, m, v, best, best_z, at_check
+        gone = ~keep
+        idx = rows[gone]
+        out_best[idx] = best[gone]
+        out_z[idx] = best_z[gone]
+        out_steps[idx.numpy()] = step
+        rows, z, m, v = rows[keep], z[keep], m[keep], v[keep]
+        best, best_z, at_check = best[keep], best_z[keep], at_check[keep]
+
+    for t in range(settings.steps):
+        if len(rows) == 0:
+            break
+        z.requires_grad_(True)
+        per = loss_fn(gen.decode(z, settings.ddim_steps), x[img_of_row[rows]])
+        (grad,) = torch.autograd.grad(per.sum(), z)
+        with torch.no_grad():
+            z = z.detach()
+            per = per.detach()
+            better = per < best
+            best = torch.where(better, per, best)
+            best_z = torch.where(better.view(-1, *lat_dims), z, best_z)
+            m.mul_(b1).add_(grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            k = t + 1
+            step_size = learning_rate(settings, t) / (1 - b1**k)
+            z = z - step_size * m / ((v / (1 - b2**k)).sqrt() + eps)
+        if k % settings.check_every and k != settings.steps:
+            continue
+        keep = torch.ones(len(rows), dtype=torch.bool)
+        if settings.early_stop:
+            finite = torch.isfinite(at_check)
+            rel = (at_check - best) / at_check.clamp(min=1e-30)
+            keep &= ~finite | (rel >= settings.min_improvement)
+            at_check = best.clone()
+        if not pruned and k >= settings.prune_at:
+            pruned = True
+            keep &= _top_rows(img_of_row[rows].numpy(), best.numpy(), settings.keep_restarts)
+        if k == settings.steps:
+            keep[:] = False
+        if not bool(keep.all()):
+            retire(keep, k)
+    if len(rows):
+        retire(torch.zeros(len(rows), dtype=torch.bool), settings.steps)
+    return out_best, out_z, out_steps
+
+
+def _top_rows(images: np.ndarray, best: np.ndarray, keep: int) -> torch.Tensor:
+    """Mask of the ``keep`` rows with the lowest loss of each image (ties: lower row first)."""
+    order = np.lexsort((np.arange(len(best)), best, images))
+    mask = np.zeros(len(best), dtype=bool)
+    rank = 0
+    for pos, row in enumerate(order):
+        rank = rank + 1 if pos and images[order[pos - 1]] == images[row] else 0
+        mask[row] = rank < keep
+    return torch.from_numpy(mask)
+
+
+def invert(
+    generator: GeneratorHandle | Any,
+    images: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
+    settings: InversionSettings = DEFAULT_SETTINGS,
+    seeds: Sequence[int] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> InversionResult:
+    """Invert ``images`` (uint8 N×H×W×3, or float N×3×H×W in [0, 1]) through ``generator``.
+
+    ``seeds`` (one per image) fix the random starts; by default each image's seed is a hash of
+    its pixels (:func:`image_seed`). Images must be the generator's resolution (see
+    :func:`genprint.verify.calibration.fit_to_generator` for cropping).
+    """
+    gen = generator if isinstance(generator, GeneratorHandle) else GeneratorHandle(
+        str(getattr(generator, "name", type(generator).__name__)), generator, "<object>")
+    x = to_tensor(images)
+    n = len(x)
+    seeds = [image_seed(img) for img in x] if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != n:
+        raise ValueError(f"{len(seeds)} seeds for {n} images")
+    r_count = settings.restarts
+    best = torch.full((n * r_count,), float("inf"))
+    latents = torch.zeros((n * r_count, *gen.latent_shape))
+    steps = np.zeros(n * r_count, dtype=np.int64)
+    per_group = max(1, settings.batch_size // r_count)
+    t0 = time.perf_counter()
+    for s in range(0, n, per_group):
+        e = min(n, s + per_group)
+        b, zb, st = _invert_group(gen, x[s:e], seeds[s:e], settings)
+        best[s * r_count : e * r_count] = b
+        latents[s * r_count : e * r_count] = zb
+        steps[s * r_count : e * r_count] = st
+        if on_progress:
+            on_progress(e - s)
+    per_restart = best.view(n, r_count)
+    winner = per_restart.argmin(dim=1)
+    z_best = latents.view(n, r_count, *gen.latent_shape)[torch.arange(n), winner]
+    return InversionResult(
+        loss=per_restart.min(dim=1).values.numpy().astype(np.float64),
+        restart_losses=per_restart.numpy().astype(np.float64),
+        latents=z_best,
+        steps_run=steps.reshape(n, r_count),
+        seconds=time.perf_counter() - t0,
+    )

@@ -1,0 +1,213 @@
+"""Verifying images against one or several calibrated generators.
+
+A :class:`Verifier` pairs a generator with its calibration. :func:`verify_arrays` inverts every
+image through every verifier (one batch per generator), computes per generator the loss, the
+calibrated score, the p-value and whether the image belongs (``p ≥ α``), and attributes the image
+to the accepting generator with the highest p-value (ties: the lower calibrated z-score), or
+``unknown`` when none accepts.
+
+Images must be the generator's resolution: a larger image is centre-cropped (never resized, and
+the row says so), a smaller one is refused for that generator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genprint import UNKNOWN
+from genprint.verify.calibration import Calibration, CalibrationError
+from genprint.verify.generators import GeneratorHandle
+from genprint.verify.inversion import InversionSettings, invert
+
+DEFAULT_ALPHA = 0.05
+
+
+@dataclass
+class Verifier:
+    """A generator and its calibration; inverts with the calibration's settings."""
+
+    generator: GeneratorHandle
+    calibration: Calibration
+    batch_size: int = 256
+
+    @property
+    def name(self) -> str:
+        return self.generator.name
+
+    @property
+    def settings(self) -> InversionSettings:
+        return self.calibration.settings.with_(batch_size=self.batch_size)
+
+    @classmethod
+    def load(cls, generator: GeneratorHandle, path: str | os.PathLike[str] | None = None,
+             settings: InversionSettings | None = None, batch_size: int = 256) -> Verifier:
+        """Read the generator's calibration (default: its usual place) and check it fits."""
+        where = Path(path) if path is not None else generator.calibration_path
+        if where is None:
+            raise CalibrationError(f"{generator.spec}: no default calibration place; give one "
+                                   "with --calibration")
+        if not where.is_file():
+            raise CalibrationError(f"{generator.name} is not calibrated ({where} does not exist); "
+                                   f"run `genprint verify calibrate --generator {generator.spec}`")
+        cal = Calibration.load(where)
+        cal.check(generator, settings)
+        return cls(generator, cal, batch_size)
+
+
+@dataclass
+class Verdict:
+    """One image against one generator."""
+
+    loss: float
+    calibrated_score: float
+    p_value: float
+    belongs: bool
+    z: float
+
+
+@dataclass
+class VerifyRow:
+    """What ``verify`` says about one image (against every generator asked)."""
+
+    path: str
+    label: str | None = None
+    """The attributed generator, or ``unknown`` when no generator accepts the image."""
+    generator: str | None = None
+    """The generator the headline numbers below are for (the label, or the best p-value)."""
+    loss: float | None = None
+    calibrated_score: float | None = None
+    p_value: float | None = None
+    belongs: bool | None = None
+    alpha: float | None = None
+    per_generator: dict[str, dict[str, Any]] = field(default_factory=dict)
+    note: str | None = None
+    error: str | None = None
+    error_code: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class ImageTooSmall(ValueError):
+    """An image smaller than the generator's resolution (images are never upsampled)."""
+
+
+def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
+    """The centre ``size``×``size`` crop of ``image`` and a note when it was cropped."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        raise ImageTooSmall(f"image is {w}×{h}, smaller than the generator's {size}×{size} "
+                            "(images are never upsampled)")
+    if (h, w) == (size, size):
+        return image, None
+    top, left = (h - size) // 2, (w - size) // 2
+    return (np.ascontiguousarray(image[top : top + size, left : left + size]),
+            f"centre-cropped from {w}×{h} to {size}×{size} (never resized)")
+
+
+def verify_arrays(
+    verifiers: Sequence[Verifier],
+    images: Sequence[np.ndarray],
+    names: Sequence[str] | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[VerifyRow]:
+    """Verify decoded uint8 H×W×3 images against every verifier (see module doc)."""
+    if not 0 < alpha < 1:
+        raise ValueError("alpha must be in (0, 1)")
+    names = list(names) if names is not None else [f"<array {i}>" for i in range(len(images))]
+    per: list[dict[str, Verdict]] = [{} for _ in images]
+    notes: list[set[str]] = [set() for _ in images]
+    errors: list[str | None] = [None] * len(images)
+    for v in verifiers:
+        size = v.generator.resolution
+        ok, crops = [], []
+        for i, img in enumerate(images):
+            try:
+                crop, note = fit_to_resolution(img, size)
+            except ImageTooSmall as exc:
+                errors[i] = errors[i] or str(exc)
+                continue
+            ok.append(i)
+            crops.append(crop)
+            if note:
+                notes[i].add(note)
+        if not crops:
+            continue
+        result = invert(v.generator, np.stack(crops), v.settings, on_progress=on_progress)
+        scores = v.calibration.score(result.loss, np.stack(crops))
+        pvals = v.calibration.p_values(scores)
+        zs = v.calibration.z_scores(scores)
+        for k, i in enumerate(ok):
+            per[i][v.name] = Verdict(float(result.loss[k]), float(scores[k]), float(pvals[k]),
+                                     bool(pvals[k] >= alpha), float(zs[k]))
+    return [_row(names[i], per[i], notes[i], errors[i], alpha) for i in range(len(images))]
+
+
+def _row(name: str, verdicts: dict[str, Verdict], notes: set[str], error: str | None,
+         alpha: float) -> VerifyRow:
+    if not verdicts:
+        return VerifyRow(name, error=error or "no generator could verify the image",
+                         error_code="too_small")
+    best = min(verdicts, key=lambda g: (-verdicts[g].p_value, verdicts[g].z))
+    v = verdicts[best]
+    note = "; ".join(sorted(notes)) or None
+    if error:
+        note = f"{note}; {error}" if note else error
+    return VerifyRow(
+        path=name, label=best if v.belongs else UNKNOWN, generator=best, loss=v.loss,
+        calibrated_score=v.calibrated_score, p_value=v.p_value, belongs=v.belongs, alpha=alpha,
+        per_generator={g: {k: val for k, val in asdict(d).items() if k != "z"}
+                       for g, d in verdicts.items()},
+        note=note,
+    )
+
+
+def verify_files(
+    verifiers: Sequence[Verifier],
+    paths: Sequence[str | os.PathLike[str]],
+    alpha: float = DEFAULT_ALPHA,
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> list[VerifyRow]:
+    """Verify image files; unreadable files get a row with their reason, the rest goes on."""
+    from genprint.io.batches import iter_images
+    from genprint.io.images import ImageError
+
+    min_side = min(v.generator.resolution for v in verifiers)
+    rows: list[VerifyRow] = []
+    pending: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        out = verify_arrays(verifiers, [img for _, img in pending],
+                            [rows[slot].path for slot, _ in pending], alpha)
+        for (slot, _), row in zip(pending, out, strict=True):
+            rows[slot] = row
+        if on_progress:
+            on_progress(len(pending))
+        pending.clear()
+
+    for path, loaded in iter_images(paths, min_size=min_side):
+        if isinstance(loaded, ImageError):
+            rows.append(VerifyRow(str(path), error=loaded.reason, error_code=loaded.code))
+            if on_progress:
+                on_progress(1)
+            continue
+        rows.append(VerifyRow(str(path)))
+        pending.append((len(rows) - 1, loaded))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return rows

@@ -71,7 +71,7 @@ BackboneFactory = Callable[..., Backbone]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 """Every built-in backbone by name; entries are factories returning a :class:`Backbone`."""
 
-BUILTIN_BACKBONE_MODULES: list[str] = []
+BUILTIN_BACKBONE_MODULES: list[str] = ["genprint.backbones.forensic_cnn"]
 """Modules that register built-in backbones when imported (appended to by each method's work)."""
 
 

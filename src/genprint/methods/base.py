@@ -31,7 +31,7 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, read_mod
 METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
 
-_BUILTIN_METHOD_MODULES = ("genprint.methods.baseline",)
+_BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric")
 
 
 class NotFittedError(RuntimeError):

@@ -1,0 +1,340 @@
+"""``metric``: learned forensic embeddings with reference points (Fang, Nguyen, Stamm, 2023).
+
+1. A forensic CNN (:mod:`genprint.backbones.forensic_cnn`: constrained first layer, residual
+   stages, L2-normalised embedding) is optionally initialised from a camera-identification
+   checkpoint (``init="camera"``, :mod:`genprint.methods.camera_pretrain`), then trained with a
+   pytorch-metric-learning loss on random crops of the known sources' training images
+   (:mod:`genprint.methods.metric_train`).
+2. **Reference points**, ``refs_per_class`` (K) per source: k-means centroids of the training
+   images' embeddings (default), or the learned proxies of a proxy loss (``references="proxies"``
+   with ``proxy-anchor`` / ``arcface`` and K = 1). Centroids are the default because proxies end
+   up far from the embeddings they attract (cosine ≈ 0.3 on toy sources), which makes
+   distance thresholds loose and accepts unknown sources.
+3. **Inference**: an image is cut into non-overlapping tiles (never resized; capped at
+   ``max_tiles``), tile embeddings are averaged and re-normalised; the candidate source is that of
+   the nearest reference point. Score of a source = −(distance to its nearest reference point);
+   an image is ``unknown`` when its candidate's score is below that source's threshold.
+   ``tile_agreement`` is the share of tiles whose own nearest source is the candidate.
+4. **Thresholds** (−distance) are calibrated on the validation images only: each accepts
+   ``target_accept`` (95%) of its source's validation images.
+5. :meth:`MetricAttributor.enroll` adds a new source from ≥ 1 images without retraining (rules in
+   :mod:`genprint.methods.metric_refs`); existing reference points and thresholds are unchanged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from genprint import UNKNOWN
+from genprint.backbones.forensic_cnn import (
+    ForensicCNN,
+    ForensicCNNConfig,
+    load_weights,
+    patches_to_tensor,
+    state_tensors,
+)
+from genprint.io.crops import tiles
+from genprint.methods import metric_refs as refs
+from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
+from genprint.methods.metric_train import LOSSES, PROXY_LOSSES, EpochCallback, proxies, train_metric
+from genprint.storage.model_dir import ModelContents, ModelFormatError
+
+INITS = ("scratch", "camera")
+REFERENCE_KINDS = ("kmeans", "proxies")
+
+
+@METHODS.register("metric")
+class MetricAttributor(Attributor):
+    """Forensic-CNN embeddings, reference points and distance thresholds (see module doc)."""
+
+    method = "metric"
+
+    def __init__(
+        self, patch_size: int = 32, embedding_dim: int = 128, width: int = 16, blocks: int = 1,
+        loss: str = "proxy-anchor", refs_per_class: int = 1, references: str = "kmeans",
+        epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
+        proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
+        camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
+        seed: int = 0,
+    ) -> None:
+        self.patch_size = patch_size
+        self.embedding_dim = embedding_dim
+        self.width = width
+        self.blocks = blocks
+        self.loss = loss
+        self.refs_per_class = refs_per_class
+        self.references = references
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.proxy_lr_mult = proxy_lr_mult
+        self.crops_per_image = crops_per_image
+        self.init = init
+        self.camera_ckpt = camera_ckpt
+        self.target_accept = target_accept
+        self.max_tiles = max_tiles
+        self.seed = seed
+        self.on_epoch: EpochCallback | None = None
+        """Optional progress hook called after each training epoch (not saved)."""
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (stored in the card)."""
+        names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
+                 "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
+                 "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles", "seed")
+        return {n: getattr(self, n) for n in names}
+
+    @property
+    def min_size(self) -> int:
+        return self.patch_size
+
+    @property
+    def config(self) -> ForensicCNNConfig:
+        """Architecture requested by the parameters."""
+        return ForensicCNNConfig(embedding_dim=self.embedding_dim, patch_size=self.patch_size,
+                                 width=self.width, blocks=self.blocks)
+
+    @classmethod
+    def demo_params(cls, quick: bool) -> dict[str, Any]:
+        """Settings for ``genprint demo``: ≈1 min (quick) / ≈5 min (full) on 2 cores for ~7
+        sources × 180 training images of 32×32; camera init when the shipped checkpoint exists
+        (its architecture is used)."""
+        from genprint.methods.camera_pretrain import (
+            checkpoint_architecture,
+            default_camera_checkpoint,
+        )
+
+        params: dict[str, Any] = ({"width": 8, "embedding_dim": 64, "epochs": 12} if quick
+                                  else {"width": 16, "embedding_dim": 128, "epochs": 40})
+        ckpt = default_camera_checkpoint()
+        if ckpt is not None:
+            arch = checkpoint_architecture(ckpt)
+            params.update(init="camera", camera_ckpt=str(ckpt), width=arch.width,
+                          embedding_dim=arch.embedding_dim, patch_size=arch.patch_size,
+                          blocks=arch.blocks)
+        return params
+
+    # ------------------------------------------------------------------ building blocks
+    def _check_params(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.references not in REFERENCE_KINDS:
+            raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
+        if self.refs_per_class < 1:
+            raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
+        if self.references == "proxies" and (self.loss not in PROXY_LOSSES
+                                             or self.refs_per_class != 1):
+            raise ValueError("proxy reference points need a proxy loss "
+                             f"({', '.join(PROXY_LOSSES)}) and refs_per_class=1")
+
+    def _initial_network(self) -> ForensicCNN:
+        torch.manual_seed(self.seed)
+        net = ForensicCNN(self.config)
+        if self.init == "camera":
+            if self.camera_ckpt is None:
+                from genprint.methods.camera_pretrain import default_camera_checkpoint
+
+                shipped = default_camera_checkpoint()
+                if shipped is None:
+                    raise ValueError("init='camera' needs a camera checkpoint: build one with "
+                                     "`genprint pretrain camera` and pass its path, or use "
+                                     "init='scratch'")
+                self.camera_ckpt = str(shipped)
+            load_weights(net, self.camera_ckpt)
+        return net
+
+    def _embed_tiles(self, images: Sequence[np.ndarray], batch: int = 512
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Embeddings of every tile of every image (T×D) and the image index of each tile."""
+        all_tiles = [tiles(img, self.patch_size, self.max_tiles) for img in images]
+        owner = np.concatenate([np.full(len(t), i, dtype=np.int64)
+                                for i, t in enumerate(all_tiles)])
+        stacked = np.concatenate(all_tiles) if all_tiles else np.zeros(
+            (0, self.patch_size, self.patch_size, 3), np.uint8)
+        out = np.zeros((len(stacked), self.net_.embedding_dim), dtype=np.float32)
+        self.net_.eval()
+        with torch.inference_mode():
+            for i in range(0, len(stacked), batch):
+                out[i : i + batch] = self.net_.embed(patches_to_tensor(stacked[i : i + batch]))
+        return out, owner
+
+    @staticmethod
+    def _image_embeddings(tile_emb: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
+        sums = np.zeros((n, tile_emb.shape[1]), dtype=np.float64)
+        np.add.at(sums, owner, tile_emb)
+        return refs.normalise(sums)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Per-image embedding (N×D, unit rows): tile embeddings averaged and re-normalised."""
+        if not hasattr(self, "net_"):
+            raise NotFittedError("this MetricAttributor is not fitted yet: call fit(...) or "
+                                 "genprint.load(...)")
+        tile_emb, owner = self._embed_tiles(images)
+        return self._image_embeddings(tile_emb, owner, len(images))
+
+    def _source_distances(self, embeddings: np.ndarray) -> np.ndarray:
+        return refs.source_distances(embeddings, self.references_, self.reference_sources_,
+                                     len(self.classes_))
+
+    # ------------------------------------------------------------------ fitting
+    def fit(
+        self,
+        train_images: Sequence[np.ndarray],
+        train_labels: Sequence[str],
+        val_images: Sequence[np.ndarray],
+        val_labels: Sequence[str],
+    ) -> MetricAttributor:
+        """Train the embedding on training images; calibrate thresholds on validation images only.
+
+        Every source needs validation images (else ``ValueError``, before any training).
+        """
+        self._check_params()
+        if len(train_images) != len(train_labels) or len(val_images) != len(val_labels):
+            raise ValueError("images and labels differ in length")
+        classes = sorted(set(train_labels))
+        if not classes:
+            raise ValueError("no training images")
+        if UNKNOWN in classes:
+            raise ValueError(f"the label {UNKNOWN!r} is reserved and cannot be trained on")
+        missing_val = sorted(set(classes) - set(val_labels))
+        if missing_val:
+            raise ValueError(
+                "thresholds are calibrated on validation data only, and these sources have no "
+                f"validation images: {', '.join(missing_val)}")
+        if len(classes) < 2:
+            raise ValueError("metric learning needs at least 2 known sources")
+        t0 = time.perf_counter()
+        index = {c: i for i, c in enumerate(classes)}
+        y = np.array([index[c] for c in train_labels], dtype=np.int64)
+        self.net_ = self._initial_network()
+        bundle, history = train_metric(
+            self.net_, train_images, y, len(classes), loss=self.loss, epochs=self.epochs,
+            batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+            proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
+            seed=self.seed, on_epoch=self.on_epoch)
+        self.classes_ = classes
+        if self.references == "proxies":
+            self.references_ = proxies(bundle)
+            self.reference_sources_ = np.arange(len(classes), dtype=np.int64)
+        else:
+            train_emb = self.embed(train_images)
+            self.references_, self.reference_sources_ = refs.class_references(
+                train_emb, y, len(classes), self.refs_per_class, self.seed)
+        self.thresholds_ = self._calibrate(val_images, val_labels)
+        self.training_info_ = {
+            **getattr(self, "training_info_", {}),
+            "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
+            "reference_points": self.references, "epochs": self.epochs,
+            "loss_history": [round(v, 5) for v in history],
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "threshold_rule": f"per source, the distance accepting {self.target_accept:.0%} of "
+                              "its validation images",
+            "val_closed_set_accuracy": self.val_accuracy_,
+        }
+        return self
+
+    def _calibrate(self, val_images: Sequence[np.ndarray], val_labels: Sequence[str]
+                   ) -> np.ndarray:
+        known = [i for i, lab in enumerate(val_labels) if lab in self.classes_]
+        emb = self.embed([val_images[i] for i in known])
+        labels = np.array([self.classes_.index(val_labels[i]) for i in known], dtype=np.int64)
+        dist = self._source_distances(emb)
+        self.val_accuracy_ = float(np.mean(dist.argmin(axis=1) == labels))
+        own = dist[np.arange(len(labels)), labels]
+        return -refs.calibrate_thresholds(own, labels, len(self.classes_), self.target_accept)
+
+    # ------------------------------------------------------------------ inference
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        self._check_fitted()
+        tile_emb, owner = self._embed_tiles(images)
+        image_emb = self._image_embeddings(tile_emb, owner, len(images))
+        scores = -self._source_distances(image_emb)
+        tile_votes = self._source_distances(tile_emb).argmin(axis=1)
+        out = []
+        for i in range(len(images)):
+            mine = tile_votes[owner == i]
+            agreement = float(np.mean(mine == scores[i].argmax()))
+            out.append(Prediction(scores=scores[i], n_tiles=len(mine), tile_agreement=agreement))
+        return out
+
+    # ------------------------------------------------------------------ enrolment
+    def enroll(self, images: Sequence[np.ndarray], source: str) -> dict[str, Any]:
+        """Add ``source`` from ≥ 1 images without retraining; returns what was recorded.
+
+        Reference points and threshold follow :mod:`genprint.methods.metric_refs`; the other
+        sources' reference points and thresholds are left exactly as they were.
+        """
+        self._check_fitted()
+        if not source or source == UNKNOWN:
+            raise ValueError(f"cannot enrol a source called {source!r}")
+        if source in self.classes_:
+            raise ValueError(f"source {source!r} is already known to this model")
+        if len(images) == 0:
+            raise ValueError("enrolment needs at least one image")
+        tile_emb, owner = self._embed_tiles(images)
+        image_emb = self._image_embeddings(tile_emb, owner, len(images))
+        points = refs.enrolment_references(tile_emb, self.refs_per_class, self.seed)
+        dist, rule = refs.enrolment_threshold(
+            tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,
+            -np.asarray(self.thresholds_))
+        k = len(self.classes_)
+        self.references_ = np.concatenate([self.references_, points]).astype(np.float32)
+        self.reference_sources_ = np.concatenate(
+            [self.reference_sources_, np.full(len(points), k, dtype=np.int64)])
+        self.classes_ = [*self.classes_, source]
+        self.thresholds_ = np.append(np.asarray(self.thresholds_, dtype=np.float64), -dist)
+        record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
+                  "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule}
+        info = dict(getattr(self, "training_info_", {}))
+        info["enrolled"] = [*info.get("enrolled", []), record]
+        self.training_info_ = info
+        return record
+
+    # ------------------------------------------------------------------ persistence
+    def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        card = {
+            "params": self.get_params(),
+            "backbone": self.net_.card(),
+            "reference_points": {"kind": self.references,
+                                 "per_source": np.bincount(self.reference_sources_,
+                                                           minlength=len(self.classes_)).tolist()},
+            "score": "minus the Euclidean distance between unit embeddings to the source's nearest "
+                     "reference point (higher = closer); threshold = minus the calibrated distance",
+        }
+        arrays = {"references": self.references_.astype(np.float32),
+                  "reference_sources": self.reference_sources_.astype(np.int64)}
+        return card, state_tensors(self.net_), arrays
+
+    @classmethod
+    def _from_contents(cls, contents: ModelContents) -> MetricAttributor:
+        card = contents.card
+        model = cls(**card.get("params", {}))
+        arch = card.get("backbone", {}).get("architecture")
+        if not isinstance(arch, dict):
+            raise ModelFormatError("the card holds no forensic-cnn architecture")
+        model.net_ = ForensicCNN(ForensicCNNConfig.from_dict(arch))
+        state = {k[len("net."):]: torch.from_numpy(v.copy())
+                 for k, v in contents.tensors.items() if k.startswith("net.")}
+        try:
+            model.net_.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ModelFormatError(f"weights do not fit the architecture: {exc}") from None
+        model.net_.eval()
+        model.references_ = contents.arrays["references"].astype(np.float32)
+        model.reference_sources_ = contents.arrays["reference_sources"].astype(np.int64)
+        model.classes_ = list(card["classes"])
+        model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
+        model.training_info_ = dict(card.get("training", {}))
+        if (len(model.thresholds_) != len(model.classes_)
+                or len(model.references_) != len(model.reference_sources_)
+                or set(model.reference_sources_.tolist()) != set(range(len(model.classes_)))):
+            raise ModelFormatError("classes, thresholds and reference points disagree in the card")
+        return model

@@ -1,0 +1,121 @@
+"""Reference points, distances and thresholds of the ``metric`` method (numpy only).
+
+Embeddings and reference points are unit vectors; the distance between them is Euclidean
+(``√(2 − 2 cos)``, in [0, 2]). A source's score for an image is minus the distance to the nearest
+of that source's reference points, so higher = closer, as the Attributor interface wants.
+
+Thresholds are distances: source ``k`` accepts an image within ``t_k`` of its nearest reference
+point of ``k``, where ``t_k`` is the ``target_accept`` quantile of the distances of ``k``'s
+validation images (so by construction ≈ 95% of them are accepted).
+
+Enrolling a new source without retraining (see :func:`enrolment_references` and
+:func:`enrolment_threshold`):
+
+* **reference points**: k-means centroids (K = ``refs_per_class``) of the tile embeddings when
+  there are at least :data:`MIN_TILES_PER_REF` × K tiles, else one point, the normalised mean;
+* **threshold**, by the same acceptance rule applied to held-out data:
+  - ≥ 3 images: leave-one-image-out — each image's embedding against the reference points built
+    from the other images' tiles; threshold = ``target_accept`` quantile of these distances;
+  - 1–2 images with ≥ 3 tiles in all: leave-one-tile-out on the tiles (tile embeddings are
+    noisier than image embeddings, so this errs towards accepting);
+  - fewer than 3 tiles: the median of the existing sources' thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_TILES_PER_REF = 4
+"""Tiles needed per reference point before k-means is used instead of the mean."""
+
+
+def normalise(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (float32)."""
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=-1, keepdims=True), 1e-12)
+
+
+def distances(embeddings: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Euclidean distances (N×R) between unit embeddings and unit reference points."""
+    cos = np.clip(embeddings @ references.T, -1.0, 1.0)
+    return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+
+
+def source_distances(embeddings: np.ndarray, references: np.ndarray,
+                     reference_sources: np.ndarray, n_sources: int) -> np.ndarray:
+    """Distance (N×n_sources) from each embedding to the nearest reference point of each source."""
+    d = distances(embeddings, references)
+    out = np.full((len(embeddings), n_sources), np.inf, dtype=np.float64)
+    for k in range(n_sources):
+        mask = reference_sources == k
+        if mask.any():
+            out[:, k] = d[:, mask].min(axis=1)
+    return out
+
+
+def kmeans_references(embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``k`` normalised k-means centroids of unit embeddings (fewer if there are fewer points)."""
+    embeddings = normalise(embeddings)
+    k = min(k, len(embeddings))
+    if k <= 1:
+        return normalise(embeddings.mean(axis=0, keepdims=True))
+    from sklearn.cluster import KMeans
+
+    km = KMeans(n_clusters=k, n_init=4, random_state=seed).fit(embeddings)
+    return normalise(km.cluster_centers_)
+
+
+def class_references(embeddings: np.ndarray, labels: np.ndarray, n_classes: int, k: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """K k-means reference points per class: (points R×D, their class R)."""
+    points, owners = [], []
+    for c in range(n_classes):
+        refs = kmeans_references(embeddings[labels == c], k, seed)
+        points.append(refs)
+        owners.append(np.full(len(refs), c, dtype=np.int64))
+    return np.concatenate(points), np.concatenate(owners)
+
+
+def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classes: int,
+                         target_accept: float) -> np.ndarray:
+    """Per-class distance thresholds: the ``target_accept`` quantile of each class's distances
+    to its own nearest reference point (validation data only)."""
+    if not 0.0 < target_accept <= 1.0:
+        raise ValueError(f"target_accept must be in (0, 1], got {target_accept}")
+    out = np.empty(n_classes, dtype=np.float64)
+    for c in range(n_classes):
+        d = own_distances[labels == c]
+        if len(d) == 0:
+            raise ValueError(f"class {c} has no validation images to calibrate its threshold")
+        out[c] = float(np.quantile(d, target_accept))
+    return out
+
+
+def enrolment_references(tile_embeddings: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Reference points of a new source from its tile embeddings (rule in the module doc)."""
+    if len(tile_embeddings) >= MIN_TILES_PER_REF * k:
+        return kmeans_references(tile_embeddings, k, seed)
+    return normalise(tile_embeddings.mean(axis=0, keepdims=True))
+
+
+def enrolment_threshold(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
+                        image_embeddings: np.ndarray, k: int, seed: int, target_accept: float,
+                        existing_thresholds: np.ndarray) -> tuple[float, str]:
+    """Distance threshold of a new source and the rule that set it (see module doc)."""
+    n_images = len(image_embeddings)
+    if n_images >= 3:
+        held = []
+        for i in range(n_images):
+            refs = enrolment_references(tile_embeddings[tile_owner != i], k, seed)
+            held.append(distances(image_embeddings[i : i + 1], refs).min())
+        return float(np.quantile(held, target_accept)), "leave-one-image-out"
+    if len(tile_embeddings) >= 3:
+        held = []
+        for t in range(len(tile_embeddings)):
+            rest = np.delete(tile_embeddings, t, axis=0)
+            refs = enrolment_references(rest, k, seed)
+            held.append(distances(tile_embeddings[t : t + 1], refs).min())
+        return float(np.quantile(held, target_accept)), "leave-one-tile-out"
+    if len(existing_thresholds) == 0:
+        raise ValueError("too few tiles to set a threshold and no existing source to borrow from")
+    return float(np.median(existing_thresholds)), "median of existing thresholds"

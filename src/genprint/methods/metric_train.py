@@ -1,0 +1,166 @@
+"""Training loops of the forensic CNN: metric learning on known sources (and shared helpers).
+
+Losses and miners come from pytorch-metric-learning, used as they are:
+
+* ``proxy-anchor`` — :class:`ProxyAnchorLoss` (one learned proxy per source);
+* ``multi-similarity`` — :class:`MultiSimilarityLoss` on the pairs chosen by
+  :class:`MultiSimilarityMiner`;
+* ``arcface`` — :class:`ArcFaceLoss` (its class weights act as proxies);
+* ``supcon`` — :class:`SupConLoss`.
+
+Training sees random ``patch_size`` crops of the training images (never resized), a fresh crop
+per image and epoch; the first-layer constraint is re-imposed after every optimiser step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from genprint.backbones.forensic_cnn import ForensicCNN, patches_to_tensor
+from genprint.io.crops import random_crop
+
+LOSSES = ("proxy-anchor", "multi-similarity", "arcface", "supcon")
+"""Names accepted by ``--loss``."""
+PROXY_LOSSES = ("proxy-anchor", "arcface")
+"""Losses that learn one proxy per source (usable as reference points)."""
+
+EpochCallback = Callable[[int, float], None]
+"""Called after each epoch with (epoch number from 1, mean training loss)."""
+
+
+@dataclass
+class LossBundle:
+    """A pytorch-metric-learning loss, its miner (or None) and whether it holds proxies."""
+
+    loss: nn.Module
+    miner: nn.Module | None
+
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if self.miner is not None:
+            return self.loss(embeddings, labels, self.miner(embeddings, labels))
+        return self.loss(embeddings, labels)
+
+
+def build_loss(name: str, n_classes: int, embedding_dim: int) -> LossBundle:
+    """The loss (and miner) called ``name``; see :data:`LOSSES`."""
+    from pytorch_metric_learning import losses, miners
+
+    if name == "proxy-anchor":
+        return LossBundle(losses.ProxyAnchorLoss(n_classes, embedding_dim, margin=0.1, alpha=32),
+                          None)
+    if name == "multi-similarity":
+        return LossBundle(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5),
+                          miners.MultiSimilarityMiner(epsilon=0.1))
+    if name == "arcface":
+        return LossBundle(losses.ArcFaceLoss(n_classes, embedding_dim, margin=28.6, scale=30),
+                          None)
+    if name == "supcon":
+        return LossBundle(losses.SupConLoss(temperature=0.1), None)
+    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+
+
+def proxies(bundle: LossBundle) -> np.ndarray:
+    """The learned, L2-normalised proxies of a proxy loss, one row per class (C×D)."""
+    if hasattr(bundle.loss, "proxies"):
+        p = bundle.loss.proxies.detach()
+    elif hasattr(bundle.loss, "W"):
+        p = bundle.loss.W.detach().T
+    else:
+        raise ValueError("this loss has no proxies; use k-means reference points")
+    return torch.nn.functional.normalize(p, dim=1).cpu().numpy().astype(np.float32)
+
+
+def patch_batches(
+    images: Sequence[np.ndarray], labels: np.ndarray, patch_size: int, batch_size: int,
+    rng: np.random.Generator, crops_per_image: int = 1,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled batches of random crops: (N×3×S×S in [0, 1], N labels).
+
+    Batches of fewer than 2 patches are dropped (batch norm and pair losses need 2).
+    """
+    order = np.repeat(np.arange(len(images)), crops_per_image)
+    rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        if len(idx) < 2:
+            continue
+        patches = np.stack([random_crop(images[i], patch_size, rng) for i in idx])
+        yield patches_to_tensor(patches), torch.from_numpy(labels[idx]).long()
+
+
+def optimise(
+    net: ForensicCNN,
+    step_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    extra_params: list[nn.Parameter],
+    images: Sequence[np.ndarray],
+    labels: np.ndarray,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    extra_lr_mult: float,
+    crops_per_image: int,
+    seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> list[float]:
+    """AdamW with a cosine schedule over ``epochs``; returns the mean loss of every epoch.
+
+    ``step_loss(patches, labels)`` computes the loss of a batch; ``extra_params`` (proxies, a
+    classification head) get ``extra_lr_mult`` × the learning rate. The network's constraint is
+    re-imposed after every step.
+    """
+    rng = np.random.default_rng(seed)
+    groups: list[dict] = [{"params": list(net.parameters()), "lr": lr}]
+    if extra_params:
+        groups.append({"params": extra_params, "lr": lr * extra_lr_mult, "weight_decay": 0.0})
+    opt = torch.optim.AdamW(groups, lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = max(1, (len(images) * crops_per_image + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * steps_per_epoch))
+    history: list[float] = []
+    net.train()
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for x, y in patch_batches(images, labels, net.config.patch_size, batch_size, rng,
+                                  crops_per_image):
+            loss = step_loss(x, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            net.constrain()
+            total += float(loss.detach()) * len(y)
+            count += len(y)
+        history.append(total / max(count, 1))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, history[-1])
+    net.eval()
+    return history
+
+
+def train_metric(
+    net: ForensicCNN, images: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, *,
+    loss: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
+    proxy_lr_mult: float, crops_per_image: int, seed: int,
+    on_epoch: EpochCallback | None = None,
+) -> tuple[LossBundle, list[float]]:
+    """Metric learning of ``net`` on labelled images (labels 0..n_classes−1).
+
+    Returns the loss bundle (holding the learned proxies, if any) and the per-epoch losses.
+    """
+    torch.manual_seed(seed)
+    bundle = build_loss(loss, n_classes, net.embedding_dim)
+    extra = list(bundle.loss.parameters())
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return bundle(net.embed(x), y)
+
+    history = optimise(net, step, extra, images, labels, epochs=epochs, batch_size=batch_size,
+                       lr=lr, weight_decay=weight_decay, extra_lr_mult=proxy_lr_mult,
+                       crops_per_image=crops_per_image, seed=seed, on_epoch=on_epoch)
+    return bundle, history

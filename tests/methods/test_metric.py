@@ -1,0 +1,183 @@
+"""The `metric` method: validation-only thresholds, enrolment, tiling, persistence, camera init."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import genprint
+from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
+from genprint.methods.metric import MetricAttributor
+from genprint.methods.metric_refs import distances
+from tests.conftest import textured
+
+TINY = {"width": 4, "embedding_dim": 16, "batch_size": 16}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def noisy(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:
+    """A smooth image plus white noise of standard deviation ``sigma`` (another toy source)."""
+    base = textured(rng, h, w, 64)
+    return np.clip(base + rng.normal(0, sigma, base.shape), 0, 255).astype(np.uint8)
+
+
+def toy(n: int, seed: int, size: int = 32) -> tuple[list[np.ndarray], list[str]]:
+    """``n`` images of each of three toy sources (period-2 and period-3 traces, strong noise)."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for name in ("p2", "p3", "noise"):
+        for _ in range(n):
+            img = noisy(rng, size, size, 40) if name == "noise" else textured(
+                rng, size, size, int(name[1]))
+            images.append(img)
+            labels.append(name)
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def data() -> dict[str, tuple[list[np.ndarray], list[str]]]:
+    return {"train": toy(30, 0), "val": toy(12, 1), "test": toy(10, 2, size=64)}
+
+
+@pytest.fixture(scope="module")
+def model(data: dict) -> MetricAttributor:
+    torch.set_num_threads(1)
+    return MetricAttributor(**TINY, epochs=6).fit(*data["train"], *data["val"])
+
+
+def test_attributes_toy_sources_with_tiles(model: MetricAttributor, data: dict) -> None:
+    images, labels = data["test"]
+    results = model.attribute_arrays(images)
+    assert np.mean([r.candidate == lab for r, lab in zip(results, labels, strict=True)]) >= 0.9
+    assert all(r.n_tiles == 4 and 0.0 <= r.tile_agreement <= 1.0 for r in results)
+    assert model.classes_ == ["noise", "p2", "p3"]
+    assert model.references_.shape == (3, 16)
+
+
+def test_thresholds_accept_the_target_share_of_validation_images(model: MetricAttributor,
+                                                                 data: dict) -> None:
+    images, labels = data["val"]
+    emb = model.embed(images)
+    for k, c in enumerate(model.classes_):
+        own = distances(emb[np.array(labels) == c], model.references_[[k]]).min(axis=1)
+        assert np.mean(-own >= model.thresholds_[k]) >= 0.9
+
+
+def test_thresholds_come_from_validation_images_only(data: dict) -> None:
+    train, (va_img, va_lab) = toy(6, 3), data["val"]
+    kw = {**TINY, "epochs": 1}
+    a = MetricAttributor(**kw).fit(*train, va_img, va_lab)
+    b = MetricAttributor(**kw).fit(*train, va_img[::3], va_lab[::3])
+    np.testing.assert_array_equal(a.references_, b.references_)  # same training: same points
+    assert not np.allclose(a.thresholds_, b.thresholds_)  # thresholds follow validation data
+
+
+def test_a_source_without_validation_images_is_refused() -> None:
+    images, labels = toy(2, 0)
+    with pytest.raises(ValueError, match="validation"):
+        MetricAttributor(**TINY).fit(images, labels, images[:2], labels[:2])
+    with pytest.raises(ValueError, match="reserved"):
+        MetricAttributor(**TINY).fit(images, ["unknown"] * len(images), images, labels)
+
+
+def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
+        model: MetricAttributor) -> None:
+    m = copy.deepcopy(model)
+    refs, sources, thresholds = m.references_.copy(), m.reference_sources_.copy(), m.thresholds_
+    rng = np.random.default_rng(5)
+    new = [textured(rng, 32, 32, 5) for _ in range(10)]
+    record = m.enroll(new, "p5")
+    assert record["threshold_rule"] == "leave-one-image-out"
+    assert m.classes_[:3] == model.classes_ and m.classes_[3] == "p5"
+    np.testing.assert_array_equal(m.references_[: len(refs)], refs)
+    np.testing.assert_array_equal(m.reference_sources_[: len(refs)], sources)
+    np.testing.assert_array_equal(m.thresholds_[:3], thresholds)
+    results = m.attribute_arrays([textured(rng, 32, 32, 5) for _ in range(10)])
+    assert np.mean([r.label == "p5" for r in results]) >= 0.7
+    with pytest.raises(ValueError, match="already known"):
+        m.enroll(new, "p5")
+
+
+def test_enrolment_threshold_rules_for_few_images(model: MetricAttributor) -> None:
+    rng = np.random.default_rng(6)
+    one_tile = copy.deepcopy(model).enroll([textured(rng, 32, 32, 5)], "p5")
+    assert one_tile["threshold_rule"] == "median of existing thresholds"
+    assert one_tile["threshold"] == pytest.approx(float(np.median(model.thresholds_)))
+    nine_tiles = copy.deepcopy(model).enroll([textured(rng, 96, 96, 5)], "p5")
+    assert nine_tiles["threshold_rule"] == "leave-one-tile-out" and nine_tiles["n_tiles"] == 9
+
+
+def test_tiles_are_exact_crops_never_resized(model: MetricAttributor) -> None:
+    img = textured(np.random.default_rng(7), 70, 100, 3)
+    [pred] = model.predict_arrays([img])
+    assert pred.n_tiles == 6  # 2 × 3 tiles of 32 on a centred grid
+    top, left = (70 - 64) // 2, (100 - 96) // 2
+    crops = [img[top + r * 32 : top + r * 32 + 32, left + c * 32 : left + c * 32 + 32]
+             for r in range(2) for c in range(3)]
+    mean = model.embed(crops).mean(axis=0)
+    np.testing.assert_allclose(model.embed([img])[0], mean / np.linalg.norm(mean), atol=1e-5)
+    [small] = model.attribute_arrays([img[:20]])
+    assert small.error_code == "too_small"
+
+
+def test_save_load_round_trip_gives_identical_predictions(model: MetricAttributor,
+                                                          tmp_path: Path) -> None:
+    m = copy.deepcopy(model)
+    m.enroll([textured(np.random.default_rng(8), 32, 32, 5) for _ in range(4)], "p5")
+    m.save(tmp_path / "model")
+    loaded = genprint.load(tmp_path / "model")
+    assert isinstance(loaded, MetricAttributor) and loaded.classes_ == m.classes_
+    imgs = toy(3, 9, size=48)[0]
+    assert ([r.to_dict() for r in m.attribute_arrays(imgs)]
+            == [r.to_dict() for r in loaded.attribute_arrays(imgs)])
+    assert loaded.training_info_["enrolled"][0]["source"] == "p5"
+
+
+@pytest.mark.parametrize("loss", ["proxy-anchor", "multi-similarity", "arcface", "supcon"])
+def test_every_loss_trains(loss: str) -> None:
+    images, labels = toy(4, 10)
+    m = MetricAttributor(**TINY, loss=loss, epochs=1, refs_per_class=2).fit(
+        images, labels, images, labels)
+    assert np.isfinite(m.training_info_["loss_history"]).all()
+    assert np.bincount(m.reference_sources_).tolist() == [2, 2, 2]
+
+
+def test_proxy_reference_points() -> None:
+    images, labels = toy(4, 11)
+    m = MetricAttributor(**TINY, epochs=1, references="proxies").fit(
+        images, labels, images, labels)
+    assert m.references_.shape == (3, 16)
+    np.testing.assert_allclose(np.linalg.norm(m.references_, axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ValueError, match="proxy"):
+        MetricAttributor(**TINY, loss="supcon", references="proxies").fit(
+            images, labels, images, labels)
+
+
+def test_camera_init_starts_from_the_checkpoint(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    cams = [textured(rng, 32, 32, p) for p in (2, 4) for _ in range(6)]
+    names = ["cam-a"] * 6 + ["cam-b"] * 6
+    from genprint.backbones.forensic_cnn import ForensicCNNConfig
+
+    pre = pretrain_camera(cams, names, cams, names, epochs=1, batch_size=6,
+                          config=ForensicCNNConfig(embedding_dim=16, width=4))
+    save_camera_checkpoint(pre, tmp_path / "ckpt")
+    images, labels = toy(3, 13)
+    m = MetricAttributor(**TINY, epochs=0, init="camera", camera_ckpt=str(tmp_path / "ckpt"))
+    m.fit(images, labels, images, labels)
+    for name, value in pre.net.state_dict().items():
+        torch.testing.assert_close(m.net_.state_dict()[name], value)
+    with pytest.raises(ValueError, match="architecture"):
+        MetricAttributor(width=8, embedding_dim=16, epochs=0, init="camera",
+                         camera_ckpt=str(tmp_path / "ckpt")).fit(images, labels, images, labels)

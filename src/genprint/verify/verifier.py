@@ -69,6 +69,7 @@ class Verdict:
     p_value: float
     belongs: bool
     z: float
+    """Calibrated score in standard deviations of the belonging distribution (tie-breaker)."""
 
 
 @dataclass
@@ -167,8 +168,7 @@ def _row(name: str, verdicts: dict[str, Verdict], notes: set[str], error: str | 
     return VerifyRow(
         path=name, label=best if v.belongs else UNKNOWN, generator=best, loss=v.loss,
         calibrated_score=v.calibrated_score, p_value=v.p_value, belongs=v.belongs, alpha=alpha,
-        per_generator={g: {k: val for k, val in asdict(d).items() if k != "z"}
-                       for g, d in verdicts.items()},
+        per_generator={g: asdict(d) for g, d in verdicts.items()},
         note=note,
     )
 

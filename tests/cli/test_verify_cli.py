@@ -1,0 +1,143 @@
+"""`genprint verify`: a user's factory generator end to end, multi-generator, clear errors."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from genprint.cli.app import app
+
+runner = CliRunner()
+FAST = ["--steps", "30", "--restarts", "2", "--threads", "1"]
+
+FACTORY = textwrap.dedent('''
+    import dataclasses
+    import torch
+    from genprint.world import zoo
+
+    def _tiny(seed, name):
+        spec = dataclasses.replace(zoo.spec("gan-tconv-s0"), width=16, latent_dim=8, name=name)
+        torch.manual_seed(seed)
+        return zoo.ZooGenerator(spec)
+
+    def gen_a():
+        return _tiny(0, "gen-a")
+
+    def gen_b():
+        return _tiny(1, "gen-b")
+
+    def no_decode():
+        return {"latent_shape": (8,)}
+''')
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    import torch
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def user_gens(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    mod = tmp_path / "mods"
+    mod.mkdir()
+    (mod / "cli_gens.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(mod))
+    yield mod
+    sys.modules.pop("cli_gens", None)
+
+
+def _write(folder: Path, images: np.ndarray, prefix: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, img in enumerate(images):
+        Image.fromarray(img).save(folder / f"{prefix}{k}.png")
+
+
+def test_factory_generator_end_to_end(user_gens: Path, tmp_path: Path) -> None:
+    import cli_gens
+
+    from genprint.verify.generators import GeneratorHandle
+
+    cal = tmp_path / "a.json"
+    out = runner.invoke(app, ["verify", "calibrate", "-g", "cli_gens:gen_a", "--n", "20",
+                              "--out", str(cal), "--json", *FAST])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)[0]
+    assert summary["generator"] == "gen-a" and summary["n"] == 20 and cal.is_file()
+    images = tmp_path / "images"
+    a = GeneratorHandle("a", cli_gens.gen_a(), "x")
+    _write(images, a.sample(2, seed=5), "member")
+    _write(images, np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), np.uint8), "rand")
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(images / "small.png")
+    (images / "broken.png").write_text("not an image")
+    res = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                              str(images), "--json", "--threads", "1",
+                              "--out", str(tmp_path / "rows.csv")])
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["path"]).name: r for r in json.loads(res.stdout)}
+    assert len(rows) == 6 and (tmp_path / "rows.csv").is_file()
+    for name in ("rand0.png", "rand1.png"):
+        assert rows[name]["belongs"] is False and rows[name]["label"] == "unknown"
+    assert min(rows[f"member{k}.png"]["p_value"] for k in range(2)) > rows["rand0.png"]["p_value"]
+    assert rows["small.png"]["error_code"] == "too_small"
+    assert rows["broken.png"]["error_code"] == "not_an_image"
+    assert set(rows["member0.png"]) >= {"path", "loss", "calibrated_score", "p_value", "belongs"}
+    # other inversion settings than the calibration's are refused
+    bad = runner.invoke(app, ["verify", "run", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                              str(images), "--steps", "31"])
+    assert bad.exit_code == 2 and "steps=31" in bad.output
+
+
+def test_multi_generator_attribution(user_gens: Path, tmp_path: Path) -> None:
+    import cli_gens
+
+    from genprint.verify.generators import GeneratorHandle
+
+    spec = "cli_gens:gen_a,cli_gens:gen_b"
+    out = runner.invoke(app, ["verify", "calibrate", "-g", spec, "--n", "20", *FAST])
+    assert out.exit_code == 0, out.output
+    assert (user_gens / "cli_gens.gen_a.calibration.json").is_file()
+    assert (user_gens / "cli_gens.gen_b.calibration.json").is_file()
+    images = tmp_path / "images"
+    _write(images, GeneratorHandle("b", cli_gens.gen_b(), "x").sample(2, seed=7), "b")
+    _write(images, np.random.default_rng(0).integers(0, 256, (1, 32, 32, 3), np.uint8), "rand")
+    res = runner.invoke(app, ["verify", "-g", spec, str(images), "--json", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["path"]).name: r for r in json.loads(res.stdout)}
+    assert rows["rand0.png"]["label"] == "unknown"
+    assert set(rows["b0.png"]["per_generator"]) == {"gen-a", "gen-b"}
+    assert all(rows[f"b{k}.png"]["generator"] == "gen-b" for k in range(2))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("zoo:nope", "unknown zoo generator 'nope'"),
+    ("nomodule:f", "cannot import module 'nomodule'"),
+    ("os:path", "is a module, not a factory"),
+    ("cli_gens:no_decode", "returned a dict, which has no latent_shape, sample_latent, decode"),
+])
+def test_bad_generator_specs_exit_2(user_gens: Path, tmp_path: Path, spec: str,
+                                    message: str) -> None:
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    for args in (["verify", "-g", spec, str(img)], ["verify", "calibrate", "-g", spec]):
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, res.output
+        assert message in " ".join(res.output.split())
+
+
+def test_uncalibrated_generator_exit_2(user_gens: Path, tmp_path: Path) -> None:
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    res = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", str(img)])
+    assert res.exit_code == 2 and "not calibrated" in " ".join(res.output.split())

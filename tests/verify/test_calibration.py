@@ -1,0 +1,92 @@
+"""Calibration: belonging distribution, p-values, storage, refusing mismatched settings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genprint.verify.calibration import Calibration, CalibrationError, calibrate, calibration_seed
+from genprint.verify.complexity import entropy_2d
+from genprint.verify.generators import GeneratorHandle
+from genprint.verify.inversion import InversionSettings
+from genprint.verify.verifier import Verifier, fit_to_resolution, verify_arrays
+
+FAST = InversionSettings(steps=30, restarts=2, check_every=10, prune_at=10, keep_restarts=1)
+
+
+@pytest.fixture
+def calibration(tiny_gan: GeneratorHandle) -> Calibration:
+    return calibrate(tiny_gan, n=30, settings=FAST)
+
+
+def test_calibration_roundtrip(calibration: Calibration, tiny_gan: GeneratorHandle,
+                               tmp_path: Path) -> None:
+    assert calibration.n == 30 and np.isfinite(calibration.scores).all()
+    assert calibration.seed == calibration_seed(tiny_gan.name) and calibration.complexity
+    path = calibration.save(tmp_path / "sub" / "g.calibration.json")
+    assert not list(path.parent.glob(".*tmp*"))  # written atomically, nothing left behind
+    again = Calibration.load(path)
+    np.testing.assert_array_equal(again.scores, calibration.scores)
+    assert again.settings == calibration.settings and again.resolution == 32
+    assert json.loads(path.read_text())["settings"]["steps"] == 30
+    again.check(tiny_gan, FAST.with_(batch_size=7))  # batch size does not matter
+    with pytest.raises(CalibrationError, match="steps=31"):
+        again.check(tiny_gan, FAST.with_(steps=31))
+    tiny_gan.sha256, again.sha256 = "a" * 64, "b" * 64
+    with pytest.raises(CalibrationError, match="other weights"):
+        again.check(tiny_gan)
+
+
+def test_bad_calibration_files(tmp_path: Path, calibration: Calibration) -> None:
+    with pytest.raises(CalibrationError, match="no calibration"):
+        Calibration.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(CalibrationError, match="cannot read"):
+        Calibration.load(tmp_path / "bad.json")
+    newer = {**calibration.to_json(), "calibration_version": 99}
+    (tmp_path / "new.json").write_text(json.dumps(newer))
+    with pytest.raises(CalibrationError, match="newer"):
+        Calibration.load(tmp_path / "new.json")
+
+
+def test_p_values() -> None:
+    cal = Calibration("g", "s", FAST, scores=np.arange(9.0), losses=np.ones(9))
+    # ecdf with +1: p = (1 + #{scores >= s}) / (n + 1)
+    np.testing.assert_allclose(cal.p_values([-1.0, 4.0, 8.5, 100.0]), [1.0, 0.6, 0.1, 0.1])
+    p = cal.p_values([cal.mean, cal.mean + 10 * cal.std], "normal")
+    assert p[0] == pytest.approx(0.5) and p[1] < 1e-6
+    with pytest.raises(ValueError, match="p-value"):
+        cal.p_values([0.0], "bootstrap")
+
+
+def test_complexity() -> None:
+    flat = np.full((32, 32, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert entropy_2d(flat) == 0.0
+    assert 9.0 < entropy_2d(noise) <= 10.0  # at most log2(32·32) bits
+    assert entropy_2d(noise, levels=16) < entropy_2d(noise)
+
+
+def test_verify_members_against_random(tiny_gan: GeneratorHandle,
+                                       calibration: Calibration) -> None:
+    members = tiny_gan.sample(4, seed=999)
+    rand = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    big = np.zeros((40, 36, 3), np.uint8)
+    big[4:36, 2:34] = members[0]
+    small = members[0][:20]
+    rows = verify_arrays([Verifier(tiny_gan, calibration)],
+                         [*members, *rand, big, small], alpha=0.05)
+    # random images get the smallest possible p-value, 1 / (n + 1); members are accepted at the
+    # rate the test promises (about 1 − α; deterministic here, so no flakiness)
+    assert all(r.p_value == pytest.approx(1 / 31) and not r.belongs for r in rows[4:6])
+    assert sum(r.belongs for r in rows[:4]) >= 3
+    assert min(r.loss for r in rows[:4]) < 0.01 * min(r.loss for r in rows[4:6])
+    assert rows[4].label == "unknown" and rows[0].label == tiny_gan.name
+    assert rows[6].note and "centre-cropped from 36×40" in rows[6].note
+    assert rows[6].loss == pytest.approx(rows[0].loss, rel=1e-4)
+    assert rows[7].error_code == "too_small" and rows[7].loss is None
+    with pytest.raises(ValueError, match="smaller"):
+        fit_to_resolution(small, 32)

@@ -1,0 +1,100 @@
+"""Resolving generator specs: zoo names, user factories, lists, and clear errors."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from genprint.verify import generators as G
+from genprint.verify.generators import GeneratorSpecError, resolve, resolve_one
+
+FACTORY = textwrap.dedent('''
+    import dataclasses
+    import torch
+    from genprint.world import zoo
+
+    def make():
+        spec = dataclasses.replace(zoo.spec("gan-tconv-s0"), width=16, latent_dim=8)
+        torch.manual_seed(0)
+        return zoo.ZooGenerator(spec)
+
+    class Plain:
+        """Not a zoo model: only the interface, no resolution or name attribute."""
+        latent_shape = (4,)
+        def sample_latent(self, n, seed):
+            return torch.randn((n, 4), generator=torch.Generator().manual_seed(seed))
+        def decode(self, z):
+            return torch.sigmoid(z.sum(1)).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)
+
+    def plain():
+        return Plain()
+
+    def no_decode():
+        return object()
+
+    def broken():
+        raise RuntimeError("weights missing")
+
+    not_callable = 3
+''')
+
+
+@pytest.fixture
+def user_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    (tmp_path / "my_gens.py").write_text(FACTORY)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "my_gens"
+    sys.modules.pop("my_gens", None)
+
+
+def test_user_factory(user_module: str, tmp_path: Path) -> None:
+    h = resolve_one(f"{user_module}:make")
+    assert h.name == "gan-tconv-s0" and h.resolution == 32 and h.latent_shape == (8,)
+    assert not any(p.requires_grad for p in h.obj.parameters())  # frozen
+    assert h.calibration_path == tmp_path / "my_gens.make.calibration.json"
+    p = resolve_one(f"{user_module}:plain")
+    assert p.name == f"{user_module}:plain" and p.resolution == 8 and not p.has_encoder
+    assert not p.is_diffusion and p.sample(2, 0).shape == (2, 8, 8, 3)
+    both = resolve(f"{user_module}:make, {user_module}:plain")
+    assert [h.spec for h in both] == [f"{user_module}:make", f"{user_module}:plain"]
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("zoo:nope", "unknown zoo generator 'nope'; known: "),
+    ("nomodule:f", "cannot import module 'nomodule'"),
+    ("os:path", "'path' is a module, not a factory"),
+    ("os:nothing_here", "has no attribute 'nothing_here'"),
+    ("just-a-name", "bad generator spec"),
+    ("", "empty generator spec"),
+])
+def test_bad_specs(spec: str, message: str) -> None:
+    with pytest.raises(GeneratorSpecError, match=message):
+        resolve(spec)
+
+
+@pytest.mark.parametrize(("attr", "message"), [
+    ("no_decode", "has no latent_shape, sample_latent, decode"),
+    ("broken", r"calling broken\(\) failed: RuntimeError: weights missing"),
+    ("not_callable", "is a int, not callable"),
+])
+def test_bad_factories(user_module: str, attr: str, message: str) -> None:
+    with pytest.raises(GeneratorSpecError, match=message):
+        resolve_one(f"{user_module}:{attr}")
+
+
+def test_zoo_specs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from genprint.world.zoo import store
+
+    monkeypatch.setattr(store, "find_card", lambda name: None)
+    with pytest.raises(GeneratorSpecError, match="no trained weights yet"):
+        resolve_one("zoo:vae-tconv-s0")
+    monkeypatch.setattr(G, "trained_zoo_names", lambda: ["gan-tconv-s0", "vae-tconv-s0"])
+    assert G.split_specs("zoo:*,zoo:gan-tconv-s0,x:y") == [
+        "zoo:gan-tconv-s0", "zoo:vae-tconv-s0", "x:y"]
+    monkeypatch.setattr(G, "trained_zoo_names", list)
+    with pytest.raises(GeneratorSpecError, match="no trained weights"):
+        G.split_specs("zoo:*")

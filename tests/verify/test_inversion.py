@@ -1,0 +1,108 @@
+"""Batched inversion: per-sample independence, seeding, schedules, early stopping, inits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from genprint.verify.generators import GeneratorHandle
+from genprint.verify.inversion import (
+    InversionSettings,
+    image_seed,
+    invert,
+    learning_rate,
+    restart_seed,
+)
+from genprint.verify.losses import get_loss
+from tests.verify.conftest import tiny
+
+FAST = InversionSettings(steps=40, restarts=3, lr=0.05, check_every=10, prune_at=20,
+                         keep_restarts=2, min_improvement=0.02)
+
+
+def _mixed(gen: GeneratorHandle, n_members: int = 3, n_random: int = 3) -> np.ndarray:
+    members = gen.sample(n_members, seed=11)
+    rand = np.random.default_rng(5).integers(0, 256, (n_random, 32, 32, 3), dtype=np.uint8)
+    return np.concatenate([members, rand])
+
+
+def test_batched_equals_one_at_a_time(tiny_gan: GeneratorHandle) -> None:
+    images = _mixed(tiny_gan)
+    seeds = [100 + i for i in range(len(images))]
+    together = invert(tiny_gan, images, FAST, seeds=seeds)
+    alone = [invert(tiny_gan, images[i : i + 1], FAST, seeds=[seeds[i]]) for i in range(6)]
+    np.testing.assert_allclose(together.loss, [a.loss[0] for a in alone], rtol=1e-4)
+    np.testing.assert_array_equal(together.steps_run, np.concatenate([a.steps_run for a in alone]))
+    # Groups smaller than the batch (batch_size splits images) give the same losses too.
+    split = invert(tiny_gan, images, FAST.with_(batch_size=4), seeds=seeds)
+    np.testing.assert_allclose(split.loss, together.loss, rtol=1e-4)
+
+
+def test_default_seeds_come_from_pixels(tiny_gan: GeneratorHandle) -> None:
+    images = _mixed(tiny_gan, 2, 2)
+    a = invert(tiny_gan, images, FAST)
+    b = invert(tiny_gan, images[::-1].copy(), FAST)
+    np.testing.assert_allclose(a.loss, b.loss[::-1], rtol=1e-4)
+    assert image_seed(images[0]) != image_seed(images[1])
+    assert restart_seed(1, 0) != restart_seed(1, 1) != restart_seed(2, 1)
+
+
+def test_members_reconstruct_better_than_random(tiny_gan: GeneratorHandle) -> None:
+    images = _mixed(tiny_gan, 4, 4)
+    res = invert(tiny_gan, images, FAST)
+    assert res.loss[:4].max() < res.loss[4:].min()
+    assert res.restart_losses.shape == (8, 3) and res.latents.shape == (8, 8)
+    np.testing.assert_allclose(res.loss, res.restart_losses.min(axis=1))
+    # the stored best latent reproduces the best loss
+    with torch.no_grad():
+        rec = tiny_gan.decode(res.latents)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    np.testing.assert_allclose(get_loss("mse")(rec, x).numpy(), res.loss, rtol=1e-4)
+
+
+def test_early_stopping_and_pruning_save_steps(tiny_gan: GeneratorHandle) -> None:
+    images = _mixed(tiny_gan, 2, 2)
+    full = invert(tiny_gan, images, FAST.with_(early_stop=False, prune_at=0))
+    assert (full.steps_run == FAST.steps).all()
+    pruned = invert(tiny_gan, images, FAST.with_(early_stop=False))
+    assert ((pruned.steps_run == 20).sum(axis=1) == 1).all()  # one of 3 restarts pruned at 20
+    stopped = invert(tiny_gan, images, FAST.with_(min_improvement=0.5, prune_at=0))
+    assert stopped.sample_steps < full.sample_steps
+
+
+def test_schedules() -> None:
+    s = InversionSettings(steps=101, lr=0.1)
+    assert learning_rate(s, 0) == pytest.approx(0.1)
+    assert learning_rate(s, 100) == pytest.approx(0.005)
+    assert learning_rate(s.with_(schedule="step"), 60) == pytest.approx(0.03)
+    assert learning_rate(s.with_(schedule="constant"), 100) == 0.1
+    with pytest.raises(ValueError, match="schedule"):
+        InversionSettings(schedule="linear")
+    with pytest.raises(ValueError, match="loss"):
+        InversionSettings(loss="lpips")
+
+
+def test_losses_are_per_sample() -> None:
+    x = torch.rand(3, 3, 16, 16)
+    y = x.clone()
+    y[1] = torch.rand(3, 16, 16)
+    for name in ("mse", "l1", "ssim"):
+        v = get_loss(name)(x, y)
+        assert v.shape == (3,) and v[0] == pytest.approx(0, abs=1e-6) and v[1] > 0.01
+
+
+def test_encoder_init_and_diffusion_chain() -> None:
+    vae = tiny("vae-tconv-s0")
+    images = vae.sample(2, seed=3)
+    s = FAST.with_(init="encoder", restarts=2, prune_at=0, steps=10)
+    res = invert(vae, images, s)
+    assert np.isfinite(res.loss).all()
+    with pytest.raises(ValueError, match="no encoder"):
+        invert(tiny(), images, s)
+    ddim = tiny("ddim-pixel-s0", width=8)
+    assert ddim.is_diffusion and ddim.latent_shape == (3, 32, 32)
+    members = ddim.sample(1, seed=1, ddim_steps=2)
+    s = InversionSettings(steps=5, restarts=1, ddim_steps=2, check_every=5)
+    res = invert(ddim, members, s)
+    assert res.steps_run.max() <= 5 and np.isfinite(res.loss).all()

@@ -37,7 +37,19 @@ def _root(
 def _register_verbs() -> None:
     # Each verb module adds its commands to ``app`` (or a sub-app) when imported. Imports are
     # cheap: heavy libraries (torch, ...) are imported inside the command functions.
-    from genprint.cli import attribute, bench, compare, demo, evaluate, train, verify, zoo  # noqa: F401
+    from genprint.cli import (  # noqa: F401
+        attribute,
+        bench,
+        compare,
+        demo,
+        enroll,
+        evaluate,
+        pretrain,
+        train,
+        train_metric,
+        verify,
+        zoo,
+    )
 
 
 _register_verbs()

@@ -1,0 +1,58 @@
+"""``genprint enroll MODEL --source NAME IMAGES...``: add a source without retraining."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genprint.cli.app import app
+from genprint.cli.output import console, print_json
+
+
+@app.command("enroll")
+def enroll_cmd(
+    model: Annotated[Path, typer.Argument(help="A saved attributor directory (method `metric`).")],
+    images: Annotated[list[Path], typer.Argument(help="Images of the new source: files and/or "
+                                                      "folders (searched recursively).")],
+    source: Annotated[str, typer.Option(help="Name of the new source.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Enrol a new source from one or more of its images: reference points and a threshold are
+    added, the other sources are left untouched, and the model directory is replaced atomically
+    (a complete new directory is written, then swapped into place)."""
+    import genprint
+    from genprint.cli.train import report_bad_files
+    from genprint.io.batches import load_items
+    from genprint.io.sources import scan_inputs
+    from genprint.storage.model_dir import ModelFormatError
+
+    try:
+        attributor = genprint.load(model)
+    except ModelFormatError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    if not hasattr(attributor, "enroll"):
+        console.print(f"[red]error:[/red] method {attributor.method!r} does not support "
+                      "enrolment (use a `metric` model)")
+        raise typer.Exit(2)
+    paths = scan_inputs(images)
+    loaded, _, errors = load_items(paths, min_size=attributor.min_size)
+    report_bad_files(errors)
+    if not loaded:
+        console.print("[red]error:[/red] none of the images could be used")
+        raise typer.Exit(1)
+    try:
+        record = attributor.enroll(loaded, source)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--source") from None
+    attributor.save(model, overwrite=True)
+    summary = {"model": str(model), **record, "n_skipped": len(errors),
+               "classes": list(attributor.classes_)}
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(f"[green]enrolled[/green] {source} in {model} from {record['n_images']} "
+                      f"image(s): {record['n_reference_points']} reference point(s), threshold "
+                      f"{record['threshold']:.3f} ({record['threshold_rule']})")

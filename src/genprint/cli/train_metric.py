@@ -1,0 +1,117 @@
+"""``genprint train metric``: forensic embeddings with reference points (Fang et al., 2023)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.train import report_bad_files, train_app, training_items
+
+
+@train_app.command("metric")
+def train_metric_cmd(
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
+                                                   "manifest, or a folder with one sub-folder per "
+                                                   "source.")] = None,
+    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
+                                                    "build` (use with --protocol).")] = None,
+    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
+                                               "trained on.")] = "all",
+    init: Annotated[str, typer.Option(help="camera: start from a camera-identification "
+                                           "checkpoint; scratch: random initialisation.")] = "camera",
+    camera_ckpt: Annotated[Path | None, typer.Option(help="Checkpoint of `genprint pretrain "
+                                                          "camera` (default: the shipped one).")
+                           ] = None,
+    loss: Annotated[str, typer.Option(help="proxy-anchor, multi-similarity, arcface or "
+                                           "supcon.")] = "proxy-anchor",
+    references: Annotated[str, typer.Option(help="Reference points: kmeans (centroids of the "
+                                                 "training embeddings) or proxies (learned by "
+                                                 "proxy-anchor / arcface).")] = "kmeans",
+    refs_per_class: Annotated[int, typer.Option(help="Reference points per source (K).")] = 1,
+    epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 30,
+    batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 2e-3,
+    width: Annotated[int | None, typer.Option(help="First-stage channels (scratch; default 16; "
+                                                   "camera init uses the checkpoint's).")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Embedding dimension (scratch; "
+                                                           "default 128).")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="Patch / tile side (scratch; default "
+                                                        "32).")] = None,
+    max_tiles: Annotated[int, typer.Option(help="Most tiles used per image at inference.")] = 16,
+    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
+                                                      "threshold accepts.")] = 0.95,
+    val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
+                                                     "calibration when the data has no split.")] = 0.2,
+    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
+                                                      "only (repeatable); default: all.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of initialisation, crops and the split.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Fit the `metric` method: a forensic CNN trained with a metric-learning loss, reference
+    points per source and distance thresholds calibrated on validation images."""
+    from genprint.methods.camera_pretrain import checkpoint_architecture, default_camera_checkpoint
+    from genprint.methods.fitting import fit_on_items
+    from genprint.methods.metric import INITS, MetricAttributor
+    from genprint.storage.model_dir import ModelFormatError
+
+    if out.exists() and not overwrite:
+        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    if init not in INITS:
+        raise typer.BadParameter(f"choose one of {', '.join(INITS)}", param_hint="--init")
+    arch = {"width": width or 16, "embedding_dim": embedding_dim or 128,
+            "patch_size": patch_size or 32, "blocks": 1}
+    if init == "camera":
+        ckpt = camera_ckpt or default_camera_checkpoint()
+        if ckpt is None:
+            raise typer.BadParameter("no camera checkpoint: build one with `genprint pretrain "
+                                     "camera` and pass --camera-ckpt, or use --init scratch",
+                                     param_hint="--camera-ckpt")
+        try:
+            cfg = checkpoint_architecture(ckpt)
+        except ModelFormatError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--camera-ckpt") from None
+        arch = {"width": cfg.width, "embedding_dim": cfg.embedding_dim,
+                "patch_size": cfg.patch_size, "blocks": cfg.blocks}
+        camera_ckpt = Path(ckpt)
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
+    if not train_items:
+        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+    model = MetricAttributor(
+        **arch, loss=loss, references=references, refs_per_class=refs_per_class, epochs=epochs,
+        batch_size=batch_size, lr=lr, init=init,
+        camera_ckpt=str(camera_ckpt) if init == "camera" else None,
+        target_accept=target_accept, max_tiles=max_tiles, seed=seed)
+    model.training_info_ = {
+        "data": str(data) if data is not None else None,
+        "bench": str(bench) if bench is not None else None,
+        "protocol": protocol if bench is not None else None,
+    }
+    with progress_bar(disable=json_out or not console.is_terminal) as bar:
+        task = bar.add_task("metric training (epochs)", total=epochs)
+        model.on_epoch = lambda e, value: bar.update(
+            task, completed=e, description=f"metric training, loss {value:.3f}")
+        try:
+            errors = fit_on_items(model, train_items, val_items)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    report_bad_files(errors)
+    model.save(out, overwrite=overwrite)
+    info = model.training_info_
+    summary = {
+        "method": "metric", "out": str(out), "classes": model.classes_,
+        "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
+        **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "protocol", "init", "loss",
+                                    "reference_points", "train_seconds",
+                                    "val_closed_set_accuracy")},
+    }
+    if json_out:
+        print_json(summary)
+    else:
+        console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+                      f"{summary['n_train']} training and {summary['n_val']} validation images, "
+                      f"validation accuracy {info['val_closed_set_accuracy']:.3f}")

@@ -1,0 +1,124 @@
+"""CLI end to end for `metric`: pretrain camera, train metric, attribute, enroll (tiny benches)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+import genprint
+from genprint.cli.app import app
+from tests.conftest import textured
+
+runner = CliRunner()
+TINY = ["--width", "4", "--embedding-dim", "16", "--batch-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_bench(root: Path, sources: dict[str, Callable[[np.random.Generator], np.ndarray]],
+                protocols: dict[str, dict[str, list[str]]], per_split: dict[str, int]) -> Path:
+    """A fake benchmark: images/<source>/*.png, manifest.csv and protocols.json."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for source, make in sources.items():
+        (root / "images" / source).mkdir(parents=True)
+        n = 0
+        for split, count in per_split.items():
+            for _ in range(count):
+                rel = f"images/{source}/{n:05d}.png"
+                Image.fromarray(make(rng)).save(root / rel)
+                rows.append({"path": rel, "source": source, "split": split,
+                             "kind": "real" if source.startswith(("real", "cam")) else "generated",
+                             "origin": source})
+                n += 1
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "source", "split", "kind", "origin"])
+        writer.writeheader()
+        writer.writerows(rows)
+    (root / "protocols.json").write_text(json.dumps(protocols))
+    return root
+
+
+def period(p: int, size: int = 32) -> Callable[[np.random.Generator], np.ndarray]:
+    return lambda rng: textured(rng, size, size, p)
+
+
+@pytest.fixture
+def benches(tmp_path: Path) -> tuple[Path, Path]:
+    camera = write_bench(tmp_path / "cam", {"cam-a": period(2), "cam-b": period(4)},
+                         {"camera": {"known": ["cam-a", "cam-b"], "unknown": []}},
+                         {"train": 8, "val": 3, "test": 3})
+    attribution = write_bench(
+        tmp_path / "bench", {"real": period(3), "gen-a": period(2), "gen-b": period(5),
+                             "gen-c": period(7)},
+        {"all": {"known": ["real", "gen-a", "gen-b"], "unknown": ["gen-c"]}},
+        {"train": 8, "val": 4, "test": 4})
+    return camera, attribution
+
+
+def invoke(*args: str) -> dict:
+    out = runner.invoke(app, [*args, "--json"])
+    assert out.exit_code == 0, out.output
+    return json.loads(out.stdout)
+
+
+def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: Path) -> None:
+    camera, bench = benches
+    ckpt, model = tmp_path / "ckpt", tmp_path / "model"
+    pre = invoke("pretrain", "camera", "--bench", str(camera), "--out", str(ckpt), "--epochs",
+                 "1", *TINY)
+    assert pre["cameras"] == ["cam-a", "cam-b"] and (ckpt / "card.json").is_file()
+    summary = invoke("train", "metric", "--bench", str(bench), "--protocol", "all", "--out",
+                     str(model), "--init", "camera", "--camera-ckpt", str(ckpt), "--epochs", "1",
+                     "--batch-size", "16")
+    assert summary["classes"] == ["gen-a", "gen-b", "real"] and summary["init"] == "camera"
+    assert summary["n_train"] == 24 and summary["n_val"] == 12
+    card = json.loads((model / "card.json").read_text())
+    assert card["backbone"]["architecture"]["width"] == 4  # taken from the checkpoint
+    assert card["backbone"]["preprocessing"]["crop"] == "tiles"
+
+    rows = invoke("attribute", str(model), str(bench / "images" / "gen-c"))
+    assert len(rows) == 16 and all(r["error"] is None for r in rows)
+    assert all(set(r["scores"]) == {"gen-a", "gen-b", "real"} for r in rows)
+
+    before = genprint.load(model)
+    enrolled = invoke("enroll", str(model), "--source", "gen-c",
+                      *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[:5]))
+    assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
+    after = genprint.load(model)
+    assert after.classes_ == ["gen-a", "gen-b", "real", "gen-c"]
+    np.testing.assert_array_equal(after.references_[:3], before.references_)
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftover temp dirs
+    out = runner.invoke(app, ["enroll", str(model), "--source", "gen-c",
+                              str(bench / "images" / "gen-c" / "00000.png")])
+    assert out.exit_code == 2 and "already known" in out.output
+
+
+def test_train_metric_from_scratch_with_data(tmp_path: Path, toy_sources: Path) -> None:
+    summary = invoke("train", "metric", "--data", str(toy_sources), "--out", str(tmp_path / "m"),
+                     "--init", "scratch", "--epochs", "1", *TINY)
+    assert summary["classes"] == ["alpha", "beta", "gamma"] and summary["init"] == "scratch"
+    out = runner.invoke(app, ["train", "metric", "--data", str(toy_sources), "--out",
+                              str(tmp_path / "m"), "--init", "scratch"])
+    assert out.exit_code == 2 and "exists" in out.output
+
+
+def test_enroll_refuses_a_method_without_enrolment(tmp_path: Path, toy_sources: Path) -> None:
+    invoke("train", "baseline", "--data", str(toy_sources), "--out", str(tmp_path / "b"))
+    out = runner.invoke(app, ["enroll", str(tmp_path / "b"), "--source", "new",
+                              str(toy_sources / "alpha" / "00.png")])
+    assert out.exit_code == 2 and "enrolment" in out.output

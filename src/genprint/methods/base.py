@@ -31,7 +31,8 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, read_mod
 METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
 
-_BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric")
+_BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric",
+                           "genprint.methods.invert")
 
 
 class NotFittedError(RuntimeError):

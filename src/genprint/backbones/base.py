@@ -71,7 +71,11 @@ BackboneFactory = Callable[..., Backbone]
 BACKBONES: Registry[BackboneFactory] = Registry("backbone")
 """Every built-in backbone by name; entries are factories returning a :class:`Backbone`."""
 
-BUILTIN_BACKBONE_MODULES: list[str] = ["genprint.backbones.forensic_cnn"]
+BUILTIN_BACKBONE_MODULES: list[str] = [
+    "genprint.backbones.forensic_cnn",
+    "genprint.backbones.dinov2_onnx",
+    "genprint.backbones.efficientnet_lite",
+]
 """Modules that register built-in backbones when imported (appended to by each method's work)."""
 
 
@@ -84,6 +88,15 @@ def _ensure_builtin_backbones() -> None:
 
 
 def get_backbone(name: str, **kwargs: Any) -> Backbone:
-    """Build the backbone registered as ``name`` (error lists the known names)."""
+    """Build the backbone registered as ``name``, or load one from a local path.
+
+    Paths (open_clip checkpoint files, transformers model folders or Hugging Face cache entries)
+    are handled by :func:`genprint.backbones.resolve.resolve_path`; an unknown name gets an error
+    listing the registered ones.
+    """
     _ensure_builtin_backbones()
-    return BACKBONES.get(name)(**kwargs)
+    if name in BACKBONES:
+        return BACKBONES.get(name)(**kwargs)
+    from genprint.backbones.resolve import resolve_path
+
+    return resolve_path(name, **kwargs)

@@ -1,0 +1,86 @@
+"""Helpers shared by the backbone implementations: input sizes, weight fingerprints, batches.
+
+Backbones never resize images. A backbone whose native input is 224×224 still runs on the
+32×32 images of the built-in world at a smaller input: the largest size that is a multiple of
+its patch size (ViTs) or total stride (CNNs), no larger than the image and no larger than its
+native size (see :func:`fit_input_size`). Each backbone records ``native_size``,
+``size_multiple`` and ``min_size`` in ``Preprocessing.extra``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genprint.backbones.base import Preprocessing
+from genprint.io.crops import center_crop
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def sha256_of_files(paths: Iterable[str | os.PathLike[str]]) -> str:
+    """sha256 over the names and contents of weight files (memoised per path, size, mtime).
+
+    Used as the weights' identity in feature caches and saved models.
+    """
+    digest = hashlib.sha256()
+    for p in sorted(Path(p) for p in paths):
+        st = p.stat()
+        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _HASHES:
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                while block := fh.read(1 << 22):
+                    h.update(block)
+            _HASHES[key] = h.hexdigest()
+        digest.update(p.name.encode() + b"\0" + _HASHES[key].encode())
+    return digest.hexdigest()
+
+
+def size_rules(pre: Preprocessing) -> tuple[int, int, int]:
+    """(native size, size multiple, smallest size) of a backbone's input."""
+    native = int(pre.extra.get("native_size", pre.input_size))
+    multiple = int(pre.extra.get("size_multiple", 1))
+    smallest = int(pre.extra.get("min_size", multiple))
+    return native, multiple, smallest
+
+
+def fit_input_size(native: int, multiple: int, smallest: int, min_side: int) -> int:
+    """Largest valid input side for images whose smaller side is ``min_side``.
+
+    A multiple of ``multiple``, at most ``native`` and at most ``min_side`` (images are cropped,
+    never upsampled). Raises ``ValueError`` when that is below ``smallest``.
+    """
+    size = min(native, min_side) // multiple * multiple
+    if size < max(smallest, 1):
+        raise ValueError(
+            f"images with a {min_side}-pixel side are too small for this backbone: it needs at "
+            f"least {max(smallest, multiple)} pixels (images are never upsampled)"
+        )
+    return size
+
+
+def check_input_size(size: int, multiple: int, smallest: int, name: str) -> int:
+    """Validate an explicit input size for backbone ``name``."""
+    if size < smallest or size % multiple:
+        raise ValueError(
+            f"backbone {name}: input size {size} must be a multiple of {multiple} and at least "
+            f"{smallest}"
+        )
+    return int(size)
+
+
+def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
+    """Centre crops of (H, W, 3) uint8 images as an N×3×size×size float tensor in [0, 1]."""
+    crops = np.stack([center_crop(img, size) for img in images])
+    return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def cls_tokens(hidden: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """The first (CLS) token of every N×L×D hidden state, as N×D float32 tensors."""
+    return [h[:, 0, :].float().contiguous() for h in hidden]

@@ -1,0 +1,134 @@
+"""User CLIP / DINOv2 weights from local files: open_clip checkpoints and transformers folders."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genprint.backbones import get_backbone
+from genprint.backbones.resolve import backbone_for_images, resolve_backbone
+from tests.backbones.user_checkpoints import (
+    save_hf_clip,
+    save_hf_dinov2,
+    save_open_clip_checkpoint,
+)
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a backbone tried to use the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def reference_open_clip(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int,
+                        quickgelu: bool) -> list[torch.Tensor]:
+    """open_clip's ViT written out plainly (CLS after each block), to check genprint's port."""
+    sd = {k.removeprefix("module.visual."): v for k, v in sd.items()
+          if k.startswith("module.visual.")}
+    w = sd["conv1.weight"]
+    tok = F.conv2d(x, w, stride=w.shape[-1]).flatten(2).transpose(1, 2)
+    h = torch.cat([sd["class_embedding"].expand(len(x), 1, -1), tok], 1)
+    h = h + sd["positional_embedding"]
+    h = F.layer_norm(h, h.shape[-1:], sd["ln_pre.weight"], sd["ln_pre.bias"])
+    out, k = [], 0
+    while f"transformer.resblocks.{k}.ln_1.weight" in sd:
+        p = f"transformer.resblocks.{k}."
+        a = F.layer_norm(h, h.shape[-1:], sd[p + "ln_1.weight"], sd[p + "ln_1.bias"])
+        q, kk, v = (a @ sd[p + "attn.in_proj_weight"].T + sd[p + "attn.in_proj_bias"]).chunk(3, -1)
+        n, t, d = q.shape
+        q, kk, v = (z.view(n, t, heads, d // heads).transpose(1, 2) for z in (q, kk, v))
+        att = torch.softmax(q @ kk.transpose(-1, -2) / (d // heads) ** 0.5, -1)
+        o = (att @ v).transpose(1, 2).reshape(n, t, d)
+        h = h + o @ sd[p + "attn.out_proj.weight"].T + sd[p + "attn.out_proj.bias"]
+        m = F.layer_norm(h, h.shape[-1:], sd[p + "ln_2.weight"], sd[p + "ln_2.bias"])
+        m = m @ sd[p + "mlp.c_fc.weight"].T + sd[p + "mlp.c_fc.bias"]
+        m = m * torch.sigmoid(1.702 * m) if quickgelu else F.gelu(m)
+        h = h + m @ sd[p + "mlp.c_proj.weight"].T + sd[p + "mlp.c_proj.bias"]
+        out.append(h[:, 0])
+        k += 1
+    return out
+
+
+@pytest.mark.parametrize("quickgelu", [False, True])
+def test_open_clip_checkpoint_matches_reference(tmp_path: Path, quickgelu: bool) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "epoch_3.pt", width=128, layers=2,
+                                     quickgelu=quickgelu)
+    name = "ViT-tiny-quickgelu" if quickgelu else "ViT-tiny"
+    backbone = get_backbone(str(ckpt), model_name=name)
+    assert backbone.layer_names() == ["block0", "block1"]
+    assert backbone.preprocessing.input_size == 32
+    x = torch.rand(3, 3, 32, 32)
+    ours = backbone.forward_features(x)
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    ref = reference_open_clip(sd, backbone.normalise(x), heads=2, quickgelu=quickgelu)
+    for a, b in zip(ours, ref, strict=True):
+        assert a.shape == (3, 128)
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_open_clip_smaller_input_and_errors(tmp_path: Path) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "ck.pt")
+    small = backbone_for_images(str(ckpt), min_side=20)  # 16: largest multiple of 8 that fits
+    assert small.preprocessing.input_size == 16
+    assert small.forward_features(torch.rand(2, 3, 16, 16))[1].shape == (2, 64)
+    with pytest.raises(ValueError, match="too small"):
+        backbone_for_images(str(ckpt), min_side=7)
+    bad = tmp_path / "bad.pt"
+    torch.save({"state_dict": {"visual.layer1.0.conv1.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(ValueError, match="ModifiedResNet"):
+        get_backbone(str(bad))
+    with pytest.raises(ValueError, match="act"):
+        get_backbone(str(ckpt), act="relu")
+
+
+@pytest.mark.parametrize("vision_only", [False, True])
+def test_transformers_clip_folder(tmp_path: Path, vision_only: bool) -> None:
+    pytest.importorskip("transformers")
+    from transformers import CLIPVisionModel
+
+    folder = save_hf_clip(tmp_path / "clip", vision_only=vision_only)
+    backbone = backbone_for_images(str(folder), min_side=32)
+    assert backbone.layer_names() == ["layer1", "layer2", "layer3"]
+    assert backbone.preprocessing.input_size == 32
+    x = torch.rand(2, 3, 32, 32)
+    feats = backbone.forward_features(x)
+    ref = CLIPVisionModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        hidden = ref(pixel_values=backbone.normalise(x), output_hidden_states=True).hidden_states
+    for k, f in enumerate(feats):
+        torch.testing.assert_close(f, hidden[k + 1][:, 0])
+    small = backbone_for_images(str(folder), min_side=16)  # interpolated position embedding
+    assert small.forward_features(torch.rand(1, 3, 16, 16))[0].shape == (1, 32)
+
+
+def test_transformers_dinov2_folder_and_cache_entry(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("transformers")
+    folder = save_hf_dinov2(tmp_path / "dino")
+    backbone = resolve_backbone(str(folder), input_size=28)
+    assert len(backbone.forward_features(torch.rand(2, 3, 28, 28))) == 2
+    # the same weights as a Hugging Face cache entry, found by path and by repository id
+    cache = tmp_path / "hub"
+    entry = cache / "models--acme--tiny-dino"
+    shutil.copytree(folder, entry / "snapshots" / "abc123")
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    by_entry = resolve_backbone(str(entry), input_size=28)
+    by_id = resolve_backbone("acme/tiny-dino", input_size=28)
+    x = torch.rand(1, 3, 28, 28)
+    torch.testing.assert_close(by_entry.forward_features(x)[1], by_id.forward_features(x)[1])
+    assert by_id.weights_id == backbone.weights_id  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="unknown backbone"):
+        resolve_backbone("acme/not-cached")

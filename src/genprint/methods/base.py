@@ -32,7 +32,7 @@ METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
 
 _BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric",
-                           "genprint.methods.invert")
+                           "genprint.methods.invert", "genprint.methods.probe")
 
 
 class NotFittedError(RuntimeError):
@@ -196,7 +196,12 @@ class Attributor(ABC):
             "training": dict(getattr(self, "training_info_", {})),
             **fields,
         }
-        return write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite)
+        return write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite,
+                               extra_files=self._extra_files())
+
+    def _extra_files(self) -> dict[str, bytes]:
+        """Files saved next to the card for people to read (e.g. a table); none by default."""
+        return {}
 
 
 def _ensure_builtin_methods() -> None:

@@ -103,11 +103,14 @@ def write_model_dir(
     tensors: Mapping[str, np.ndarray] | None = None,
     arrays: Mapping[str, np.ndarray] | None = None,
     overwrite: bool = False,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Write a model directory atomically and return its path.
 
-    ``tensors`` go into ``weights.safetensors``; each entry of ``arrays`` becomes ``NAME.npy``.
-    The card gets ``format_version``, ``created`` and ``files`` (name → sha256) added.
+    ``tensors`` go into ``weights.safetensors``; each entry of ``arrays`` becomes ``NAME.npy``;
+    each entry of ``extra_files`` (e.g. a JSON table for people to read) is written as is under
+    its name and checksummed like the others (loading does not read it). The card gets
+    ``format_version``, ``created`` and ``files`` (name → sha256) added.
     An existing directory is replaced only with ``overwrite=True``.
     """
     from safetensors.numpy import save_file
@@ -127,6 +130,12 @@ def write_model_dir(
             _check_name(name)
             np.save(tmp / f"{name}.npy", np.asarray(array), allow_pickle=False)
             files[f"{name}.npy"] = sha256_file(tmp / f"{name}.npy")
+        for name, data in (extra_files or {}).items():
+            _check_name(name)
+            if name in files or name.endswith(".npy") or name == "weights.safetensors":
+                raise ValueError(f"extra file name {name!r} clashes with the model's own files")
+            (tmp / name).write_bytes(data)
+            files[name] = sha256_file(tmp / name)
         full_card = dict(card)
         full_card["format_version"] = FORMAT_VERSION
         full_card.setdefault("created", creation_info())

@@ -1,0 +1,313 @@
+"""``probe``: a light classifier on frozen foundation-model features, with open-set scores.
+
+After "Are CLIP features all you need for Universal Synthetic Image Origin Attribution?"
+(Cioni, Tzelepis, Seidenari, Patras, 2024):
+
+1. a frozen backbone (a registered name or a local CLIP / DINOv2 checkpoint; see
+   :mod:`genprint.backbones.resolve`) gives the features of **every** block for a centre crop of
+   each image (never resized; the input size is the largest valid one that fits the smallest
+   image unless given). Features are cached on disk (:mod:`genprint.backbones.features`);
+2. on each layer, a head (``logreg`` or ``knn``, :mod:`genprint.methods.probe_heads`) is fitted
+   on the training images with its hyperparameter swept, and scored on validation
+   (:mod:`genprint.methods.probe_select`); the per-layer table is kept (``layers.json`` in the
+   saved model);
+3. the layer is chosen on validation (``layer="auto"``) or given as an index;
+4. per-source thresholds accept ``target_accept`` (95%) of each source's validation images, on
+   the chosen open-set score; an image below its candidate's threshold is ``unknown``.
+
+The candidate is the head's prediction; ``scores`` hold every source's open-set score.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from genprint.methods.base import METHODS, Attributor, Prediction
+from genprint.methods.probe_heads import DEFAULT_SCORE, HEADS, SCORES, LayerProbe
+from genprint.methods.probe_select import LAYER_SELECT, choose_layer, criterion, loso_auroc, sweep
+from genprint.storage.model_dir import ModelContents, ModelFormatError
+
+Progress = Callable[[int], None]
+
+
+@dataclass
+class ProbePrediction(Prediction):
+    """A prediction whose candidate is the head's, not necessarily the top open-set score."""
+
+    candidate: int = -1
+
+
+def cap_per_class(labels: Sequence[str], cap: int | None, seed: int) -> list[int]:
+    """Indices keeping at most ``cap`` items per label (a seeded random subset, in order)."""
+    if cap is None:
+        return list(range(len(labels)))
+    if cap < 1:
+        raise ValueError(f"per_class must be ≥ 1, got {cap}")
+    rng = np.random.default_rng(seed)
+    keep: list[int] = []
+    for label in sorted(set(labels)):
+        idx = [i for i, lab in enumerate(labels) if lab == label]
+        if len(idx) > cap:
+            idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
+        keep.extend(idx)
+    return sorted(keep)
+
+
+@METHODS.register("probe")
+class ProbeAttributor(Attributor):
+    """Frozen backbone features + logistic-regression or k-NN head (see module doc)."""
+
+    method = "probe"
+
+    def __init__(
+        self,
+        backbone: str = "dinov2-s14-onnx",
+        backbone_options: dict[str, Any] | None = None,
+        input_size: int | None = None,
+        head: str = "logreg",
+        layer: str | int = "auto",
+        score: str | None = None,
+        per_class: int | None = None,
+        target_accept: float = 0.95,
+        layer_select: str = "balanced",
+        grid: Sequence[float] | None = None,
+        score_k: int = 10,
+        batch_size: int = 64,
+        cache: bool = True,
+        cache_dir: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        score = score or DEFAULT_SCORE[head]
+        if score not in SCORES:
+            raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
+        if layer_select not in LAYER_SELECT:
+            raise ValueError(f"layer_select must be one of {', '.join(LAYER_SELECT)}")
+        if not (isinstance(layer, int) or layer == "auto"):
+            raise ValueError(f"layer must be 'auto' or an index, got {layer!r}")
+        self.backbone = backbone
+        self.backbone_options = dict(backbone_options or {})
+        self.input_size = input_size
+        self.head = head
+        self.layer = layer
+        self.score = score
+        self.per_class = per_class
+        self.target_accept = target_accept
+        self.layer_select = layer_select
+        self.grid = list(grid) if grid is not None else None
+        self.score_k = score_k
+        self.batch_size = batch_size
+        self.cache = cache
+        self.cache_dir = cache_dir
+        self.seed = seed
+        self._backbone_obj: Any = None
+
+    def params(self) -> dict[str, Any]:
+        """Constructor arguments stored in the card (the cache location is left out)."""
+        return {"backbone": self.backbone, "backbone_options": self.backbone_options,
+                "input_size": self.input_size, "head": self.head, "layer": self.layer,
+                "score": self.score, "per_class": self.per_class,
+                "target_accept": self.target_accept, "layer_select": self.layer_select,
+                "grid": self.grid, "score_k": self.score_k, "batch_size": self.batch_size,
+                "cache": self.cache, "seed": self.seed}
+
+    @property
+    def min_size(self) -> int:
+        spec = getattr(self, "backbone_spec_", None)
+        return int(spec["input_size"]) if spec else int(self.input_size or 1)
+
+    # ------------------------------------------------------------------ backbone & features
+    def build_backbone(self, min_side: int | None = None) -> Any:
+        """The backbone at the fitted input size (or the size for images ≥ ``min_side``)."""
+        from genprint.backbones.resolve import backbone_for_images, weights_id
+
+        if self._backbone_obj is not None:
+            return self._backbone_obj
+        spec = getattr(self, "backbone_spec_", None)
+        if spec is None:
+            backbone = backbone_for_images(self.backbone, min_side, self.input_size,
+                                           **self.backbone_options)
+        else:
+            backbone = backbone_for_images(spec["name"], None, spec["input_size"],
+                                           **spec["options"])
+            if weights_id(backbone) != spec["weights_id"]:
+                raise ModelFormatError(
+                    f"backbone {spec['name']} does not have the weights this model was trained "
+                    "with (their fingerprint differs); its features would be meaningless")
+        self._backbone_obj = backbone
+        return backbone
+
+    def extract(self, images: Sequence[np.ndarray], on_progress: Progress | None = None,
+                use_cache: bool | None = None) -> list[np.ndarray]:
+        """Features of every backbone layer for decoded images (cached on disk if enabled)."""
+        from genprint.backbones.features import FeatureCache, extract_features
+
+        backbone = self.build_backbone(min(min(i.shape[:2]) for i in images) if images else None)
+        use_cache = self.cache if use_cache is None else use_cache
+        cache = FeatureCache(backbone, self.cache_dir) if use_cache else None
+        return extract_features(backbone, images, batch_size=self.batch_size, cache=cache,
+                                on_progress=on_progress)
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, train_images: Sequence[np.ndarray], train_labels: Sequence[str],
+            val_images: Sequence[np.ndarray], val_labels: Sequence[str],
+            on_progress: Progress | None = None) -> ProbeAttributor:
+        """Extract features, choose hyperparameters and layer on validation, set thresholds."""
+        classes = sorted(set(train_labels))
+        if not classes:
+            raise ValueError("no training images")
+        missing = sorted(set(classes) - set(val_labels))
+        if missing:
+            raise ValueError("thresholds are calibrated on validation data only, and these "
+                             f"sources have no validation images: {', '.join(missing)}")
+        keep = cap_per_class(train_labels, self.per_class, self.seed)
+        train_images = [train_images[i] for i in keep]
+        train_labels = [train_labels[i] for i in keep]
+        known = [i for i, lab in enumerate(val_labels) if lab in classes]
+        val_images = [val_images[i] for i in known]
+        val_labels = [val_labels[i] for i in known]
+        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+        self._backbone_obj = None
+        self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
+        self.build_backbone(min(sides))
+        train_feats = self.extract(train_images, on_progress)
+        val_feats = self.extract(val_images, on_progress)
+        return self.fit_features(train_feats, train_labels, val_feats, val_labels)
+
+    def fit_features(self, train_feats: Sequence[np.ndarray], train_labels: Sequence[str],
+                     val_feats: Sequence[np.ndarray], val_labels: Sequence[str]) \
+            -> ProbeAttributor:
+        """Fit from extracted features (one array per backbone layer), e.g. from a cache.
+
+        The per-class cap is **not** applied here (:meth:`fit` applies it before extracting).
+        """
+        from genprint.backbones.resolve import spec_path, weights_id
+
+        backbone = self.build_backbone()
+        names = backbone.layer_names()
+        if len(train_feats) != len(names) or len(val_feats) != len(names):
+            raise ValueError("one feature array per backbone layer is expected")
+        classes = sorted(set(train_labels))
+        index = {c: k for k, c in enumerate(classes)}
+        y_tr = np.array([index[c] for c in train_labels])
+        y_va = np.array([index[c] for c in val_labels])
+        rows, probes = [], []
+        for k, name in enumerate(names):
+            probe, row = sweep(train_feats[k], y_tr, val_feats[k], y_va, len(classes), self.head,
+                               self.score, self.grid, self.score_k, self.seed)
+            row = {"index": k, "layer": name, "dim": int(train_feats[k].shape[1]), **row,
+                   "val_loso_auroc": loso_auroc(train_feats[k], y_tr, val_feats[k], y_va,
+                                                len(classes), probe, self.seed)}
+            row["criterion"] = criterion(row, self.layer_select)
+            rows.append(row)
+            probes.append(probe)
+        if self.layer == "auto":
+            chosen = choose_layer(rows, self.layer_select)
+        else:
+            chosen = int(self.layer)
+            if not -len(names) <= chosen < len(names):
+                raise ValueError(f"layer {chosen} out of range: the backbone has {len(names)}")
+            chosen %= len(names)
+        for row in rows:
+            row["chosen"] = row["index"] == chosen
+        self.classes_ = classes
+        self.layer_index_ = chosen
+        self.layer_name_ = names[chosen]
+        self.probe_ = probes[chosen]
+        self.layer_table_ = rows
+        self.backbone_spec_ = {
+            "name": spec_path(self.backbone), "options": self.backbone_options,
+            "input_size": backbone.preprocessing.input_size, "weights_id": weights_id(backbone),
+        }
+        self.backbone_card_ = backbone.card()
+        _, scores = self.probe_.source_scores(np.asarray(val_feats[chosen]))
+        self.thresholds_ = np.array([
+            np.quantile(scores[y_va == c, c], 1.0 - self.target_accept)
+            for c in range(len(classes))
+        ])
+        self.training_info_ = {
+            **getattr(self, "training_info_", {}),
+            "n_train_used": len(y_tr), "n_val_used": len(y_va),
+            "layer": self.layer_name_, "hp": self.probe_.hp,
+            "val_accuracy": rows[chosen]["val_accuracy"],
+            "val_loso_auroc": rows[chosen]["val_loso_auroc"],
+        }
+        return self
+
+    # ------------------------------------------------------------------ inference
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The chosen layer's standardised features (for reports and 2-D maps)."""
+        self._check_fitted()
+        feats = self.extract(images, use_cache=False)[self.layer_index_]
+        return self.probe_.standardise(feats)
+
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        feats = self.extract(images, use_cache=False)[self.layer_index_]
+        cand, scores = self.probe_.source_scores(feats)
+        return [ProbePrediction(scores=scores[i], candidate=int(cand[i]))
+                for i in range(len(images))]
+
+    def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
+        candidate = getattr(prediction, "candidate", -1)
+        if candidate < 0:
+            return super().decide(prediction)
+        score = float(prediction.scores[candidate])
+        threshold = float(self.thresholds_[candidate])
+        return candidate, score, threshold, bool(score < threshold)
+
+    # ------------------------------------------------------------------ persistence
+    def layer_table(self) -> list[dict[str, Any]]:
+        """The per-layer validation table (one dict per backbone layer)."""
+        self._check_fitted()
+        return [dict(r) for r in self.layer_table_]
+
+    def _extra_files(self) -> dict[str, bytes]:
+        table = json.dumps(_finite(self.layer_table_), indent=2, allow_nan=False)
+        return {"layers.json": table.encode("utf-8")}
+
+    def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
+        card = {
+            "params": self.params(),
+            "backbone": {**self.backbone_card_, "spec": self.backbone_spec_},
+            "probe": self.probe_.card(),
+            "layer": {"index": self.layer_index_, "name": self.layer_name_},
+            "layers": _finite(self.layer_table_),
+            "score": f"{self.score} of the candidate source (higher = more like it); candidate = "
+                     f"{self.head} head's prediction",
+        }
+        arrays = {f"probe_{k}": v for k, v in self.probe_.arrays.items()}
+        return card, {}, arrays
+
+    @classmethod
+    def _from_contents(cls, contents: ModelContents) -> ProbeAttributor:
+        card = contents.card
+        try:
+            model = cls(**card["params"])
+            arrays = {k[len("probe_"):]: v for k, v in contents.arrays.items()
+                      if k.startswith("probe_")}
+            model.probe_ = LayerProbe.from_card(card["probe"], arrays)
+            model.layer_index_ = int(card["layer"]["index"])
+            model.layer_name_ = str(card["layer"]["name"])
+            model.backbone_spec_ = dict(card["backbone"]["spec"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(f"probe card is incomplete or invalid: {exc}") from None
+        model.backbone_card_ = {k: v for k, v in card["backbone"].items() if k != "spec"}
+        model.layer_table_ = list(card.get("layers", []))
+        model.classes_ = list(card["classes"])
+        model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
+        model.training_info_ = dict(card.get("training", {}))
+        if model.probe_.n_classes != len(model.classes_):
+            raise ModelFormatError("the probe and the classes in the card disagree")
+        return model
+
+
+def _finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with NaN / inf replaced by ``None`` (strict JSON)."""
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+             for k, v in r.items()} for r in rows]

@@ -94,3 +94,19 @@ def test_config_round_trip_refuses_unknown_settings() -> None:
     assert ForensicCNNConfig.from_dict(TINY.to_dict()) == TINY
     with pytest.raises(ValueError, match="unknown"):
         ForensicCNNConfig.from_dict({**TINY.to_dict(), "depth": 3})
+
+
+def test_weights_from_a_camera_checkpoint(tmp_path) -> None:
+    from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
+
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(4)]
+    pre = pretrain_camera(images, ["a", "b"] * 2, images, ["a", "b"] * 2, config=TINY, epochs=1,
+                          batch_size=4)
+    save_camera_checkpoint(pre, tmp_path / "ckpt")
+    net = get_backbone("forensic-cnn", weights=str(tmp_path / "ckpt"))
+    x = torch.rand(3, 3, 32, 32)
+    torch.testing.assert_close(net.embed(x), pre.net.eval().embed(x))
+    wide = get_backbone("forensic-cnn", weights=str(tmp_path / "ckpt"), input_size=64)
+    assert wide.preprocessing.input_size == 64  # same weights, larger tiles
+    torch.testing.assert_close(wide.embed(x), net.embed(x))

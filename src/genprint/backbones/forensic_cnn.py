@@ -19,7 +19,7 @@ the normalised embedding only.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
@@ -113,6 +113,8 @@ class ForensicCNN(Backbone):
     """Constrained-convolution residual CNN with an L2-normalised embedding (see module doc)."""
 
     name = BACKBONE_NAME
+    dynamic_input = True
+    """Fully convolutional with global pooling: any input side (multiple of 4) runs."""
 
     def __init__(self, config: ForensicCNNConfig | None = None) -> None:
         super().__init__()
@@ -120,7 +122,7 @@ class ForensicCNN(Backbone):
         cfg = self.config
         self.preprocessing = Preprocessing(
             input_size=cfg.patch_size, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop="tiles",
-            extra={"architecture": cfg.to_dict(),
+            extra={"architecture": cfg.to_dict(), "size_multiple": 4, "min_size": 8,
                    "note": "non-overlapping tiles, never resized; tile embeddings averaged"},
         )
         self.constrained = ConstrainedConv2d(3, cfg.constrained_filters, cfg.kernel_size)
@@ -187,7 +189,8 @@ def patches_to_tensor(patches: Any) -> torch.Tensor:
 def load_weights(net: ForensicCNN, path: str) -> dict[str, Any]:
     """Load a network's weights from a camera checkpoint or a ``metric`` model directory.
 
-    The stored architecture must equal ``net``'s. Returns the directory's card.
+    The stored architecture must equal ``net``'s (the patch size may differ: it sets only how
+    images are cut, not the weights). Returns the directory's card.
     """
     from genprint.storage.model_dir import ModelFormatError, read_model_dir
 
@@ -195,7 +198,8 @@ def load_weights(net: ForensicCNN, path: str) -> dict[str, Any]:
     arch = contents.card.get("backbone", {}).get("architecture")
     if arch is None:
         raise ModelFormatError(f"{path}: no forensic-cnn architecture in its card")
-    if ForensicCNNConfig.from_dict(arch) != net.config:
+    stored = replace(ForensicCNNConfig.from_dict(arch), patch_size=net.config.patch_size)
+    if stored != net.config:
         raise ValueError(f"{path}: architecture {arch} differs from the requested "
                          f"{net.config.to_dict()}")
     state = {k[len("net."):]: torch.from_numpy(v.copy()) for k, v in contents.tensors.items()
@@ -212,18 +216,25 @@ def state_tensors(net: ForensicCNN) -> dict[str, Any]:
 
 @BACKBONES.register(BACKBONE_NAME)
 def forensic_cnn(embedding_dim: int = 128, patch_size: int = 32, width: int = 16, blocks: int = 1,
-                 constrained_filters: int = 6, kernel_size: int = 5,
-                 weights: str | None = None) -> ForensicCNN:
-    """Factory of the ``forensic-cnn`` backbone; ``weights``: a camera checkpoint or ``metric``
-    model directory whose stored architecture matches (its card's settings are then used)."""
+                 constrained_filters: int = 6, kernel_size: int = 5, weights: str | None = None,
+                 input_size: int | None = None) -> ForensicCNN:
+    """Factory of the ``forensic-cnn`` backbone.
+
+    ``weights``: a camera checkpoint or ``metric`` model directory; its card's architecture is
+    then used instead of the other settings. ``input_size`` (the registry's common name for the
+    crop side) overrides ``patch_size``.
+    """
     if weights is not None:
         from genprint.storage.model_dir import read_card
 
         arch = read_card(weights).get("backbone", {}).get("architecture")
         if arch is None:
             raise ValueError(f"{weights}: no forensic-cnn architecture in its card")
-        net = ForensicCNN(ForensicCNNConfig.from_dict(arch))
+        config = ForensicCNNConfig.from_dict(arch)
+        if input_size is not None:
+            config = replace(config, patch_size=input_size)
+        net = ForensicCNN(config)
         load_weights(net, weights)
         return net.eval()
-    return ForensicCNN(ForensicCNNConfig(embedding_dim, patch_size, width, blocks,
+    return ForensicCNN(ForensicCNNConfig(embedding_dim, input_size or patch_size, width, blocks,
                                          constrained_filters, kernel_size))

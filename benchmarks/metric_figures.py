@@ -1,0 +1,172 @@
+"""Figures of the ``metric`` method: every protocol × both inits, and enrolment.
+
+For each protocol and init (``camera``: from a camera-identification checkpoint; ``scratch``),
+trains ``metric`` on the protocol's known sources (thresholds from validation only), evaluates it
+on the test split with ``genprint.evaluation.evaluate`` and records the headline metrics and the
+training time. Then, on protocol ``all`` with the first init, each unknown source is enrolled
+from ``--enrol-images`` of its test images; its recall on the rest of its test images and the
+known sources' accuracy before / after are recorded.
+
+Writes ``OUT/metric_figures.json`` and ``OUT/metric_figures.md`` (a markdown table) and prints
+the table. Models are kept in ``OUT/models/<protocol>-<init>`` (``--reuse`` loads them instead of
+training again).
+
+    genprint bench build BENCH                     # attribution benchmark (needs the zoo)
+    genprint bench build CAMBENCH --task camera
+    genprint pretrain camera --bench CAMBENCH --out CKPT
+    python benchmarks/metric_figures.py --bench BENCH --camera-ckpt CKPT --out OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import genprint
+from genprint.evaluation.evaluate import evaluate
+from genprint.io.batches import load_items
+from genprint.methods.fitting import fit_on_items
+from genprint.methods.metric import MetricAttributor
+from genprint.world.protocols import protocol_view
+
+COLUMNS = (("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"),
+           ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"), ("train_seconds", "train s"))
+
+
+def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespace
+                  ) -> tuple[MetricAttributor, float]:
+    """The model of (protocol, init), trained now (or loaded with ``--reuse``); seconds spent."""
+    path = args.out / "models" / f"{protocol}-{init}"
+    if args.reuse and (path / "card.json").is_file():
+        model = genprint.load(path)
+        assert isinstance(model, MetricAttributor)
+        return model, float(model.training_info_.get("train_seconds", math.nan))
+    view = protocol_view(bench, protocol)
+    model = MetricAttributor(
+        loss=args.loss, epochs=args.epochs, refs_per_class=args.refs_per_class, init=init,
+        camera_ckpt=str(args.camera_ckpt) if init == "camera" else None, seed=args.seed,
+        **(arch_of(args.camera_ckpt) if init == "camera" else {}))
+    model.training_info_ = {"bench": str(bench), "protocol": protocol}
+    t0 = time.perf_counter()
+    fit_on_items(model, view.train, view.val)
+    seconds = time.perf_counter() - t0
+    model.save(path, overwrite=True)
+    return model, seconds
+
+
+def arch_of(ckpt: Path) -> dict[str, int]:
+    """The architecture settings of a camera checkpoint."""
+    from genprint.methods.camera_pretrain import checkpoint_architecture
+
+    cfg = checkpoint_architecture(ckpt)
+    return {"width": cfg.width, "embedding_dim": cfg.embedding_dim,
+            "patch_size": cfg.patch_size, "blocks": cfg.blocks}
+
+
+def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int) -> list[dict[str, Any]]:
+    """Enrol every unknown source of ``protocol`` from ``n`` of its test images (see doc)."""
+    view = protocol_view(bench, protocol)
+    images, kept, _ = load_items([i.path for i in view.test], min_size=model.min_size)
+    sources = np.array([view.test[k].source for k in kept])
+    known = np.isin(sources, model.classes_)
+    known_imgs = [images[k] for k in np.flatnonzero(known)]
+
+    def accuracy(m: MetricAttributor) -> tuple[float, float]:
+        res = m.attribute_arrays(known_imgs)
+        truth = sources[known]
+        return (float(np.mean([r.label == t for r, t in zip(res, truth, strict=True)])),
+                float(np.mean([r.candidate == t for r, t in zip(res, truth, strict=True)])))
+
+    before_open, before_closed = accuracy(model)
+    rows = []
+    for source in view.protocol.unknown:
+        idx = np.flatnonzero(sources == source)
+        if len(idx) <= n:
+            continue
+        enrolled = copy.deepcopy(model)
+        record = enrolled.enroll([images[k] for k in idx[:n]], source)
+        rest = enrolled.attribute_arrays([images[k] for k in idx[n:]])
+        after_open, after_closed = accuracy(enrolled)
+        rows.append({
+            "source": source, "n_enrolled": n, "n_test": len(rest),
+            "recall": float(np.mean([r.label == source for r in rest])),
+            "known_accuracy_before": before_open, "known_accuracy_after": after_open,
+            "known_accuracy_drop_points": 100 * (before_open - after_open),
+            "known_closed_accuracy_before": before_closed,
+            "known_closed_accuracy_after": after_closed,
+            "threshold_rule": record["threshold_rule"],
+        })
+    return rows
+
+
+def fmt(v: Any) -> str:
+    """A table cell."""
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.0f}"
+    return str(v)
+
+
+def markdown(rows: list[dict[str, Any]], enrol: list[dict[str, Any]]) -> str:
+    """The two tables as markdown."""
+    lines = ["| protocol | init | " + " | ".join(h for _, h in COLUMNS) + " |",
+             "|---|---|" + "---:|" * len(COLUMNS)]
+    for r in rows:
+        lines.append(f"| {r['protocol']} | {r['init']} | "
+                     + " | ".join(fmt(r.get(k, math.nan)) for k, _ in COLUMNS) + " |")
+    if enrol:
+        lines += ["", ("| enrolled source | images | recall | known acc before | after | "
+                       "drop (points) | threshold rule |"), "|---|---:|---:|---:|---:|---:|---|"]
+        for e in enrol:
+            lines.append(f"| {e['source']} | {e['n_enrolled']} | {fmt(e['recall'])} | "
+                         f"{fmt(e['known_accuracy_before'])} | {fmt(e['known_accuracy_after'])} | "
+                         f"{e['known_accuracy_drop_points']:.2f} | {e['threshold_rule']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bench", type=Path, required=True)
+    parser.add_argument("--camera-ckpt", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=Path("metric-figures"))
+    parser.add_argument("--protocols", nargs="+", default=["seed", "architecture", "family", "all"])
+    parser.add_argument("--inits", nargs="+", default=["camera", "scratch"])
+    parser.add_argument("--loss", default="proxy-anchor")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--refs-per-class", type=int, default=1)
+    parser.add_argument("--enrol-images", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true", help="load models already in OUT")
+    args = parser.parse_args()
+    if "camera" in args.inits and args.camera_ckpt is None:
+        from genprint.methods.camera_pretrain import default_camera_checkpoint
+
+        args.camera_ckpt = default_camera_checkpoint()
+        if args.camera_ckpt is None:
+            raise SystemExit("--camera-ckpt is needed for init 'camera' (genprint pretrain camera)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, enrol = [], []
+    for protocol in args.protocols:
+        for init in args.inits:
+            model, seconds = train_or_load(args.bench, protocol, init, args)
+            run = evaluate(model, args.bench, protocol)
+            rows.append({**run.metrics, "init": init, "train_seconds": seconds})
+            print(markdown(rows[-1:], []).splitlines()[-1], flush=True)
+            if protocol == "all" and init == args.inits[0]:
+                enrol = enrolment(model, args.bench, protocol, args.enrol_images)
+    table = markdown(rows, enrol)
+    (args.out / "metric_figures.md").write_text(table, encoding="utf-8")
+    (args.out / "metric_figures.json").write_text(
+        json.dumps({"runs": rows, "enrolment": enrol, "settings": {
+            k: str(v) for k, v in vars(args).items()}}, indent=2, default=str), encoding="utf-8")
+    print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -47,6 +47,7 @@ def _register_verbs() -> None:
         pretrain,
         train,
         train_metric,
+        train_probe,
         verify,
         zoo,
     )

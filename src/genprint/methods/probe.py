@@ -107,6 +107,8 @@ class ProbeAttributor(Attributor):
         self.cache_dir = cache_dir
         self.seed = seed
         self._backbone_obj: Any = None
+        self.on_progress: Progress | None = None
+        """Called with the number of images whose features were just extracted (not saved)."""
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments stored in the card (the cache location is left out)."""
@@ -176,6 +178,7 @@ class ProbeAttributor(Attributor):
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
         self.build_backbone(min(sides))
+        on_progress = on_progress or self.on_progress
         train_feats = self.extract(train_images, on_progress)
         val_feats = self.extract(val_images, on_progress)
         return self.fit_features(train_feats, train_labels, val_feats, val_labels)

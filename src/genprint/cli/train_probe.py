@@ -1,0 +1,145 @@
+"""``genprint train probe``: frozen foundation-model features with a light head (Cioni et al.)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.train import report_bad_files, train_app, training_items
+
+
+def print_layer_table(rows: list[dict[str, Any]]) -> None:
+    """The per-layer validation table, on the console (stderr)."""
+    from rich.table import Table
+
+    def fmt(v: Any) -> str:
+        return "—" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"
+
+    table = Table(title="validation per layer (test metrics: genprint eval)")
+    for col in ("layer", "dim", "hp", "accuracy", "macro-F1", "OvR AUROC", "LOSO AUROC",
+                "criterion", ""):
+        table.add_column(col, justify="left" if col == "layer" else "right")
+    for r in rows:
+        table.add_row(r["layer"], str(r["dim"]), f"{r['hp']:g}", fmt(r["val_accuracy"]),
+                      fmt(r["val_macro_f1"]), fmt(r["val_ovr_auroc"]), fmt(r["val_loso_auroc"]),
+                      fmt(r["criterion"]), "← chosen" if r["chosen"] else "")
+    console.print(table)
+
+
+def _layer(value: str) -> str | int:
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter("give 'auto' or a layer index", param_hint="--layer") from None
+
+
+@train_app.command("probe")
+def train_probe_cmd(
+    out: Annotated[Path, typer.Option(help="Model directory to write.")],
+    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
+                                                   "manifest, or a folder with one sub-folder per "
+                                                   "source.")] = None,
+    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
+                                                    "build` (use with --protocol).")] = None,
+    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
+                                               "trained on.")] = "all",
+    backbone: Annotated[str, typer.Option(help="A registered backbone (dinov2-s14-onnx, "
+                                               "efficientnet-lite0, forensic-cnn, ...) or a local "
+                                               "path: an open_clip checkpoint file, a "
+                                               "transformers model folder or Hugging Face cache "
+                                               "entry.")] = "dinov2-s14-onnx",
+    backbone_model: Annotated[str | None, typer.Option(help="open_clip model name of a "
+                                                            "checkpoint file, e.g. "
+                                                            "ViT-B-16-quickgelu (sets the "
+                                                            "activation).")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Backbone input side (default: the "
+                                                        "largest valid one that fits every "
+                                                        "image; never upsampled).")] = None,
+    head: Annotated[str, typer.Option(help="logreg or knn.")] = "logreg",
+    layer: Annotated[str, typer.Option(help="auto (chosen on validation) or a layer index "
+                                            "(negative counts from the end).")] = "auto",
+    score: Annotated[str | None, typer.Option(help="Open-set score: msp, maxlogit, energy, knn "
+                                                   "or mahalanobis (default: msp for logreg, "
+                                                   "knn for knn).")] = None,
+    layer_select: Annotated[str, typer.Option(help="How --layer auto chooses: balanced (mean of "
+                                                   "validation accuracy and leave-one-source-out "
+                                                   "AUROC), accuracy, or loso.")] = "balanced",
+    per_class: Annotated[int | None, typer.Option(help="Use at most N training images per "
+                                                       "source (low-data regime).")] = None,
+    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
+                                                      "threshold accepts.")] = 0.95,
+    batch_size: Annotated[int, typer.Option(help="Images per backbone batch.")] = 64,
+    cache: Annotated[bool, typer.Option(help="Cache features on disk.")] = True,
+    cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default "
+                                                        "~/.cache/genprint/features).")] = None,
+    val_fraction: Annotated[float, typer.Option(help="Share of each source used for validation "
+                                                     "when the data has no split.")] = 0.2,
+    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
+                                                      "only (repeatable); default: all.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the per-class subset.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+) -> None:
+    """Fit the `probe` method: a frozen backbone's features of every block, a logistic-regression
+    or k-NN head per block, the block and hyperparameters chosen on validation, and per-source
+    thresholds accepting --target-accept of each source's validation images."""
+    from genprint.methods.fitting import fit_on_items
+    from genprint.methods.probe import ProbeAttributor, cap_per_class
+
+    if out.exists() and not overwrite:
+        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    options = {"model_name": backbone_model} if backbone_model else {}
+    try:
+        model = ProbeAttributor(
+            backbone=backbone, backbone_options=options, input_size=input_size, head=head,
+            layer=_layer(layer), score=score, per_class=per_class, target_accept=target_accept,
+            layer_select=layer_select, batch_size=batch_size, cache=cache,
+            cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
+    if not train_items:
+        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+    model.training_info_ = {
+        "data": str(data) if data is not None else None,
+        "bench": str(bench) if bench is not None else None,
+        "protocol": protocol if bench is not None else None,
+        "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
+    }
+    total = len(cap_per_class([i.source for i in train_items], per_class, seed)) + len(val_items)
+    with progress_bar(disable=json_out or not console.is_terminal) as bar:
+        task = bar.add_task("extracting features", total=total)
+        model.on_progress = lambda n: bar.advance(task, n)
+        try:
+            errors = fit_on_items(model, train_items, val_items)
+        except (ValueError, FileNotFoundError, ImportError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--backbone" if isinstance(
+                exc, (FileNotFoundError, ImportError)) else None) from None
+    report_bad_files(errors)
+    model.save(out, overwrite=overwrite)
+    info = model.training_info_
+    rows = model.layer_table()
+    summary = {
+        "method": "probe", "out": str(out), "classes": model.classes_,
+        "backbone": model.backbone_spec_["name"], "input_size": model.min_size,
+        "head": model.head, "score": model.score, "layer": model.layer_name_,
+        "hp": model.probe_.hp,
+        "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
+        **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "n_train_used", "protocol",
+                                    "val_accuracy", "val_loso_auroc")},
+        "layers": rows,
+    }
+    if json_out:
+        print_json(summary)
+        return
+    print_layer_table(rows)
+    console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+                  f"{info['n_train_used']} training and {info['n_val']} validation images, "
+                  f"layer {model.layer_name_} ({model.head}, hp {model.probe_.hp:g}, "
+                  f"score {model.score}), validation accuracy {info['val_accuracy']:.3f}")

@@ -1,0 +1,97 @@
+"""``genprint train probe`` on a tiny fake benchmark with a user checkpoint, then ``attribute``."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from genprint.cli.app import app
+from tests.backbones.user_checkpoints import save_open_clip_checkpoint
+
+torch.set_num_threads(1)
+pytest.importorskip("faiss")
+runner = CliRunner()
+
+COLOURS = {"real": (110, 110, 110), "gan-a": (170, 90, 90), "gan-b": (90, 90, 170),
+           "gan-c": (90, 170, 90)}
+
+
+def fake_bench(root: Path, per_split: int = 8) -> Path:
+    """manifest.csv (path,source,split,kind,origin) + protocols.json, 32×32 PNG images."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for source, colour in COLOURS.items():
+        (root / "images" / source).mkdir(parents=True)
+        for split, n in (("train", 3 * per_split), ("val", per_split), ("test", per_split)):
+            for k in range(n):
+                img = rng.normal(0, 25, (32, 32, 3)) + np.array(colour) + rng.normal(0, 10, 3)
+                rel = f"images/{source}/{split}-{k}.png"
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / rel)
+                rows.append({"path": rel, "source": source, "split": split,
+                             "kind": "real" if source == "real" else "generated",
+                             "origin": "cam-1" if source == "real" else source})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "source", "split", "kind", "origin"])
+        writer.writeheader()
+        writer.writerows(rows)
+    protocols = {"all": {"known": ["real", "gan-a", "gan-b"], "unknown": ["gan-c"]}}
+    (root / "protocols.json").write_text(json.dumps(protocols))
+    return root
+
+
+def test_train_probe_with_user_checkpoint_then_attribute(tmp_path: Path) -> None:
+    bench = fake_bench(tmp_path / "bench")
+    ckpt = save_open_clip_checkpoint(tmp_path / "my-clip.pt")
+    model = tmp_path / "model"
+    out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--protocol", "all",
+                              "--backbone", str(ckpt), "--backbone-model", "ViT-tiny",
+                              "--out", str(model), "--per-class", "20",
+                              "--cache-dir", str(tmp_path / "cache"), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["classes"] == ["gan-a", "gan-b", "real"]
+    assert summary["n_train_used"] == 60 and summary["input_size"] == 32
+    assert len(summary["layers"]) == 2 and summary["layer"] in ("block0", "block1")
+    assert (model / "layers.json").is_file()
+
+    mixed = tmp_path / "inputs"
+    mixed.mkdir()
+    for source in ("gan-a", "gan-c"):
+        for p in sorted((bench / "images" / source).glob("test-*.png"))[:2]:
+            (mixed / f"{source}-{p.name}").write_bytes(p.read_bytes())
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(mixed / "tiny.png")
+    (mixed / "broken.png").write_text("not an image")
+    out = runner.invoke(app, ["attribute", str(model), str(mixed), "--json"])
+    assert out.exit_code == 0, out.output
+    rows = {Path(r["path"]).name: r for r in json.loads(out.stdout)}
+    assert len(rows) == 6
+    assert rows["tiny.png"]["error_code"] == "too_small"
+    assert rows["broken.png"]["error_code"] in ("not_an_image", "unreadable", "corrupt")
+    good = [r for name, r in rows.items() if name.startswith("gan-a")]
+    assert all(r["candidate"] == "gan-a" for r in good)
+    assert all(set(r["scores"]) == {"gan-a", "gan-b", "real"} for r in good)
+
+
+def test_train_probe_knn_fixed_layer_and_errors(tmp_path: Path) -> None:
+    bench = fake_bench(tmp_path / "bench", per_split=4)
+    ckpt = save_open_clip_checkpoint(tmp_path / "my-clip.pt")
+    out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--head", "knn", "--layer", "0", "--score", "mahalanobis",
+                              "--no-cache", "--out", str(tmp_path / "m")])
+    assert out.exit_code == 0, out.output
+    assert "chosen" in out.output  # the per-layer table is printed
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["layer"]["name"] == "block0" and card["probe"]["score"] == "mahalanobis"
+    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone",
+                              str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")])
+    assert bad.exit_code != 0 and "unknown backbone" in bad.output
+    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--head", "svm", "--out", str(tmp_path / "y")])
+    assert bad.exit_code != 0

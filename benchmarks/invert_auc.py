@@ -1,0 +1,132 @@
+"""Benchmark: member-vs-non-member AUC and false-rejection rate of `invert`, per zoo generator.
+
+For every trained zoo generator (or those named): calibrate (N of its own samples; or reuse the
+stored calibration with ``--reuse`` when its settings match), then verify
+
+* members — fresh samples of the generator (seeds disjoint from the calibration's);
+* non-members — real camera images (training and held-out cameras) and samples of every other
+  trained zoo generator;
+
+and print per generator: AUC of the calibrated score and of the raw loss (members vs all
+non-members, vs real only, vs other generators only), the false-rejection rate at α on the
+fresh members (should be close to α) and the false-acceptance rate on non-members.
+
+    python benchmarks/invert_auc.py [--generators gan-tconv-s0 ...] [--n 200] [--members 100]
+                                    [--real 100] [--per-other 20] [--alpha 0.05] [--reuse] [--save]
+
+Small check: ``python benchmarks/invert_auc.py --generators gan-tconv-s0 --n 8 --members 8
+--real 8 --per-other 2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+import torch
+from _invert_common import other_samples, real_images, roc_auc, samples
+
+from genprint.verify.calibration import Calibration, CalibrationError, calibrate
+from genprint.verify.generators import resolve_one, trained_zoo_names
+from genprint.verify.inversion import DEFAULT_SETTINGS, InversionSettings
+from genprint.verify.verifier import Verifier, verify_arrays
+
+
+def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool
+                 ) -> tuple[Calibration, str]:
+    path = gen.calibration_path
+    if reuse and path is not None and path.is_file():
+        try:
+            cal = Calibration.load(path)
+            cal.check(gen, settings)
+            if cal.n >= n:
+                return cal, f"reused {path.name}"
+        except CalibrationError:
+            pass
+    cal = calibrate(gen, n, settings)
+    if save and path is not None:
+        cal.save(path)
+        return cal, f"saved {path.name}"
+    return cal, "in memory"
+
+
+def evaluate_generator(name: str, names: list[str], args: argparse.Namespace,
+                       settings: InversionSettings) -> dict[str, object]:
+    """Calibrate one generator and measure it (see module doc)."""
+    gen = resolve_one(f"zoo:{name}")
+    t0 = time.perf_counter()
+    cal, how = _calibration(gen, args.n, settings, args.reuse, args.save)
+    t_cal = time.perf_counter() - t0
+    mem = samples(name, args.members, "members")
+    real = real_images(args.real, gen.resolution)
+    others, _ = other_samples(name, [o for o in names if o != name], per_other=args.per_other)
+    images = np.concatenate([mem, real, others])
+    t0 = time.perf_counter()
+    rows = verify_arrays([Verifier(gen, cal, args.batch_size)], list(images), alpha=args.alpha)
+    t_ver = time.perf_counter() - t0
+    score = np.array([r.calibrated_score for r in rows])
+    loss = np.array([r.loss for r in rows])
+    p = np.array([r.p_value for r in rows])
+    m, k_real = len(mem), len(mem) + len(real)
+    non = slice(m, None)
+    out: dict[str, object] = {
+        "generator": name, "family": gen.obj.family, "calibration": how, "n_calibration": cal.n,
+        "members": m, "real": len(real), "others": len(others),
+        "auc": roc_auc(score[:m], score[non]),
+        "auc_loss": roc_auc(loss[:m], loss[non]),
+        "auc_real": roc_auc(score[:m], score[m:k_real]),
+        "auc_others": roc_auc(score[:m], score[k_real:]) if len(others) else float("nan"),
+        "frr": float(np.mean(p[:m] < args.alpha)),
+        "far": float(np.mean(p[non] >= args.alpha)),
+        "calibration_seconds": round(t_cal, 1),
+        "seconds_per_image": round(t_ver / len(images), 3),
+    }
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--generators", nargs="+", help="zoo names (default: every trained one)")
+    parser.add_argument("--n", type=int, default=200, help="calibration samples")
+    parser.add_argument("--members", type=int, default=100, help="fresh member images")
+    parser.add_argument("--real", type=int, default=100, help="real camera images")
+    parser.add_argument("--per-other", type=int, default=20, help="samples of each other "
+                                                                  "generator")
+    parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--reuse", action="store_true", help="use stored calibrations whose "
+                                                             "settings match")
+    parser.add_argument("--save", action="store_true", help="store new calibrations next to the "
+                                                            "weights")
+    parser.add_argument("--settings", type=json.loads, default={},
+                        help="inversion settings overrides as JSON")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = DEFAULT_SETTINGS.with_(**args.settings)
+    names = trained_zoo_names()
+    chosen = args.generators or names
+    results = []
+    for name in chosen:
+        r = evaluate_generator(name, names, args, settings)
+        results.append(r)
+        if not args.json:
+            print(f"done {name}: AUC {r['auc']:.4f}, FRR {r['frr']:.3f}", flush=True)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    cols = ("generator", "family", "auc", "auc_loss", "auc_real", "auc_others", "frr", "far",
+            "calibration_seconds", "seconds_per_image")
+    print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cols)))
+    for r in results:
+        cells = [f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
+        print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cells)))
+    print(f"alpha = {args.alpha}; members {args.members}, real {args.real}, {args.per_other} per "
+          f"other generator; calibration n = {args.n}; settings {settings.fingerprint()}")
+
+
+if __name__ == "__main__":
+    main()

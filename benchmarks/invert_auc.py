@@ -30,7 +30,7 @@ from _invert_common import other_samples, real_images, roc_auc, samples
 
 from genprint.verify.calibration import Calibration, CalibrationError, calibrate
 from genprint.verify.generators import resolve_one, trained_zoo_names
-from genprint.verify.inversion import DEFAULT_SETTINGS, InversionSettings
+from genprint.verify.inversion import InversionSettings, default_settings
 from genprint.verify.verifier import Verifier, verify_arrays
 
 
@@ -52,10 +52,11 @@ def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bo
     return cal, "in memory"
 
 
-def evaluate_generator(name: str, names: list[str], args: argparse.Namespace,
-                       settings: InversionSettings) -> dict[str, object]:
+def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
+                       ) -> dict[str, object]:
     """Calibrate one generator and measure it (see module doc)."""
     gen = resolve_one(f"zoo:{name}")
+    settings: InversionSettings = default_settings(gen).with_(**args.settings)
     t0 = time.perf_counter()
     cal, how = _calibration(gen, args.n, settings, args.reuse, args.save)
     t_cal = time.perf_counter() - t0
@@ -80,7 +81,7 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace,
         "auc_others": roc_auc(score[:m], score[k_real:]) if len(others) else float("nan"),
         "frr": float(np.mean(p[:m] < args.alpha)),
         "far": float(np.mean(p[non] >= args.alpha)),
-        "calibration_seconds": round(t_cal, 1),
+        "calibration_seconds": round(t_cal, 1), "settings": settings.fingerprint(),
         "seconds_per_image": round(t_ver / len(images), 3),
     }
     return out
@@ -106,12 +107,11 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = DEFAULT_SETTINGS.with_(**args.settings)
     names = trained_zoo_names()
     chosen = args.generators or names
     results = []
     for name in chosen:
-        r = evaluate_generator(name, names, args, settings)
+        r = evaluate_generator(name, names, args)
         results.append(r)
         if not args.json:
             print(f"done {name}: AUC {r['auc']:.4f}, FRR {r['frr']:.3f}", flush=True)
@@ -125,7 +125,9 @@ def main() -> None:
         cells = [f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cells)))
     print(f"alpha = {args.alpha}; members {args.members}, real {args.real}, {args.per_other} per "
-          f"other generator; calibration n = {args.n}; settings {settings.fingerprint()}")
+          f"other generator; calibration n = {args.n}")
+    for r in results:
+        print(f"settings of {r['generator']}: {r['settings']}")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from _invert_common import other_samples, real_images, roc_auc, samples, seed
 
 from genprint.verify.calibration import calibrated_scores
 from genprint.verify.generators import resolve_one, trained_zoo_names
-from genprint.verify.inversion import DEFAULT_SETTINGS, REFERENCE, InversionSettings, invert
+from genprint.verify.inversion import REFERENCE, InversionSettings, default_settings, invert
 
 
 def run_reference(gen, images: np.ndarray, seeds: list[int], sequential: bool
@@ -75,7 +75,7 @@ def main() -> None:
     images = np.concatenate([mem, *non])
     n_mem = len(mem)
     seeds = [seed("restart", i) for i in range(len(images))]
-    ours_settings: InversionSettings = DEFAULT_SETTINGS.with_(**args.settings)
+    ours_settings: InversionSettings = default_settings(gen).with_(**args.settings)
     invert(gen, images[:2], InversionSettings(steps=2, restarts=2))  # warm-up
 
     ours = invert(gen, images, ours_settings, seeds=seeds)

@@ -8,7 +8,11 @@ import torch
 
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import (
+    DEFAULT_SETTINGS,
+    DIFFUSION_SETTINGS,
+    REFERENCE,
     InversionSettings,
+    default_settings,
     image_seed,
     invert,
     learning_rate,
@@ -69,6 +73,8 @@ def test_early_stopping_and_pruning_save_steps(tiny_gan: GeneratorHandle) -> Non
     assert ((pruned.steps_run == 20).sum(axis=1) == 1).all()  # one of 3 restarts pruned at 20
     stopped = invert(tiny_gan, images, FAST.with_(min_improvement=0.5, prune_at=0))
     assert stopped.sample_steps < full.sample_steps
+    reference = invert(tiny_gan, images[:1], REFERENCE.with_(steps=30))
+    assert (reference.steps_run == 30).all() and reference.steps_run.shape == (1, 8)
 
 
 def test_schedules() -> None:
@@ -102,6 +108,7 @@ def test_encoder_init_and_diffusion_chain() -> None:
         invert(tiny(), images, s)
     ddim = tiny("ddim-pixel-s0", width=8)
     assert ddim.is_diffusion and ddim.latent_shape == (3, 32, 32)
+    assert default_settings(ddim) is DIFFUSION_SETTINGS and default_settings(vae) is DEFAULT_SETTINGS
     members = ddim.sample(1, seed=1, ddim_steps=2)
     s = InversionSettings(steps=5, restarts=1, ddim_steps=2, check_every=5)
     res = invert(ddim, members, s)

@@ -98,20 +98,20 @@ def calibrate_cmd(
     """Calibrate generators: invert N of their own samples and store the belonging
     distribution of the (complexity-calibrated) log reconstruction loss."""
     from genprint.verify.calibration import calibrate
-    from genprint.verify.inversion import InversionSettings
+    from genprint.verify.inversion import default_settings
 
     _threads(threads)
     handles = _resolve(generator)
     if out is not None and len(handles) > 1:
         raise _fail("--out needs a single generator (the others go next to their weights)")
-    try:
-        settings = InversionSettings(batch_size=batch_size).with_(**_overrides(
-            steps=steps, restarts=restarts, lr=lr, schedule=schedule, loss=loss, init=init,
-            ddim_steps=ddim_steps, early_stop=early_stop))
-    except (TypeError, ValueError) as exc:
-        raise _fail(str(exc)) from None
+    given = _overrides(steps=steps, restarts=restarts, lr=lr, schedule=schedule, loss=loss,
+                       init=init, ddim_steps=ddim_steps, early_stop=early_stop)
     summaries = []
     for h in handles:
+        try:
+            settings = default_settings(h).with_(batch_size=batch_size, **given)
+        except (TypeError, ValueError) as exc:
+            raise _fail(str(exc)) from None
         target = out or h.calibration_path
         if target is None:
             raise _fail(f"{h.spec}: no default place for its calibration; give --out")

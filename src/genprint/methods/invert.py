@@ -68,10 +68,10 @@ class InvertAttributor(Attributor):
         verifiers = getattr(self, "verifiers_", None)
         return max((v.generator.resolution for v in verifiers), default=32) if verifiers else 32
 
-    def _inversion_settings(self) -> Any:
-        from genprint.verify.inversion import InversionSettings
+    def _inversion_settings(self, handle: Any) -> Any:
+        from genprint.verify.inversion import default_settings
 
-        return InversionSettings(batch_size=self.batch_size).with_(**self.settings)
+        return default_settings(handle).with_(batch_size=self.batch_size, **self.settings)
 
     def _spec_for(self, source: str) -> str | None:
         from genprint.world.zoo import ZOO
@@ -89,7 +89,6 @@ class InvertAttributor(Attributor):
         from genprint.verify.generators import resolve_one
         from genprint.verify.verifier import Verifier
 
-        settings = self._inversion_settings()
         sources = sorted(set(train_labels) | set(val_labels))
         verifiers, skipped, reused = [], [], []
         for source in sources:
@@ -99,6 +98,7 @@ class InvertAttributor(Attributor):
                 continue
             handle = resolve_one(spec)
             handle.name = source
+            settings = self._inversion_settings(handle)
             cal = None
             if self.use_stored and handle.calibration_path and handle.calibration_path.is_file():
                 try:

@@ -38,7 +38,7 @@ import numpy as np
 
 from genprint.verify.complexity import complexities
 from genprint.verify.generators import GeneratorHandle
-from genprint.verify.inversion import DEFAULT_SETTINGS, InversionSettings, invert
+from genprint.verify.inversion import InversionSettings, default_settings, invert
 
 CALIBRATION_VERSION = 1
 PVALUES = ("ecdf", "normal")
@@ -206,17 +206,21 @@ class Calibration:
 def calibrate(
     gen: GeneratorHandle,
     n: int = 200,
-    settings: InversionSettings = DEFAULT_SETTINGS,
+    settings: InversionSettings | None = None,
     complexity: bool = True,
     pvalue: str = "ecdf",
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> Calibration:
-    """Invert ``n`` of the generator's own samples and return its belonging distribution."""
+    """Invert ``n`` of the generator's own samples and return its belonging distribution.
+
+    ``settings`` default to :func:`~genprint.verify.inversion.default_settings` of the generator.
+    """
     if n < 2:
         raise ValueError("calibration needs at least 2 samples")
     if pvalue not in PVALUES:
         raise ValueError(f"p-value method must be one of {', '.join(PVALUES)}")
+    settings = settings or default_settings(gen)
     seed = calibration_seed(gen.name) if seed is None else int(seed)
     images = gen.sample(n, seed)  # members are made with the generator's own sampler
     t0 = time.perf_counter()

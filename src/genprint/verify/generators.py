@@ -76,8 +76,16 @@ class GeneratorHandle:
         return bool(getattr(self.obj, "has_encoder", True))
 
     @property
+    def family(self) -> str | None:
+        """The generator's family where it says (zoo: gan, vae, ddim, ldm)."""
+        family = getattr(self.obj, "family", None)
+        return str(family) if family is not None else None
+
+    @property
     def is_diffusion(self) -> bool:
         """Whether ``decode`` runs a sampling chain whose length can be chosen."""
+        if self.family is not None:
+            return self.family in ("ddim", "ldm")
         return self._ddim
 
     @property

@@ -46,7 +46,7 @@ class InversionSettings:
     """How images are inverted. Everything but ``batch_size`` changes the losses."""
 
     steps: int = 300
-    restarts: int = 4
+    restarts: int = 8
     lr: float = 0.05
     schedule: str = "cosine"
     loss: str = "mse"
@@ -58,7 +58,7 @@ class InversionSettings:
     check_every: int = 25
     min_improvement: float = 0.01
     """Relative improvement of a row's best loss between checks below which it stops."""
-    prune_at: int = 0
+    prune_at: int = 25
     """Step at which each image keeps only its ``keep_restarts`` best rows (0: never)."""
     keep_restarts: int = 1
     ddim_steps: int | None = None
@@ -97,10 +97,26 @@ class InversionSettings:
 
 
 DEFAULT_SETTINGS = InversionSettings()
-"""genprint's default schedule (see the README's verify section for how it was chosen)."""
+"""genprint's default: 8 starts, the best one kept after 25 steps, at most 300 cosine-scheduled
+Adam steps at lr 0.05 with early stopping (measured by ``benchmarks/invert_speed.py``)."""
+
+DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2)
+"""Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a
+GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), at most 100 steps."""
+
+
+def default_settings(generator: Any) -> InversionSettings:
+    """:data:`DIFFUSION_SETTINGS` for pixel-space diffusion, else :data:`DEFAULT_SETTINGS`.
+
+    Latent diffusion (zoo family ``ldm``: a small MLP chain, then a decoder) costs about what a
+    GAN does and gets the default.
+    """
+    if getattr(generator, "family", None) == "ldm":
+        return DEFAULT_SETTINGS
+    return DIFFUSION_SETTINGS if getattr(generator, "is_diffusion", False) else DEFAULT_SETTINGS
 
 REFERENCE = InversionSettings(steps=2000, restarts=8, lr=0.01, schedule="constant", init="random",
-                              early_stop=False)
+                              early_stop=False, prune_at=0)
 """The published schedule (one image at a time in the reference code): 8 random restarts, 2000
 Adam steps at lr 0.01, no early stopping."""
 
@@ -262,18 +278,19 @@ def _top_rows(images: np.ndarray, best: np.ndarray, keep: int) -> torch.Tensor:
 def invert(
     generator: GeneratorHandle | Any,
     images: Sequence[np.ndarray] | np.ndarray | torch.Tensor,
-    settings: InversionSettings = DEFAULT_SETTINGS,
+    settings: InversionSettings | None = None,
     seeds: Sequence[int] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> InversionResult:
     """Invert ``images`` (uint8 N×H×W×3, or float N×3×H×W in [0, 1]) through ``generator``.
 
     ``seeds`` (one per image) fix the random starts; by default each image's seed is a hash of
-    its pixels (:func:`image_seed`). Images must be the generator's resolution (see
-    :func:`genprint.verify.calibration.fit_to_generator` for cropping).
+    its pixels (:func:`image_seed`). ``settings`` default to :func:`default_settings`. Images
+    must be the generator's resolution (see :func:`genprint.verify.verifier.fit_to_resolution`).
     """
     gen = generator if isinstance(generator, GeneratorHandle) else GeneratorHandle(
         str(getattr(generator, "name", type(generator).__name__)), generator, "<object>")
+    settings = settings or default_settings(gen)
     x = to_tensor(images)
     n = len(x)
     seeds = [image_seed(img) for img in x] if seeds is None else [int(s) for s in seeds]

@@ -60,7 +60,7 @@ class InvertAttributor(Attributor):
         if quick:
             return {"calibration_n": 24,
                     "settings": {"steps": 60, "restarts": 2, "check_every": 20,
-                                 "prune_at": 20, "ddim_steps": 4}}
+                                 "prune_at": 20}}
         return {}
 
     @property

@@ -47,7 +47,7 @@ class InversionSettings:
 
     steps: int = 300
     restarts: int = 8
-    lr: float = 0.05
+    lr: float = 0.1
     schedule: str = "cosine"
     loss: str = "mse"
     init: str = "auto"
@@ -58,7 +58,7 @@ class InversionSettings:
     check_every: int = 25
     min_improvement: float = 0.01
     """Relative improvement of a row's best loss between checks below which it stops."""
-    prune_at: int = 25
+    prune_at: int = 10
     """Step at which each image keeps only its ``keep_restarts`` best rows (0: never)."""
     keep_restarts: int = 1
     ddim_steps: int | None = None
@@ -97,8 +97,8 @@ class InversionSettings:
 
 
 DEFAULT_SETTINGS = InversionSettings()
-"""genprint's default: 8 starts, the best one kept after 25 steps, at most 300 cosine-scheduled
-Adam steps at lr 0.05 with early stopping (measured by ``benchmarks/invert_speed.py``)."""
+"""genprint's default: 8 starts, the best one kept after 10 steps, at most 300 cosine-scheduled
+Adam steps from lr 0.1 with early stopping (measured by ``benchmarks/invert_speed.py``)."""
 
 DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2)
 """Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a
@@ -244,7 +244,7 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             k = t + 1
             step_size = learning_rate(settings, t) / (1 - b1**k)
             z = z - step_size * m / ((v / (1 - b2**k)).sqrt() + eps)
-        if k % settings.check_every and k != settings.steps:
+        if k % settings.check_every and k != settings.steps and k != settings.prune_at:
             continue
         keep = torch.ones(len(rows), dtype=torch.bool)
         if settings.early_stop:

@@ -186,8 +186,8 @@ def run_cmd(
             if given:
                 v.calibration.check(h, v.calibration.settings.with_(**given))
         except CalibrationError as exc:
-            if wildcard and "is not calibrated" in str(exc):
-                console.print(f"[yellow]skipping[/yellow] {h.name}: not calibrated")
+            if wildcard:
+                console.print(f"[yellow]skipping[/yellow] {h.name}: {exc}")
                 continue
             raise _fail(str(exc)) from None
         verifiers.append(v)

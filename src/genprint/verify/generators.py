@@ -76,6 +76,16 @@ class GeneratorHandle:
         return bool(getattr(self.obj, "has_encoder", True))
 
     @property
+    def device(self) -> torch.device:
+        """Where the generator's parameters live (CPU for objects without parameters)."""
+        params = getattr(self.obj, "parameters", None)
+        if callable(params):
+            for p in params():
+                if isinstance(p, torch.Tensor):
+                    return p.device
+        return torch.device("cpu")
+
+    @property
     def family(self) -> str | None:
         """The generator's family where it says (zoo: gan, vae, ddim, ldm)."""
         family = getattr(self.obj, "family", None)

@@ -178,8 +178,8 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch
 def _initial_latents(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
                      settings: InversionSettings) -> torch.Tensor:
     r_count = settings.restarts
-    noise = torch.stack([gen.sample_latent(1, restart_seed(s, r))[0]
-                         for s in seeds for r in range(r_count)]).float()
+    noise = torch.stack([gen.sample_latent(1, restart_seed(s, r))[0].cpu()
+                         for s in seeds for r in range(r_count)]).float().to(x.device)
     use_encoder = settings.init == "encoder" or (settings.init == "auto" and gen.has_encoder)
     if not use_encoder:
         return noise
@@ -188,7 +188,7 @@ def _initial_latents(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int]
     with torch.no_grad():
         enc = gen.encode(x, settings.ddim_steps).float()
     z = enc.repeat_interleave(r_count, dim=0)
-    restart = torch.arange(len(z)) % r_count
+    restart = torch.arange(len(z), device=z.device) % r_count
     jit = (restart > 0).float().view(-1, *([1] * (z.dim() - 1))) * settings.jitter
     return z + jit * noise
 
@@ -199,21 +199,23 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
     loss_fn = get_loss(settings.loss)
     r_count = settings.restarts
     n_rows = len(seeds) * r_count
+    dev = gen.device
+    x = x.to(dev)
     z0 = _initial_latents(gen, x, seeds, settings)
     lat_dims = [1] * (z0.dim() - 1)
-    img_of_row = torch.arange(n_rows) // r_count
+    img_of_row = torch.arange(n_rows, device=dev) // r_count
     # Outputs for every row (filled when a row retires).
-    out_best = torch.full((n_rows,), float("inf"))
+    out_best = torch.full((n_rows,), float("inf"), device=dev)
     out_z = z0.clone()
     out_steps = np.zeros(n_rows, dtype=np.int64)
     # Working set.
-    rows = torch.arange(n_rows)
+    rows = torch.arange(n_rows, device=dev)
     z = z0.clone()
     m = torch.zeros_like(z)
     v = torch.zeros_like(z)
-    best = torch.full((n_rows,), float("inf"))
+    best = torch.full((n_rows,), float("inf"), device=dev)
     best_z = z0.clone()
-    at_check = torch.full((n_rows,), float("inf"))
+    at_check = torch.full((n_rows,), float("inf"), device=dev)
     b1, b2, eps = 0.9, 0.999, 1e-8
     pruned = settings.prune_at <= 0 or settings.keep_restarts >= r_count
 
@@ -223,7 +225,7 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
         idx = rows[gone]
         out_best[idx] = best[gone]
         out_z[idx] = best_z[gone]
-        out_steps[idx.numpy()] = step
+        out_steps[idx.cpu().numpy()] = step
         rows, z, m, v = rows[keep], z[keep], m[keep], v[keep]
         best, best_z, at_check = best[keep], best_z[keep], at_check[keep]
 
@@ -246,7 +248,7 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             z = z - step_size * m / ((v / (1 - b2**k)).sqrt() + eps)
         if k % settings.check_every and k != settings.steps and k != settings.prune_at:
             continue
-        keep = torch.ones(len(rows), dtype=torch.bool)
+        keep = torch.ones(len(rows), dtype=torch.bool, device=dev)
         if settings.early_stop:
             finite = torch.isfinite(at_check)
             rel = (at_check - best) / at_check.clamp(min=1e-30)
@@ -254,14 +256,15 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             at_check = best.clone()
         if not pruned and k >= settings.prune_at:
             pruned = True
-            keep &= _top_rows(img_of_row[rows].numpy(), best.numpy(), settings.keep_restarts)
+            keep &= _top_rows(img_of_row[rows].cpu().numpy(), best.cpu().numpy(),
+                              settings.keep_restarts).to(dev)
         if k == settings.steps:
             keep[:] = False
         if not bool(keep.all()):
             retire(keep, k)
     if len(rows):
-        retire(torch.zeros(len(rows), dtype=torch.bool), settings.steps)
-    return out_best, out_z, out_steps
+        retire(torch.zeros(len(rows), dtype=torch.bool, device=dev), settings.steps)
+    return out_best.cpu(), out_z.cpu(), out_steps
 
 
 def _top_rows(images: np.ndarray, best: np.ndarray, keep: int) -> torch.Tensor:

@@ -180,7 +180,11 @@ def verify_files(
     batch_size: int = 64,
     on_progress: Callable[[int], None] | None = None,
 ) -> list[VerifyRow]:
-    """Verify image files; unreadable files get a row with their reason, the rest goes on."""
+    """Verify image files; unreadable files get a row with their reason, the rest goes on.
+
+    ``on_progress(k)`` counts image × generator inversions done (unreadable files count as
+    done for every generator).
+    """
     from genprint.io.batches import iter_images
     from genprint.io.images import ImageError
 
@@ -192,18 +196,16 @@ def verify_files(
         if not pending:
             return
         out = verify_arrays(verifiers, [img for _, img in pending],
-                            [rows[slot].path for slot, _ in pending], alpha)
+                            [rows[slot].path for slot, _ in pending], alpha, on_progress)
         for (slot, _), row in zip(pending, out, strict=True):
             rows[slot] = row
-        if on_progress:
-            on_progress(len(pending))
         pending.clear()
 
     for path, loaded in iter_images(paths, min_size=min_side):
         if isinstance(loaded, ImageError):
             rows.append(VerifyRow(str(path), error=loaded.reason, error_code=loaded.code))
             if on_progress:
-                on_progress(1)
+                on_progress(len(verifiers))
             continue
         rows.append(VerifyRow(str(path)))
         pending.append((len(rows) - 1, loaded))

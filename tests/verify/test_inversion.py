@@ -113,3 +113,17 @@ def test_encoder_init_and_diffusion_chain() -> None:
     s = InversionSettings(steps=5, restarts=1, ddim_steps=2, check_every=5)
     res = invert(ddim, members, s)
     assert res.steps_run.max() <= 5 and np.isfinite(res.loss).all()
+
+
+def test_latent_diffusion_decoder_stage() -> None:
+    from genprint.verify.generators import decoder_stage
+
+    ldm = tiny("ldm-tconv-s0")
+    stage = decoder_stage(ldm)
+    assert stage.latent_shape == (8,) and stage.has_encoder
+    np.testing.assert_array_equal(stage.sample(3, seed=4), ldm.sample(3, seed=4))
+    s = FAST.with_(stage="decoder", steps=10, prune_at=0)
+    res = invert(ldm, ldm.sample(2, seed=4), s)
+    assert res.latents.shape == (2, 8) and np.isfinite(res.loss).all()
+    with pytest.raises(ValueError, match="no decoder stage"):
+        invert(tiny(), ldm.sample(1, seed=4), s)

@@ -87,6 +87,9 @@ def calibrate_cmd(
                                                         "generators (default: their own).")] = None,
     early_stop: Annotated[bool | None, typer.Option(help="Stop rows whose loss stopped "
                                                          "improving.")] = None,
+    stage: Annotated[str | None, typer.Option(help="chain (the whole generator) or decoder "
+                                                   "(latent diffusion: only its autoencoder's "
+                                                   "decoder, as LatentTracer).")] = None,
     complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
                                                   "(2-D entropy).")] = True,
     pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
@@ -105,7 +108,7 @@ def calibrate_cmd(
     if out is not None and len(handles) > 1:
         raise _fail("--out needs a single generator (the others go next to their weights)")
     given = _overrides(steps=steps, restarts=restarts, lr=lr, schedule=schedule, loss=loss,
-                       init=init, ddim_steps=ddim_steps, early_stop=early_stop)
+                       init=init, ddim_steps=ddim_steps, early_stop=early_stop, stage=stage)
     summaries = []
     for h in handles:
         try:

@@ -169,7 +169,7 @@ class Calibration:
         try:
             return cls(
                 generator=d["generator"], spec=d["spec"],
-                settings=InversionSettings.from_dict(d["settings"]),
+                settings=InversionSettings.from_dict({"stage": "chain", **d["settings"]}),
                 scores=np.asarray(d["scores"], dtype=np.float64),
                 losses=np.asarray(d["losses"], dtype=np.float64),
                 complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),

@@ -134,6 +134,61 @@ class GeneratorHandle:
         return (x * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+class _LatentDecoderStage:
+    """The last stage of a zoo latent-diffusion model: its autoencoder's decoder.
+
+    Latents are the (normalised) outputs of the DDIM chain; ``sample_latent`` runs the chain on
+    prior noise, so ``decode(sample_latent(n, s))`` is exactly the generator's sample for ``s``.
+    ``encode`` is the autoencoder's encoder mean. Inverting this stage is what LatentTracer does
+    for latent diffusion.
+    """
+
+    def __init__(self, gen: Any) -> None:
+        self.gen = gen
+        self.name = f"{gen.name}/decoder"
+        self.resolution = gen.resolution
+        self.latent_shape = (int(gen.latent_mean.numel()),)
+        self.has_encoder = True
+
+    def parameters(self) -> Any:
+        return self.gen.parameters()
+
+    def sample_latent(self, n: int, seed: int) -> torch.Tensor:
+        from genprint.world.zoo import diffusion
+
+        with torch.no_grad():
+            return diffusion.ddim_sample(self.gen.eps, self.gen.sample_latent(n, seed),
+                                         self.gen.spec.ddim_steps, self.gen.abar, clip=None)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.gen.decoder(z * self.gen.latent_std + self.gen.latent_mean)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        mu = self.gen.encoder(x).chunk(2, dim=1)[0]
+        return (mu - self.gen.latent_mean) / self.gen.latent_std
+
+
+def decoder_stage(handle: GeneratorHandle) -> GeneratorHandle:
+    """The generator's last stage (an autoencoder's decoder) as a generator of its own.
+
+    Zoo latent-diffusion models provide it; a user's generator can too, with a method
+    ``decoder_stage()`` returning an object with the generator interface.
+    """
+    obj = handle.obj
+    stage: Any = None
+    if callable(getattr(obj, "decoder_stage", None)):
+        stage = obj.decoder_stage()
+        check_interface(stage, f"{handle.spec} decoder_stage()")
+    elif getattr(obj, "family", None) == "ldm" and all(
+            hasattr(obj, a) for a in ("decoder", "encoder", "eps", "abar", "latent_mean")):
+        stage = _LatentDecoderStage(obj)
+    if stage is None:
+        raise ValueError(f"generator {handle.name} has no decoder stage (stage='decoder' needs a "
+                         "latent-diffusion model or a decoder_stage() method)")
+    return GeneratorHandle(handle.name, stage, handle.spec, handle.calibration_path,
+                           handle.sha256)
+
+
 def freeze(obj: Any) -> None:
     """Evaluation mode and no parameter gradients (gradients still flow to the latents)."""
     if isinstance(obj, torch.nn.Module):

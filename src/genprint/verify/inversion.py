@@ -34,11 +34,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from genprint.verify.generators import GeneratorHandle
+from genprint.verify.generators import GeneratorHandle, decoder_stage
 from genprint.verify.losses import LOSSES, get_loss
 
 SCHEDULES = ("cosine", "step", "constant")
 INITS = ("auto", "random", "encoder")
+STAGES = ("chain", "decoder")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class InversionSettings:
     keep_restarts: int = 1
     ddim_steps: int | None = None
     """Length of the DDIM chain of diffusion generators (None: the generator's own)."""
+    stage: str = "chain"
+    """``chain``: invert the whole generator (diffusion: through its DDIM chain); ``decoder``:
+    invert only the last stage of a latent-diffusion model, its autoencoder's decoder, over the
+    chain's output latent (LatentTracer's approach for latent diffusion)."""
     batch_size: int = 256
     """Rows (images × restarts) optimised at once; does not change the results."""
 
@@ -79,6 +84,8 @@ class InversionSettings:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.keep_restarts < 1:
             raise ValueError("keep_restarts must be ≥ 1")
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {', '.join(STAGES)}")
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that determine the losses (stored with calibrations)."""
@@ -294,6 +301,8 @@ def invert(
     gen = generator if isinstance(generator, GeneratorHandle) else GeneratorHandle(
         str(getattr(generator, "name", type(generator).__name__)), generator, "<object>")
     settings = settings or default_settings(gen)
+    if settings.stage == "decoder":
+        gen = decoder_stage(gen)
     x = to_tensor(images)
     n = len(x)
     seeds = [image_seed(img) for img in x] if seeds is None else [int(s) for s in seeds]

@@ -112,14 +112,17 @@ DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2)
 GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), at most 100 steps."""
 
 
-def default_settings(generator: Any) -> InversionSettings:
-    """:data:`DIFFUSION_SETTINGS` for pixel-space diffusion, else :data:`DEFAULT_SETTINGS`.
+LATENT_DIFFUSION_SETTINGS = DEFAULT_SETTINGS.with_(stage="decoder")
+"""Default for latent diffusion: invert its autoencoder's decoder, starting from its encoder
+(LatentTracer), with the default schedule."""
 
-    Latent diffusion (zoo family ``ldm``: a small MLP chain, then a decoder) costs about what a
-    GAN does and gets the default.
-    """
+
+def default_settings(generator: Any) -> InversionSettings:
+    """The default settings for a generator: :data:`LATENT_DIFFUSION_SETTINGS` for latent
+    diffusion (zoo family ``ldm``), :data:`DIFFUSION_SETTINGS` for other diffusion generators,
+    else :data:`DEFAULT_SETTINGS`."""
     if getattr(generator, "family", None) == "ldm":
-        return DEFAULT_SETTINGS
+        return LATENT_DIFFUSION_SETTINGS
     return DIFFUSION_SETTINGS if getattr(generator, "is_diffusion", False) else DEFAULT_SETTINGS
 
 REFERENCE = InversionSettings(steps=2000, restarts=8, lr=0.01, schedule="constant", init="random",

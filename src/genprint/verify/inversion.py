@@ -48,7 +48,7 @@ class InversionSettings:
 
     steps: int = 300
     restarts: int = 8
-    lr: float = 0.1
+    lr: float = 0.2
     schedule: str = "cosine"
     loss: str = "mse"
     init: str = "auto"
@@ -105,7 +105,7 @@ class InversionSettings:
 
 DEFAULT_SETTINGS = InversionSettings()
 """genprint's default: 8 starts, the best one kept after 10 steps, at most 300 cosine-scheduled
-Adam steps from lr 0.1 with early stopping (measured by ``benchmarks/invert_speed.py``)."""
+Adam steps from lr 0.2 with early stopping (measured by ``benchmarks/invert_speed.py``)."""
 
 DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2)
 """Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a

@@ -25,7 +25,10 @@ def calibration(tiny_gan: GeneratorHandle) -> Calibration:
 def test_calibration_roundtrip(calibration: Calibration, tiny_gan: GeneratorHandle,
                                tmp_path: Path) -> None:
     assert calibration.n == 30 and np.isfinite(calibration.scores).all()
-    assert calibration.seed == calibration_seed(tiny_gan.name) and calibration.complexity
+    assert calibration.seed == calibration_seed(tiny_gan.name) and not calibration.complexity
+    np.testing.assert_allclose(calibration.scores, np.log(calibration.losses))
+    with_c = calibrate(tiny_gan, n=3, settings=FAST, complexity=True)
+    assert with_c.complexity and not np.allclose(with_c.scores, np.log(with_c.losses))
     path = calibration.save(tmp_path / "sub" / "g.calibration.json")
     assert not list(path.parent.glob(".*tmp*"))  # written atomically, nothing left behind
     again = Calibration.load(path)

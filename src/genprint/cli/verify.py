@@ -91,7 +91,8 @@ def calibrate_cmd(
                                                    "(latent diffusion: only its autoencoder's "
                                                    "decoder, as LatentTracer).")] = None,
     complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
-                                                  "(2-D entropy).")] = True,
+                                                  "(2-D entropy, as RONAN; off by default: it "
+                                                  "did not help on the zoo).")] = False,
     pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "

@@ -44,7 +44,7 @@ class InvertAttributor(Attributor):
 
     def __init__(self, alpha: float = 0.05, calibration_n: int = 200,
                  settings: dict[str, Any] | None = None, generators: dict[str, str] | None = None,
-                 use_stored: bool = True, complexity: bool = True, pvalue: str = "ecdf",
+                 use_stored: bool = True, complexity: bool = False, pvalue: str = "ecdf",
                  batch_size: int = 256) -> None:
         self.alpha = alpha
         self.calibration_n = calibration_n

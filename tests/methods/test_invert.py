@@ -48,7 +48,7 @@ def test_invert_attributor(gens: str, tmp_path: Path) -> None:
 
     assert "invert" in method_names()
     cls = METHODS.get("invert")
-    assert cls.demo_params(quick=True)["calibration_n"] < 200
+    assert cls.demo_test_cap(quick=True) < cls.demo_test_cap(quick=False)
     params = {"calibration_n": 12, "alpha": 0.1,
               "settings": {"steps": 30, "restarts": 2, "check_every": 10, "prune_at": 10},
               "generators": {"a": f"{gens}:a", "b": f"{gens}:b"}}

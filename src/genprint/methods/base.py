@@ -84,6 +84,13 @@ class Attributor(ABC):
         """Constructor arguments for ``genprint demo`` (``quick``: the few-minute version)."""
         return {}
 
+    @classmethod
+    def demo_test_cap(cls, quick: bool) -> int | None:
+        """At most this many test images per source in ``genprint demo`` (None: all of them).
+        Only for methods whose per-image cost does not fit the demo's time budget; the demo
+        prints the cap and the metrics' ``n_*`` counts show it."""
+        return None
+
     # ----------------------------------------------------------------- shared behaviour
     def _check_fitted(self) -> None:
         if not hasattr(self, "classes_") or not hasattr(self, "thresholds_"):

@@ -109,7 +109,19 @@ Adam steps from lr 0.2 with early stopping (measured by ``benchmarks/invert_spee
 
 DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2)
 """Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a
-GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), at most 100 steps."""
+GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), at most 100 steps.
+
+On the zoo's pixel diffusion (``ddim-pixel-*``) no variant tried separates members from
+non-members (AUC of the raw loss, 8 members and 8 non-members per run; 16 and 19 for the
+fixed-point starts): the first DDIM step divides
+by √ᾱ ≈ 0.003 and clips 95% of the pixels, so each sample is set by the sign pattern of the
+noise model's residual at t = T−1, a discontinuous function of z. Around a member's own z the
+loss stays small only within ≈ 0.01–0.03 per element, while DDIM inversion lands 0.7–0.8 (RMS)
+away. Tried: these settings (AUC 0.67); a straight-through or tanh-shaped gradient through the
+clip with the exact forward (0.34–0.61); fixed-point (exact) DDIM inversion as the start
+(0.32–0.38); inverting only the last k DDIM steps over the intermediate state (k = 2, 5: 0.33,
+0.67; k = 8 at lr 0.05: 0.78; k = 9: 0.86 at lr 0.2 but 0.38–0.70 at lr 0.02–0.05, where
+non-members reconstruct as well as members: the stage is too expressive to score membership)."""
 
 
 LATENT_DIFFUSION_SETTINGS = DEFAULT_SETTINGS.with_(stage="decoder")

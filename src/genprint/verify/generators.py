@@ -154,11 +154,8 @@ class _LatentDecoderStage:
         return self.gen.parameters()
 
     def sample_latent(self, n: int, seed: int) -> torch.Tensor:
-        from genprint.world.zoo import diffusion
-
         with torch.no_grad():
-            return diffusion.ddim_sample(self.gen.eps, self.gen.sample_latent(n, seed),
-                                         self.gen.spec.ddim_steps, self.gen.abar, clip=None)
+            return self.gen.chain_latent(self.gen.sample_latent(n, seed))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.gen.decoder(z * self.gen.latent_std + self.gen.latent_mean)
@@ -180,7 +177,7 @@ def decoder_stage(handle: GeneratorHandle) -> GeneratorHandle:
         stage = obj.decoder_stage()
         check_interface(stage, f"{handle.spec} decoder_stage()")
     elif getattr(obj, "family", None) == "ldm" and all(
-            hasattr(obj, a) for a in ("decoder", "encoder", "eps", "abar", "latent_mean")):
+            hasattr(obj, a) for a in ("decoder", "encoder", "chain_latent", "latent_mean")):
         stage = _LatentDecoderStage(obj)
     if stage is None:
         raise ValueError(f"generator {handle.name} has no decoder stage (stage='decoder' needs a "

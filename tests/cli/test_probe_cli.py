@@ -13,7 +13,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genprint.cli.app import app
-from tests.backbones.user_checkpoints import save_open_clip_checkpoint
+from tests.backbones.user_checkpoints import save_hf_clip, save_open_clip_checkpoint
 
 torch.set_num_threads(1)
 pytest.importorskip("faiss")
@@ -95,3 +95,23 @@ def test_train_probe_knn_fixed_layer_and_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
                               "--head", "svm", "--out", str(tmp_path / "y")])
     assert bad.exit_code != 0
+
+
+def test_train_probe_with_transformers_clip_folder_then_attribute(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    bench = fake_bench(tmp_path / "bench", per_split=4)
+    folder = save_hf_clip(tmp_path / "my-hf-clip")  # a CLIPModel written by save_pretrained
+    model = tmp_path / "model"
+    out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(folder),
+                              "--out", str(model), "--no-cache", "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["backbone"] == str(folder.resolve()) and summary["input_size"] == 32
+    assert [r["layer"] for r in summary["layers"]] == ["layer1", "layer2", "layer3"]
+    out = runner.invoke(app, ["attribute", str(model), str(bench / "images" / "gan-b"),
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert len(rows) == 20 and all(r["candidate"] in ("gan-a", "gan-b", "real") for r in rows)
+    test_rows = [r for r in rows if Path(r["path"]).name.startswith("test-")]
+    assert np.mean([r["candidate"] == "gan-b" for r in test_rows]) >= 0.75

@@ -167,3 +167,60 @@ def test_feature_cache_shards(tmp_path: Path) -> None:
     flipped = images[0].copy()
     flipped[0, 0, 0] ^= 1
     assert image_key(flipped) != image_key(images[0])
+
+
+def test_feature_memo_between_attribute_and_embed(tmp_path: Path, toy_data: dict[str, list],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import genprint.methods.probe as probe_module
+
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip.pt")
+    model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=0, cache=False)
+    model.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
+    calls: list[int] = []
+    extract = model.extract
+
+    def counting(images, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(len(images))
+        return extract(images, *args, **kwargs)
+
+    monkeypatch.setattr(model, "extract", counting)
+    images = toy_data["te"][:6]
+    direct = model.probe_.standardise(extract(images, use_cache=False)[0])
+    model.attribute_arrays(images)
+    np.testing.assert_allclose(model.embed(images), direct, rtol=1e-5, atol=1e-5)
+    assert calls == [6]  # embed reused the features attribute computed
+    # a full memo is emptied, but the rows of the current call are still returned
+    monkeypatch.setattr(probe_module, "MEMO_SIZE", 7)
+    more = toy_data["te"][6:10]
+    np.testing.assert_allclose(model.embed([*images[:2], *more]),
+                               model.probe_.standardise(extract([*images[:2], *more],
+                                                                use_cache=False)[0]),
+                               rtol=1e-5, atol=1e-5)
+    assert calls == [6, 4]
+    # refitting forgets remembered features
+    model.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
+    assert not model.__dict__.get("_memo")
+
+
+def test_padded_input_save_load_and_min_size(tmp_path: Path, toy_data: dict[str, list]) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip48.pt", image=48)  # native input 48
+    model = ProbeAttributor(backbone=str(ckpt), pad="wrap", grid=[1.0], layer=-1,
+                            cache_dir=str(tmp_path / "cache"))
+    model.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
+    assert model.backbone_spec_["input_size"] == 48 and model.backbone_spec_["pad"] == "wrap"
+    assert model.min_size == 32  # the smallest side it was fitted on, not its 48 input
+    results = model.attribute_arrays(toy_data["te"])
+    out = model.save(tmp_path / "padded")
+    loaded = genprint.load(out)
+    assert loaded.min_size == 32 and loaded.pad == "wrap"
+    again = loaded.attribute_arrays(toy_data["te"])
+    for a, b in zip(results, again, strict=True):
+        assert a.label == b.label and a.score == pytest.approx(b.score, rel=1e-5)
+    small = loaded.attribute_arrays([toy_data["te"][0][:24, :24]])[0]
+    assert not small.ok and small.error_code == "too_small"
+    # unpadded, the same checkpoint runs at 32 (the largest input that fits): other features
+    plain = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
+    plain.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
+    assert plain.backbone_spec_["input_size"] == 32 and plain.min_size == 32
+    with pytest.raises(ValueError, match="pad"):
+        ProbeAttributor(pad="zeros")

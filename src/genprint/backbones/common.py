@@ -4,7 +4,9 @@ Backbones never resize images. A backbone whose native input is 224×224 still r
 32×32 images of the built-in world at a smaller input: the largest size that is a multiple of
 its patch size (ViTs) or total stride (CNNs), no larger than the image and no larger than its
 native size (see :func:`fit_input_size`). Each backbone records ``native_size``,
-``size_multiple`` and ``min_size`` in ``Preprocessing.extra``.
+``size_multiple`` and ``min_size`` in ``Preprocessing.extra``. Alternatively, small images can be
+padded up to a larger input (``Preprocessing.extra["pad"]``: ``wrap`` or ``reflect``, see
+:func:`pad_to`): pixels are copied, never interpolated.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from genprint.backbones.base import Preprocessing
+from genprint.backbones.base import Backbone, Preprocessing
 from genprint.io.crops import center_crop
 
 _HASHES: dict[tuple[str, int, int], str] = {}
@@ -75,10 +78,45 @@ def check_input_size(size: int, multiple: int, smallest: int, name: str) -> int:
     return int(size)
 
 
-def to_batch(images: Sequence[np.ndarray], size: int) -> torch.Tensor:
-    """Centre crops of (H, W, 3) uint8 images as an N×3×size×size float tensor in [0, 1]."""
+PAD_MODES = ("none", "wrap", "reflect")
+"""How an image smaller than a backbone's input reaches it: ``none`` (refused), or padded up to
+the input size — ``wrap`` (the image repeated periodically, as tiles side by side) or ``reflect``
+(mirrored at its borders). Padding copies pixels; it never resamples them."""
+
+
+def pad_to(image: np.ndarray, size: int, mode: str) -> np.ndarray:
+    """``image`` padded (centred) so that both sides are at least ``size``, by ``mode``."""
+    if mode not in PAD_MODES or mode == "none":
+        raise ValueError(f"pad mode must be one of {', '.join(PAD_MODES[1:])}, got {mode!r}")
+    h, w = image.shape[:2]
+    ph, pw = max(size - h, 0), max(size - w, 0)
+    if not ph and not pw:
+        return image
+    widths = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)) + ((0, 0),) * (image.ndim - 2)
+    return np.pad(image, widths, mode=mode)
+
+
+def to_batch(images: Sequence[np.ndarray], size: int, pad: str = "none") -> torch.Tensor:
+    """Centre crops of (H, W, 3) uint8 images as an N×3×size×size float tensor in [0, 1].
+
+    With ``pad`` (``wrap`` or ``reflect``), images smaller than ``size`` are padded up to it
+    first (:func:`pad_to`); with ``none`` they are refused.
+    """
+    if pad != "none":
+        images = [pad_to(img, size, pad) for img in images]
     crops = np.stack([center_crop(img, size) for img in images])
     return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def with_padding(backbone: Backbone, pad: str) -> Backbone:
+    """``backbone`` whose preprocessing pads small images by ``pad`` (recorded in its card, so
+    feature caches and saved models tell padded features apart). ``none`` changes nothing."""
+    if pad not in PAD_MODES:
+        raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
+    if pad != "none":
+        pre = backbone.preprocessing
+        backbone.preprocessing = replace(pre, extra={**pre.extra, "pad": pad})
+    return backbone
 
 
 def cls_tokens(hidden: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -130,11 +130,13 @@ def extract_features(
 ) -> list[np.ndarray]:
     """Features of every layer for (H, W, 3) uint8 images: one (N, D_layer) float32 per layer.
 
-    Images are centre-cropped to ``backbone.preprocessing.input_size`` (never resized).
+    Images are centre-cropped to ``backbone.preprocessing.input_size`` (never resized); smaller
+    ones are padded first if the preprocessing says so (``extra["pad"]``), else refused.
     ``on_progress(n)`` is called as ``n`` more images are done (cached ones at once).
     """
     n_layers = len(backbone.layer_names())
     size = backbone.preprocessing.input_size
+    pad = backbone.preprocessing.extra.get("pad", "none")
     keys = [image_key(img) for img in images] if cache is not None else []
     known = cache.get(keys) if cache is not None else {}
     todo = [i for i in range(len(images)) if cache is None or keys[i] not in known]
@@ -145,7 +147,7 @@ def extract_features(
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         with torch.no_grad():
-            outs = backbone.forward_features(to_batch([images[i] for i in chunk], size))
+            outs = backbone.forward_features(to_batch([images[i] for i in chunk], size, pad))
         arrays = [o.detach().cpu().float().numpy() for o in outs]
         if len(arrays) != n_layers:
             raise ValueError(f"backbone {backbone.name} returned {len(arrays)} feature tensors "

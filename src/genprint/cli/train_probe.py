@@ -61,6 +61,12 @@ def train_probe_cmd(
     input_size: Annotated[int | None, typer.Option(help="Backbone input side (default: the "
                                                         "largest valid one that fits every "
                                                         "image; never upsampled).")] = None,
+    pad: Annotated[str, typer.Option(help="none (images are centre-cropped to the largest "
+                                          "valid input that fits), or wrap / reflect: images "
+                                          "smaller than the backbone's input (--input-size, "
+                                          "else its native one) are padded up to it by "
+                                          "periodic repetition / mirroring; pixels are never "
+                                          "interpolated.")] = "none",
     head: Annotated[str, typer.Option(help="logreg or knn.")] = "logreg",
     layer: Annotated[str, typer.Option(help="auto (chosen on validation) or a layer index "
                                             "(negative counts from the end).")] = "auto",
@@ -97,7 +103,8 @@ def train_probe_cmd(
     options = {"model_name": backbone_model} if backbone_model else {}
     try:
         model = ProbeAttributor(
-            backbone=backbone, backbone_options=options, input_size=input_size, head=head,
+            backbone=backbone, backbone_options=options, input_size=input_size, pad=pad,
+            head=head,
             layer=_layer(layer), score=score, per_class=per_class, target_accept=target_accept,
             layer_select=layer_select, batch_size=batch_size, cache=cache,
             cache_dir=str(cache_dir) if cache_dir else None, seed=seed)

@@ -6,7 +6,10 @@ After "Are CLIP features all you need for Universal Synthetic Image Origin Attri
 1. a frozen backbone (a registered name or a local CLIP / DINOv2 checkpoint; see
    :mod:`genprint.backbones.resolve`) gives the features of **every** block for a centre crop of
    each image (never resized; the input size is the largest valid one that fits the smallest
-   image unless given). Features are cached on disk (:mod:`genprint.backbones.features`);
+   image unless given). With ``pad="wrap"`` or ``"reflect"``, images smaller than the backbone's
+   native input (or ``input_size``) are padded up to it instead — pixels copied periodically or
+   mirrored, never interpolated. Features are cached on disk
+   (:mod:`genprint.backbones.features`);
 2. on each layer, a head (``logreg`` or ``knn``, :mod:`genprint.methods.probe_heads`) is fitted
    on the training images with its hyperparameter swept, and scored on validation
    (:mod:`genprint.methods.probe_select`); the per-layer table is kept (``layers.json`` in the
@@ -33,6 +36,8 @@ from genprint.methods.probe_select import LAYER_SELECT, choose_layer, criterion,
 from genprint.storage.model_dir import ModelContents, ModelFormatError
 
 Progress = Callable[[int], None]
+MEMO_SIZE = 4096
+"""Images whose chosen-layer features are remembered between ``attribute`` and ``embed``."""
 
 
 @dataclass
@@ -58,6 +63,15 @@ def cap_per_class(labels: Sequence[str], cap: int | None, seed: int) -> list[int
     return sorted(keep)
 
 
+def calibrate(probe: LayerProbe, val_feats: np.ndarray, val_y: np.ndarray,
+              target_accept: float) -> np.ndarray:
+    """Per-source thresholds: each accepts ``target_accept`` of that source's validation images
+    (on their own source's score)."""
+    _, scores = probe.source_scores(np.asarray(val_feats))
+    return np.array([np.quantile(scores[val_y == c, c], 1.0 - target_accept)
+                     for c in range(probe.n_classes)])
+
+
 @METHODS.register("probe")
 class ProbeAttributor(Attributor):
     """Frozen backbone features + logistic-regression or k-NN head (see module doc)."""
@@ -69,6 +83,7 @@ class ProbeAttributor(Attributor):
         backbone: str = "dinov2-s14-onnx",
         backbone_options: dict[str, Any] | None = None,
         input_size: int | None = None,
+        pad: str = "none",
         head: str = "logreg",
         layer: str | int = "auto",
         score: str | None = None,
@@ -89,11 +104,16 @@ class ProbeAttributor(Attributor):
             raise ValueError(f"score must be one of {', '.join(SCORES)}, got {score!r}")
         if layer_select not in LAYER_SELECT:
             raise ValueError(f"layer_select must be one of {', '.join(LAYER_SELECT)}")
+        from genprint.backbones.common import PAD_MODES
+
+        if pad not in PAD_MODES:
+            raise ValueError(f"pad must be one of {', '.join(PAD_MODES)}, got {pad!r}")
         if not (isinstance(layer, int) or layer == "auto"):
             raise ValueError(f"layer must be 'auto' or an index, got {layer!r}")
         self.backbone = backbone
         self.backbone_options = dict(backbone_options or {})
         self.input_size = input_size
+        self.pad = pad
         self.head = head
         self.layer = layer
         self.score = score
@@ -113,7 +133,7 @@ class ProbeAttributor(Attributor):
     def params(self) -> dict[str, Any]:
         """Constructor arguments stored in the card (the cache location is left out)."""
         return {"backbone": self.backbone, "backbone_options": self.backbone_options,
-                "input_size": self.input_size, "head": self.head, "layer": self.layer,
+                "input_size": self.input_size, "pad": self.pad, "head": self.head, "layer": self.layer,
                 "score": self.score, "per_class": self.per_class,
                 "target_accept": self.target_accept, "layer_select": self.layer_select,
                 "grid": self.grid, "score_k": self.score_k, "batch_size": self.batch_size,
@@ -121,23 +141,39 @@ class ProbeAttributor(Attributor):
 
     @property
     def min_size(self) -> int:
+        """Smallest image side accepted: the input size, or with padding the smallest side of
+        the images the model was fitted on (smaller ones would be padded more than it saw)."""
         spec = getattr(self, "backbone_spec_", None)
-        return int(spec["input_size"]) if spec else int(self.input_size or 1)
+        if spec is None:
+            return int(self.input_size or 1)
+        if spec.get("pad", "none") != "none":
+            return min(int(spec.get("min_side") or spec["input_size"]), int(spec["input_size"]))
+        return int(spec["input_size"])
 
     # ------------------------------------------------------------------ backbone & features
     def build_backbone(self, min_side: int | None = None) -> Any:
-        """The backbone at the fitted input size (or the size for images ≥ ``min_side``)."""
+        """The backbone at the fitted input size (or the size for images ≥ ``min_side``).
+
+        With ``pad``, the input size is the one given or the backbone's native one, and smaller
+        images are padded up to it.
+        """
+        from genprint.backbones.common import with_padding
         from genprint.backbones.resolve import backbone_for_images, weights_id
 
         if self._backbone_obj is not None:
             return self._backbone_obj
         spec = getattr(self, "backbone_spec_", None)
         if spec is None:
-            backbone = backbone_for_images(self.backbone, min_side, self.input_size,
-                                           **self.backbone_options)
+            if min_side is not None:
+                self._min_side = int(min_side)
+            backbone = backbone_for_images(self.backbone,
+                                           min_side if self.pad == "none" else None,
+                                           self.input_size, **self.backbone_options)
+            backbone = with_padding(backbone, self.pad)
         else:
             backbone = backbone_for_images(spec["name"], None, spec["input_size"],
                                            **spec["options"])
+            backbone = with_padding(backbone, spec.get("pad", "none"))
             if weights_id(backbone) != spec["weights_id"]:
                 raise ModelFormatError(
                     f"backbone {spec['name']} does not have the weights this model was trained "
@@ -193,6 +229,7 @@ class ProbeAttributor(Attributor):
         from genprint.backbones.resolve import spec_path, weights_id
 
         backbone = self.build_backbone()
+        self.__dict__.pop("_memo", None)
         names = backbone.layer_names()
         if len(train_feats) != len(names) or len(val_feats) != len(names):
             raise ValueError("one feature array per backbone layer is expected")
@@ -227,13 +264,11 @@ class ProbeAttributor(Attributor):
         self.backbone_spec_ = {
             "name": spec_path(self.backbone), "options": self.backbone_options,
             "input_size": backbone.preprocessing.input_size, "weights_id": weights_id(backbone),
+            "pad": self.pad, "min_side": getattr(self, "_min_side", None),
         }
         self.backbone_card_ = backbone.card()
-        _, scores = self.probe_.source_scores(np.asarray(val_feats[chosen]))
-        self.thresholds_ = np.array([
-            np.quantile(scores[y_va == c, c], 1.0 - self.target_accept)
-            for c in range(len(classes))
-        ])
+        self.layer_probes_ = probes  # every layer's fitted probe, for layer studies (not saved)
+        self.thresholds_ = calibrate(self.probe_, val_feats[chosen], y_va, self.target_accept)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "n_train_used": len(y_tr), "n_val_used": len(y_va),
@@ -244,14 +279,33 @@ class ProbeAttributor(Attributor):
         return self
 
     # ------------------------------------------------------------------ inference
+    def layer_features(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """The chosen layer's raw features; the last few thousand images are remembered in
+        memory, so ``attribute`` followed by ``embed`` of the same images runs the backbone once.
+        """
+        from genprint.backbones.features import image_key
+
+        memo: dict[str, np.ndarray] = self.__dict__.setdefault("_memo", {})
+        keys = [image_key(img) for img in images]
+        found = {k: memo[k] for k in keys if k in memo}
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        if todo:
+            feats = self.extract([images[i] for i in todo], use_cache=False)[self.layer_index_]
+            for j, i in enumerate(todo):
+                found[keys[i]] = np.array(feats[j])  # a copy: the batch array is not kept alive
+            if len(memo) + len(todo) > MEMO_SIZE:
+                memo.clear()  # (this call's rows are already in ``found``)
+            if len(todo) <= MEMO_SIZE:
+                memo.update((keys[i], found[keys[i]]) for i in todo)
+        return np.stack([found[k] for k in keys])
+
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """The chosen layer's standardised features (for reports and 2-D maps)."""
         self._check_fitted()
-        feats = self.extract(images, use_cache=False)[self.layer_index_]
-        return self.probe_.standardise(feats)
+        return self.probe_.standardise(self.layer_features(images))
 
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
-        feats = self.extract(images, use_cache=False)[self.layer_index_]
+        feats = self.layer_features(images)
         cand, scores = self.probe_.source_scores(feats)
         return [ProbePrediction(scores=scores[i], candidate=int(cand[i]))
                 for i in range(len(images))]

@@ -55,7 +55,7 @@ def test_metrics(probe: LayerProbe, thresholds: np.ndarray, feats: np.ndarray, y
 
 
 def load_split(items: list) -> tuple[list, list[str]]:
-    images, kept, errors = load_items([i.path for i in items])
+    images, kept, errors = load_items([i.path for i in items], workers=1)
     if errors:
         print(f"  {len(errors)} unreadable file(s) skipped, e.g. {errors[0][0]}")
     return images, [items[k].source for k in kept]
@@ -70,7 +70,8 @@ def run_backbone(name: str, view: Any, args: argparse.Namespace) -> dict[str, An
     tr_imgs, tr_lab = load_split(view.train)
     va_imgs, va_lab = load_split(view.val)
     te_imgs, te_lab = load_split(view.test)
-    base = ProbeAttributor(backbone=name, pad=args.pad, cache_dir=args.cache_dir)
+    base = ProbeAttributor(backbone=name, pad=args.pad, input_size=args.input_size,
+                           cache_dir=args.cache_dir)
     size = base.build_backbone(min(min(i.shape[:2]) for i in (*tr_imgs, *va_imgs, *te_imgs))
                                ).preprocessing.input_size
     t0 = time.perf_counter()
@@ -92,7 +93,8 @@ def run_backbone(name: str, view: Any, args: argparse.Namespace) -> dict[str, An
         labels = [tr_lab[i] for i in keep]
         for head in args.heads:
             for score in args.scores:
-                model = ProbeAttributor(backbone=name, pad=args.pad, head=head, score=score,
+                model = ProbeAttributor(backbone=name, pad=args.pad, input_size=args.input_size,
+                                        head=head, score=score,
                                         layer_select=args.layer_select, seed=args.seed)
                 model._backbone_obj = base.build_backbone()
                 t1 = time.perf_counter()
@@ -180,8 +182,8 @@ def check_end_to_end(name: str, bench: Path, protocol: str, args: argparse.Names
     from genprint.methods.fitting import fit_on_items
 
     view = protocol_view(bench, protocol)
-    model = ProbeAttributor(backbone=name, pad=args.pad, cache_dir=args.cache_dir,
-                            seed=args.seed)
+    model = ProbeAttributor(backbone=name, pad=args.pad, input_size=args.input_size,
+                            cache_dir=args.cache_dir, seed=args.seed)
     fit_on_items(model, view.train, view.val)
     path = model.save(args.out / "models" / f"{protocol}-{name.replace('/', '_')}",
                       overwrite=True)
@@ -202,7 +204,10 @@ def main() -> None:
     parser.add_argument("--scores", nargs="+", default=list(SCORES), choices=SCORES)
     parser.add_argument("--layer-select", default="balanced")
     parser.add_argument("--pad", default="none", choices=("none", "wrap", "reflect"),
-                        help="feed small images padded up to the backbone's native input")
+                        help="feed small images padded up to the backbone's input size")
+    parser.add_argument("--input-size", type=int, default=None,
+                        help="backbone input side (default: the largest valid crop, or the "
+                             "native size with --pad)")
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--seed", type=int, default=0)

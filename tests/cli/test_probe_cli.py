@@ -95,6 +95,9 @@ def test_train_probe_knn_fixed_layer_and_errors(tmp_path: Path) -> None:
     bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
                               "--head", "svm", "--out", str(tmp_path / "y")])
     assert bad.exit_code != 0
+    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--pad", "zeros", "--out", str(tmp_path / "z")])
+    assert bad.exit_code != 0 and "pad" in bad.output
 
 
 def test_train_probe_with_transformers_clip_folder_then_attribute(tmp_path: Path) -> None:

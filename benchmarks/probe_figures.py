@@ -221,12 +221,17 @@ def main() -> None:
     results = [run_backbone(name, view, args) for name in backbones]
     report: dict[str, Any] = {"bench": str(args.bench), "protocol": args.protocol,
                               "results": results}
+    (args.out / "probe_figures.json").write_text(to_json(report))
     if args.check:
         report["check"] = check_end_to_end(backbones[0], args.bench, args.protocol, args)
         print("end-to-end check:", {k: fmt(v) if isinstance(v, float) else v
                                     for k, v in report["check"].items()})
-    (args.out / "probe_figures.json").write_text(to_json(report))
+        (args.out / "probe_figures.json").write_text(to_json(report))
     text = markdown(results, args.protocol)
+    if "check" in report:
+        text += ("\nEnd-to-end check (first backbone, logreg + msp, all images; trained by "
+                 "fit_on_items, saved, reloaded, run by genprint.evaluation.evaluate): "
+                 + ", ".join(f"{lab} {fmt(report['check'][c])}" for c, lab in COLUMNS) + "\n")
     (args.out / "probe_figures.md").write_text(text)
     print(text)
 

@@ -118,3 +118,23 @@ def test_train_probe_with_transformers_clip_folder_then_attribute(tmp_path: Path
     assert len(rows) == 20 and all(r["candidate"] in ("gan-a", "gan-b", "real") for r in rows)
     test_rows = [r for r in rows if Path(r["path"]).name.startswith("test-")]
     assert np.mean([r["candidate"] == "gan-b" for r in test_rows]) >= 0.75
+
+
+def test_train_probe_padded_to_a_given_input_size(tmp_path: Path) -> None:
+    bench = fake_bench(tmp_path / "bench", per_split=4)
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip48.pt", image=48)
+    model = tmp_path / "model"
+    out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--pad", "reflect", "--input-size", "48", "--no-cache",
+                              "--out", str(model), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["n_train_used"] == 36 and summary["n_skipped"] == 0  # 32×32 images padded
+    assert summary["input_size"] == 48 and summary["pad"] == "reflect"
+    assert summary["min_image_side"] == 32  # smaller images are refused: it never saw them
+    card = json.loads((model / "card.json").read_text())
+    assert card["backbone"]["spec"]["input_size"] == 48
+    assert card["backbone"]["preprocessing"]["extra"]["pad"] == "reflect"
+    out = runner.invoke(app, ["attribute", str(model), str(bench / "images" / "gan-a"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert all(r["error_code"] is None for r in json.loads(out.stdout))

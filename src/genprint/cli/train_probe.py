@@ -60,7 +60,8 @@ def train_probe_cmd(
                                                             "activation).")] = None,
     input_size: Annotated[int | None, typer.Option(help="Backbone input side (default: the "
                                                         "largest valid one that fits every "
-                                                        "image; never upsampled).")] = None,
+                                                        "image, or with --pad the backbone's "
+                                                        "native size; never upsampled).")] = None,
     pad: Annotated[str, typer.Option(help="none (images are centre-cropped to the largest "
                                           "valid input that fits), or wrap / reflect: images "
                                           "smaller than the backbone's input (--input-size, "
@@ -134,7 +135,8 @@ def train_probe_cmd(
     rows = model.layer_table()
     summary = {
         "method": "probe", "out": str(out), "classes": model.classes_,
-        "backbone": model.backbone_spec_["name"], "input_size": model.min_size,
+        "backbone": model.backbone_spec_["name"], "input_size": model.backbone_spec_["input_size"],
+        "pad": model.pad, "min_image_side": model.min_size,
         "head": model.head, "score": model.score, "layer": model.layer_name_,
         "hp": model.probe_.hp,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),

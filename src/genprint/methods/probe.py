@@ -145,7 +145,7 @@ class ProbeAttributor(Attributor):
         the images the model was fitted on (smaller ones would be padded more than it saw)."""
         spec = getattr(self, "backbone_spec_", None)
         if spec is None:
-            return int(self.input_size or 1)
+            return 1 if self.pad != "none" else int(self.input_size or 1)
         if spec.get("pad", "none") != "none":
             return min(int(spec.get("min_side") or spec["input_size"]), int(spec["input_size"]))
         return int(spec["input_size"])

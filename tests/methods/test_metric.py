@@ -53,7 +53,8 @@ def data() -> dict[str, tuple[list[np.ndarray], list[str]]]:
 @pytest.fixture(scope="module")
 def model(data: dict) -> MetricAttributor:
     torch.set_num_threads(1)
-    return MetricAttributor(**TINY, epochs=6).fit(*data["train"], *data["val"])
+    return MetricAttributor(**TINY, epochs=6, refs_per_class=1).fit(*data["train"],
+                                                                    *data["val"])
 
 
 def test_attributes_toy_sources_with_tiles(model: MetricAttributor, data: dict) -> None:
@@ -107,6 +108,21 @@ def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
     assert np.mean([r.label == "p5" for r in results]) >= 0.7
     with pytest.raises(ValueError, match="already known"):
         m.enroll(new, "p5")
+
+
+def test_enrolment_points_follow_the_trained_sources_rule(model: MetricAttributor) -> None:
+    rng = np.random.default_rng(9)
+    new = [textured(rng, 32, 32, 5) for _ in range(6)]
+    for k, expected in ((1, 1), (4, 4), (8, 6)):  # min(K, images) points
+        m = copy.deepcopy(model)
+        m.refs_per_class = k
+        record = m.enroll(new, "p5")
+        assert record["n_reference_points"] == expected
+        assert np.sum(m.reference_sources_ == 3) == expected
+    m = copy.deepcopy(model)
+    m.refs_per_class = 8
+    m.enroll(new, "p5")  # K ≥ images: every image's embedding is a reference point
+    np.testing.assert_allclose(m.references_[m.reference_sources_ == 3], m.embed(new), atol=1e-6)
 
 
 def test_enrolment_threshold_rules_for_few_images(model: MetricAttributor) -> None:

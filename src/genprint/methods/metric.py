@@ -5,9 +5,11 @@
    checkpoint (``init="camera"``, :mod:`genprint.methods.camera_pretrain`), then trained with a
    pytorch-metric-learning loss on random crops of the known sources' training images
    (:mod:`genprint.methods.metric_train`).
-2. **Reference points**, ``refs_per_class`` (K) per source: k-means centroids of the training
-   images' embeddings (default), or the learned proxies of a proxy loss (``references="proxies"``
-   with ``proxy-anchor`` / ``arcface`` and K = 1). Centroids are the default because proxies end
+2. **Reference points**, ``refs_per_class`` (K, default 8) per source: k-means centroids of the
+   training images' embeddings (default), or the learned proxies of a proxy loss
+   (``references="proxies"`` with ``proxy-anchor`` / ``arcface``: one point per source). The
+   defaults (K = 8, 60 epochs, proxy-anchor) were chosen on validation data only, by
+   ``benchmarks/metric_validation.py`` (known sources held out in turn as pseudo-unknowns). Centroids are the default because proxies end
    up far from the embeddings they attract (cosine ≈ 0.3 on toy sources), which makes
    distance thresholds loose and accepts unknown sources.
 3. **Inference**: an image is cut into non-overlapping tiles (never resized; capped at
@@ -56,8 +58,8 @@ class MetricAttributor(Attributor):
 
     def __init__(
         self, patch_size: int = 32, embedding_dim: int = 128, width: int = 16, blocks: int = 1,
-        loss: str = "proxy-anchor", refs_per_class: int = 1, references: str = "kmeans",
-        epochs: int = 30, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
+        loss: str = "proxy-anchor", refs_per_class: int = 8, references: str = "kmeans",
+        epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         seed: int = 0,
@@ -133,10 +135,10 @@ class MetricAttributor(Attributor):
             raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
-        if self.references == "proxies" and (self.loss not in PROXY_LOSSES
-                                             or self.refs_per_class != 1):
+        if self.references == "proxies" and self.loss not in PROXY_LOSSES:
             raise ValueError("proxy reference points need a proxy loss "
-                             f"({', '.join(PROXY_LOSSES)}) and refs_per_class=1")
+                             f"({', '.join(PROXY_LOSSES)}); with them, each trained source has "
+                             "one point (its proxy) whatever refs_per_class")
 
     def _initial_network(self) -> ForensicCNN:
         torch.manual_seed(self.seed)
@@ -284,7 +286,7 @@ class MetricAttributor(Attributor):
             raise ValueError("enrolment needs at least one image")
         tile_emb, owner = self._embed_tiles(images)
         image_emb = self._image_embeddings(tile_emb, owner, len(images))
-        points = refs.enrolment_references(tile_emb, self.refs_per_class, self.seed)
+        points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
         dist, rule = refs.enrolment_threshold(
             tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,
             -np.asarray(self.thresholds_))

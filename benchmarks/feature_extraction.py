@@ -7,7 +7,7 @@ backbone's native input size and at the size it uses on the built-in world's 32�
 Also times a second, cached pass (what a re-run of ``genprint train probe`` pays).
 
     python benchmarks/feature_extraction.py [--n 256] [--batch-size 64] [--threads 2]
-        [--sizes native world] [--backbone PATH ...]
+        [--sizes native world] [--size 64 112] [--backbone PATH ...]
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from genprint.backbones.resolve import backbone_for_images
 WORLD_SIDE = 32
 
 
-def sizes_for(name: str, which: list[str]) -> list[int]:
-    """Input sides to time for backbone ``name``: native and/or the 32×32-world one."""
+def sizes_for(name: str, which: list[str], extra: list[int] | None = None) -> list[int]:
+    """Input sides to time for backbone ``name``: native and/or the 32×32-world one, plus the
+    ``extra`` sides valid for it (e.g. the input a small image is padded up to)."""
     pre = backbone_for_images(name, None).preprocessing
     native, multiple, smallest = size_rules(pre)
-    out = []
+    out = [s for s in extra or [] if s % multiple == 0 and s >= smallest]
     if "native" in which:
         out.append(pre.input_size)
     if "world" in which:
@@ -67,6 +68,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--sizes", nargs="+", default=["native", "world"],
                         choices=["native", "world"])
+    parser.add_argument("--size", type=int, nargs="+", default=[],
+                        help="also time these input sides where valid (e.g. 64 112: inputs "
+                             "that --pad feeds padded 32x32 images at)")
     parser.add_argument("--backbone", action="append", default=[],
                         help="extra backbone (name or local path); repeatable")
     args = parser.parse_args()
@@ -76,7 +80,7 @@ def main() -> None:
     print(f"{'backbone':<28} {'input':>6} {'layers':>6} {'img/s':>9} {'cached img/s':>13}")
     for name in names:
         try:
-            sizes = sizes_for(name, args.sizes)
+            sizes = sizes_for(name, args.sizes, args.size)
         except (ImportError, FileNotFoundError, ValueError) as exc:
             print(f"{name:<28} unavailable: {exc}")
             continue

@@ -19,6 +19,7 @@ from tests.evaluation.test_report import PLOTS, _assert_png, _parse
 
 pytest.importorskip("colour_demosaicing")
 
+METHODS = ["baseline", "invert", "metric", "probe"]
 HEADLINE = ("closed_set_accuracy", "macro_f1", "auroc", "ap", "tnr_at_tpr95", "oscr",
             "real_vs_generated_auroc", "per_unknown_auroc", "n_known_test", "n_unknown_test")
 
@@ -26,8 +27,7 @@ HEADLINE = ("closed_set_accuracy", "macro_f1", "auroc", "ap", "tnr_at_tpr95", "o
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("demo")
-    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--per-class", "20",
-                                      "--method", "baseline", "--method", "metric"])
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--per-class", "20"])
     assert result.exit_code == 0, result.output
     return out, result.output
 
@@ -35,7 +35,7 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 def test_demo_writes_results_for_every_method(demo_run: tuple[Path, str]) -> None:
     out, output = demo_run
     rows = json.loads((out / "results.json").read_text())
-    assert [r["method"] for r in rows] == ["baseline", "metric"]
+    assert [r["method"] for r in rows] == METHODS  # every method, by default
     for r in rows:
         assert r["protocol"] == "all"
         for key in HEADLINE:
@@ -43,16 +43,25 @@ def test_demo_writes_results_for_every_method(demo_run: tuple[Path, str]) -> Non
         assert r["n_unknown_test"] > 0 and r["n_known_test"] > 0
         assert 0.0 <= r["closed_set_accuracy"] <= 1.0
         assert 0.0 <= r["auroc"] <= 1.0
-        # the six unknown generators of protocol `all` each get their own AUROC
-        assert len(r["per_unknown_auroc"]) == 6
-    # the comparison table is printed, one row per method
-    assert "protocol all" in output
-    assert "baseline" in output and "metric" in output
+        # the six unknown generators of protocol `all` each get their own AUROC (invert also
+        # counts real images as unknown: it has no model of cameras)
+        expected = 7 if r["method"] == "invert" else 6
+        assert len(r["per_unknown_auroc"]) == expected, r["per_unknown_auroc"]
+    by_method = {r["method"]: r for r in rows}
+    # invert is evaluated on a stated subset: 3 test images per source in quick mode; it knows
+    # only the six known generators (real has no generator to invert)
+    assert by_method["invert"]["test_cap_per_source"] == 3
+    assert by_method["invert"]["n_known_test"] == 6 * 3
+    assert by_method["baseline"]["test_cap_per_source"] is None
+    # the comparison tables are printed, one row per method
+    assert "protocol all" in output and "what each method used" in output
+    for method in METHODS:
+        assert method in output
 
 
 def test_demo_reports_hold_every_plot(demo_run: tuple[Path, str]) -> None:
     out, _ = demo_run
-    for method in ("baseline", "metric"):
+    for method in METHODS:
         page = _parse(out / f"report-{method}.html")
         assert {f"plot-{p}" for p in PLOTS} <= set(page.images), method
         for img in page.images.values():
@@ -67,7 +76,7 @@ def test_demo_models_load_and_attribute(demo_run: tuple[Path, str]) -> None:
 
     out, _ = demo_run
     images = sorted((out / "bench" / "images" / "real").glob("*.png"))[:3]
-    for method in ("baseline", "metric"):
+    for method in METHODS:
         model = genprint.load(out / "models" / method)
         results = model.attribute(images)
         assert [r.error for r in results] == [None] * 3

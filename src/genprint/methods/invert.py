@@ -64,8 +64,8 @@ class InvertAttributor(Attributor):
     @classmethod
     def demo_test_cap(cls, quick: bool) -> int | None:
         """Inversion costs ≈ 0.3–0.9 s per image and known generator on one core (six generators
-        are known in protocol ``all``): 3 (quick) or 12 test images per source."""
-        return 3 if quick else 12
+        are known in protocol ``all``): 3 (quick) or 30 test images per source."""
+        return 3 if quick else 30
 
     @property
     def min_size(self) -> int:

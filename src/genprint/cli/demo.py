@@ -108,7 +108,7 @@ def demo(
 METRIC_COLUMNS = [("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"),
                   ("auroc", "AUROC"), ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"),
                   ("real_vs_generated_auroc", "real/gen AUROC"),
-                  ("held_out_camera_real_accuracy", "held-out real")]
+                  ("held_out_camera_real_accuracy", "held-out")]
 COST_COLUMNS = [("n_known_test", "known test images"), ("n_unknown_test", "unknown test images"),
                 ("train_seconds", "train s"), ("eval_seconds", "eval s")]
 

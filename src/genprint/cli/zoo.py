@@ -109,6 +109,21 @@ def sample(
     console.print(f"wrote {n} samples of {name} to {out}")
 
 
+KNOWN_LIMITS = [
+    "## Known limits",
+    "",
+    "- The GANs (1500 steps of hinge loss with spectral normalisation) have low sample diversity",
+    "  and strong upsampling artefacts (checkerboards for transposed convolution and pixel",
+    "  shuffle); `gan-pshuffle-*` are close to mode collapse. They are distinct, reproducible",
+    "  sources (a small CNN tells the known sources of protocol `all` apart with 95.6% closed-set",
+    "  accuracy, `benchmarks/zoo_distinguishability.py`), but not realistic images. Longer",
+    "  training is the next step; it changes every figure measured on the world.",
+    "- Latent diffusion clips its standardised latent to ±3 at each DDIM step",
+    "  (`world/zoo/generator.py`); without the clip, 72% of its pixels saturated.",
+]
+"""Written into the zoo's README by ``zoo sheet``: what a reader of the sheets should know."""
+
+
 @zoo_app.command("sheet")
 def sheet(
     out: Annotated[Path, typer.Option(help="Folder for the contact sheets.")] = Path("docs/zoo"),
@@ -133,7 +148,7 @@ def sheet(
         lines.append(f"| {card['name']} | {card['family']} | {card['architecture']} | "
                      f"{card['seed']} | {card['parameters']:,} | {card['training_steps']} | "
                      f"{card.get('train_seconds', '')} | `{card['sha256'][:12]}` |")
-    lines.append("")
+    lines += ["", *KNOWN_LIMITS, ""]
     lines += [f"## {c['name']}\n\n![{c['name']}]({c['name']}.png)\n" for c in cards]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     console.print(f"wrote {out / 'README.md'}")

@@ -93,3 +93,14 @@ def test_verify_members_against_random(tiny_gan: GeneratorHandle,
     assert rows[7].error_code == "too_small" and rows[7].loss is None
     with pytest.raises(ValueError, match="smaller"):
         fit_to_resolution(small, 32)
+
+
+def test_alpha_below_the_smallest_p_value_is_refused(tiny_gan: GeneratorHandle) -> None:
+    small = calibrate(tiny_gan, n=5, settings=FAST)  # empirical p-values ≥ 1/6
+    image = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"1/\(N\+1\) = 0.167.*--n 20 or more"):
+        verify_arrays([Verifier(tiny_gan, small)], [image], alpha=0.05)
+    # a reachable alpha, or a parametric p-value, is fine
+    assert len(verify_arrays([Verifier(tiny_gan, small)], [image], alpha=0.2)) == 1
+    small.pvalue = "normal"
+    assert len(verify_arrays([Verifier(tiny_gan, small)], [image], alpha=0.05)) == 1

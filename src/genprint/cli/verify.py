@@ -173,7 +173,7 @@ def run_cmd(
     """
     from genprint.io.sources import scan_inputs
     from genprint.verify.calibration import CalibrationError
-    from genprint.verify.verifier import Verifier, verify_files
+    from genprint.verify.verifier import Verifier, check_alpha_reachable, verify_files
 
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
@@ -198,6 +198,11 @@ def run_cmd(
     if not verifiers:
         raise _fail("no calibrated generator to verify against; run `genprint verify "
                     "calibrate --generator ...` first")
+    for v in verifiers:
+        try:
+            check_alpha_reachable(v.calibration, alpha, v.name)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
     paths = scan_inputs(inputs)
     if not paths:
         raise _fail("no image files found in the inputs")

@@ -71,8 +71,11 @@ def score_results(
     else:
         out["real_vs_generated_auroc"] = float("nan")
     held = [k for k, i in enumerate(items) if i.source == REAL and i.origin in set(held_out_cameras)]
+    # undefined (NaN) when there are no such images, or when the model has no `real` class
+    # (e.g. `invert`, a verifier of generators): it could never answer `real`
     out["held_out_camera_real_accuracy"] = (
-        float(np.mean([results[k].label == REAL for k in held])) if held else float("nan")
+        float(np.mean([results[k].label == REAL for k in held]))
+        if held and REAL in classes else float("nan")
     )
     out["n_held_out_camera_test"] = len(held)
     return out

@@ -12,6 +12,7 @@ the row says so), a smaller one is refused for that generator.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -116,6 +117,21 @@ def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | N
             f"centre-cropped from {w}×{h} to {size}×{size} (never resized)")
 
 
+def check_alpha_reachable(calibration: Any, alpha: float, name: str) -> None:
+    """Refuse an α the calibration cannot test: an empirical p-value from N calibration scores
+    is never below 1 / (N + 1), so with α ≤ 1 / (N + 1) every image would "belong"."""
+    if getattr(calibration, "pvalue", "ecdf") != "ecdf":
+        return
+    n = len(calibration.scores)
+    if alpha <= 1.0 / (n + 1):
+        need = math.floor(1.0 / alpha)
+        raise ValueError(
+            f"alpha = {alpha:g} cannot be tested with the calibration of {name}: its N = {n} "
+            f"own samples give p-values of at least 1/(N+1) = {1.0 / (n + 1):.3g}, so every "
+            f"image would be accepted; calibrate again with --n {need} or more (or with --pvalue "
+            "normal), or raise --alpha")
+
+
 def verify_arrays(
     verifiers: Sequence[Verifier],
     images: Sequence[np.ndarray],
@@ -126,6 +142,8 @@ def verify_arrays(
     """Verify decoded uint8 H×W×3 images against every verifier (see module doc)."""
     if not 0 < alpha < 1:
         raise ValueError("alpha must be in (0, 1)")
+    for v in verifiers:
+        check_alpha_reachable(v.calibration, alpha, v.name)
     names = list(names) if names is not None else [f"<array {i}>" for i in range(len(images))]
     per: list[dict[str, Verdict]] = [{} for _ in images]
     notes: list[set[str]] = [set() for _ in images]

@@ -57,16 +57,23 @@ def training_items(
     return train, val
 
 
+# The data options every `train` verb shares (one definition, so their help never drifts).
+OutOption = Annotated[Path, typer.Option(help="Model directory to write.")]
+DataOption = Annotated[Path | None, typer.Option(
+    help="Manifest (.csv/.parquet), folder with a manifest, or a folder with one sub-folder per "
+         "source.")]
+BenchOption = Annotated[Path | None, typer.Option(
+    help="A benchmark folder from `genprint bench build` (use with --protocol).")]
+ProtocolOption = Annotated[str, typer.Option(
+    help="Protocol of --bench whose known sources are trained on.")]
+
+
 @train_app.command("baseline")
 def train_baseline(
-    out: Annotated[Path, typer.Option(help="Model directory to write.")],
-    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
-                                                   "manifest, or a folder with one sub-folder per "
-                                                   "source.")] = None,
-    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
-                                                    "build` (use with --protocol).")] = None,
-    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
-                                               "trained on.")] = "all",
+    out: OutOption,
+    data: DataOption = None,
+    bench: BenchOption = None,
+    protocol: ProtocolOption = "all",
     patch_size: Annotated[int, typer.Option(help="Tile size in pixels (images are tiled, never "
                                                  "resized).")] = 32,
     max_tiles: Annotated[int, typer.Option(help="Most tiles used per image.")] = 16,

@@ -8,19 +8,23 @@ from typing import Annotated
 import typer
 
 from genprint.cli.output import console, print_json, progress_bar
-from genprint.cli.train import report_bad_files, train_app, training_items
+from genprint.cli.train import (
+    BenchOption,
+    DataOption,
+    OutOption,
+    ProtocolOption,
+    report_bad_files,
+    train_app,
+    training_items,
+)
 
 
 @train_app.command("metric")
 def train_metric_cmd(
-    out: Annotated[Path, typer.Option(help="Model directory to write.")],
-    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
-                                                   "manifest, or a folder with one sub-folder per "
-                                                   "source.")] = None,
-    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
-                                                    "build` (use with --protocol).")] = None,
-    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
-                                               "trained on.")] = "all",
+    out: OutOption,
+    data: DataOption = None,
+    bench: BenchOption = None,
+    protocol: ProtocolOption = "all",
     init: Annotated[str, typer.Option(help="camera: start from a camera-identification "
                                            "checkpoint; scratch: random initialisation.")] = "camera",
     camera_ckpt: Annotated[Path | None, typer.Option(help="Checkpoint of `genprint pretrain "

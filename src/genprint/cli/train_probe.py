@@ -9,7 +9,15 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.output import console, print_json, progress_bar
-from genprint.cli.train import report_bad_files, train_app, training_items
+from genprint.cli.train import (
+    BenchOption,
+    DataOption,
+    OutOption,
+    ProtocolOption,
+    report_bad_files,
+    train_app,
+    training_items,
+)
 
 
 def print_layer_table(rows: list[dict[str, Any]]) -> None:
@@ -41,14 +49,10 @@ def _layer(value: str) -> str | int:
 
 @train_app.command("probe")
 def train_probe_cmd(
-    out: Annotated[Path, typer.Option(help="Model directory to write.")],
-    data: Annotated[Path | None, typer.Option(help="Manifest (.csv/.parquet), folder with a "
-                                                   "manifest, or a folder with one sub-folder per "
-                                                   "source.")] = None,
-    bench: Annotated[Path | None, typer.Option(help="A benchmark folder from `genprint bench "
-                                                    "build` (use with --protocol).")] = None,
-    protocol: Annotated[str, typer.Option(help="Protocol of --bench whose known sources are "
-                                               "trained on.")] = "all",
+    out: OutOption,
+    data: DataOption = None,
+    bench: BenchOption = None,
+    protocol: ProtocolOption = "all",
     backbone: Annotated[str, typer.Option(help="A registered backbone (dinov2-s14-onnx, "
                                                "efficientnet-lite0, forensic-cnn, ...) or a local "
                                                "path: an open_clip checkpoint file, a "

@@ -14,8 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.evaluate import format_metric
-from genprint.cli.output import console, print_json, to_json
+from genprint.cli.output import console, format_metric, print_json, to_json
 
 CELL_KEYS = ("closed_set_accuracy", "auroc", "oscr")
 CELL_LEGEND = ("cells: closed-set accuracy / AUROC known vs unknown / OSCR, on the test split "

@@ -114,7 +114,7 @@ COST_COLUMNS = [("n_known_test", "known test images"), ("n_unknown_test", "unkno
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
-    from genprint.cli.evaluate import format_metric
+    from genprint.cli.output import format_metric
 
     value = row.get(key)
     if key.endswith("_seconds") and isinstance(value, int | float):

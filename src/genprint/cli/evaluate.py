@@ -2,32 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar, to_json
+from genprint.cli.output import console, format_metric, print_json, progress_bar, to_json
+from genprint.evaluation.report import SUMMARY_ROWS
 
-METRIC_ROWS = (
-    ("closed_set_accuracy", "closed-set accuracy (known test)"),
-    ("macro_f1", "macro-F1 (known test)"),
-    ("auroc", "AUROC known vs unknown"),
-    ("ap", "AP known vs unknown"),
-    ("tnr_at_tpr95", "TNR at TPR 95%"),
-    ("oscr", "OSCR"),
-    ("real_vs_generated_auroc", "real vs generated AUROC"),
-    ("held_out_camera_real_accuracy", "held-out cameras called real"),
-)
-
-
-def format_metric(value: Any) -> str:
-    """A metric for a table: 3 decimals, or 'n/a' when undefined."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+METRIC_ROWS = SUMMARY_ROWS  # the same labels as the HTML report's summary table
 
 
 @app.command("eval")

@@ -76,3 +76,10 @@ def print_json(obj: Any) -> None:
     """Print ``obj`` as JSON on stdout."""
     sys.stdout.write(to_json(obj) + "\n")
     sys.stdout.flush()
+
+
+def format_metric(value: Any) -> str:
+    """A metric for a table: 3 decimals, or 'n/a' when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

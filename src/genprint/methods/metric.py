@@ -171,19 +171,13 @@ class MetricAttributor(Attributor):
                 out[i : i + batch] = self.net_.embed(patches_to_tensor(stacked[i : i + batch]))
         return out, owner
 
-    @staticmethod
-    def _image_embeddings(tile_emb: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-        sums = np.zeros((n, tile_emb.shape[1]), dtype=np.float64)
-        np.add.at(sums, owner, tile_emb)
-        return refs.normalise(sums)
-
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Per-image embedding (N×D, unit rows): tile embeddings averaged and re-normalised."""
         if not hasattr(self, "net_"):
             raise NotFittedError("this MetricAttributor is not fitted yet: call fit(...) or "
                                  "genprint.load(...)")
         tile_emb, owner = self._embed_tiles(images)
-        return self._image_embeddings(tile_emb, owner, len(images))
+        return refs.image_embeddings(tile_emb, owner, len(images))
 
     def _source_distances(self, embeddings: np.ndarray) -> np.ndarray:
         return refs.source_distances(embeddings, self.references_, self.reference_sources_,
@@ -260,7 +254,7 @@ class MetricAttributor(Attributor):
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         self._check_fitted()
         tile_emb, owner = self._embed_tiles(images)
-        image_emb = self._image_embeddings(tile_emb, owner, len(images))
+        image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         scores = -self._source_distances(image_emb)
         tile_votes = self._source_distances(tile_emb).argmin(axis=1)
         out = []
@@ -285,7 +279,7 @@ class MetricAttributor(Attributor):
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
         tile_emb, owner = self._embed_tiles(images)
-        image_emb = self._image_embeddings(tile_emb, owner, len(images))
+        image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
         dist, rule = refs.enrolment_threshold(
             tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,

@@ -94,10 +94,19 @@ def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classe
     return out
 
 
-def image_embeddings(tile_embeddings: np.ndarray, tile_owner: np.ndarray) -> np.ndarray:
-    """Per-image embeddings: the normalised mean of each image's tiles (images in owner order)."""
-    owners = np.unique(tile_owner)
-    return normalise(np.stack([tile_embeddings[tile_owner == o].mean(axis=0) for o in owners]))
+def image_embeddings(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
+                     n_images: int | None = None) -> np.ndarray:
+    """Per-image embeddings: the normalised mean of each image's tiles.
+
+    With ``n_images``, row ``i`` is image ``i`` (owners are 0 … n−1); without it, one row per
+    distinct owner in increasing order (owners may have gaps, e.g. after leaving one out).
+    """
+    if n_images is None:
+        _, tile_owner = np.unique(tile_owner, return_inverse=True)
+        n_images = int(tile_owner.max()) + 1 if len(tile_owner) else 0
+    sums = np.zeros((n_images, tile_embeddings.shape[1]), dtype=np.float64)
+    np.add.at(sums, tile_owner, tile_embeddings)
+    return normalise(sums)
 
 
 def enrolment_references(tile_embeddings: np.ndarray, tile_owner: np.ndarray, k: int,

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, to_json
+from genprint.cli.output import console, format_metric, print_json, to_json
 
 DEMO_PROTOCOL = "all"
 
@@ -114,8 +114,7 @@ COST_COLUMNS = [("n_known_test", "known test images"), ("n_unknown_test", "unkno
 
 
 def _cell(row: dict[str, Any], key: str) -> str:
-    from genprint.cli.output import format_metric
-
+    """A table cell: seconds as whole numbers, metrics with 3 decimals or n/a."""
     value = row.get(key)
     if key.endswith("_seconds") and isinstance(value, int | float):
         return f"{value:.0f}"

@@ -109,11 +109,15 @@ def cap_test_items(items: Sequence[Item], per_source: int | None) -> list[Item]:
         return list(items)
     if per_source < 1:
         raise ValueError(f"per_source must be ≥ 1, got {per_source}")
-    by_source: dict[str, list[Item]] = {}
-    for item in sorted(items, key=lambda i: str(i.path)):
-        by_source.setdefault(item.source, []).append(item)
-    kept = {id(i) for group in by_source.values() for i in group[:per_source]}
-    return [i for i in items if id(i) in kept]
+    first = sorted(range(len(items)), key=lambda k: str(items[k].path))
+    seen: dict[str | None, int] = {}
+    kept = set()
+    for k in first:
+        source = items[k].source
+        if seen.get(source, 0) < per_source:
+            seen[source] = seen.get(source, 0) + 1
+            kept.add(k)
+    return [item for k, item in enumerate(items) if k in kept]
 
 
 def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],

@@ -37,17 +37,17 @@ def samples(name: str, n: int, tag: str) -> np.ndarray:
     return _SAMPLES[key]
 
 
-def real_images(n: int, size: int) -> np.ndarray:
+def real_images(n: int, size: int, prefix: str = "") -> np.ndarray:
     """``n`` real camera images: half from training cameras, half from held-out ones."""
     from genprint.world.cameras import camera_images
 
-    a, _ = camera_images(n - n // 2, size, seed("real"))
-    b, _ = camera_images(n // 2, size, seed("real-held-out"), held_out=True)
+    a, _ = camera_images(n - n // 2, size, seed(prefix + "real"))
+    b, _ = camera_images(n // 2, size, seed(prefix + "real-held-out"), held_out=True)
     return np.concatenate([a, b])
 
 
 def other_samples(name: str, others: list[str], n_total: int | None = None,
-                  per_other: int | None = None) -> tuple[np.ndarray, list[str]]:
+                  per_other: int | None = None, prefix: str = "") -> tuple[np.ndarray, list[str]]:
     """Samples of the other generators: ``per_other`` each, or ``n_total`` spread over them."""
     if not others:
         return np.zeros((0, 32, 32, 3), np.uint8), []
@@ -59,6 +59,6 @@ def other_samples(name: str, others: list[str], n_total: int | None = None,
     imgs, names = [], []
     for o, c in zip(others, counts, strict=True):
         if c:
-            imgs.append(samples(o, c, "other"))
+            imgs.append(samples(o, c, prefix + "other"))
             names += [o] * c
     return np.concatenate(imgs), names

@@ -60,9 +60,11 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     t0 = time.perf_counter()
     cal, how = _calibration(gen, args.n, settings, args.reuse, args.save)
     t_cal = time.perf_counter() - t0
-    mem = samples(name, args.members, "members")
-    real = real_images(args.real, gen.resolution)
-    others, _ = other_samples(name, [o for o in names if o != name], per_other=args.per_other)
+    prefix = "" if args.split == "test" else "val-"
+    mem = samples(name, args.members, prefix + "members")
+    real = real_images(args.real, gen.resolution, prefix)
+    others, _ = other_samples(name, [o for o in names if o != name], per_other=args.per_other,
+                              prefix=prefix)
     images = np.concatenate([mem, real, others])
     t0 = time.perf_counter()
     rows = verify_arrays([Verifier(gen, cal, args.batch_size)], list(images), alpha=args.alpha)
@@ -96,6 +98,9 @@ def main() -> None:
     parser.add_argument("--per-other", type=int, default=20, help="samples of each other "
                                                                   "generator")
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--split", choices=("test", "val"), default="test",
+                        help="image set: 'val' draws other seeds, for choosing settings without "
+                             "looking at the 'test' figures")
     parser.add_argument("--reuse", action="store_true", help="use stored calibrations whose "
                                                              "settings match")
     parser.add_argument("--save", action="store_true", help="store new calibrations next to the "

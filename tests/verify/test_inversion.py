@@ -22,7 +22,7 @@ from genprint.verify.losses import get_loss
 from tests.verify.conftest import tiny
 
 FAST = InversionSettings(steps=40, restarts=3, lr=0.05, check_every=10, prune_at=20,
-                         keep_restarts=2, min_improvement=0.02)
+                         keep_restarts=2, min_improvement=0.02, early_stop_from=0)
 
 
 def _mixed(gen: GeneratorHandle, n_members: int = 3, n_random: int = 3) -> np.ndarray:
@@ -73,6 +73,12 @@ def test_early_stopping_and_pruning_save_steps(tiny_gan: GeneratorHandle) -> Non
     assert ((pruned.steps_run == 20).sum(axis=1) == 1).all()  # one of 3 restarts pruned at 20
     stopped = invert(tiny_gan, images, FAST.with_(min_improvement=0.5, prune_at=0))
     assert stopped.sample_steps < full.sample_steps
+    # No row is retired by early stopping before early_stop_from (pruning still happens at 20).
+    late = invert(tiny_gan, images, FAST.with_(min_improvement=0.5, early_stop_from=30))
+    assert late.steps_run.min() >= 20 and (late.steps_run[late.steps_run != 20] >= 30).all()
+    assert stopped.steps_run.max() <= 20 and late.sample_steps > stopped.sample_steps
+    with pytest.raises(ValueError, match="early_stop_from"):
+        InversionSettings(early_stop_from=-1)
     reference = invert(tiny_gan, images[:1], REFERENCE.with_(steps=30))
     assert (reference.steps_run == 30).all() and reference.steps_run.shape == (1, 8)
 

@@ -87,6 +87,8 @@ def calibrate_cmd(
                                                         "generators (default: their own).")] = None,
     early_stop: Annotated[bool | None, typer.Option(help="Stop rows whose loss stopped "
                                                          "improving.")] = None,
+    early_stop_from: Annotated[int | None, typer.Option(help="First step at which early "
+                                                             "stopping may stop a row.")] = None,
     stage: Annotated[str | None, typer.Option(help="chain (the whole generator) or decoder "
                                                    "(latent diffusion: only its autoencoder's "
                                                    "decoder, as LatentTracer).")] = None,
@@ -109,7 +111,8 @@ def calibrate_cmd(
     if out is not None and len(handles) > 1:
         raise _fail("--out needs a single generator (the others go next to their weights)")
     given = _overrides(steps=steps, restarts=restarts, lr=lr, schedule=schedule, loss=loss,
-                       init=init, ddim_steps=ddim_steps, early_stop=early_stop, stage=stage)
+                       init=init, ddim_steps=ddim_steps, early_stop=early_stop,
+                       early_stop_from=early_stop_from, stage=stage)
     summaries = []
     for h in handles:
         try:

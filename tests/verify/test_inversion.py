@@ -71,6 +71,13 @@ def test_early_stopping_and_pruning_save_steps(tiny_gan: GeneratorHandle) -> Non
     assert (full.steps_run == FAST.steps).all()
     pruned = invert(tiny_gan, images, FAST.with_(early_stop=False))
     assert ((pruned.steps_run == 20).sum(axis=1) == 1).all()  # one of 3 restarts pruned at 20
+    two_stage = invert(tiny_gan, images, FAST.with_(early_stop=False, keep_one_at=30))
+    for row in two_stage.steps_run:  # 3 starts → 2 at step 20 → 1 at step 30
+        assert sorted(row) == [20, 30, 40]
+    # rows are independent, so a pruned run is a prefix of the full run: never a lower loss
+    assert (two_stage.loss >= full.loss - 1e-9).all()
+    with pytest.raises(ValueError, match="keep_one_at"):
+        InversionSettings(prune_at=50, keep_one_at=20)
     stopped = invert(tiny_gan, images, FAST.with_(min_improvement=0.5, prune_at=0))
     assert stopped.sample_steps < full.sample_steps
     # No row is retired by early stopping before early_stop_from (pruning still happens at 20).

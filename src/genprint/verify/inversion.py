@@ -17,8 +17,9 @@ single latent tensor, optimised together:
   (relative) since the previous check is retired. Not earlier: while the learning rate is high a
   row can sit on a plateau for a while and still escape it, and retiring such rows of a
   generator's *own* images fills its calibration's tail with poor losses (measured on
-  gan-bilinear-s0: AUC 0.988 when checking from step 25, 0.998 without early stopping); optionally, at ``prune_at`` each image keeps only its ``keep_restarts`` best rows.
-  Retired rows leave the batch, so later steps cost less;
+  gan-bilinear-s0, see :data:`DEFAULT_SETTINGS`);
+* **pruning** — at ``prune_at`` each image keeps only its ``keep_restarts`` best rows, and at
+  ``keep_one_at`` only its best one. Retired rows leave the batch, so later steps cost less;
 * **score** — the lowest loss over restarts and steps; the best latent is kept with it.
 
 Diffusion generators are inverted through their deterministic DDIM chain of ``ddim_steps``
@@ -68,6 +69,8 @@ class InversionSettings:
     prune_at: int = 50
     """Step at which each image keeps only its ``keep_restarts`` best rows (0: never)."""
     keep_restarts: int = 3
+    keep_one_at: int = 100
+    """Step at which each image keeps only its single best row (0: never; after ``prune_at``)."""
     ddim_steps: int | None = None
     """Length of the DDIM chain of diffusion generators (None: the generator's own)."""
     stage: str = "chain"
@@ -92,6 +95,8 @@ class InversionSettings:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.keep_restarts < 1:
             raise ValueError("keep_restarts must be ≥ 1")
+        if self.keep_one_at < 0 or (self.keep_one_at and self.keep_one_at < self.prune_at):
+            raise ValueError("keep_one_at must be 0 (never) or ≥ prune_at")
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {', '.join(STAGES)}")
 
@@ -112,8 +117,10 @@ class InversionSettings:
 
 
 DEFAULT_SETTINGS = InversionSettings()
-"""genprint's default: 8 starts, the best 3 kept after 50 steps, at most 300 cosine-scheduled
-Adam steps from lr 0.2, with early stopping from step 150 (speed: ``benchmarks/invert_speed.py``).
+"""genprint's default: 8 starts, the best 3 kept after 50 steps and the best one after 100, at most
+300 cosine-scheduled Adam steps from lr 0.2, early stopping from step 150. Keeping 3 starts to
+the end costs 940 decoder passes per image (16× faster than :data:`REFERENCE`, below the 20×
+target); keeping one from step 100, 680 passes (21×; ``benchmarks/invert_speed.py``).
 
 Chosen on the validation image sets of ``benchmarks/invert_auc.py --split val`` (other seeds than
 the reported figures), for the two generators whose members most often stay stuck in a poor
@@ -128,9 +135,11 @@ keep 1 after 10, no early stop             0.975
 keep 1 after 10, no early stop, 600 steps  0.997
 keep 2 after 50, early stop from 150       0.988
 keep 3 after 50, early stop from 150       0.998            0.998
+keep 3 after 50, 1 after 100, e.s. 150     0.995            0.998
 =========================================  ===============  =============="""
 
-DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2, prune_at=10, keep_restarts=1)
+DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2, prune_at=10, keep_restarts=1,
+                                       keep_one_at=0)
 """Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a
 GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), the better one kept after
 10 steps, at most 100 steps.
@@ -162,7 +171,7 @@ def default_settings(generator: Any) -> InversionSettings:
     return DIFFUSION_SETTINGS if getattr(generator, "is_diffusion", False) else DEFAULT_SETTINGS
 
 REFERENCE = InversionSettings(steps=2000, restarts=8, lr=0.01, schedule="constant", init="random",
-                              early_stop=False, prune_at=0)
+                              early_stop=False, prune_at=0, keep_one_at=0)
 """The published schedule (one image at a time in the reference code): 8 random restarts, 2000
 Adam steps at lr 0.01, no early stopping."""
 
@@ -264,6 +273,7 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
     at_check = torch.full((n_rows,), float("inf"), device=dev)
     b1, b2, eps = 0.9, 0.999, 1e-8
     pruned = settings.prune_at <= 0 or settings.keep_restarts >= r_count
+    single = settings.keep_one_at <= 0 or r_count == 1
 
     def retire(keep: torch.Tensor, step: int) -> None:
         nonlocal rows, z, m, v, best, best_z, at_check
@@ -292,7 +302,8 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             k = t + 1
             step_size = learning_rate(settings, t) / (1 - b1**k)
             z = z - step_size * m / ((v / (1 - b2**k)).sqrt() + eps)
-        if k % settings.check_every and k != settings.steps and k != settings.prune_at:
+        if (k % settings.check_every and k != settings.steps and k != settings.prune_at
+                and k != settings.keep_one_at):
             continue
         keep = torch.ones(len(rows), dtype=torch.bool, device=dev)
         if settings.early_stop and k >= settings.early_stop_from:
@@ -304,6 +315,9 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             pruned = True
             keep &= _top_rows(img_of_row[rows].cpu().numpy(), best.cpu().numpy(),
                               settings.keep_restarts).to(dev)
+        if not single and k >= settings.keep_one_at:
+            single = True
+            keep &= _top_rows(img_of_row[rows].cpu().numpy(), best.cpu().numpy(), 1).to(dev)
         if k == settings.steps:
             keep[:] = False
         if not bool(keep.all()):

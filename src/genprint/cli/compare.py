@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, format_metric, print_json, to_json
+from genprint.cli.output import console, format_metric, print_json, to_json, warnings_as_notes
 
 CELL_KEYS = ("closed_set_accuracy", "auroc", "oscr")
 CELL_LEGEND = ("cells: closed-set accuracy / AUROC known vs unknown / OSCR, on the test split "
@@ -110,7 +110,7 @@ def compare_cmd(
                           f"[yellow]skipped[/yellow] {path}: it knows sources that every "
                           "requested protocol treats as unknown")
         for name in targets:
-            with console.status(f"evaluating {path} on protocol {name}"):
+            with warnings_as_notes(), console.status(f"evaluating {path} on protocol {name}"):
                 try:
                     run = evaluate(attributor, bench, name)
                 except (ManifestError, ValueError) as exc:

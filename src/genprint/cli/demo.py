@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, format_metric, print_json, to_json
+from genprint.cli.output import console, format_metric, print_json, to_json, warnings_as_notes
 
 DEMO_PROTOCOL = "all"
 
@@ -88,7 +88,7 @@ def demo(
                           "(its per-image cost does not fit the demo's budget; `genprint eval` "
                           "uses them all)")
         t0 = time.perf_counter()
-        with console.status(f"evaluating {method}"):
+        with warnings_as_notes(), console.status(f"evaluating {method}"):
             run = evaluate(model, bench, DEMO_PROTOCOL, max_per_source=cap)
         eval_s = time.perf_counter() - t0
         report = write_report(run, out / f"report-{method}.html",

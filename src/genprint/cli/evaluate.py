@@ -8,7 +8,14 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, format_metric, print_json, progress_bar, to_json
+from genprint.cli.output import (
+    console,
+    format_metric,
+    print_json,
+    progress_bar,
+    to_json,
+    warnings_as_notes,
+)
 from genprint.evaluation.report import SUMMARY_ROWS
 
 METRIC_ROWS = SUMMARY_ROWS  # the same labels as the HTML report's summary table
@@ -51,9 +58,10 @@ def evaluate_cmd(
                                 else "")
         task = bar.add_task(label, total=None)
         try:
-            run, perturbed = evaluate_conditions(
-                attributor, bench, protocol, conditions,
-                on_progress=lambda n: bar.advance(task, n))
+            with warnings_as_notes():
+                run, perturbed = evaluate_conditions(
+                    attributor, bench, protocol, conditions,
+                    on_progress=lambda n: bar.advance(task, n))
         except (ManifestError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None

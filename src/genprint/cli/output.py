@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import sys
+import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -22,6 +24,23 @@ T = TypeVar("T")
 
 console = Console(stderr=True)
 """Human-facing messages and progress go to stderr, so stdout stays clean for ``--json``."""
+
+
+@contextmanager
+def warnings_as_notes() -> Iterator[None]:
+    """Print the library's warnings raised inside the block as one-line notes on the console
+    (instead of Python's ``file:line: UserWarning`` form), once each, after the block."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            seen: set[str] = set()
+            for w in caught:
+                msg = str(w.message)
+                if msg not in seen:
+                    seen.add(msg)
+                    console.print(f"[yellow]note:[/yellow] {msg}")
 
 
 def progress_bar(disable: bool = False) -> Progress:

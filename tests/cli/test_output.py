@@ -1,0 +1,27 @@
+"""CLI output helpers: library warnings become one-line console notes."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from genprint.cli.output import warnings_as_notes
+
+
+def test_warnings_become_notes_once_each(capsys: pytest.CaptureFixture[str]) -> None:
+    with warnings_as_notes():
+        warnings.warn("the model does not know real", stacklevel=1)
+        warnings.warn("the model does not know real", stacklevel=1)
+        warnings.warn("2 test file(s) could not be read", stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.count("note: the model does not know real") == 1
+    assert "note: 2 test file(s) could not be read" in err
+    assert "UserWarning" not in err and ".py:" not in err
+
+
+def test_notes_are_printed_when_the_block_fails(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RuntimeError), warnings_as_notes():
+        warnings.warn("partial result", stacklevel=1)
+        raise RuntimeError("boom")
+    assert "note: partial result" in capsys.readouterr().err

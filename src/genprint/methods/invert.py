@@ -63,9 +63,10 @@ class InvertAttributor(Attributor):
 
     @classmethod
     def demo_test_cap(cls, quick: bool) -> int | None:
-        """Inversion costs ≈ 0.3–0.9 s per image and known generator on one core (six generators
-        are known in protocol ``all``): 3 (quick) or 30 test images per source."""
-        return 3 if quick else 30
+        """Inversion costs ≈ 0.2–0.8 s per image and known generator on one core, more for
+        non-members, which keep 3 starts to step 100 (six generators are known in protocol
+        ``all``): 3 (quick) or 15 test images per source (30 took ≈ 13 minutes)."""
+        return 3 if quick else 15
 
     @property
     def min_size(self) -> int:

@@ -272,8 +272,8 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
     best_z = z0.clone()
     at_check = torch.full((n_rows,), float("inf"), device=dev)
     b1, b2, eps = 0.9, 0.999, 1e-8
-    pruned = settings.prune_at <= 0 or settings.keep_restarts >= r_count
-    single = settings.keep_one_at <= 0 or r_count == 1
+    stages = _prune_stages(settings, r_count)
+    stage_steps = {step for step, _ in stages}
 
     def retire(keep: torch.Tensor, step: int) -> None:
         nonlocal rows, z, m, v, best, best_z, at_check
@@ -302,8 +302,7 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             k = t + 1
             step_size = learning_rate(settings, t) / (1 - b1**k)
             z = z - step_size * m / ((v / (1 - b2**k)).sqrt() + eps)
-        if (k % settings.check_every and k != settings.steps and k != settings.prune_at
-                and k != settings.keep_one_at):
+        if k % settings.check_every and k != settings.steps and k not in stage_steps:
             continue
         keep = torch.ones(len(rows), dtype=torch.bool, device=dev)
         if settings.early_stop and k >= settings.early_stop_from:
@@ -311,13 +310,9 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
             rel = (at_check - best) / at_check.clamp(min=1e-30)
             keep &= ~finite | (rel >= settings.min_improvement)
             at_check = best.clone()
-        if not pruned and k >= settings.prune_at:
-            pruned = True
+        while stages and k >= stages[0][0]:
             keep &= _top_rows(img_of_row[rows].cpu().numpy(), best.cpu().numpy(),
-                              settings.keep_restarts).to(dev)
-        if not single and k >= settings.keep_one_at:
-            single = True
-            keep &= _top_rows(img_of_row[rows].cpu().numpy(), best.cpu().numpy(), 1).to(dev)
+                              stages.pop(0)[1]).to(dev)
         if k == settings.steps:
             keep[:] = False
         if not bool(keep.all()):
@@ -325,6 +320,12 @@ def _invert_group(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
     if len(rows):
         retire(torch.zeros(len(rows), dtype=torch.bool, device=dev), settings.steps)
     return out_best.cpu(), out_z.cpu(), out_steps
+
+
+def _prune_stages(settings: InversionSettings, restarts: int) -> list[tuple[int, int]]:
+    """(step, rows kept per image) of each pruning that removes rows, in step order."""
+    stages = [(settings.prune_at, settings.keep_restarts), (settings.keep_one_at, 1)]
+    return [(step, n) for step, n in stages if step > 0 and n < restarts]
 
 
 def _top_rows(images: np.ndarray, best: np.ndarray, keep: int) -> torch.Tensor:

@@ -75,6 +75,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     arch = checkpoint_architecture(args.camera_ckpt) if args.init == "camera" else None
     model = MetricAttributor(
         loss=loss, epochs=epochs, init=args.init, seed=args.seed, lr=args.lr,
+        origin_classes=not args.no_origin_classes,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -90,12 +91,14 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         imgs, kept, _ = load_items([i.path for i in items], min_size=model.min_size)
         return imgs, [items[k].source for k in kept]
 
-    tr_imgs, tr_src = load(train)
+    tr_imgs, tr_kept, _ = load_items([i.path for i in train], min_size=model.min_size)
+    tr_src = [train[k].source for k in tr_kept]
+    tr_origins = [train[k].origin for k in tr_kept]
     cal_imgs, cal_src = load(cal)
     ev_imgs, ev_src = load(ev)
     ps_imgs, ps_src = load(pseudo)
     t0 = time.perf_counter()
-    model.fit(tr_imgs, tr_src, cal_imgs, cal_src)
+    model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=tr_origins)
     seconds = time.perf_counter() - t0
     index = {c: i for i, c in enumerate(model.classes_)}
     tr_y = np.array([index[s] for s in tr_src])
@@ -172,6 +175,8 @@ def main() -> None:
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-k", type=int, default=8, help="reference points per source "
                         "in the enrolment figures")
+    parser.add_argument("--no-origin-classes", action="store_true",
+                        help="one loss class per source, even where items name an origin")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))

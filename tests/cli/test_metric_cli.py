@@ -43,7 +43,7 @@ def write_bench(root: Path, sources: dict[str, Callable[[np.random.Generator], n
                 Image.fromarray(make(rng)).save(root / rel)
                 rows.append({"path": rel, "source": source, "split": split,
                              "kind": "real" if source.startswith(("real", "cam")) else "generated",
-                             "origin": source})
+                             "origin": f"cam-{n % 2}" if source == "real" else source})
                 n += 1
     with open(root / "manifest.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["path", "source", "split", "kind", "origin"])
@@ -84,12 +84,13 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     assert pre["cameras"] == ["cam-a", "cam-b"] and (ckpt / "card.json").is_file()
     summary = invoke("train", "metric", "--bench", str(bench), "--protocol", "all", "--out",
                      str(model), "--init", "camera", "--camera-ckpt", str(ckpt), "--epochs", "1",
-                     "--batch-size", "16")
+                     "--batch-size", "16", "--origin-classes")
     assert summary["classes"] == ["gen-a", "gen-b", "real"] and summary["init"] == "camera"
     assert summary["n_train"] == 24 and summary["n_val"] == 12
     card = json.loads((model / "card.json").read_text())
     assert card["backbone"]["architecture"]["width"] == 4  # taken from the checkpoint
     assert card["backbone"]["preprocessing"]["crop"] == "tiles"
+    assert card["training"]["loss_classes"] == 4  # real's two cameras (manifest origins) split
 
     rows = invoke("attribute", str(model), str(bench / "images" / "gen-c"))
     assert len(rows) == 16 and all(r["error"] is None for r in rows)

@@ -197,3 +197,33 @@ def test_camera_init_starts_from_the_checkpoint(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="architecture"):
         MetricAttributor(width=8, embedding_dim=16, epochs=0, init="camera",
                          camera_ckpt=str(tmp_path / "ckpt")).fit(images, labels, images, labels)
+
+
+def test_origin_classes_split_the_loss_classes_but_not_the_sources() -> None:
+    from genprint.methods.metric import training_classes
+
+    labels = ["real", "real", "real", "gan", "gan"]
+    origins = ["cam-2", "cam-1", "cam-2", None, None]
+    index = {"gan": 0, "real": 1}
+    y, parent = training_classes(labels, origins, index)
+    assert y.tolist() == [2, 1, 2, 0, 0]  # (gan), (real, cam-1), (real, cam-2)
+    assert parent.tolist() == [0, 1, 1]
+    y, parent = training_classes(labels, None, index)
+    assert y.tolist() == [1, 1, 1, 0, 0] and parent.tolist() == [0, 1]
+
+
+def test_origins_reach_the_loss_and_predictions_stay_per_source(data: dict) -> None:
+    images, labels = data["train"]
+    origins = [f"{lab}-{i % 2}" if lab == "noise" else None for i, lab in enumerate(labels)]
+    kw = {**TINY, "epochs": 1, "refs_per_class": 2}
+    split = MetricAttributor(**kw, loss="arcface", references="proxies", origin_classes=True).fit(
+        images, labels, *data["val"], train_origins=origins)
+    assert split.training_info_["loss_classes"] == 4
+    assert split.classes_ == ["noise", "p2", "p3"]
+    assert split.reference_sources_.tolist() == [0, 0, 1, 2]  # one proxy per (source, origin)
+    plain = MetricAttributor(**kw, origin_classes=False).fit(
+        images, labels, *data["val"], train_origins=origins)
+    assert plain.training_info_["loss_classes"] == 3
+    with pytest.raises(ValueError, match="differ in length"):
+        MetricAttributor(**kw, origin_classes=True).fit(images, labels, *data["val"],
+                                                        train_origins=origins[:3])

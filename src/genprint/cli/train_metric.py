@@ -46,6 +46,10 @@ def train_metric_cmd(
     patch_size: Annotated[int | None, typer.Option(help="Patch / tile side (scratch; default "
                                                         "32).")] = None,
     max_tiles: Annotated[int, typer.Option(help="Most tiles used per image at inference.")] = 16,
+    origin_classes: Annotated[bool, typer.Option(help="Train one loss class per (source, origin) "
+                                                      "where the manifest names an origin (the "
+                                                      "bench's real images: their camera).")
+                              ] = False,
     target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
                                                       "threshold accepts.")] = 0.95,
     val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
@@ -89,7 +93,8 @@ def train_metric_cmd(
         **arch, loss=loss, references=references, refs_per_class=refs_per_class, epochs=epochs,
         batch_size=batch_size, lr=lr, init=init,
         camera_ckpt=str(camera_ckpt) if init == "camera" else None,
-        target_accept=target_accept, max_tiles=max_tiles, seed=seed)
+        target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
+        seed=seed)
     model.training_info_ = {
         "data": str(data) if data is not None else None,
         "bench": str(bench) if bench is not None else None,

@@ -16,14 +16,17 @@ def fit_on_items(
 ) -> list[tuple[Path, ImageError]]:
     """Read the images of ``train`` and ``val`` and call ``attributor.fit`` on them.
 
-    Thresholds are calibrated on ``val`` only. Returns the files that could not be used (each
+    Thresholds are calibrated on ``val`` only. Methods with ``uses_origins`` also get each
+    training item's ``origin``. Returns the files that could not be used (each
     with its reason); they are left out and the fit goes on with the rest.
     """
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=attributor.min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=attributor.min_size)
+    extra = ({"train_origins": [train[k].origin for k in tr_idx]}
+             if attributor.uses_origins else {})
     attributor.fit(  # type: ignore[attr-defined]
-        tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx]
-    )
+        tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx],
+        **extra)
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),

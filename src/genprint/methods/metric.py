@@ -4,7 +4,11 @@
    stages, L2-normalised embedding) is optionally initialised from a camera-identification
    checkpoint (``init="camera"``, :mod:`genprint.methods.camera_pretrain`), then trained with a
    pytorch-metric-learning loss on random crops of the known sources' training images
-   (:mod:`genprint.methods.metric_train`).
+   (:mod:`genprint.methods.metric_train`). With ``origin_classes``, training items
+   that name an ``origin`` are trained as one class per (source, origin) pair — on the built-in
+   bench, each simulated camera model of ``real`` is its own class for the loss — so that the
+   embedding keeps what tells the camera pipelines apart instead of pulling every real image
+   onto one point. Reference points, thresholds and predictions stay per source.
 2. **Reference points**, ``refs_per_class`` (K, default 8) per source: k-means centroids of the
    training images' embeddings (default), or the learned proxies of a proxy loss
    (``references="proxies"`` with ``proxy-anchor`` / ``arcface``: one point per source). The
@@ -50,11 +54,27 @@ INITS = ("scratch", "camera")
 REFERENCE_KINDS = ("kmeans", "proxies")
 
 
+def training_classes(labels: Sequence[str], origins: Sequence[str | None] | None,
+                     index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Classes of the metric-learning loss: one per source, or one per (source, origin) pair
+    where ``origins`` are given (``None`` origins fall back to the source).
+
+    Returns each image's loss class and each loss class's source index.
+    """
+    keys = [(lab, None) for lab in labels] if origins is None else list(
+        zip(labels, origins, strict=True))
+    pairs = sorted(set(keys), key=lambda k: (k[0], k[1] or ""))
+    at = {k: i for i, k in enumerate(pairs)}
+    y = np.array([at[k] for k in keys], dtype=np.int64)
+    return y, np.array([index[lab] for lab, _ in pairs], dtype=np.int64)
+
+
 @METHODS.register("metric")
 class MetricAttributor(Attributor):
     """Forensic-CNN embeddings, reference points and distance thresholds (see module doc)."""
 
     method = "metric"
+    uses_origins = True
 
     def __init__(
         self, patch_size: int = 32, embedding_dim: int = 128, width: int = 16, blocks: int = 1,
@@ -62,7 +82,7 @@ class MetricAttributor(Attributor):
         epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
-        seed: int = 0,
+        origin_classes: bool = False, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -81,6 +101,7 @@ class MetricAttributor(Attributor):
         self.camera_ckpt = camera_ckpt
         self.target_accept = target_accept
         self.max_tiles = max_tiles
+        self.origin_classes = origin_classes
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -89,7 +110,8 @@ class MetricAttributor(Attributor):
         """Constructor arguments (stored in the card)."""
         names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
-                 "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles", "seed")
+                 "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
+                 "origin_classes", "seed")
         return {n: getattr(self, n) for n in names}
 
     @property
@@ -190,14 +212,19 @@ class MetricAttributor(Attributor):
         train_labels: Sequence[str],
         val_images: Sequence[np.ndarray],
         val_labels: Sequence[str],
+        train_origins: Sequence[str | None] | None = None,
     ) -> MetricAttributor:
         """Train the embedding on training images; calibrate thresholds on validation images only.
 
         Every source needs validation images (else ``ValueError``, before any training).
+        ``train_origins`` (optional, one per training image, ``None`` where unknown) splits a
+        source into one training class per origin when ``origin_classes`` is on.
         """
         self._check_params()
         if len(train_images) != len(train_labels) or len(val_images) != len(val_labels):
             raise ValueError("images and labels differ in length")
+        if train_origins is not None and len(train_origins) != len(train_labels):
+            raise ValueError("train_origins and train_labels differ in length")
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
@@ -213,16 +240,18 @@ class MetricAttributor(Attributor):
         t0 = time.perf_counter()
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[c] for c in train_labels], dtype=np.int64)
+        y_loss, loss_parent = training_classes(
+            train_labels, train_origins if self.origin_classes else None, index)
         self.net_ = self._initial_network()
         bundle, history = train_metric(
-            self.net_, train_images, y, len(classes), loss=self.loss, epochs=self.epochs,
+            self.net_, train_images, y_loss, len(loss_parent), loss=self.loss, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch)
         self.classes_ = classes
         if self.references == "proxies":
             self.references_ = proxies(bundle)
-            self.reference_sources_ = np.arange(len(classes), dtype=np.int64)
+            self.reference_sources_ = loss_parent
         else:
             train_emb = self.embed(train_images)
             self.references_, self.reference_sources_ = refs.class_references(
@@ -231,6 +260,7 @@ class MetricAttributor(Attributor):
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
+            "loss_classes": len(loss_parent),
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),
@@ -315,7 +345,8 @@ class MetricAttributor(Attributor):
     @classmethod
     def _from_contents(cls, contents: ModelContents) -> MetricAttributor:
         card = contents.card
-        model = cls(**card.get("params", {}))
+        # models saved before origin classes existed were trained one class per source
+        model = cls(**{"origin_classes": False, **card.get("params", {})})
         arch = card.get("backbone", {}).get("architecture")
         if not isinstance(arch, dict):
             raise ModelFormatError("the card holds no forensic-cnn architecture")

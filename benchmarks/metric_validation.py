@@ -17,6 +17,10 @@ Each fold also enrols every held-out source from ``--enrol-images`` of its image
 enrolment rule, ``--enrol-k`` reference points per source): recall on its other images and the
 drop, in points, of the knowns' open-set accuracy.
 
+``--hold-cameras`` also leaves some cameras of ``real`` out of training and calibration; their
+images are evaluated as known real images, which measures whether unseen cameras are still
+accepted (the test split holds cameras that no split before it has).
+
 Prints one row per setting (mean over folds: closed accuracy, AUROC, OSCR, enrolment recall and
 drop) and writes ``OUT/metric_validation.json`` and the embeddings of every fold (``.npz``).
 
@@ -52,8 +56,10 @@ def folds(known: list[str], hold: int) -> list[list[str]]:
 
 def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal_y: np.ndarray,
             eval_emb: np.ndarray, eval_y: np.ndarray, n_classes: int, k: int, score: str,
-            seed: int, target_accept: float) -> dict[str, float]:
-    """Closed accuracy, AUROC and OSCR of one reference / score setting (eval_y −1 = unknown)."""
+            seed: int, target_accept: float, unseen: np.ndarray | None = None
+            ) -> dict[str, float]:
+    """Closed accuracy, AUROC and OSCR of one reference / score setting (eval_y −1 = unknown),
+    and the share of ``unseen`` (held-out camera) images accepted as their source."""
     points, owners = refs.class_references(train_emb, train_y, n_classes, k, seed)
     cal_d = refs.source_distances(cal_emb, points, owners, n_classes)
     thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
@@ -64,8 +70,13 @@ def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal
     cand = d.argmin(axis=1)
     s = -d[np.arange(len(d)), cand]
     known = eval_y >= 0
-    return {"closed_acc": float(np.mean(cand[known] == eval_y[known])),
-            "auroc": float(auroc(known, s)), "oscr": float(oscr(eval_y, cand, s))}
+    out = {"closed_acc": float(np.mean(cand[known] == eval_y[known])),
+           "auroc": float(auroc(known, s)), "oscr": float(oscr(eval_y, cand, s))}
+    if unseen is not None and unseen.any():
+        ok = (cand == eval_y) & (s >= -thr[cand]) if score == "distance" else (
+            (cand == eval_y) & (s >= -1.0))
+        out["unseen_camera_accept"] = float(np.mean(ok[unseen]))
+    return out
 
 
 def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int,
@@ -79,24 +90,32 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
-    train = [i for i in view.train if i.source not in held]
-    val = [i for i in view.val if i.source not in held]
+    cams = set(args.hold_cameras)
+
+    def trained_on(i: Any) -> bool:
+        return i.source not in held and not (i.source == REAL and i.origin in cams)
+
+    train = [i for i in view.train if trained_on(i)]
+    val = [i for i in view.val if trained_on(i)]
     rng = np.random.default_rng(args.seed)
     half = rng.random(len(val)) < 0.5
     cal = [i for i, h in zip(val, half, strict=True) if h]
     ev = [i for i, h in zip(val, half, strict=True) if not h]
     pseudo = [i for i in [*view.train, *view.val] if i.source in held]
+    # real images of held-out cameras: known (real) images the model must still accept
+    ev += [i for i in [*view.train, *view.val] if i.source == REAL and i.origin in cams]
 
-    def load(items: list) -> tuple[list[np.ndarray], list[str]]:
+    def load(items: list) -> tuple[list[np.ndarray], list[str], list]:
         imgs, kept, _ = load_items([i.path for i in items], min_size=model.min_size)
-        return imgs, [items[k].source for k in kept]
+        return imgs, [items[k].source for k in kept], [items[k] for k in kept]
 
     tr_imgs, tr_kept, _ = load_items([i.path for i in train], min_size=model.min_size)
     tr_src = [train[k].source for k in tr_kept]
     tr_origins = [train[k].origin for k in tr_kept]
-    cal_imgs, cal_src = load(cal)
-    ev_imgs, ev_src = load(ev)
-    ps_imgs, ps_src = load(pseudo)
+    cal_imgs, cal_src, _ = load(cal)
+    ev_imgs, ev_src, ev_items = load(ev)
+    unseen = np.array([i.source == REAL and i.origin in cams for i in ev_items])
+    ps_imgs, ps_src, _ = load(pseudo)
     t0 = time.perf_counter()
     model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=tr_origins)
     seconds = time.perf_counter() - t0
@@ -104,6 +123,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     tr_y = np.array([index[s] for s in tr_src])
     cal_y = np.array([index[s] for s in cal_src])
     eval_y = np.array([index[s] for s in ev_src] + [-1] * len(ps_imgs))
+    unseen = np.concatenate([unseen, np.zeros(len(ps_imgs), bool)]) if cams else None
     tr_e, cal_e = model.embed(tr_imgs), model.embed(cal_imgs)
     ev_e = model.embed([*ev_imgs, *ps_imgs])
     np.savez(args.out / f"embeddings-{loss}-{epochs}-lr{args.lr:g}-{'+'.join(held)}.npz", train=tr_e,
@@ -116,7 +136,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         for score in ("distance", "relative"):
             rows.append({"loss": loss, "epochs": epochs, "k": k, "score": score,
                          **figures(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_),
-                                   k, score, args.seed, model.target_accept), **enrol})
+                                   k, score, args.seed, model.target_accept, unseen), **enrol})
     return rows, seconds
 
 
@@ -177,6 +197,9 @@ def main() -> None:
                         "in the enrolment figures")
     parser.add_argument("--no-origin-classes", action="store_true",
                         help="one loss class per source, even where items name an origin")
+    parser.add_argument("--hold-cameras", nargs="*", default=[],
+                        help="cameras (origins) of real left out of training and calibration; "
+                             "their images are evaluated as known real (unseen cameras)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))
@@ -200,7 +223,8 @@ def main() -> None:
                 secs.append(s)
             for j, row in enumerate(per_fold[0]):
                 mean = {m: float(np.mean([f[j][m] for f in per_fold]))
-                        for m in ("closed_acc", "auroc", "oscr", "enrol_recall", "enrol_drop")}
+                        for m in ("closed_acc", "auroc", "oscr", "enrol_recall", "enrol_drop",
+                                  "unseen_camera_accept") if m in per_fold[0][j]}
                 mean["enrol_min_recall"] = float(min(f[j]["enrol_min_recall"] for f in per_fold))
                 mean["enrol_max_drop"] = float(max(f[j]["enrol_max_drop"] for f in per_fold))
                 out = {**{k: row[k] for k in ("loss", "epochs", "k", "score")}, **mean,
@@ -211,7 +235,10 @@ def main() -> None:
                       f"closed={mean['closed_acc']:.3f} auroc={mean['auroc']:.3f} "
                       f"oscr={mean['oscr']:.3f} enrol recall={mean['enrol_recall']:.3f} "
                       f"(min {mean['enrol_min_recall']:.3f}) drop={mean['enrol_drop']:.2f} "
-                      f"(max {mean['enrol_max_drop']:.2f})  folds={[round(a, 3) for a in out['per_fold_auroc']]}"
+                      f"(max {mean['enrol_max_drop']:.2f})"
+                      + (f" unseen-camera accept={mean['unseen_camera_accept']:.3f}"
+                         if "unseen_camera_accept" in mean else "")
+                      + f"  folds={[round(a, 3) for a in out['per_fold_auroc']]}"
                       f"  train={np.mean(secs):.0f}s", flush=True)
             (args.out / "metric_validation.json").write_text(
                 json.dumps({"folds": groups, "rows": all_rows,

@@ -49,7 +49,7 @@ def train_metric_cmd(
     origin_classes: Annotated[bool, typer.Option(help="Train one loss class per (source, origin) "
                                                       "where the manifest names an origin (the "
                                                       "bench's real images: their camera).")
-                              ] = False,
+                              ] = True,
     target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
                                                       "threshold accepts.")] = 0.95,
     val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "

@@ -4,7 +4,7 @@
    stages, L2-normalised embedding) is optionally initialised from a camera-identification
    checkpoint (``init="camera"``, :mod:`genprint.methods.camera_pretrain`), then trained with a
    pytorch-metric-learning loss on random crops of the known sources' training images
-   (:mod:`genprint.methods.metric_train`). With ``origin_classes``, training items
+   (:mod:`genprint.methods.metric_train`). With ``origin_classes`` (default), training items
    that name an ``origin`` are trained as one class per (source, origin) pair — on the built-in
    bench, each simulated camera model of ``real`` is its own class for the loss — so that the
    embedding keeps what tells the camera pipelines apart instead of pulling every real image
@@ -82,7 +82,7 @@ class MetricAttributor(Attributor):
         epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
-        origin_classes: bool = False, seed: int = 0,
+        origin_classes: bool = True, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim

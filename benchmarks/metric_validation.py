@@ -87,6 +87,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     model = MetricAttributor(
         loss=loss, epochs=epochs, init=args.init, seed=args.seed, lr=args.lr,
         origin_classes=not args.no_origin_classes,
+        unseen_origin_thresholds=not args.seen_origin_thresholds,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -112,12 +113,13 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     tr_imgs, tr_kept, _ = load_items([i.path for i in train], min_size=model.min_size)
     tr_src = [train[k].source for k in tr_kept]
     tr_origins = [train[k].origin for k in tr_kept]
-    cal_imgs, cal_src, _ = load(cal)
+    cal_imgs, cal_src, cal_items = load(cal)
     ev_imgs, ev_src, ev_items = load(ev)
     unseen = np.array([i.source == REAL and i.origin in cams for i in ev_items])
     ps_imgs, ps_src, _ = load(pseudo)
     t0 = time.perf_counter()
-    model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=tr_origins)
+    model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=tr_origins,
+              val_origins=[i.origin for i in cal_items])
     seconds = time.perf_counter() - t0
     index = {c: i for i, c in enumerate(model.classes_)}
     tr_y = np.array([index[s] for s in tr_src])
@@ -130,6 +132,13 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
              train_y=tr_y, cal=cal_e, cal_y=cal_y, eval=ev_e, eval_y=eval_y,
              pseudo_sources=np.array(ps_src), classes=np.array(model.classes_))
     rows = []
+    if unseen is not None and unseen.any():  # with the model's own thresholds (its K and rule)
+        d = refs.source_distances(ev_e[unseen], model.references_, model.reference_sources_,
+                                  len(model.classes_))
+        cand = d.argmin(axis=1)
+        ok = (cand == index[REAL]) & (d[np.arange(len(d)), cand] <= -model.thresholds_[cand])
+        print(f"fold {held}: unseen cameras accepted as real with the model's thresholds "
+              f"{np.mean(ok):.3f} ({len(ok)} images)", flush=True)
     enrol = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_), args,
                       model.target_accept, ps_src)
     for k in args.ks:
@@ -197,6 +206,8 @@ def main() -> None:
                         "in the enrolment figures")
     parser.add_argument("--no-origin-classes", action="store_true",
                         help="one loss class per source, even where items name an origin")
+    parser.add_argument("--seen-origin-thresholds", action="store_true",
+                        help="calibrate every threshold on seen origins only")
     parser.add_argument("--hold-cameras", nargs="*", default=[],
                         help="cameras (origins) of real left out of training and calibration; "
                              "their images are evaluated as known real (unseen cameras)")

@@ -227,3 +227,42 @@ def test_origins_reach_the_loss_and_predictions_stay_per_source(data: dict) -> N
     with pytest.raises(ValueError, match="differ in length"):
         MetricAttributor(**kw, origin_classes=True).fit(images, labels, *data["val"],
                                                         train_origins=origins[:3])
+
+
+def test_unseen_origin_distances_leave_the_image_origin_out() -> None:
+    from genprint.methods.metric_refs import unseen_origin_distances
+
+    e = np.eye(4, dtype=np.float32)
+    train = np.stack([e[0], e[0], e[1], e[1]])
+    val = np.stack([e[0], e[1]])
+    d = unseen_origin_distances(val, ["a", "b"], train, ["a", "a", "b", "b"], k=1, seed=0)
+    np.testing.assert_allclose(d, [np.sqrt(2), np.sqrt(2)], atol=1e-6)  # only the other origin
+    assert unseen_origin_distances(val, ["a", None], train, ["a", "a", "b", "b"], 1, 0) is None
+    assert unseen_origin_distances(val, ["a", "a"], train, ["a"] * 4, 1, 0) is None
+
+
+def test_thresholds_of_a_source_with_origins_hold_for_unseen_origins(data: dict) -> None:
+    images, labels = data["train"]
+    va_img, va_lab = data["val"]
+    tr_o = [f"cam-{i % 3}" if lab == "noise" else lab for i, lab in enumerate(labels)]
+    va_o = [f"cam-{i % 3}" if lab == "noise" else lab for i, lab in enumerate(va_lab)]
+    kw = {**TINY, "epochs": 1, "refs_per_class": 2}
+    unseen = MetricAttributor(**kw).fit(images, labels, va_img, va_lab, train_origins=tr_o,
+                                        val_origins=va_o)
+    seen = MetricAttributor(**kw, unseen_origin_thresholds=False).fit(
+        images, labels, va_img, va_lab, train_origins=tr_o, val_origins=va_o)
+    np.testing.assert_array_equal(unseen.references_, seen.references_)
+    assert unseen.training_info_["thresholds_for_unseen_origins"] == ["noise"]
+    k = unseen.classes_.index("noise")
+    from genprint.methods.metric_refs import unseen_origin_distances
+
+    tr = [i for i, lab in enumerate(labels) if lab == "noise"]
+    va = [i for i, lab in enumerate(va_lab) if lab == "noise"]
+    d = unseen_origin_distances(unseen.embed([va_img[i] for i in va]), [va_o[i] for i in va],
+                                unseen.embed([images[i] for i in tr]), [tr_o[i] for i in tr],
+                                k=2, seed=0)
+    assert d is not None
+    assert unseen.thresholds_[k] == pytest.approx(-np.quantile(d, 0.95))
+    assert unseen.thresholds_[k] != seen.thresholds_[k]
+    others = [i for i in range(3) if i != k]
+    np.testing.assert_array_equal(unseen.thresholds_[others], seen.thresholds_[others])

@@ -55,8 +55,8 @@ class Attributor(ABC):
     method: ClassVar[str] = ""
     """Registry name of the method; stored in the card."""
     uses_origins: ClassVar[bool] = False
-    """Whether ``fit`` takes ``train_origins`` (each training item's optional ``origin``, e.g.
-    the camera model of a real image; see :class:`genprint.io.sources.Item`)."""
+    """Whether ``fit`` takes ``train_origins`` and ``val_origins`` (each item's optional
+    ``origin``, e.g. the camera model of a real image; see :class:`genprint.io.sources.Item`)."""
 
     classes_: list[str]
     thresholds_: np.ndarray

@@ -22,7 +22,8 @@ def fit_on_items(
     """
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=attributor.min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=attributor.min_size)
-    extra = ({"train_origins": [train[k].origin for k in tr_idx]}
+    extra = ({"train_origins": [train[k].origin for k in tr_idx],
+              "val_origins": [val[k].origin for k in va_idx]}
              if attributor.uses_origins else {})
     attributor.fit(  # type: ignore[attr-defined]
         tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx],

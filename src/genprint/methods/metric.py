@@ -23,6 +23,10 @@
    ``tile_agreement`` is the share of tiles whose own nearest source is the candidate.
 4. **Thresholds** (−distance) are calibrated on the validation images only: each accepts
    ``target_accept`` (95%) of its source's validation images.
+   With ``unseen_origin_thresholds`` (default; k-means references), a source whose images name
+   several origins — real images and their cameras — is calibrated as if each validation
+   image's origin were unseen (reference points rebuilt without that origin's training
+   images), so the threshold also holds for cameras that training never saw.
 5. :meth:`MetricAttributor.enroll` adds a new source from ≥ 1 images without retraining (rules in
    :mod:`genprint.methods.metric_refs`); existing reference points and thresholds are unchanged.
 """
@@ -82,7 +86,7 @@ class MetricAttributor(Attributor):
         epochs: int = 60, batch_size: int = 64, lr: float = 2e-3, weight_decay: float = 1e-4,
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
-        origin_classes: bool = True, seed: int = 0,
+        origin_classes: bool = True, unseen_origin_thresholds: bool = True, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -102,6 +106,7 @@ class MetricAttributor(Attributor):
         self.target_accept = target_accept
         self.max_tiles = max_tiles
         self.origin_classes = origin_classes
+        self.unseen_origin_thresholds = unseen_origin_thresholds
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -111,7 +116,7 @@ class MetricAttributor(Attributor):
         names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
-                 "origin_classes", "seed")
+                 "origin_classes", "unseen_origin_thresholds", "seed")
         return {n: getattr(self, n) for n in names}
 
     @property
@@ -213,18 +218,24 @@ class MetricAttributor(Attributor):
         val_images: Sequence[np.ndarray],
         val_labels: Sequence[str],
         train_origins: Sequence[str | None] | None = None,
+        val_origins: Sequence[str | None] | None = None,
     ) -> MetricAttributor:
         """Train the embedding on training images; calibrate thresholds on validation images only.
 
         Every source needs validation images (else ``ValueError``, before any training).
         ``train_origins`` (optional, one per training image, ``None`` where unknown) splits a
-        source into one training class per origin when ``origin_classes`` is on.
+        source into one training class per origin when ``origin_classes`` is on; with
+        ``val_origins`` too and ``unseen_origin_thresholds`` on, a source with several origins
+        gets its threshold from distances measured as if each validation image's origin were
+        unseen (see :mod:`genprint.methods.metric_refs`).
         """
         self._check_params()
         if len(train_images) != len(train_labels) or len(val_images) != len(val_labels):
             raise ValueError("images and labels differ in length")
         if train_origins is not None and len(train_origins) != len(train_labels):
             raise ValueError("train_origins and train_labels differ in length")
+        if val_origins is not None and len(val_origins) != len(val_labels):
+            raise ValueError("val_origins and val_labels differ in length")
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
@@ -249,14 +260,18 @@ class MetricAttributor(Attributor):
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch)
         self.classes_ = classes
+        train_emb = self.embed(train_images)
         if self.references == "proxies":
             self.references_ = proxies(bundle)
             self.reference_sources_ = loss_parent
         else:
-            train_emb = self.embed(train_images)
             self.references_, self.reference_sources_ = refs.class_references(
                 train_emb, y, len(classes), self.refs_per_class, self.seed)
-        self.thresholds_ = self._calibrate(val_images, val_labels)
+        unseen = None
+        if (self.unseen_origin_thresholds and self.references == "kmeans"
+                and train_origins is not None and val_origins is not None):
+            unseen = (train_emb, y, train_origins, val_origins)
+        self.thresholds_ = self._calibrate(val_images, val_labels, unseen)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
@@ -267,17 +282,34 @@ class MetricAttributor(Attributor):
             "threshold_rule": f"per source, the distance accepting {self.target_accept:.0%} of "
                               "its validation images",
             "val_closed_set_accuracy": self.val_accuracy_,
+            "thresholds_for_unseen_origins": self.unseen_origin_sources_,
         }
         return self
 
-    def _calibrate(self, val_images: Sequence[np.ndarray], val_labels: Sequence[str]
-                   ) -> np.ndarray:
+    def _calibrate(self, val_images: Sequence[np.ndarray], val_labels: Sequence[str],
+                   unseen: tuple | None = None) -> np.ndarray:
+        """Thresholds from validation images; ``unseen`` = (training embeddings, their source
+        index, training origins, validation origins) switches on the unseen-origin rule."""
         known = [i for i, lab in enumerate(val_labels) if lab in self.classes_]
         emb = self.embed([val_images[i] for i in known])
         labels = np.array([self.classes_.index(val_labels[i]) for i in known], dtype=np.int64)
         dist = self._source_distances(emb)
         self.val_accuracy_ = float(np.mean(dist.argmin(axis=1) == labels))
         own = dist[np.arange(len(labels)), labels]
+        self.unseen_origin_sources_: list[str] = []
+        if unseen is not None:
+            train_emb, train_y, train_origins, val_origins = unseen
+            v_orig = [val_origins[i] for i in known]
+            t_orig = np.array([o or "" for o in train_origins], dtype=object)
+            for c, name in enumerate(self.classes_):
+                mask = labels == c
+                d = refs.unseen_origin_distances(
+                    emb[mask], [v_orig[i] for i in np.flatnonzero(mask)],
+                    train_emb[train_y == c], list(t_orig[train_y == c]), self.refs_per_class,
+                    self.seed)
+                if d is not None:
+                    own[mask] = d
+                    self.unseen_origin_sources_.append(name)
         return -refs.calibrate_thresholds(own, labels, len(self.classes_), self.target_accept)
 
     # ------------------------------------------------------------------ inference
@@ -346,7 +378,8 @@ class MetricAttributor(Attributor):
     def _from_contents(cls, contents: ModelContents) -> MetricAttributor:
         card = contents.card
         # models saved before origin classes existed were trained one class per source
-        model = cls(**{"origin_classes": False, **card.get("params", {})})
+        model = cls(**{"origin_classes": False, "unseen_origin_thresholds": False,
+                       **card.get("params", {})})
         arch = card.get("backbone", {}).get("architecture")
         if not isinstance(arch, dict):
             raise ModelFormatError("the card holds no forensic-cnn architecture")

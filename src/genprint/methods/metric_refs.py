@@ -6,7 +6,10 @@ of that source's reference points, so higher = closer, as the Attributor interfa
 
 Thresholds are distances: source ``k`` accepts an image within ``t_k`` of its nearest reference
 point of ``k``, where ``t_k`` is the ``target_accept`` quantile of the distances of ``k``'s
-validation images (so by construction ≈ 95% of them are accepted).
+validation images (so by construction ≈ 95% of them are accepted). For a source whose images
+come from several named origins (real images: cameras), the distances can be measured as if
+each image's origin were unseen (:func:`unseen_origin_distances`), so that the threshold also
+accepts ≈ 95% of images from origins that training never saw.
 
 Enrolling a new source without retraining (see :func:`enrolment_references` and
 :func:`enrolment_threshold`):
@@ -28,6 +31,8 @@ enrolled source than a single averaged point, for a small loss on the other sour
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -91,6 +96,31 @@ def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classe
         if len(d) == 0:
             raise ValueError(f"class {c} has no validation images to calibrate its threshold")
         out[c] = float(np.quantile(d, target_accept))
+    return out
+
+
+def unseen_origin_distances(val_emb: np.ndarray, val_origins: Sequence[str | None],
+                            train_emb: np.ndarray, train_origins: Sequence[str | None], k: int,
+                            seed: int) -> np.ndarray | None:
+    """Distances of one source's validation images as if their origin were unseen.
+
+    Each validation image of origin ``o`` is measured against ``k`` k-means reference points
+    built from the source's training images of the *other* origins. Returns ``None`` when this
+    cannot be done (an image without origin, fewer than two training origins, or an origin with
+    nothing else to compare against), and the caller keeps the ordinary distances.
+    """
+    train_o = np.array([o or "" for o in train_origins], dtype=object)
+    if any(o is None for o in val_origins) or len(set(train_o) - {""}) < 2:
+        return None
+    out = np.empty(len(val_emb), dtype=np.float64)
+    cache: dict[str, np.ndarray] = {}
+    for i, o in enumerate(val_origins):
+        if o not in cache:
+            others = train_emb[train_o != o]
+            if len(others) == 0:
+                return None
+            cache[o] = kmeans_references(others, k, seed)  # type: ignore[index]
+        out[i] = distances(val_emb[i : i + 1], cache[o]).min()  # type: ignore[index]
     return out
 
 

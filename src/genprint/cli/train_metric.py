@@ -50,6 +50,9 @@ def train_metric_cmd(
                                                       "where the manifest names an origin (the "
                                                       "bench's real images: their camera).")
                               ] = True,
+    unseen_origin_thresholds: Annotated[bool, typer.Option(
+        help="Calibrate the threshold of a source with several origins as if each validation "
+             "image's origin were unseen (real images from new cameras stay accepted).")] = True,
     target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
                                                       "threshold accepts.")] = 0.95,
     val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
@@ -94,7 +97,7 @@ def train_metric_cmd(
         batch_size=batch_size, lr=lr, init=init,
         camera_ckpt=str(camera_ckpt) if init == "camera" else None,
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
-        seed=seed)
+        unseen_origin_thresholds=unseen_origin_thresholds, seed=seed)
     model.training_info_ = {
         "data": str(data) if data is not None else None,
         "bench": str(bench) if bench is not None else None,

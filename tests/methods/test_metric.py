@@ -247,9 +247,9 @@ def test_thresholds_of_a_source_with_origins_hold_for_unseen_origins(data: dict)
     tr_o = [f"cam-{i % 3}" if lab == "noise" else lab for i, lab in enumerate(labels)]
     va_o = [f"cam-{i % 3}" if lab == "noise" else lab for i, lab in enumerate(va_lab)]
     kw = {**TINY, "epochs": 1, "refs_per_class": 2}
-    unseen = MetricAttributor(**kw).fit(images, labels, va_img, va_lab, train_origins=tr_o,
-                                        val_origins=va_o)
-    seen = MetricAttributor(**kw, unseen_origin_thresholds=False).fit(
+    unseen = MetricAttributor(**kw, unseen_origin_thresholds=True).fit(
+        images, labels, va_img, va_lab, train_origins=tr_o, val_origins=va_o)
+    seen = MetricAttributor(**kw).fit(
         images, labels, va_img, va_lab, train_origins=tr_o, val_origins=va_o)
     np.testing.assert_array_equal(unseen.references_, seen.references_)
     assert unseen.training_info_["thresholds_for_unseen_origins"] == ["noise"]

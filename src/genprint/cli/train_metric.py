@@ -52,7 +52,9 @@ def train_metric_cmd(
                               ] = True,
     unseen_origin_thresholds: Annotated[bool, typer.Option(
         help="Calibrate the threshold of a source with several origins as if each validation "
-             "image's origin were unseen (real images from new cameras stay accepted).")] = True,
+             "image's origin were unseen: real images from new cameras are accepted more "
+             "often, and unknown generators pass as real more often too (docs/metric.md).")
+    ] = False,
     target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
                                                       "threshold accepts.")] = 0.95,
     val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "

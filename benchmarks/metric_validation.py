@@ -87,7 +87,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     model = MetricAttributor(
         loss=loss, epochs=epochs, init=args.init, seed=args.seed, lr=args.lr,
         origin_classes=not args.no_origin_classes,
-        unseen_origin_thresholds=not args.seen_origin_thresholds,
+        unseen_origin_thresholds=args.unseen_origin_thresholds,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -209,8 +209,8 @@ def main() -> None:
                         "in the enrolment figures")
     parser.add_argument("--no-origin-classes", action="store_true",
                         help="one loss class per source, even where items name an origin")
-    parser.add_argument("--seen-origin-thresholds", action="store_true",
-                        help="calibrate every threshold on seen origins only")
+    parser.add_argument("--unseen-origin-thresholds", action="store_true",
+                        help="the model's opt-in threshold rule for sources with several origins")
     parser.add_argument("--hold-cameras", nargs="*", default=[],
                         help="cameras (origins) of real left out of training and calibration; "
                              "their images are evaluated as known real (unseen cameras)")

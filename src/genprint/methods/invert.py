@@ -57,7 +57,7 @@ class InvertAttributor(Attributor):
 
     @classmethod
     def demo_params(cls, quick: bool) -> dict[str, Any]:
-        """The default settings, so the shipped calibrations (N = 200) are reused: the demo
+        """The default settings, so the shipped calibrations (N = 500) are reused: the demo
         measures the method as a user runs it, on fewer test images (:meth:`demo_test_cap`)."""
         return {}
 

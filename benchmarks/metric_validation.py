@@ -107,18 +107,17 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     ev += [i for i in [*view.train, *view.val] if i.source == REAL and i.origin in cams]
 
     def load(items: list) -> tuple[list[np.ndarray], list[str], list]:
+        """The readable images, their sources and their items."""
         imgs, kept, _ = load_items([i.path for i in items], min_size=model.min_size)
         return imgs, [items[k].source for k in kept], [items[k] for k in kept]
 
-    tr_imgs, tr_kept, _ = load_items([i.path for i in train], min_size=model.min_size)
-    tr_src = [train[k].source for k in tr_kept]
-    tr_origins = [train[k].origin for k in tr_kept]
+    tr_imgs, tr_src, tr_items = load(train)
     cal_imgs, cal_src, cal_items = load(cal)
     ev_imgs, ev_src, ev_items = load(ev)
     unseen = np.array([i.source == REAL and i.origin in cams for i in ev_items])
     ps_imgs, ps_src, _ = load(pseudo)
     t0 = time.perf_counter()
-    model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=tr_origins,
+    model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=[i.origin for i in tr_items],
               val_origins=[i.origin for i in cal_items])
     seconds = time.perf_counter() - t0
     index = {c: i for i, c in enumerate(model.classes_)}

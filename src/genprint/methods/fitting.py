@@ -17,8 +17,8 @@ def fit_on_items(
     """Read the images of ``train`` and ``val`` and call ``attributor.fit`` on them.
 
     Thresholds are calibrated on ``val`` only. Methods with ``uses_origins`` also get each
-    training item's ``origin``. Returns the files that could not be used (each
-    with its reason); they are left out and the fit goes on with the rest.
+    item's ``origin`` (``train_origins``, ``val_origins``). Returns the files that could not be
+    used (each with its reason); they are left out and the fit goes on with the rest.
     """
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=attributor.min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=attributor.min_size)

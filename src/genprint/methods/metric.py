@@ -263,17 +263,17 @@ class MetricAttributor(Attributor):
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch)
         self.classes_ = classes
-        train_emb = self.embed(train_images)
+        unseen = None
         if self.references == "proxies":
             self.references_ = proxies(bundle)
             self.reference_sources_ = loss_parent
         else:
+            train_emb = self.embed(train_images)
             self.references_, self.reference_sources_ = refs.class_references(
                 train_emb, y, len(classes), self.refs_per_class, self.seed)
-        unseen = None
-        if (self.unseen_origin_thresholds and self.references == "kmeans"
-                and train_origins is not None and val_origins is not None):
-            unseen = (train_emb, y, train_origins, val_origins)
+            if (self.unseen_origin_thresholds and train_origins is not None
+                    and val_origins is not None):
+                unseen = (train_emb, y, train_origins, val_origins)
         self.thresholds_ = self._calibrate(val_images, val_labels, unseen)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
@@ -303,13 +303,12 @@ class MetricAttributor(Attributor):
         if unseen is not None:
             train_emb, train_y, train_origins, val_origins = unseen
             v_orig = [val_origins[i] for i in known]
-            t_orig = np.array([o or "" for o in train_origins], dtype=object)
             for c, name in enumerate(self.classes_):
                 mask = labels == c
+                mine = np.flatnonzero(train_y == c)
                 d = refs.unseen_origin_distances(
-                    emb[mask], [v_orig[i] for i in np.flatnonzero(mask)],
-                    train_emb[train_y == c], list(t_orig[train_y == c]), self.refs_per_class,
-                    self.seed)
+                    emb[mask], [v_orig[i] for i in np.flatnonzero(mask)], train_emb[mine],
+                    [train_origins[i] for i in mine], self.refs_per_class, self.seed)
                 if d is not None:
                     own[mask] = d
                     self.unseen_origin_sources_.append(name)

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import genprint
+from genprint.methods import metric_refs as refs
 from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
 from genprint.methods.metric import MetricAttributor
 from genprint.methods.metric_refs import distances
@@ -73,6 +74,20 @@ def test_thresholds_accept_the_target_share_of_validation_images(model: MetricAt
     for k, c in enumerate(model.classes_):
         own = distances(emb[np.array(labels) == c], model.references_[[k]]).min(axis=1)
         assert np.mean(-own >= model.thresholds_[k]) >= 0.9
+
+
+def test_acceptance_threshold_is_the_finite_sample_quantile() -> None:
+    d = np.arange(1.0, 201.0)  # 200 held-out distances 1 … 200
+    assert refs.acceptance_threshold(d, 0.95) == 191.0  # rank ⌈201 × 0.95⌉
+    assert refs.acceptance_threshold(np.arange(1.0, 11.0), 0.95) == 10.0  # too few: the largest
+    assert refs.acceptance_threshold(np.arange(1.0, 11.0), 0.5) == 6.0  # rank ⌈11 × 0.5⌉
+    # a new draw from the same law is accepted at least 95% of the time, on average
+    rng = np.random.default_rng(0)
+    accepted = [np.mean(rng.exponential(size=1000) <= refs.acceptance_threshold(
+        rng.exponential(size=30), 0.95)) for _ in range(400)]
+    assert np.mean(accepted) >= 0.95
+    with pytest.raises(ValueError, match="held-out"):
+        refs.acceptance_threshold(np.array([]), 0.95)
 
 
 def test_thresholds_come_from_validation_images_only(data: dict) -> None:
@@ -262,7 +277,7 @@ def test_thresholds_of_a_source_with_origins_hold_for_unseen_origins(data: dict)
                                 unseen.embed([images[i] for i in tr]), [tr_o[i] for i in tr],
                                 k=2, seed=0)
     assert d is not None
-    assert unseen.thresholds_[k] == pytest.approx(-np.quantile(d, 0.95))
+    assert unseen.thresholds_[k] == pytest.approx(-refs.acceptance_threshold(d, 0.95))
     assert unseen.thresholds_[k] != seen.thresholds_[k]
     others = [i for i in range(3) if i != k]
     np.testing.assert_array_equal(unseen.thresholds_[others], seen.thresholds_[others])

@@ -5,8 +5,9 @@ Embeddings and reference points are unit vectors; the distance between them is E
 of that source's reference points, so higher = closer, as the Attributor interface wants.
 
 Thresholds are distances: source ``k`` accepts an image within ``t_k`` of its nearest reference
-point of ``k``, where ``t_k`` is the ``target_accept`` quantile of the distances of ``k``'s
-validation images (so by construction ≈ 95% of them are accepted). For a source whose images
+point of ``k``, where ``t_k`` is the finite-sample ``target_accept`` quantile of the distances of
+``k``'s validation images (:func:`acceptance_threshold`: a new image like them is accepted with
+probability ≥ 95%, or as close to it as the number of held-out images allows). For a source whose images
 come from several named origins (real images: cameras), the distances can be measured as if
 each image's origin were unseen (:func:`unseen_origin_distances`), so that the threshold also
 accepts ≈ 95% of images from origins that training never saw.
@@ -19,7 +20,8 @@ Enrolling a new source without retraining (see :func:`enrolment_references` and
   number of images — so with K or fewer images, every image's embedding is a reference point;
 * **threshold**, by the same acceptance rule applied to held-out data:
   - ≥ 3 images: leave-one-image-out — each image's embedding against the reference points built
-    from the other images; threshold = ``target_accept`` quantile of these distances;
+    from the other images; threshold = :func:`acceptance_threshold` of these distances (with
+    fewer than 19 images: the largest);
   - 1–2 images with ≥ 3 tiles in all: leave-one-tile-out — each tile against the reference points
     built from the other tiles (tile embeddings are noisier than image embeddings, so this errs
     towards accepting);
@@ -27,11 +29,14 @@ Enrolling a new source without retraining (see :func:`enrolment_references` and
 
 The rule was chosen on validation data only (``benchmarks/metric_validation.py``: known sources
 held out in turn and enrolled from 10 images): one point per image gave a higher recall of the
-enrolled source than a single averaged point, for a small loss on the other sources.
+enrolled source than a single averaged point, for a small loss on the other sources; the
+finite-sample quantile (the largest of 10 held-out distances rather than the interpolated 95%
+quantile) raised the mean enrolment recall by ≈ 0.03 at no cost to the other sources.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -84,10 +89,30 @@ def class_references(embeddings: np.ndarray, labels: np.ndarray, n_classes: int,
     return np.concatenate(points), np.concatenate(owners)
 
 
+def acceptance_threshold(held_out: np.ndarray, target_accept: float) -> float:
+    """The threshold that accepts a share ``target_accept`` of new images like ``held_out``.
+
+    The finite-sample (split-conformal) quantile: the ⌈(n + 1)·target⌉-th smallest of the n
+    held-out distances, so that a new image exchangeable with them is accepted with probability
+    at least ``target_accept``. When that rank exceeds n (fewer than 19 values for 95%), no
+    order statistic guarantees the target and the largest value is used: its expected acceptance
+    is n / (n + 1). With 200 validation images it differs from the plain 95% quantile by about one
+    rank; with 10 enrolment images, the plain quantile would accept only ≈ 0.87 in expectation
+    and the largest value accepts 10/11 ≈ 0.91.
+    """
+    d = np.sort(np.asarray(held_out, dtype=np.float64).ravel())
+    if len(d) == 0:
+        raise ValueError("no held-out distances to set a threshold from")
+    if not 0.0 < target_accept <= 1.0:
+        raise ValueError(f"target_accept must be in (0, 1], got {target_accept}")
+    rank = math.ceil((len(d) + 1) * target_accept - 1e-9)
+    return float(d[min(rank, len(d)) - 1])
+
+
 def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classes: int,
                          target_accept: float) -> np.ndarray:
-    """Per-class distance thresholds: the ``target_accept`` quantile of each class's distances
-    to its own nearest reference point (validation data only)."""
+    """Per-class distance thresholds from each class's distances to its own nearest reference
+    point (validation data only), by :func:`acceptance_threshold`."""
     if not 0.0 < target_accept <= 1.0:
         raise ValueError(f"target_accept must be in (0, 1], got {target_accept}")
     out = np.empty(n_classes, dtype=np.float64)
@@ -95,7 +120,7 @@ def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classe
         d = own_distances[labels == c]
         if len(d) == 0:
             raise ValueError(f"class {c} has no validation images to calibrate its threshold")
-        out[c] = float(np.quantile(d, target_accept))
+        out[c] = acceptance_threshold(d, target_accept)
     return out
 
 
@@ -160,14 +185,14 @@ def enrolment_threshold(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
             rest = tile_owner != i
             refs = enrolment_references(tile_embeddings[rest], tile_owner[rest], k, seed)
             held.append(distances(image_embeddings[i : i + 1], refs).min())
-        return float(np.quantile(held, target_accept)), "leave-one-image-out"
+        return acceptance_threshold(np.array(held), target_accept), "leave-one-image-out"
     if len(tile_embeddings) >= 3:
         held = []
         for t in range(len(tile_embeddings)):
             refs = enrolment_references(np.delete(tile_embeddings, t, axis=0),
                                         np.delete(tile_owner, t), k, seed)
             held.append(distances(tile_embeddings[t : t + 1], refs).min())
-        return float(np.quantile(held, target_accept)), "leave-one-tile-out"
+        return acceptance_threshold(np.array(held), target_accept), "leave-one-tile-out"
     if len(existing_thresholds) == 0:
         raise ValueError("too few tiles to set a threshold and no existing source to borrow from")
     return float(np.median(existing_thresholds)), "median of existing thresholds"

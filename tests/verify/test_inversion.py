@@ -140,3 +140,48 @@ def test_latent_diffusion_decoder_stage() -> None:
     assert res.latents.shape == (2, 8) and np.isfinite(res.loss).all()
     with pytest.raises(ValueError, match="no decoder stage"):
         invert(tiny(), ldm.sample(1, seed=4), s)
+
+
+class _WhiteNoiseGenerator:
+    """A toy diffusion-like generator: decode = elementwise sigmoid of N(0, I) noise, encode =
+    its exact inverse, so a member's recovered noise is white."""
+
+    family = "ddim"
+    is_diffusion = True
+    has_encoder = True
+    latent_shape = (3, 32, 32)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def sample_latent(self, n: int, seed: int) -> torch.Tensor:
+        return torch.randn((n, *self.latent_shape), generator=torch.Generator().manual_seed(seed))
+
+    def decode(self, z: torch.Tensor, ddim_steps: int | None = None) -> torch.Tensor:
+        return torch.sigmoid(z)
+
+    def encode(self, x: torch.Tensor, ddim_steps: int | None = None) -> torch.Tensor:
+        return torch.logit(x.clamp(0.5 / 255, 1 - 0.5 / 255))
+
+
+def test_noise_stage_scores_the_whiteness_of_the_recovered_noise() -> None:
+    from genprint.verify.inversion import noise_whiteness_score
+
+    gen = GeneratorHandle("white", _WhiteNoiseGenerator(), "<toy>")
+    assert default_settings(gen) is DIFFUSION_SETTINGS and DIFFUSION_SETTINGS.stage == "noise"
+    members = gen.sample(8, seed=3)
+    ramp = np.linspace(40, 215, 32)
+    smooth = np.stack([np.clip(ramp[None, :, None] + ramp[:, None, None] * 0.3 * k
+                               + np.random.default_rng(k).normal(0, 8, (32, 32, 3)), 0, 255)
+                       for k in range(8)]).astype(np.uint8)
+    res = invert(gen, np.concatenate([members, smooth]))
+    assert res.steps_run.sum() == 0 and res.latents.shape == (16, 3, 32, 32)
+    assert res.loss[:8].max() < res.loss[8:].min()  # white noise scores lower than structure
+    # the score itself: white noise ≈ 1 − e^(−γ) ≈ 0.44 in expectation; smooth noise higher
+    white = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    blurred = torch.nn.functional.avg_pool2d(white, 3, 1, 1)
+    assert noise_whiteness_score(white).max() < 0.5 < noise_whiteness_score(blurred).min()
+    with pytest.raises(ValueError, match="spatial axes"):
+        noise_whiteness_score(torch.randn(4, 8))
+    with pytest.raises(ValueError, match="no encoder"):
+        invert(tiny(), members, DIFFUSION_SETTINGS)

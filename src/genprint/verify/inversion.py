@@ -24,6 +24,12 @@ single latent tensor, optimised together:
 
 Diffusion generators are inverted through their deterministic DDIM chain of ``ddim_steps``
 steps (default: the generator's own sampling length). The generator's parameters are frozen.
+
+Pixel-space diffusion is the exception (stage ``noise``, its default): its first DDIM steps clip
+almost every pixel, so reconstruction loss does not tell members from others (AUC ≈ 0.6).
+Instead the image is mapped back to its starting noise by DDIM inversion and scored by how
+*un-white* that noise is — a member started from a white N(0, I) draw; a photograph or another
+generator's image leaves a coloured spectrum in it (see :func:`noise_whiteness_score`).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from genprint.verify.losses import LOSSES, get_loss
 
 SCHEDULES = ("cosine", "step", "constant")
 INITS = ("auto", "random", "encoder")
-STAGES = ("chain", "decoder")
+STAGES = ("chain", "decoder", "noise")
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,11 @@ class InversionSettings:
     stage: str = "chain"
     """``chain``: invert the whole generator (diffusion: through its DDIM chain); ``decoder``:
     invert only the last stage of a latent-diffusion model, its autoencoder's decoder, over the
-    chain's output latent (LatentTracer's approach for latent diffusion)."""
+    chain's output latent (LatentTracer's approach for latent diffusion); ``noise``: no
+    optimisation — map the image back to its starting noise with the generator's ``encode``
+    (pixel diffusion: deterministic DDIM inversion) and score how far that noise is from white
+    (:func:`noise_whiteness_score`), for generators whose latent is N(0, I) noise with spatial
+    axes."""
     batch_size: int = 256
     """Rows (images × restarts) optimised at once; does not change the results."""
 
@@ -138,23 +148,26 @@ keep 3 after 50, early stop from 150       0.998            0.998
 keep 3 after 50, 1 after 100, e.s. 150     0.995            0.998
 =========================================  ===============  =============="""
 
-DIFFUSION_SETTINGS = InversionSettings(steps=100, restarts=2, prune_at=10, keep_restarts=1,
-                                       keep_one_at=0)
-"""Default for pixel-space diffusion generators, whose every decode runs a U-Net chain (≈ 50× a
-GAN's cost): 2 starts (encoder = DDIM inversion, plus one jittered), the better one kept after
-10 steps, at most 100 steps.
+DIFFUSION_OPTIMISATION_SETTINGS = InversionSettings(steps=100, restarts=2, prune_at=10,
+                                                    keep_restarts=1, keep_one_at=0)
+"""Inversion by optimisation for pixel-space diffusion generators *without* an encoder, whose
+every decode runs a U-Net chain (≈ 50× a GAN's cost): 2 starts, the better one kept after 10
+steps, at most 100 steps. On the zoo's pixel diffusion it does not separate members (AUC ≈ 0.6).
 
-On the zoo's pixel diffusion (``ddim-pixel-*``) no variant tried separates members from
-non-members (AUC of the raw loss, 8 members and 8 non-members per run; 16 and 19 for the
-fixed-point starts): the first DDIM step divides
-by √ᾱ ≈ 0.003 and clips 95% of the pixels, so each sample is set by the sign pattern of the
-noise model's residual at t = T−1, a discontinuous function of z. Around a member's own z the
-loss stays small only within ≈ 0.01–0.03 per element, while DDIM inversion lands 0.7–0.8 (RMS)
-away. Tried: these settings (AUC 0.67); a straight-through or tanh-shaped gradient through the
-clip with the exact forward (0.34–0.61); fixed-point (exact) DDIM inversion as the start
-(0.32–0.38); inverting only the last k DDIM steps over the intermediate state (k = 2, 5: 0.33,
-0.67; k = 8 at lr 0.05: 0.78; k = 9: 0.86 at lr 0.2 but 0.38–0.70 at lr 0.02–0.05, where
-non-members reconstruct as well as members: the stage is too expressive to score membership)."""
+Why, as measured (AUC of the raw loss, 8 members and 8 non-members per run; 16 and 19 for the
+fixed-point starts): the first DDIM step divides by √ᾱ ≈ 0.003 and clips 95% of the pixels, so
+each sample is set by the sign pattern of the noise model's residual at t = T−1, a
+discontinuous function of z. Around a member's own z the loss stays small only within
+≈ 0.01–0.03 per element, while DDIM inversion lands 0.7–0.8 (RMS) away. Tried: these settings
+from the DDIM-inversion start (AUC 0.67); a straight-through or tanh-shaped gradient through the
+clip (0.34–0.61); fixed-point (exact) DDIM inversion as the start (0.32–0.38); inverting only
+the last k DDIM steps over the intermediate state (k = 2, 5: 0.33, 0.67; k = 8 at lr 0.05: 0.78;
+k = 9: 0.86 at lr 0.2 but 0.38–0.70 at lr 0.02–0.05)."""
+
+DIFFUSION_SETTINGS = InversionSettings(stage="noise", restarts=1)
+"""Default for pixel-space diffusion generators with an encoder (the zoo's: DDIM inversion):
+stage ``noise`` — the whiteness of the DDIM-inverted noise, no optimisation. Validation AUC
+0.976 / 0.946 on ddim-pixel-s0 / -s1 (``benchmarks/invert_noise_whiteness.py``)."""
 
 
 LATENT_DIFFUSION_SETTINGS = DEFAULT_SETTINGS.with_(stage="decoder")
@@ -164,11 +177,17 @@ LATENT_DIFFUSION_SETTINGS = DEFAULT_SETTINGS.with_(stage="decoder")
 
 def default_settings(generator: Any) -> InversionSettings:
     """The default settings for a generator: :data:`LATENT_DIFFUSION_SETTINGS` for latent
-    diffusion (zoo family ``ldm``), :data:`DIFFUSION_SETTINGS` for other diffusion generators,
-    else :data:`DEFAULT_SETTINGS`."""
+    diffusion (zoo family ``ldm``); for other diffusion generators :data:`DIFFUSION_SETTINGS`
+    where they have an encoder, else :data:`DIFFUSION_OPTIMISATION_SETTINGS`; else
+    :data:`DEFAULT_SETTINGS`."""
     if getattr(generator, "family", None) == "ldm":
         return LATENT_DIFFUSION_SETTINGS
-    return DIFFUSION_SETTINGS if getattr(generator, "is_diffusion", False) else DEFAULT_SETTINGS
+    if getattr(generator, "is_diffusion", False):
+        latent = tuple(getattr(generator, "latent_shape", ()))
+        if getattr(generator, "has_encoder", False) and len(latent) == 3:
+            return DIFFUSION_SETTINGS
+        return DIFFUSION_OPTIMISATION_SETTINGS
+    return DEFAULT_SETTINGS
 
 REFERENCE = InversionSettings(steps=2000, restarts=8, lr=0.01, schedule="constant", init="random",
                               early_stop=False, prune_at=0, keep_one_at=0)
@@ -228,6 +247,43 @@ def to_tensor(images: Sequence[np.ndarray] | np.ndarray | torch.Tensor) -> torch
     if arr.dtype != np.uint8:
         raise ValueError(f"expected uint8 images, got {arr.dtype}")
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(0, 3, 1, 2).float() / 255.0
+
+
+def noise_whiteness_score(z: torch.Tensor) -> torch.Tensor:
+    """1 − spectral flatness of each latent (N×C×H×W), averaged over channels: 0 for perfectly
+    flat (white) noise, towards 1 for structured content.
+
+    Spectral flatness is the geometric over the arithmetic mean of the power spectrum
+    ``|FFT2(z)|²`` over the spatial frequencies. Chosen on validation images only
+    (``benchmarks/invert_noise_whiteness.py``) among spectral, patch-covariance, autocorrelation
+    and moment statistics of the recovered noise.
+    """
+    if z.dim() != 4 or min(z.shape[-2:]) < 2:
+        raise ValueError("the noise score needs latents with spatial axes (N×C×H×W); "
+                         f"got shape {tuple(z.shape)}")
+    power = torch.fft.fft2(z.double()).abs() ** 2 + 1e-12
+    flat = torch.exp(torch.log(power).mean((2, 3))) / power.mean((2, 3))
+    return (1.0 - flat.mean(1)).float()
+
+
+def _invert_by_noise(gen: GeneratorHandle, x: torch.Tensor,
+                     settings: InversionSettings) -> InversionResult:
+    """Stage ``noise``: encode, then score the recovered noise (no optimisation)."""
+    if not gen.has_encoder:
+        raise ValueError(f"generator {gen.name} has no encoder (stage='noise' maps images back "
+                         "to their noise with encode)")
+    t0 = time.perf_counter()
+    scores, latents = [], []
+    with torch.no_grad():
+        for s in range(0, len(x), settings.batch_size):
+            z = gen.encode(x[s : s + settings.batch_size].to(gen.device), settings.ddim_steps)
+            latents.append(z.float().cpu())
+            scores.append(noise_whiteness_score(z.float().cpu()))
+    loss = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+    lat = torch.cat(latents) if latents else torch.zeros((0, *gen.latent_shape))
+    return InversionResult(loss=loss, restart_losses=loss[:, None], latents=lat,
+                           steps_run=np.zeros((len(x), 1), dtype=np.int64),
+                           seconds=time.perf_counter() - t0)
 
 
 def _initial_latents(gen: GeneratorHandle, x: torch.Tensor, seeds: Sequence[int],
@@ -358,6 +414,8 @@ def invert(
     if settings.stage == "decoder":
         gen = decoder_stage(gen)
     x = to_tensor(images)
+    if settings.stage == "noise":
+        return _invert_by_noise(gen, x, settings)
     n = len(x)
     seeds = [image_seed(img) for img in x] if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n:

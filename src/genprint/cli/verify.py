@@ -89,9 +89,11 @@ def calibrate_cmd(
                                                          "improving.")] = None,
     early_stop_from: Annotated[int | None, typer.Option(help="First step at which early "
                                                              "stopping may stop a row.")] = None,
-    stage: Annotated[str | None, typer.Option(help="chain (the whole generator) or decoder "
+    stage: Annotated[str | None, typer.Option(help="chain (the whole generator), decoder "
                                                    "(latent diffusion: only its autoencoder's "
-                                                   "decoder, as LatentTracer).")] = None,
+                                                   "decoder, as LatentTracer) or noise (pixel "
+                                                   "diffusion: whiteness of the encoded "
+                                                   "noise, no optimisation).")] = None,
     complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
                                                   "(2-D entropy, as RONAN; off by default: it "
                                                   "did not help on the zoo).")] = False,

@@ -16,7 +16,11 @@ the recovered noise z (3×H×W), each "higher = less like white noise":
 It prints, per statistic, the AUC of members against all non-members (real camera images and
 other zoo generators, including the sibling pixel-diffusion model) and against each group.
 Image sets are drawn from the validation seeds of ``invert_auc.py --split val``, so the test
-figures stay untouched.
+figures stay untouched. With two or more pixel-diffusion generators it also prints, per pair, how
+alike their samples are when started from the *same* noise (correlation and MSE, against
+different noise): diffusion models trained on the same data map a noise to nearly the same image
+(Zhang et al., "The Emergence of Reproducibility and Consistency in Diffusion Models", ICML 2024),
+which no test of the noise → image map can see past.
 
     python benchmarks/invert_noise_whiteness.py [--generators ddim-pixel-s0 ddim-pixel-s1]
         [--members 60] [--real 60] [--per-other 10]
@@ -63,6 +67,25 @@ def noise_statistics(gen, images: np.ndarray) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in out.items()}
 
 
+def same_noise_similarity(gen_a, gen_b, n: int = 64) -> dict[str, float]:
+    """Correlation and MSE (in [−1, 1] units) of two DDIM generators' samples from the same noise,
+    and from different noise, for comparison."""
+    shape = (n, 3, gen_a.resolution, gen_a.resolution)
+    z1 = torch.randn(shape, generator=torch.Generator().manual_seed(1))
+    z2 = torch.randn(shape, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        a = diffusion.ddim_sample(gen_a.eps, z1, gen_a.spec.ddim_steps, gen_a.abar, clip=1.0)
+        b = diffusion.ddim_sample(gen_b.eps, z1, gen_b.spec.ddim_steps, gen_b.abar, clip=1.0)
+        c = diffusion.ddim_sample(gen_b.eps, z2, gen_b.spec.ddim_steps, gen_b.abar, clip=1.0)
+
+    def corr(u: torch.Tensor, v: torch.Tensor) -> float:
+        return float(torch.corrcoef(torch.stack([u.flatten(), v.flatten()]))[0, 1])
+
+    return {"corr_same_noise": corr(a, b), "corr_other_noise": corr(a, c),
+            "mse_same_noise": float(((a - b) ** 2).mean()),
+            "mse_other_noise": float(((a - c) ** 2).mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--generators", nargs="+", default=["ddim-pixel-s0", "ddim-pixel-s1"])
@@ -89,6 +112,12 @@ def main() -> None:
                 return float(roc_auc_score(np.r_[np.zeros(len(a)), np.ones(len(b))], np.r_[a, b]))
             print(f"{k:12s} {auc(m[k], np.r_[r[k], o[k]]):6.3f} {auc(m[k], r[k]):8.3f} "
                   f"{auc(m[k], o[k]):10.3f}")
+    for i, a in enumerate(args.generators):
+        for b in args.generators[i + 1:]:
+            sim = same_noise_similarity(resolve_one(f"zoo:{a}").obj, resolve_one(f"zoo:{b}").obj)
+            print(f"{a} vs {b}, same noise: corr {sim['corr_same_noise']:.3f}, MSE "
+                  f"{sim['mse_same_noise']:.3f}; different noise: corr "
+                  f"{sim['corr_other_noise']:.3f}, MSE {sim['mse_other_noise']:.3f}")
 
 
 if __name__ == "__main__":

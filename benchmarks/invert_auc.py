@@ -14,6 +14,11 @@ fresh members (should be close to α) and the false-acceptance rate on non-membe
     python benchmarks/invert_auc.py [--generators gan-tconv-s0 ...] [--n 200] [--members 100]
                                     [--real 100] [--per-other 20] [--alpha 0.05] [--reuse] [--save]
 
+With ``--condition jpeg75`` (any size-keeping perturbation of ``genprint.evaluation.perturb``)
+every member and non-member goes through that perturbation, and the calibration is made under the
+same condition (``--calibrate-clean``: the clean calibration instead, to show what a mismatched
+calibration does).
+
 Small check: ``python benchmarks/invert_auc.py --generators gan-tconv-s0 --n 8 --members 8
 --real 8 --per-other 2``.
 """
@@ -27,25 +32,34 @@ import time
 import numpy as np
 import torch
 from _invert_common import other_samples, real_images, roc_auc, samples
+from _invert_common import seed as seed_of
 
-from genprint.verify.calibration import Calibration, CalibrationError, calibrate
+from genprint.verify.calibration import (
+    Calibration,
+    CalibrationError,
+    apply_condition,
+    calibrate,
+    condition_path,
+)
 from genprint.verify.generators import resolve_one, trained_zoo_names
 from genprint.verify.inversion import InversionSettings, default_settings
 from genprint.verify.verifier import Verifier, verify_arrays
 
 
-def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool
-                 ) -> tuple[Calibration, str]:
+def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool,
+                 condition: str | None = None) -> tuple[Calibration, str]:
     path = gen.calibration_path
+    if path is not None:
+        path = condition_path(path, condition)
     if reuse and path is not None and path.is_file():
         try:
             cal = Calibration.load(path)
-            cal.check(gen, settings)
+            cal.check(gen, settings, condition)
             if cal.n >= n:
                 return cal, f"reused {path.name}"
         except CalibrationError:
             pass
-    cal = calibrate(gen, n, settings)
+    cal = calibrate(gen, n, settings, condition=condition)
     if save and path is not None:
         cal.save(path)
         return cal, f"saved {path.name}"
@@ -58,14 +72,16 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     gen = resolve_one(f"zoo:{name}")
     settings: InversionSettings = default_settings(gen).with_(**args.settings)
     t0 = time.perf_counter()
-    cal, how = _calibration(gen, args.n, settings, args.reuse, args.save)
+    cal_condition = None if args.calibrate_clean else args.condition
+    cal, how = _calibration(gen, args.n, settings, args.reuse, args.save, cal_condition)
     t_cal = time.perf_counter() - t0
     prefix = "" if args.split == "test" else "val-"
     mem = samples(name, args.members, prefix + "members")
     real = real_images(args.real, gen.resolution, prefix)
     others, _ = other_samples(name, [o for o in names if o != name], per_other=args.per_other,
                               prefix=prefix)
-    images = np.concatenate([mem, real, others])
+    images = apply_condition(np.concatenate([mem, real, others]), args.condition,
+                             seed_of("condition", name))
     t0 = time.perf_counter()
     rows = verify_arrays([Verifier(gen, cal, args.batch_size)], list(images), alpha=args.alpha)
     t_ver = time.perf_counter() - t0
@@ -76,6 +92,7 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     non = slice(m, None)
     out: dict[str, object] = {
         "generator": name, "family": gen.obj.family, "calibration": how, "n_calibration": cal.n,
+        "condition": args.condition, "calibration_condition": cal_condition,
         "members": m, "real": len(real), "others": len(others),
         "auc": roc_auc(score[:m], score[non]),
         "auc_loss": roc_auc(loss[:m], loss[non]),
@@ -109,6 +126,10 @@ def main() -> None:
                         help="inversion settings overrides as JSON")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--condition", help="perturb every test image this way (e.g. jpeg75) "
+                        "and calibrate under the same condition")
+    parser.add_argument("--calibrate-clean", action="store_true", help="with --condition: use "
+                        "the clean calibration (the mismatch an unaware user would make)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -130,7 +151,9 @@ def main() -> None:
         cells = [f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cells)))
     print(f"alpha = {args.alpha}; members {args.members}, real {args.real}, {args.per_other} per "
-          f"other generator; calibration n = {args.n}")
+          f"other generator; calibration n = {args.n}; test images: "
+          f"{args.condition or 'clean'}, calibration: "
+          f"{(None if args.calibrate_clean else args.condition) or 'clean'}")
     for r in results:
         print(f"settings of {r['generator']}: {r['settings']}")
 

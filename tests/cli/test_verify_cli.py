@@ -141,3 +141,27 @@ def test_uncalibrated_generator_exit_2(user_gens: Path, tmp_path: Path) -> None:
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
     res = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", str(img)])
     assert res.exit_code == 2 and "not calibrated" in " ".join(res.output.split())
+
+
+def test_condition_calibration_from_the_cli(user_gens: Path, tmp_path: Path) -> None:
+    out = runner.invoke(app, ["verify", "calibrate", "-g", "cli_gens:gen_a", "--n", "20",
+                              "--condition", "noise", "--json", *FAST])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)[0]
+    cal = user_gens / "cli_gens.gen_a.noise.calibration.json"  # next to the clean one's place
+    assert summary["condition"] == "noise" and summary["out"] == str(cal) and cal.is_file()
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    res = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--condition", "noise",
+                              str(img), "--json", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["generator"] == "gen-a"
+    clean = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", str(img)])
+    assert clean.exit_code == 2 and "not calibrated" in " ".join(clean.output.split())
+    mismatch = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                                   str(img)])
+    assert mismatch.exit_code == 2
+    assert "not for clean images" in " ".join(mismatch.output.split())
+    bad = runner.invoke(app, ["verify", "calibrate", "-g", "cli_gens:gen_a", "--n", "20",
+                              "--condition", "jpeg10", *FAST])
+    assert bad.exit_code == 2 and "unknown perturbation 'jpeg10'" in " ".join(bad.output.split())

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genprint.verify.calibration import Calibration, CalibrationError, calibrate, calibration_seed
+from genprint.verify.calibration import (
+    Calibration,
+    CalibrationError,
+    apply_condition,
+    calibrate,
+    calibration_seed,
+    condition_path,
+)
 from genprint.verify.complexity import entropy_2d
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings
@@ -104,3 +111,43 @@ def test_alpha_below_the_smallest_p_value_is_refused(tiny_gan: GeneratorHandle) 
     assert len(verify_arrays([Verifier(tiny_gan, small)], [image], alpha=0.2)) == 1
     small.pvalue = "normal"
     assert len(verify_arrays([Verifier(tiny_gan, small)], [image], alpha=0.05)) == 1
+
+
+def test_calibration_under_a_condition_keeps_processed_members_accepted(
+        tiny_gan: GeneratorHandle, calibration: Calibration, tmp_path: Path) -> None:
+    noisy_cal = calibrate(tiny_gan, n=30, settings=FAST, condition="noise")
+    assert noisy_cal.condition == "noise" and calibration.condition is None
+    # the samples went through the perturbation: σ = 2 levels of noise dominates the loss
+    assert np.median(noisy_cal.losses) > 10 * np.median(calibration.losses)
+    members = apply_condition(tiny_gan.sample(8, seed=999), "noise", seed=12345)
+    clean_rows = verify_arrays([Verifier(tiny_gan, calibration)], list(members))
+    noisy_rows = verify_arrays([Verifier(tiny_gan, noisy_cal)], list(members))
+    # against the clean calibration every noised member is rejected at the smallest p-value;
+    # against the calibration made under the same condition they are accepted as members are
+    assert all(not r.belongs and r.p_value == pytest.approx(1 / 31) for r in clean_rows)
+    assert sum(r.belongs for r in noisy_rows) >= 6
+    # the condition is stored, named in the default path, and a mismatch is refused
+    base = tmp_path / "g.calibration.json"
+    assert condition_path(base, None) == base
+    assert condition_path(base, "noise").name == "g.noise.calibration.json"
+    tiny_gan.calibration_path = base
+    calibration.save(base)
+    noisy_cal.save(condition_path(base, "noise"))
+    assert Verifier.load(tiny_gan, condition="noise").calibration.condition == "noise"
+    assert Verifier.load(tiny_gan).calibration.condition is None
+    with pytest.raises(CalibrationError, match="not calibrated for condition 'jpeg75'"):
+        Verifier.load(tiny_gan, condition="jpeg75")
+    with pytest.raises(CalibrationError, match="clean images, not for images under condition"):
+        Verifier.load(tiny_gan, base, condition="noise")
+    with pytest.raises(CalibrationError, match="'noise', not for clean images"):
+        Calibration.load(condition_path(base, "noise")).check(tiny_gan)
+
+
+def test_conditions_are_seeded_and_checked(tiny_gan: GeneratorHandle) -> None:
+    images = tiny_gan.sample(3, seed=1)
+    a, b = apply_condition(images, "noise", 0), apply_condition(images, "noise", 100)
+    np.testing.assert_array_equal(a, apply_condition(images, "noise", 0))  # deterministic
+    assert not np.array_equal(a[0], b[0]) and not np.array_equal(a[0] - images[0], a[1] - images[1])
+    assert apply_condition(images, None) is images
+    with pytest.raises(ValueError, match="unknown perturbation 'jpeg10'"):
+        calibrate(tiny_gan, n=3, settings=FAST, condition="jpeg10")

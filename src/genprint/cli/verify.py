@@ -2,8 +2,8 @@
 
 Two subcommands::
 
-    genprint verify calibrate --generator G [--n 200] [--out PATH] [--json]
-    genprint verify run --generator G IMAGES... [--alpha 0.05] [--json]
+    genprint verify calibrate --generator G [--n 200] [--condition jpeg75] [--out PATH] [--json]
+    genprint verify run --generator G IMAGES... [--alpha 0.05] [--condition jpeg75] [--json]
 
 ``run`` is the default: ``genprint verify --generator G IMAGES...`` means
 ``genprint verify run --generator G IMAGES...`` (any first argument that is not a subcommand name
@@ -42,6 +42,12 @@ app.add_typer(verify_app, name="verify")
 GEN_HELP = ("zoo:NAME, zoo:* (every trained zoo generator), package.module:factory (a function "
             "returning an object with latent_shape, sample_latent(n, seed), decode(z) and "
             "optionally encode(x)), or a comma-separated list.")
+
+
+CONDITION_HELP = ("A perturbation the images went through (jpeg95, jpeg75, jpeg50, resize0.5, "
+                  "blur0.5, blur1, noise; see `genprint eval --perturb`). Calibration applies it "
+                  "to the generator's own samples; verification then uses that calibration, so "
+                  "p-values hold for images processed that way. Default: clean images.")
 
 
 def _fail(message: str) -> typer.Exit:
@@ -98,6 +104,7 @@ def calibrate_cmd(
                                                   "(2-D entropy, as RONAN; off by default: it "
                                                   "did not help on the zoo).")] = False,
     pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
+    condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
                                                      "choice; 1 on a busy machine).")] = None,
@@ -105,7 +112,7 @@ def calibrate_cmd(
 ) -> None:
     """Calibrate generators: invert N of their own samples and store the belonging
     distribution of the (complexity-calibrated) log reconstruction loss."""
-    from genprint.verify.calibration import calibrate
+    from genprint.verify.calibration import calibrate, condition_path
     from genprint.verify.inversion import default_settings
 
     _threads(threads)
@@ -121,23 +128,28 @@ def calibrate_cmd(
             settings = default_settings(h).with_(batch_size=batch_size, **given)
         except (TypeError, ValueError) as exc:
             raise _fail(str(exc)) from None
-        target = out or h.calibration_path
+        target = out or (condition_path(h.calibration_path, condition)
+                         if h.calibration_path is not None else None)
         if target is None:
             raise _fail(f"{h.spec}: no default place for its calibration; give --out")
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
             task = bar.add_task(f"calibrating {h.name}", total=n)
             try:
                 cal = calibrate(h, n, settings, complexity=complexity, pvalue=pvalue,
-                                on_progress=lambda k, _t=task: bar.advance(_t, k))
+                                on_progress=lambda k, _t=task: bar.advance(_t, k),
+                                condition=condition)
             except ValueError as exc:
                 raise _fail(f"{h.name}: {exc}") from None
         cal.save(target)
         summary = {"generator": h.name, "spec": h.spec, "out": str(target), "n": cal.n,
+                   "condition": condition,
                    "mean": cal.mean, "std": cal.std, "median_loss": float(_median(cal.losses)),
                    **cal.info}
         summaries.append(summary)
         if not json_out:
-            console.print(f"[green]calibrated[/green] {h.name}: {cal.n} samples, calibrated score "
+            under = f" under {condition}" if condition else ""
+            console.print(f"[green]calibrated[/green] {h.name}{under}: {cal.n} samples, "
+                          f"calibrated score "
                           f"{cal.mean:.3f} ± {cal.std:.3f}, {cal.info['seconds']} s → {target}")
     if json_out:
         print_json(summaries)
@@ -161,6 +173,7 @@ def run_cmd(
     restarts: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
     lr: Annotated[float | None, typer.Option(help="Must match the calibration.")] = None,
     ddim_steps: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
+    condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Write rows to a .csv or .json file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
@@ -190,10 +203,10 @@ def run_cmd(
     verifiers = []
     for h in handles:
         try:
-            v = Verifier.load(h, calibration, batch_size=batch_size)
+            v = Verifier.load(h, calibration, batch_size=batch_size, condition=condition)
             given = _overrides(steps=steps, restarts=restarts, lr=lr, ddim_steps=ddim_steps)
             if given:
-                v.calibration.check(h, v.calibration.settings.with_(**given))
+                v.calibration.check(h, v.calibration.settings.with_(**given), condition)
         except CalibrationError as exc:
             if wildcard:
                 console.print(f"[yellow]skipping[/yellow] {h.name}: {exc}")

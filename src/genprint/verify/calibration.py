@@ -23,6 +23,15 @@
 
 The calibration is a JSON file holding the scores, the inversion settings it was made with and
 the checksum of the generator's weights; verifying with other settings or other weights is refused.
+
+**Conditions.** Images met in the wild have often been re-encoded (JPEG), blurred or noised, and
+that alone raises their reconstruction loss: against a clean calibration, G's own images would
+be rejected. RONAN's answer is a threshold per perturbation picked by hand; here a calibration
+can be made *under a condition* (a perturbation of :mod:`genprint.evaluation.perturb`, e.g.
+``jpeg75``): G's samples go through it before inversion, so the belonging distribution is that of
+G's images after the same processing, and the p-values keep their meaning. The condition is
+stored in the file (a calibration is only used for the condition it was made for) and in its
+default name (``NAME.jpeg75.calibration.json`` next to ``NAME.calibration.json``).
 """
 
 from __future__ import annotations
@@ -47,6 +56,36 @@ CALIBRATION_VERSION = 1
 PVALUES = ("ecdf", "normal")
 MIN_COMPLEXITY = 0.5
 """Floor of the 2-D entropy (bits) in the calibrated score, so flat images stay finite."""
+
+
+def condition_path(path: Path, condition: str | None) -> Path:
+    """Where the calibration for ``condition`` lives, given the clean calibration's ``path``:
+    ``NAME.calibration.json`` → ``NAME.CONDITION.calibration.json``."""
+    if not condition:
+        return path
+    suffix = ".calibration.json"
+    stem = path.name[: -len(suffix)] if path.name.endswith(suffix) else path.stem
+    return path.with_name(f"{stem}.{condition}{suffix}")
+
+
+def apply_condition(images: np.ndarray, condition: str | None, seed: int = 0) -> np.ndarray:
+    """``images`` (N×H×W×3 uint8) after the perturbation ``condition``, image ``i`` with seed
+    ``seed + i`` (random perturbations such as ``noise`` then draw independently of any other
+    image set that uses another ``seed``). Perturbations that change the size are refused:
+    inversion needs the generator's resolution and images are never resized."""
+    if not condition:
+        return images
+    from genprint.evaluation.perturb import perturbation
+
+    try:
+        fn = perturbation(condition, min_size=images.shape[1])
+    except KeyError as exc:
+        raise ValueError(str(exc)) from None
+    out = np.stack([fn(img, seed + i) for i, img in enumerate(images)])
+    if out.shape != images.shape:
+        raise ValueError(f"condition {condition!r} changes the image size; a calibration needs "
+                         "images at the generator's resolution")
+    return out
 
 
 class CalibrationError(ValueError):
@@ -84,6 +123,8 @@ class Calibration:
     seed: int = 0
     sha256: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    condition: str | None = None
+    """Perturbation the calibration samples went through (None: clean; see module doc)."""
 
     @property
     def n(self) -> int:
@@ -120,8 +161,16 @@ class Calibration:
         raise ValueError(f"p-value method must be one of {', '.join(PVALUES)}, got {method!r}")
 
     # ------------------------------------------------------------------ checks
-    def check(self, gen: GeneratorHandle, settings: InversionSettings | None = None) -> None:
-        """Refuse a calibration made for other weights, another resolution or other settings."""
+    def check(self, gen: GeneratorHandle, settings: InversionSettings | None = None,
+              condition: str | None = None) -> None:
+        """Refuse a calibration made for other weights, another resolution, other settings or
+        another condition."""
+        if (self.condition or None) != (condition or None):
+            raise CalibrationError(
+                f"the calibration of {gen.name} was made for "
+                f"{_condition_text(self.condition)}, not for {_condition_text(condition)}; "
+                f"calibrate with `genprint verify calibrate --generator {gen.spec}"
+                + (f" --condition {condition}`" if condition else "`"))
         if self.sha256 and gen.sha256 and self.sha256 != gen.sha256:
             raise CalibrationError(
                 f"the calibration of {gen.name} was made for other weights (sha256 "
@@ -153,6 +202,7 @@ class Calibration:
             "seed": self.seed,
             "settings": self.settings.fingerprint(),
             "complexity": self.complexity,
+            "condition": self.condition,
             "statistic": "log(loss / 2-D entropy)" if self.complexity else "log(loss)",
             "pvalue": self.pvalue,
             "mean": self.mean,
@@ -177,7 +227,7 @@ class Calibration:
                 losses=np.asarray(d["losses"], dtype=np.float64),
                 complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),
                 resolution=int(d["resolution"]), seed=int(d["seed"]), sha256=d.get("sha256"),
-                info=dict(d.get("info", {})),
+                info=dict(d.get("info", {})), condition=d.get("condition") or None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"{where}: not a valid calibration ({exc})") from None
@@ -214,10 +264,12 @@ def calibrate(
     pvalue: str = "ecdf",
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
+    condition: str | None = None,
 ) -> Calibration:
     """Invert ``n`` of the generator's own samples and return its belonging distribution.
 
     ``settings`` default to :func:`~genprint.verify.inversion.default_settings` of the generator.
+    With a ``condition`` (a perturbation name, e.g. ``jpeg75``) the samples go through it first.
     """
     if n < 2:
         raise ValueError("calibration needs at least 2 samples")
@@ -226,14 +278,19 @@ def calibrate(
     settings = settings or default_settings(gen)
     seed = calibration_seed(gen.name) if seed is None else int(seed)
     images = gen.sample(n, seed)  # members are made with the generator's own sampler
+    images = apply_condition(images, condition, seed)
     t0 = time.perf_counter()
     result = invert(gen, images, settings, on_progress=on_progress)
     return Calibration(
         generator=gen.name, spec=gen.spec, settings=settings,
         scores=calibrated_scores(result.loss, images, complexity), losses=result.loss,
         complexity=complexity, pvalue=pvalue, resolution=int(images.shape[1]), seed=seed,
-        sha256=gen.sha256,
+        sha256=gen.sha256, condition=condition or None,
         info={"seconds": round(time.perf_counter() - t0, 2),
               "sample_steps_per_image": round(result.sample_steps / n, 1),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
     )
+
+
+def _condition_text(condition: str | None) -> str:
+    return f"images under condition {condition!r}" if condition else "clean images"

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from genprint import UNKNOWN
-from genprint.verify.calibration import Calibration, CalibrationError
+from genprint.verify.calibration import Calibration, CalibrationError, condition_path
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, invert
 
@@ -47,17 +47,24 @@ class Verifier:
 
     @classmethod
     def load(cls, generator: GeneratorHandle, path: str | os.PathLike[str] | None = None,
-             settings: InversionSettings | None = None, batch_size: int = 256) -> Verifier:
-        """Read the generator's calibration (default: its usual place) and check it fits."""
+             settings: InversionSettings | None = None, batch_size: int = 256,
+             condition: str | None = None) -> Verifier:
+        """Read the generator's calibration (default: its usual place, or the place of its
+        calibration for ``condition``) and check it fits."""
         where = Path(path) if path is not None else generator.calibration_path
         if where is None:
             raise CalibrationError(f"{generator.spec}: no default calibration place; give one "
                                    "with --calibration")
+        if path is None:
+            where = condition_path(where, condition)
         if not where.is_file():
-            raise CalibrationError(f"{generator.name} is not calibrated ({where} does not exist); "
-                                   f"run `genprint verify calibrate --generator {generator.spec}`")
+            hint = f" --condition {condition}" if condition else ""
+            raise CalibrationError(f"{generator.name} is not calibrated"
+                                   f"{f' for condition {condition!r}' if condition else ''} "
+                                   f"({where} does not exist); run `genprint verify calibrate "
+                                   f"--generator {generator.spec}{hint}`")
         cal = Calibration.load(where)
-        cal.check(generator, settings)
+        cal.check(generator, settings, condition)
         return cls(generator, cal, batch_size)
 
 

@@ -88,6 +88,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         loss=loss, epochs=epochs, init=args.init, seed=args.seed, lr=args.lr,
         origin_classes=not args.no_origin_classes,
         unseen_origin_thresholds=args.unseen_origin_thresholds,
+        pseudo_sources=args.pseudo_sources,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -213,6 +214,8 @@ def main() -> None:
     parser.add_argument("--hold-cameras", nargs="*", default=[],
                         help="cameras (origins) of real left out of training and calibration; "
                              "their images are evaluated as known real (unseen cameras)")
+    parser.add_argument("--pseudo-sources", type=int, default=0,
+                        help="extra loss classes re-synthesised from training images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))

@@ -9,6 +9,9 @@
    bench, each simulated camera model of ``real`` is its own class for the loss — so that the
    embedding keeps what tells the camera pipelines apart instead of pulling every real image
    onto one point. Reference points, thresholds and predictions stay per source.
+   With ``pseudo_sources`` = P > 0, P extra loss classes are made by re-synthesising random
+   training images through fixed random upsampling operators
+   (:mod:`genprint.methods.metric_pseudo`); they shape the embedding only.
 2. **Reference points**, ``refs_per_class`` (K, default 8) per source: k-means centroids of the
    training images' embeddings (default), or the learned proxies of a proxy loss
    (``references="proxies"`` with ``proxy-anchor`` / ``arcface``: one point per source). The
@@ -53,6 +56,7 @@ from genprint.backbones.forensic_cnn import (
 from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
+from genprint.methods.metric_pseudo import pseudo_source_images
 from genprint.methods.metric_train import LOSSES, PROXY_LOSSES, EpochCallback, proxies, train_metric
 from genprint.storage.model_dir import ModelContents, ModelFormatError
 
@@ -89,7 +93,7 @@ class MetricAttributor(Attributor):
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
-        seed: int = 0,
+        pseudo_sources: int = 0, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -110,6 +114,7 @@ class MetricAttributor(Attributor):
         self.max_tiles = max_tiles
         self.origin_classes = origin_classes
         self.unseen_origin_thresholds = unseen_origin_thresholds
+        self.pseudo_sources = pseudo_sources
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -119,7 +124,7 @@ class MetricAttributor(Attributor):
         names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
-                 "origin_classes", "unseen_origin_thresholds", "seed")
+                 "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "seed")
         return {n: getattr(self, n) for n in names}
 
     @property
@@ -163,6 +168,8 @@ class MetricAttributor(Attributor):
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.references not in REFERENCE_KINDS:
             raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
+        if self.pseudo_sources < 0:
+            raise ValueError(f"pseudo_sources must be ≥ 0, got {self.pseudo_sources}")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
         if self.references == "proxies" and self.loss not in PROXY_LOSSES:
@@ -256,16 +263,25 @@ class MetricAttributor(Attributor):
         y = np.array([index[c] for c in train_labels], dtype=np.int64)
         y_loss, loss_parent = training_classes(
             train_labels, train_origins if self.origin_classes else None, index)
+        loss_images: Sequence[np.ndarray] = train_images
+        n_loss = len(loss_parent)
+        if self.pseudo_sources:
+            per = int(np.median(np.bincount(y_loss)))
+            extra, extra_y = pseudo_source_images(train_images, self.pseudo_sources, per,
+                                                  self.seed)
+            loss_images = [*train_images, *extra]
+            y_loss = np.r_[y_loss, n_loss + extra_y]
+            n_loss += self.pseudo_sources
         self.net_ = self._initial_network()
         bundle, history = train_metric(
-            self.net_, train_images, y_loss, len(loss_parent), loss=self.loss, epochs=self.epochs,
+            self.net_, loss_images, y_loss, n_loss, loss=self.loss, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch)
         self.classes_ = classes
         unseen = None
         if self.references == "proxies":
-            self.references_ = proxies(bundle)
+            self.references_ = proxies(bundle)[: len(loss_parent)]  # not the pseudo-sources'
             self.reference_sources_ = loss_parent
         else:
             train_emb = self.embed(train_images)
@@ -278,7 +294,7 @@ class MetricAttributor(Attributor):
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
-            "loss_classes": len(loss_parent),
+            "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),

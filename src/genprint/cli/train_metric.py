@@ -55,6 +55,9 @@ def train_metric_cmd(
              "image's origin were unseen: real images from new cameras are accepted more "
              "often, and unknown generators pass as real more often too (docs/metric.md).")
     ] = False,
+    pseudo_sources: Annotated[int, typer.Option(
+        help="Extra loss classes re-synthesised from training images through random upsampling "
+             "operators (opt-in; no gain in enrolment on validation, docs/metric.md).")] = 0,
     target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
                                                       "threshold accepts.")] = 0.95,
     val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
@@ -99,7 +102,8 @@ def train_metric_cmd(
         batch_size=batch_size, lr=lr, init=init,
         camera_ckpt=str(camera_ckpt) if init == "camera" else None,
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
-        unseen_origin_thresholds=unseen_origin_thresholds, seed=seed)
+        unseen_origin_thresholds=unseen_origin_thresholds, pseudo_sources=pseudo_sources,
+        seed=seed)
     model.training_info_ = {
         "data": str(data) if data is not None else None,
         "bench": str(bench) if bench is not None else None,

@@ -266,7 +266,7 @@ class MetricAttributor(Attributor):
         loss_images: Sequence[np.ndarray] = train_images
         n_loss = len(loss_parent)
         if self.pseudo_sources:
-            per = int(np.median(np.bincount(y_loss)))
+            per = int(np.median(np.bincount(y)))  # as many images as a typical source
             extra, extra_y = pseudo_source_images(train_images, self.pseudo_sources, per,
                                                   self.seed)
             loss_images = [*train_images, *extra]

@@ -281,3 +281,39 @@ def test_thresholds_of_a_source_with_origins_hold_for_unseen_origins(data: dict)
     assert unseen.thresholds_[k] != seen.thresholds_[k]
     others = [i for i in range(3) if i != k]
     np.testing.assert_array_equal(unseen.thresholds_[others], seen.thresholds_[others])
+
+
+def test_enrolled_sources_only_add() -> None:
+    # distances of 5 images to 3 sources: trained 0 and 1 (thresholds 1.0), enrolled 2 (0.5)
+    d = np.array([[0.9, 2.0, 0.3],    # enrolled nearest and accepts → enrolled
+                  [0.9, 2.0, 0.7],    # enrolled nearest but rejects → the trained rule: 0
+                  [1.2, 2.0, 0.45],   # enrolled nearest and accepts, trained rejects → 2
+                  [1.2, 1.1, 1.5],    # nearest trained rejects → unknown (not the second trained)
+                  [1.2, 2.0, 0.6]])   # enrolled rejects, nearest trained rejects → unknown
+    t = np.array([1.0, 1.0, 0.5])
+    enrolled = np.array([False, False, True])
+    assert refs.decide_sources(d, t, enrolled).tolist() == [2, 0, 2, -1, -1]
+    # without enrolled sources: the nearest source, within its threshold
+    assert refs.decide_sources(d[:, :2], t[:2], enrolled[:2]).tolist() == [0, 0, -1, -1, -1]
+    # a trained source that rejects does not stop an enrolled one further away that accepts
+    assert refs.decide_sources(np.array([[1.2, 2.0, 1.3]]), np.array([1.0, 1.0, 1.5]),
+                               enrolled).tolist() == [2]
+
+
+def test_enrolment_never_makes_an_accepted_image_unknown(model: MetricAttributor,
+                                                        data: dict) -> None:
+    images, _ = data["test"]
+    before = model.attribute_arrays(images)
+    enrolled = copy.deepcopy(model)
+    val_images, val_labels = data["val"]
+    like_p2 = [img for img, lab in zip(val_images, val_labels, strict=True) if lab == "p2"]
+    enrolled.enroll(like_p2[:4], "new")  # a new source right among p2's images
+    assert enrolled.enrolled_sources == {"new"} and model.enrolled_sources == set()
+    # a tight threshold for the new source, so that it rejects images it is nearest to
+    enrolled.thresholds_[-1] = -1e-6
+    after = enrolled.attribute_arrays(images)
+    # the case arises: some images are nearest to the new source (which rejects them)
+    assert any(max(a.scores, key=a.scores.__getitem__) == "new" for a in after)
+    for b, a in zip(before, after, strict=True):
+        if not b.is_unknown:
+            assert a.label in (b.label, "new")

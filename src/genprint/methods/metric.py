@@ -34,6 +34,10 @@
    of the held-out generators' images) for +0.10 acceptance of unseen cameras.
 5. :meth:`MetricAttributor.enroll` adds a new source from ≥ 1 images without retraining (rules in
    :mod:`genprint.methods.metric_refs`); existing reference points and thresholds are unchanged.
+   An enrolled source only *adds* (:meth:`MetricAttributor.decide`): it takes the images it
+   accepts and is skipped for the others, so an image the trained sources accepted is never made
+   ``unknown`` by an enrolment. (Chosen on the validation folds: mean enrolment recall
+   0.859 → 0.878, drops equal or lower.)
 """
 
 from __future__ import annotations
@@ -343,6 +347,25 @@ class MetricAttributor(Attributor):
             agreement = float(np.mean(mine == scores[i].argmax()))
             out.append(Prediction(scores=scores[i], n_tiles=len(mine), tile_agreement=agreement))
         return out
+
+    def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
+        """The nearest source, accepted within its threshold; enrolled sources only *add*
+        (:func:`genprint.methods.metric_refs.decide_sources`): an image the trained sources
+        accept is never made ``unknown`` by an enrolment."""
+        enrolled = self.enrolled_sources
+        if not enrolled:
+            return super().decide(prediction)
+        mask = np.array([c in enrolled for c in self.classes_])
+        label = int(refs.decide_sources(-np.asarray(prediction.scores)[None, :],
+                                        -np.asarray(self.thresholds_), mask)[0])
+        if label < 0:
+            return super().decide(prediction)
+        return (label, float(prediction.scores[label]), float(self.thresholds_[label]), False)
+
+    @property
+    def enrolled_sources(self) -> set[str]:
+        """Sources added by :meth:`enroll` (not trained)."""
+        return {r["source"] for r in getattr(self, "training_info_", {}).get("enrolled", [])}
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, images: Sequence[np.ndarray], source: str) -> dict[str, Any]:

@@ -196,3 +196,37 @@ def enrolment_threshold(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
     if len(existing_thresholds) == 0:
         raise ValueError("too few tiles to set a threshold and no existing source to borrow from")
     return float(np.median(existing_thresholds)), "median of existing thresholds"
+
+
+def decide_sources(dist: np.ndarray, thresholds: np.ndarray, enrolled: np.ndarray) -> np.ndarray:
+    """Each image's source index, or −1 for unknown, from its distance to every source (N×C),
+    the sources' distance thresholds (C) and which sources were enrolled (C booleans).
+
+    Sources are visited from the nearest. An enrolled source takes the image if the image is
+    within its threshold and is skipped otherwise; the first *trained* source reached decides
+    as if nothing had been enrolled (within its threshold, else unknown), and after it only an
+    enrolled source that accepts can still take the image. Without enrolled sources this is
+    the plain rule: the nearest source, if within its threshold.
+    """
+    dist = np.asarray(dist, dtype=np.float64)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    enrolled = np.asarray(enrolled, dtype=bool)
+    nearest = dist.argmin(axis=1) if dist.shape[1] else np.zeros(len(dist), np.int64)
+    if not enrolled.any():
+        ok = dist[np.arange(len(dist)), nearest] <= thresholds[nearest]
+        return np.where(ok, nearest, -1)
+    accepts = dist <= thresholds[None, :]
+    out = np.full(len(dist), -1, dtype=np.int64)
+    for i, order in enumerate(np.argsort(dist, axis=1, kind="stable")):
+        trained_decided = False
+        for c in order:
+            if enrolled[c]:
+                if accepts[i, c]:
+                    out[i] = c
+                    break
+            elif not trained_decided:
+                if accepts[i, c]:
+                    out[i] = c
+                    break
+                trained_decided = True
+    return out

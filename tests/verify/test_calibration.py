@@ -151,3 +151,5 @@ def test_conditions_are_seeded_and_checked(tiny_gan: GeneratorHandle) -> None:
     assert apply_condition(images, None) is images
     with pytest.raises(ValueError, match="unknown perturbation 'jpeg10'"):
         calibrate(tiny_gan, n=3, settings=FAST, condition="jpeg10")
+    with pytest.raises(ValueError, match="changes the image size"):
+        apply_condition(images, "crop")

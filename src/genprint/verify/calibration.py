@@ -81,11 +81,12 @@ def apply_condition(images: np.ndarray, condition: str | None, seed: int = 0) ->
         fn = perturbation(condition, min_size=images.shape[1])
     except KeyError as exc:
         raise ValueError(str(exc)) from None
-    out = np.stack([fn(img, seed + i) for i, img in enumerate(images)])
-    if out.shape != images.shape:
-        raise ValueError(f"condition {condition!r} changes the image size; a calibration needs "
-                         "images at the generator's resolution")
-    return out
+    h, w = images.shape[1:3]
+    probe = np.zeros((2 * h, 2 * w, 3), np.uint8)  # a crop may leave a min-size image whole
+    if fn(probe, 0).shape != probe.shape:
+        raise ValueError(f"condition {condition!r} changes the image size; inversion needs "
+                         "images at the generator's resolution (images are never resized)")
+    return np.stack([fn(img, seed + i) for i, img in enumerate(images)])
 
 
 class CalibrationError(ValueError):

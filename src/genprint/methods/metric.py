@@ -410,6 +410,9 @@ class MetricAttributor(Attributor):
                                                            minlength=len(self.classes_)).tolist()},
             "score": "minus the Euclidean distance between unit embeddings to the source's nearest "
                      "reference point (higher = closer); threshold = minus the calibrated distance",
+            "decision": "the nearest source if within its threshold, else unknown; enrolled "
+                        "sources only add (they take the images they accept and are skipped "
+                        "for the others)",
         }
         arrays = {"references": self.references_.astype(np.float32),
                   "reference_sources": self.reference_sources_.astype(np.int64)}

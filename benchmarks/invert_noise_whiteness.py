@@ -36,6 +36,7 @@ from _invert_common import other_samples, real_images, samples
 from sklearn.metrics import roc_auc_score
 
 from genprint.verify.generators import resolve_one, trained_zoo_names
+from genprint.verify.inversion import noise_whiteness_score
 from genprint.world.zoo import diffusion
 
 
@@ -50,7 +51,6 @@ def noise_statistics(gen, images: np.ndarray) -> dict[str, np.ndarray]:
           + (z[:, :, :, 1:] * z[:, :, :, :-1]).mean((1, 2, 3))) / 2 / var
     kurt = ((z - z.mean((1, 2, 3), keepdim=True)) ** 4).mean((1, 2, 3)) / var ** 2
     power = torch.fft.fft2(z).abs() ** 2
-    flat = (torch.exp(torch.log(power + 1e-8).mean((2, 3))) / power.mean((2, 3))).mean(1)
     h = z.shape[-1]
     f = torch.fft.fftfreq(h).abs()
     radius = torch.sqrt(f[:, None] ** 2 + f[None, :] ** 2)
@@ -61,7 +61,7 @@ def noise_statistics(gen, images: np.ndarray) -> dict[str, np.ndarray]:
     patches = patches - patches.mean(2, keepdim=True)
     cov = patches @ patches.transpose(1, 2) / patches.shape[2]
     pc3 = ((cov - torch.eye(cov.shape[1])) ** 2).sum((1, 2))
-    out = {"1-flatness": 1 - flat, "ringdev": ringdev, "patchcov3": pc3, "autocorr": ac.abs(),
+    out = {"1-flatness": noise_whiteness_score(z), "ringdev": ringdev, "patchcov3": pc3, "autocorr": ac.abs(),
            "|norm-1|": (var - 1).abs(), "|kurt-3|": (kurt - 3).abs(),
            "cycle": ((rec - x) ** 2).mean((1, 2, 3))}
     return {k: v.numpy() for k, v in out.items()}

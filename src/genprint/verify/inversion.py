@@ -276,9 +276,10 @@ def _invert_by_noise(gen: GeneratorHandle, x: torch.Tensor,
     scores, latents = [], []
     with torch.no_grad():
         for s in range(0, len(x), settings.batch_size):
-            z = gen.encode(x[s : s + settings.batch_size].to(gen.device), settings.ddim_steps)
-            latents.append(z.float().cpu())
-            scores.append(noise_whiteness_score(z.float().cpu()))
+            z = gen.encode(x[s : s + settings.batch_size].to(gen.device),
+                           settings.ddim_steps).float().cpu()
+            latents.append(z)
+            scores.append(noise_whiteness_score(z))
     loss = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
     lat = torch.cat(latents) if latents else torch.zeros((0, *gen.latent_shape))
     return InversionResult(loss=loss, restart_losses=loss[:, None], latents=lat,

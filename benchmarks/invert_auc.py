@@ -47,7 +47,8 @@ from genprint.verify.verifier import Verifier, verify_arrays
 
 
 def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool,
-                 condition: str | None = None) -> tuple[Calibration, str]:
+                 condition: str | None = None, model_n: int | None = None
+                 ) -> tuple[Calibration, str]:
     path = gen.calibration_path
     if path is not None:
         path = condition_path(path, condition)
@@ -59,7 +60,7 @@ def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bo
                 return cal, f"reused {path.name}"
         except CalibrationError:
             pass
-    cal = calibrate(gen, n, settings, condition=condition)
+    cal = calibrate(gen, n, settings, condition=condition, model_n=model_n)
     if save and path is not None:
         cal.save(path)
         return cal, f"saved {path.name}"
@@ -73,7 +74,8 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     settings: InversionSettings = default_settings(gen).with_(**args.settings)
     t0 = time.perf_counter()
     cal_condition = None if args.calibrate_clean else args.condition
-    cal, how = _calibration(gen, args.n, settings, args.reuse, args.save, cal_condition)
+    cal, how = _calibration(gen, args.n, settings, args.reuse, args.save, cal_condition,
+                            args.model_n)
     t_cal = time.perf_counter() - t0
     prefix = "" if args.split == "test" else "val-"
     mem = samples(name, args.members, prefix + "members")
@@ -124,6 +126,8 @@ def main() -> None:
                                                             "weights")
     parser.add_argument("--settings", type=json.loads, default={},
                         help="inversion settings overrides as JSON")
+    parser.add_argument("--model-n", type=int, default=None, help="stage noise: samples the "
+                        "members' noise model is fitted on (default: --n)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--condition", help="perturb every test image this way (e.g. jpeg75) "

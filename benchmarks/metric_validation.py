@@ -88,7 +88,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         loss=loss, epochs=epochs, init=args.init, seed=args.seed, lr=args.lr,
         origin_classes=not args.no_origin_classes,
         unseen_origin_thresholds=args.unseen_origin_thresholds,
-        pseudo_sources=args.pseudo_sources,
+        pseudo_sources=args.pseudo_sources, symmetries=args.symmetries,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -121,6 +121,8 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     model.fit(tr_imgs, tr_src, cal_imgs, cal_src, train_origins=[i.origin for i in tr_items],
               val_origins=[i.origin for i in cal_items])
     seconds = time.perf_counter() - t0
+    if args.symmetries_at_inference != "none":  # a diagnostic: views averaged, not trained on
+        model.symmetries = args.symmetries_at_inference
     index = {c: i for i, c in enumerate(model.classes_)}
     tr_y = np.array([index[s] for s in tr_src])
     cal_y = np.array([index[s] for s in cal_src])
@@ -216,6 +218,12 @@ def main() -> None:
                              "their images are evaluated as known real (unseen cameras)")
     parser.add_argument("--pseudo-sources", type=int, default=0,
                         help="extra loss classes re-synthesised from training images")
+    parser.add_argument("--symmetries", default="none", choices=["none", "flips", "dihedral"],
+                        help="pixel-exact views: random one in training, mean over all at "
+                             "inference")
+    parser.add_argument("--symmetries-at-inference", default="none",
+                        choices=["none", "flips", "dihedral"],
+                        help="diagnostic: average the views at inference only (training unchanged)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))

@@ -98,8 +98,13 @@ def calibrate_cmd(
     stage: Annotated[str | None, typer.Option(help="chain (the whole generator), decoder "
                                                    "(latent diffusion: only its autoencoder's "
                                                    "decoder, as LatentTracer) or noise (pixel "
-                                                   "diffusion: whiteness of the encoded "
-                                                   "noise, no optimisation).")] = None,
+                                                   "diffusion: the encoded noise against the "
+                                                   "members' noise model, no "
+                                                   "optimisation).")] = None,
+    model_n: Annotated[int | None, typer.Option(help="Stage noise: own samples the members' "
+                                                     "noise model is fitted on (other samples "
+                                                     "than the N calibration ones; default "
+                                                     "N).")] = None,
     complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
                                                   "(2-D entropy, as RONAN; off by default: it "
                                                   "did not help on the zoo).")] = False,
@@ -137,7 +142,7 @@ def calibrate_cmd(
             try:
                 cal = calibrate(h, n, settings, complexity=complexity, pvalue=pvalue,
                                 on_progress=lambda k, _t=task: bar.advance(_t, k),
-                                condition=condition)
+                                condition=condition, model_n=model_n)
             except ValueError as exc:
                 raise _fail(f"{h.name}: {exc}") from None
         cal.save(target)

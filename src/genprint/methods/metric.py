@@ -61,7 +61,15 @@ from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
 from genprint.methods.metric_pseudo import pseudo_source_images
-from genprint.methods.metric_train import LOSSES, PROXY_LOSSES, EpochCallback, proxies, train_metric
+from genprint.methods.metric_train import (
+    LOSSES,
+    PROXY_LOSSES,
+    EpochCallback,
+    proxies,
+    symmetry_view,
+    symmetry_views,
+    train_metric,
+)
 from genprint.storage.model_dir import ModelContents, ModelFormatError
 
 INITS = ("scratch", "camera")
@@ -97,7 +105,7 @@ class MetricAttributor(Attributor):
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
-        pseudo_sources: int = 0, seed: int = 0,
+        pseudo_sources: int = 0, symmetries: str = "none", seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -119,6 +127,7 @@ class MetricAttributor(Attributor):
         self.origin_classes = origin_classes
         self.unseen_origin_thresholds = unseen_origin_thresholds
         self.pseudo_sources = pseudo_sources
+        self.symmetries = symmetries
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -128,7 +137,8 @@ class MetricAttributor(Attributor):
         names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
-                 "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "seed")
+                 "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "symmetries",
+                 "seed")
         return {n: getattr(self, n) for n in names}
 
     @property
@@ -172,6 +182,7 @@ class MetricAttributor(Attributor):
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.references not in REFERENCE_KINDS:
             raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
+        symmetry_views(self.symmetries)  # raises on an unknown set
         if self.pseudo_sources < 0:
             raise ValueError(f"pseudo_sources must be ≥ 0, got {self.pseudo_sources}")
         if self.refs_per_class < 1:
@@ -199,17 +210,25 @@ class MetricAttributor(Attributor):
 
     def _embed_tiles(self, images: Sequence[np.ndarray], batch: int = 512
                      ) -> tuple[np.ndarray, np.ndarray]:
-        """Embeddings of every tile of every image (T×D) and the image index of each tile."""
+        """Embeddings of every tile of every image (T×D) and the image index of each tile.
+
+        With ``symmetries``, a tile's embedding is the re-normalised mean over its views."""
         all_tiles = [tiles(img, self.patch_size, self.max_tiles) for img in images]
         owner = np.concatenate([np.full(len(t), i, dtype=np.int64)
                                 for i, t in enumerate(all_tiles)])
         stacked = np.concatenate(all_tiles) if all_tiles else np.zeros(
             (0, self.patch_size, self.patch_size, 3), np.uint8)
         out = np.zeros((len(stacked), self.net_.embedding_dim), dtype=np.float32)
+        views = symmetry_views(getattr(self, "symmetries", "none"))
         self.net_.eval()
         with torch.inference_mode():
             for i in range(0, len(stacked), batch):
-                out[i : i + batch] = self.net_.embed(patches_to_tensor(stacked[i : i + batch]))
+                chunk = stacked[i : i + batch]
+                for k in views:
+                    seen = chunk if k == 0 else np.stack([symmetry_view(t, k) for t in chunk])
+                    out[i : i + batch] += self.net_.embed(patches_to_tensor(seen)).numpy()
+        if len(views) > 1:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out, owner
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -281,7 +300,7 @@ class MetricAttributor(Attributor):
             self.net_, loss_images, y_loss, n_loss, loss=self.loss, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
-            seed=self.seed, on_epoch=self.on_epoch)
+            seed=self.seed, on_epoch=self.on_epoch, symmetries=self.symmetries)
         self.classes_ = classes
         unseen = None
         if self.references == "proxies":

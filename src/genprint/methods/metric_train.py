@@ -75,14 +75,37 @@ def proxies(bundle: LossBundle) -> np.ndarray:
     return torch.nn.functional.normalize(p, dim=1).cpu().numpy().astype(np.float32)
 
 
+SYMMETRIES = {"none": 1, "flips": 4, "dihedral": 8}
+"""Pixel-exact views of a patch (no resampling): identity only; identity, the two flips and the
+half turn; all eight flips and quarter turns."""
+
+
+def symmetry_view(patch: np.ndarray, k: int) -> np.ndarray:
+    """View ``k`` (0–7) of an H×W×C patch: ``k % 4`` quarter turns (the flips set uses the half
+    turn only, see :func:`symmetry_views`), then a left-right flip when ``k ≥ 4``. Pixels are
+    permuted, never interpolated."""
+    out = np.rot90(patch, k % 4, axes=(0, 1))
+    return np.ascontiguousarray(out[:, ::-1] if k >= 4 else out)
+
+
+def symmetry_views(symmetries: str) -> tuple[int, ...]:
+    """The view indices of a symmetry set (see :data:`SYMMETRIES`)."""
+    if symmetries not in SYMMETRIES:
+        raise ValueError(f"symmetries must be one of {', '.join(SYMMETRIES)}, got {symmetries!r}")
+    return {"none": (0,), "flips": (0, 2, 4, 6), "dihedral": tuple(range(8))}[symmetries]
+
+
 def patch_batches(
     images: Sequence[np.ndarray], labels: np.ndarray, patch_size: int, batch_size: int,
-    rng: np.random.Generator, crops_per_image: int = 1,
+    rng: np.random.Generator, crops_per_image: int = 1, symmetries: str = "none",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches of random crops: (N×3×S×S in [0, 1], N labels).
 
-    Batches of fewer than 2 patches are dropped (batch norm and pair losses need 2).
+    With ``symmetries`` other than ``"none"``, each crop is shown in one of the set's views,
+    drawn at random. Batches of fewer than 2 patches are dropped (batch norm and pair losses
+    need 2).
     """
+    views = symmetry_views(symmetries)
     order = np.repeat(np.arange(len(images)), crops_per_image)
     rng.shuffle(order)
     for start in range(0, len(order), batch_size):
@@ -90,6 +113,9 @@ def patch_batches(
         if len(idx) < 2:
             continue
         patches = np.stack([random_crop(images[i], patch_size, rng) for i in idx])
+        if len(views) > 1:
+            patches = np.stack([symmetry_view(p, int(k))
+                                for p, k in zip(patches, rng.choice(views, len(idx)), strict=True)])
         yield patches_to_tensor(patches), torch.from_numpy(labels[idx]).long()
 
 
@@ -108,6 +134,7 @@ def optimise(
     crops_per_image: int,
     seed: int,
     on_epoch: EpochCallback | None = None,
+    symmetries: str = "none",
 ) -> list[float]:
     """AdamW with a cosine schedule over ``epochs``; returns the mean loss of every epoch.
 
@@ -127,7 +154,7 @@ def optimise(
     for epoch in range(epochs):
         total, count = 0.0, 0
         for x, y in patch_batches(images, labels, net.config.patch_size, batch_size, rng,
-                                  crops_per_image):
+                                  crops_per_image, symmetries):
             loss = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -147,7 +174,7 @@ def train_metric(
     net: ForensicCNN, images: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, *,
     loss: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
     proxy_lr_mult: float, crops_per_image: int, seed: int,
-    on_epoch: EpochCallback | None = None,
+    on_epoch: EpochCallback | None = None, symmetries: str = "none",
 ) -> tuple[LossBundle, list[float]]:
     """Metric learning of ``net`` on labelled images (labels 0..n_classes−1).
 
@@ -162,5 +189,6 @@ def train_metric(
 
     history = optimise(net, step, extra, images, labels, epochs=epochs, batch_size=batch_size,
                        lr=lr, weight_decay=weight_decay, extra_lr_mult=proxy_lr_mult,
-                       crops_per_image=crops_per_image, seed=seed, on_epoch=on_epoch)
+                       crops_per_image=crops_per_image, seed=seed, on_epoch=on_epoch,
+                       symmetries=symmetries)
     return bundle, history

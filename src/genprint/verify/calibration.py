@@ -51,8 +51,11 @@ import numpy as np
 from genprint.verify.complexity import complexities
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, default_settings, invert
+from genprint.verify.noise_model import NoiseModel, noise_model_seed
 
-CALIBRATION_VERSION = 1
+CALIBRATION_VERSION = 2
+"""2: a calibration of stage ``noise`` holds the members' noise model (older genprint would
+score such a file with another statistic, so it is refused there)."""
 PVALUES = ("ecdf", "normal")
 MIN_COMPLEXITY = 0.5
 """Floor of the 2-D entropy (bits) in the calibrated score, so flat images stay finite."""
@@ -126,6 +129,9 @@ class Calibration:
     info: dict[str, Any] = field(default_factory=dict)
     condition: str | None = None
     """Perturbation the calibration samples went through (None: clean; see module doc)."""
+    noise_model: NoiseModel | None = None
+    """Stage ``noise``: the members' noise model the losses are distances from (fitted on
+    other samples than the calibration's; see :mod:`genprint.verify.noise_model`)."""
 
     @property
     def n(self) -> int:
@@ -204,14 +210,22 @@ class Calibration:
             "settings": self.settings.fingerprint(),
             "complexity": self.complexity,
             "condition": self.condition,
-            "statistic": "log(loss / 2-D entropy)" if self.complexity else "log(loss)",
+            "statistic": self.statistic,
             "pvalue": self.pvalue,
             "mean": self.mean,
             "std": self.std,
             "scores": [float(s) for s in self.scores],
             "losses": [float(v) for v in self.losses],
             "info": {"genprint_version": __version__, **self.info},
+            **({"noise_model": self.noise_model.to_json()} if self.noise_model else {}),
         }
+
+    @property
+    def statistic(self) -> str:
+        """What the calibrated score is, in words (stored in the file for readers)."""
+        loss = ("squared Mahalanobis distance of the recovered noise from the members' noise "
+                "model" if self.noise_model else "loss")
+        return f"log({loss} / 2-D entropy)" if self.complexity else f"log({loss})"
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str = "calibration") -> Calibration:
@@ -221,6 +235,8 @@ class Calibration:
             raise CalibrationError(f"{where}: calibration format version {version} is newer "
                                    "than this genprint understands; upgrade genprint")
         try:
+            model = (NoiseModel.from_json(d["noise_model"]) if d.get("noise_model") is not None
+                     else None)
             return cls(
                 generator=d["generator"], spec=d["spec"],
                 settings=InversionSettings.from_dict({"stage": "chain", **d["settings"]}),
@@ -229,6 +245,7 @@ class Calibration:
                 complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),
                 resolution=int(d["resolution"]), seed=int(d["seed"]), sha256=d.get("sha256"),
                 info=dict(d.get("info", {})), condition=d.get("condition") or None,
+                noise_model=model,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CalibrationError(f"{where}: not a valid calibration ({exc})") from None
@@ -266,11 +283,14 @@ def calibrate(
     seed: int | None = None,
     on_progress: Callable[[int], None] | None = None,
     condition: str | None = None,
+    model_n: int | None = None,
 ) -> Calibration:
     """Invert ``n`` of the generator's own samples and return its belonging distribution.
 
     ``settings`` default to :func:`~genprint.verify.inversion.default_settings` of the generator.
     With a ``condition`` (a perturbation name, e.g. ``jpeg75``) the samples go through it first.
+    Stage ``noise`` first fits the members' noise model on ``model_n`` (default ``n``) other
+    samples, drawn from their own seed and put through the same condition.
     """
     if n < 2:
         raise ValueError("calibration needs at least 2 samples")
@@ -278,15 +298,23 @@ def calibrate(
         raise ValueError(f"p-value method must be one of {', '.join(PVALUES)}")
     settings = settings or default_settings(gen)
     seed = calibration_seed(gen.name) if seed is None else int(seed)
+    t0 = time.perf_counter()
+    model = None
+    if settings.stage == "noise":
+        model_n = n if model_n is None else int(model_n)
+        if model_n < 2:
+            raise ValueError("the noise model needs at least 2 samples")
+        model_seed = noise_model_seed(gen.name, seed)
+        fit_images = apply_condition(gen.sample(model_n, model_seed), condition, model_seed)
+        model = NoiseModel.fit(invert(gen, fit_images, settings).latents, model_seed)
     images = gen.sample(n, seed)  # members are made with the generator's own sampler
     images = apply_condition(images, condition, seed)
-    t0 = time.perf_counter()
-    result = invert(gen, images, settings, on_progress=on_progress)
+    result = invert(gen, images, settings, on_progress=on_progress, noise_model=model)
     return Calibration(
         generator=gen.name, spec=gen.spec, settings=settings,
         scores=calibrated_scores(result.loss, images, complexity), losses=result.loss,
         complexity=complexity, pvalue=pvalue, resolution=int(images.shape[1]), seed=seed,
-        sha256=gen.sha256, condition=condition or None,
+        sha256=gen.sha256, condition=condition or None, noise_model=model,
         info={"seconds": round(time.perf_counter() - t0, 2),
               "sample_steps_per_image": round(result.sample_steps / n, 1),
               "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},

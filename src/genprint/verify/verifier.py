@@ -170,7 +170,8 @@ def verify_arrays(
                 notes[i].add(note)
         if not crops:
             continue
-        result = invert(v.generator, np.stack(crops), v.settings, on_progress=on_progress)
+        result = invert(v.generator, np.stack(crops), v.settings, on_progress=on_progress,
+                        noise_model=v.calibration.noise_model)
         scores = v.calibration.score(result.loss, np.stack(crops))
         pvals = v.calibration.p_values(scores)
         zs = v.calibration.z_scores(scores)

@@ -6,6 +6,9 @@ generator's deterministic DDIM inversion (its ``encode``; no optimisation) and a
 recovered starting noise looks like the N(0, I) draw that a member started from. Statistics of
 the recovered noise z (3×H×W), each "higher = less like white noise":
 
+* ``model``       — squared Mahalanobis distance of the noise's features from the members' noise
+  model (:mod:`genprint.verify.noise_model`), fitted on ``--model-n`` *other* members: what
+  calibrations use;
 * ``1-flatness``  — 1 − spectral flatness (geometric / arithmetic mean of |FFT(z)|², per channel);
 * ``ringdev``     — squared deviation of the radially averaged power spectrum from flat;
 * ``patchcov3``   — ‖C − I‖²_F of the covariance of 3×3×3 patches of z;
@@ -37,14 +40,21 @@ from sklearn.metrics import roc_auc_score
 
 from genprint.verify.generators import resolve_one, trained_zoo_names
 from genprint.verify.inversion import noise_whiteness_score
+from genprint.verify.noise_model import NoiseModel
 from genprint.world.zoo import diffusion
 
 
-def noise_statistics(gen, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The statistics of the module doc for uint8 N×H×W×3 ``images``."""
+def recovered_noise(gen, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """DDIM-inverted noise of uint8 N×H×W×3 ``images`` and the images in [−1, 1]."""
     x = torch.tensor(images).permute(0, 3, 1, 2).float() / 255 * 2 - 1
     with torch.no_grad():
-        z = diffusion.ddim_invert(gen.eps, x, gen.spec.ddim_steps, gen.abar)
+        return diffusion.ddim_invert(gen.eps, x, gen.spec.ddim_steps, gen.abar), x
+
+
+def noise_statistics(gen, images: np.ndarray, model: NoiseModel) -> dict[str, np.ndarray]:
+    """The statistics of the module doc for uint8 N×H×W×3 ``images``."""
+    z, x = recovered_noise(gen, images)
+    with torch.no_grad():
         rec = diffusion.ddim_sample(gen.eps, z, gen.spec.ddim_steps, gen.abar, clip=1.0)
     var = (z ** 2).mean((1, 2, 3))
     ac = ((z[:, :, 1:] * z[:, :, :-1]).mean((1, 2, 3))
@@ -61,7 +71,7 @@ def noise_statistics(gen, images: np.ndarray) -> dict[str, np.ndarray]:
     patches = patches - patches.mean(2, keepdim=True)
     cov = patches @ patches.transpose(1, 2) / patches.shape[2]
     pc3 = ((cov - torch.eye(cov.shape[1])) ** 2).sum((1, 2))
-    out = {"1-flatness": noise_whiteness_score(z), "ringdev": ringdev, "patchcov3": pc3, "autocorr": ac.abs(),
+    out = {"model": torch.from_numpy(model.distance(z)), "1-flatness": noise_whiteness_score(z), "ringdev": ringdev, "patchcov3": pc3, "autocorr": ac.abs(),
            "|norm-1|": (var - 1).abs(), "|kurt-3|": (kurt - 3).abs(),
            "cycle": ((rec - x) ** 2).mean((1, 2, 3))}
     return {k: v.numpy() for k, v in out.items()}
@@ -92,6 +102,8 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=60)
     parser.add_argument("--real", type=int, default=60)
     parser.add_argument("--per-other", type=int, default=10)
+    parser.add_argument("--model-n", type=int, default=500, help="other members the noise "
+                        "model is fitted on")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -104,7 +116,9 @@ def main() -> None:
         real = real_images(args.real, gen.resolution, "val-")
         others, _ = other_samples(name, [o for o in names if o != name],
                                   per_other=args.per_other, prefix="val-")
-        m, r, o = (noise_statistics(gen, s) for s in (mem, real, others))
+        model = NoiseModel.fit(recovered_noise(gen, samples(name, args.model_n, "val-fit"))[0],
+                               seed=0)
+        m, r, o = (noise_statistics(gen, s, model) for s in (mem, real, others))
         print(f"{name}: {len(mem)} members, {len(real)} real, {len(others)} other-generator images")
         print(f"{'statistic':12s} {'AUC':>6s} {'vs real':>8s} {'vs others':>10s}")
         for k in m:

@@ -24,3 +24,6 @@ def test_shipped_calibrations_fit_their_generators() -> None:
         assert cal.condition == condition and cal.n >= 200, path.name
         assert handle.calibration_path is not None
         assert condition_path(handle.calibration_path, condition) == path
+        if cal.settings.stage == "noise":  # scored against the members' model, not flatness
+            assert cal.noise_model is not None and cal.noise_model.n >= 200, path.name
+            assert cal.noise_model.seed != cal.seed

@@ -14,8 +14,13 @@ points per source (``--ks``) and the open-set score are applied afterwards to th
 * ``relative``: −(that distance ÷ the candidate's threshold), so every source is accepted at 1.
 
 Each fold also enrols every held-out source from ``--enrol-images`` of its images (the method's
-enrolment rule, ``--enrol-k`` reference points per source): recall on its other images and the
-drop, in points, of the knowns' open-set accuracy.
+enrolment rule, ``--enrol-k`` reference points per source): recall on its other images, the
+drop, in points, of the knowns' open-set accuracy, and the share of the *other* held-out
+source's images the enrolled source takes (an unseen generator attributed to the new one).
+``--enrol-factor`` also measures a variant that widens the enrolled threshold by a factor
+calibrated on simulated enrolments of the known sources (their calibration images, 20 random
+draws of ``--enrol-images`` each), chosen so that their mean acceptance reaches the model's
+target (95%): the largest of 10 held-out distances accepts only ≈ 10/11 on average.
 
 ``--hold-cameras`` also leaves some cameras of ``real`` out of training and calibration; their
 images are evaluated as known real images, which measures whether unseen cameras are still
@@ -82,6 +87,14 @@ def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal
 def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int,
              args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     """Train on one fold; the figures of every (K, score) setting and the training seconds."""
+    npz = args.out / f"embeddings-{loss}-{epochs}-lr{args.lr:g}-{'+'.join(held)}.npz"
+    if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
+        z = np.load(npz)
+        unseen_saved = z["unseen"] if "unseen" in z.files else None
+        return fold_rows(z["train"], z["train_y"], z["cal"], z["cal_y"], z["eval"], z["eval_y"],
+                         len(z["classes"]), MetricAttributor().target_accept,
+                         unseen_saved, [str(s) for s in z["pseudo_sources"]], held, loss, epochs,
+                         args), 0.0
     view = protocol_view(bench, protocol)
     arch = checkpoint_architecture(args.camera_ckpt) if args.init == "camera" else None
     model = MetricAttributor(
@@ -130,10 +143,9 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     unseen = np.concatenate([unseen, np.zeros(len(ps_imgs), bool)]) if cams else None
     tr_e, cal_e = model.embed(tr_imgs), model.embed(cal_imgs)
     ev_e = model.embed([*ev_imgs, *ps_imgs])
-    np.savez(args.out / f"embeddings-{loss}-{epochs}-lr{args.lr:g}-{'+'.join(held)}.npz", train=tr_e,
-             train_y=tr_y, cal=cal_e, cal_y=cal_y, eval=ev_e, eval_y=eval_y,
-             pseudo_sources=np.array(ps_src), classes=np.array(model.classes_))
-    rows = []
+    np.savez(npz, train=tr_e, train_y=tr_y, cal=cal_e, cal_y=cal_y, eval=ev_e, eval_y=eval_y,
+             pseudo_sources=np.array(ps_src), classes=np.array(model.classes_),
+             **({"unseen": unseen} if unseen is not None else {}))
     if unseen is not None and unseen.any():  # with the model's own thresholds (its K and rule)
         d = refs.source_distances(ev_e, model.references_, model.reference_sources_,
                                   len(model.classes_))
@@ -144,22 +156,70 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
               f"{np.mean(ok[unseen]):.3f} ({unseen.sum()} images); pseudo-unknowns accepted "
               f"{np.mean(accepted[eval_y < 0]):.3f}, as real {np.mean(ok[eval_y < 0]):.3f}",
               flush=True)
-    enrol = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_), args,
-                      model.target_accept, ps_src)
+    return fold_rows(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_),
+                     model.target_accept, unseen, ps_src, held, loss, epochs, args), seconds
+
+
+def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
+              ev_e: np.ndarray, eval_y: np.ndarray, n_classes: int, target: float,
+              unseen: np.ndarray | None, ps_src: list[str], held: list[str], loss: str,
+              epochs: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures of every (K, score) setting of one fold, from its embeddings."""
+    enrol = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target, ps_src)
+    if args.enrol_factor:
+        f = enrolment_factor(tr_e, tr_y, cal_e, cal_y, n_classes, args, target)
+        wide = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target,
+                         ps_src, factor=f)
+        print(f"fold {held}: enrolment factor {f:.2f}; recall {enrol['enrol_recall']:.3f} → "
+              f"{wide['enrol_recall']:.3f} (min {enrol['enrol_min_recall']:.3f} → "
+              f"{wide['enrol_min_recall']:.3f}), drop {enrol['enrol_drop']:.2f} → "
+              f"{wide['enrol_drop']:.2f}, other held-out taken {enrol['enrol_other_taken']:.3f} → "
+              f"{wide['enrol_other_taken']:.3f}", flush=True)
+        enrol.update({f"factor_{k}": v for k, v in wide.items()}, enrol_factor=f)
+    rows = []
     for k in args.ks:
         for score in ("distance", "relative"):
             rows.append({"loss": loss, "epochs": epochs, "k": k, "score": score,
-                         **figures(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_),
-                                   k, score, args.seed, model.target_accept, unseen), **enrol})
-    return rows, seconds
+                         **figures(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, k, score,
+                                   args.seed, target, unseen), **enrol})
+    return rows
+
+
+def enrolment_factor(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
+                     n_classes: int, args: argparse.Namespace, target_accept: float,
+                     draws: int = 20) -> float:
+    """Smallest factor (≥ 1, step 0.01) on the enrolment threshold for which simulated
+    enrolments of the known sources (``--enrol-images`` of their calibration images, the rest
+    held out) accept ``target_accept`` of the rest, on average."""
+    n, k = args.enrol_images, args.enrol_k
+    grid = np.round(np.arange(1.0, 3.0001, 0.01), 2)
+    rng = np.random.default_rng(args.seed)
+    acc = []
+    for c in range(n_classes):
+        e = cal_e[cal_y == c]
+        if len(e) <= n:
+            continue
+        for _ in range(draws):
+            pick = rng.permutation(len(e))
+            few, rest = e[pick[:n]], e[pick[n:]]
+            t, _ = refs.enrolment_threshold(few, np.arange(n), few, k, args.seed,
+                                            target_accept, np.ones(1))
+            d = refs.distances(rest, refs.enrolment_references(few, np.arange(n), k,
+                                                               args.seed)).min(axis=1)
+            acc.append([(d <= g * t).mean() for g in grid])
+    mean = np.mean(acc, axis=0)
+    return float(grid[np.argmax(mean >= target_accept)] if (mean >= target_accept).any()
+                 else grid[-1])
 
 
 def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
               ev_e: np.ndarray, eval_y: np.ndarray, n_classes: int, args: argparse.Namespace,
-              target_accept: float, pseudo_sources: list[str]) -> dict[str, float]:
+              target_accept: float, pseudo_sources: list[str], factor: float = 1.0
+              ) -> dict[str, float]:
     """Enrol each held-out source from ``--enrol-images`` images (the method's rule, K =
-    ``--enrol-k``): mean recall on its other images and mean drop (points) of the knowns'
-    open-set accuracy."""
+    ``--enrol-k``; the threshold × ``factor``): mean recall on its other images, mean drop
+    (points) of the knowns' open-set accuracy and the mean share of the other held-out
+    sources' images the new source takes."""
     k = args.enrol_k
     points, owners = refs.class_references(tr_e, tr_y, n_classes, k, args.seed)
     cal_d = refs.source_distances(cal_e, points, owners, n_classes)
@@ -178,7 +238,7 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     before = open_acc(points, owners, thr, kn_e, kn_y)
     ps_e = ev_e[~known]
     names = np.array(pseudo_sources)
-    recalls, drops = [], []
+    recalls, drops, taken = [], [], []
     n = args.enrol_images
     for src in sorted(set(pseudo_sources)):
         idx = np.flatnonzero(names == src)
@@ -188,11 +248,15 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
                                            target_accept, thr)
         pts = np.concatenate([points, new])
         own = np.concatenate([owners, np.full(len(new), n_classes)])
-        t = np.append(thr, dist)
+        t = np.append(thr, factor * dist)
         recalls.append(open_acc(pts, own, t, rest, np.full(len(rest), n_classes)))
         drops.append(100 * (before - open_acc(pts, own, t, kn_e, kn_y)))
+        other = ps_e[names != src]
+        if len(other):
+            taken.append(open_acc(pts, own, t, other, np.full(len(other), n_classes)))
     return {"enrol_recall": float(np.mean(recalls)), "enrol_min_recall": float(np.min(recalls)),
-            "enrol_drop": float(np.mean(drops)), "enrol_max_drop": float(np.max(drops))}
+            "enrol_drop": float(np.mean(drops)), "enrol_max_drop": float(np.max(drops)),
+            "enrol_other_taken": float(np.mean(taken)) if taken else 0.0}
 
 
 def main() -> None:
@@ -209,6 +273,11 @@ def main() -> None:
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-k", type=int, default=8, help="reference points per source "
                         "in the enrolment figures")
+    parser.add_argument("--reuse", action="store_true",
+                        help="use the embeddings a previous run saved in --out (no training)")
+    parser.add_argument("--enrol-factor", action="store_true",
+                        help="also measure enrolment with the threshold widened by a factor "
+                             "calibrated on simulated enrolments of the known sources")
     parser.add_argument("--no-origin-classes", action="store_true",
                         help="one loss class per source, even where items name an origin")
     parser.add_argument("--unseen-origin-thresholds", action="store_true",
@@ -248,6 +317,8 @@ def main() -> None:
             for j, row in enumerate(per_fold[0]):
                 mean = {m: float(np.mean([f[j][m] for f in per_fold]))
                         for m in ("closed_acc", "auroc", "oscr", "enrol_recall", "enrol_drop",
+                                  "enrol_other_taken", "enrol_factor", "factor_enrol_recall",
+                                  "factor_enrol_drop", "factor_enrol_other_taken",
                                   "unseen_camera_accept") if m in per_fold[0][j]}
                 mean["enrol_min_recall"] = float(min(f[j]["enrol_min_recall"] for f in per_fold))
                 mean["enrol_max_drop"] = float(max(f[j]["enrol_max_drop"] for f in per_fold))
@@ -262,6 +333,11 @@ def main() -> None:
                       f"(max {mean['enrol_max_drop']:.2f})"
                       + (f" unseen-camera accept={mean['unseen_camera_accept']:.3f}"
                          if "unseen_camera_accept" in mean else "")
+                      + f" other held-out taken={mean['enrol_other_taken']:.3f}"
+                      + (f" | factor {mean['enrol_factor']:.2f}: recall "
+                         f"{mean['factor_enrol_recall']:.3f} drop {mean['factor_enrol_drop']:.2f}"
+                         f" other taken {mean['factor_enrol_other_taken']:.3f}"
+                         if "enrol_factor" in mean else "")
                       + f"  folds={[round(a, 3) for a in out['per_fold_auroc']]}"
                       f"  train={np.mean(secs):.0f}s", flush=True)
             (args.out / "metric_validation.json").write_text(

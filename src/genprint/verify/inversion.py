@@ -87,9 +87,10 @@ class InversionSettings:
     invert only the last stage of a latent-diffusion model, its autoencoder's decoder, over the
     chain's output latent (LatentTracer's approach for latent diffusion); ``noise``: no
     optimisation — map the image back to its starting noise with the generator's ``encode``
-    (pixel diffusion: deterministic DDIM inversion) and score how far that noise is from white
-    (:func:`noise_whiteness_score`), for generators whose latent is N(0, I) noise with spatial
-    axes."""
+    (pixel diffusion: deterministic DDIM inversion) and score how far that noise is from the
+    members' noise model of the calibration (:mod:`genprint.verify.noise_model`; without one,
+    from white: :func:`noise_whiteness_score`), for generators whose latent is N(0, I) noise
+    with spatial axes."""
     batch_size: int = 256
     """Rows (images × restarts) optimised at once; does not change the results."""
 

@@ -51,6 +51,10 @@ from genprint.methods.metric import MetricAttributor
 from genprint.world.protocols import protocol_view
 
 REAL = "real"
+EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "hold_cameras",
+                      "no_origin_classes", "pseudo_sources", "symmetries",
+                      "symmetries_at_inference")
+"""Options that change a fold's embeddings (``--reuse`` checks them)."""
 
 
 def folds(known: list[str], hold: int) -> list[list[str]]:
@@ -88,8 +92,15 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
              args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     """Train on one fold; the figures of every (K, score) setting and the training seconds."""
     npz = args.out / f"embeddings-{loss}-{epochs}-lr{args.lr:g}-{'+'.join(held)}.npz"
+    made_with = json.dumps({k: str(getattr(args, k)) for k in EMBEDDING_SETTINGS}, sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
         z = np.load(npz)
+        saved = str(z["made_with"]) if "made_with" in z.files else None
+        if saved is not None and saved != made_with:
+            raise SystemExit(f"{npz} was made with other settings ({saved}); use another --out "
+                             "or drop --reuse")
+        if saved is None:
+            print(f"note: {npz.name} does not record its settings; reused as it is", flush=True)
         unseen_saved = z["unseen"] if "unseen" in z.files else None
         return fold_rows(z["train"], z["train_y"], z["cal"], z["cal_y"], z["eval"], z["eval_y"],
                          len(z["classes"]), MetricAttributor().target_accept,
@@ -145,6 +156,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     ev_e = model.embed([*ev_imgs, *ps_imgs])
     np.savez(npz, train=tr_e, train_y=tr_y, cal=cal_e, cal_y=cal_y, eval=ev_e, eval_y=eval_y,
              pseudo_sources=np.array(ps_src), classes=np.array(model.classes_),
+             made_with=np.array(made_with),
              **({"unseen": unseen} if unseen is not None else {}))
     if unseen is not None and unseen.any():  # with the model's own thresholds (its K and rule)
         d = refs.source_distances(ev_e, model.references_, model.reference_sources_,

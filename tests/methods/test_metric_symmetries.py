@@ -71,3 +71,25 @@ def test_embeddings_with_symmetries_are_invariant_to_the_views() -> None:
     plain = MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(
         images, labels, images, labels)
     assert not np.allclose(plain.embed([img[::-1]])[0], plain.embed([img])[0], atol=1e-3)
+
+
+def test_symmetries_survive_save_and_load_and_a_bad_value_is_refused(tmp_path) -> None:
+    import json
+
+    import genprint
+    from genprint.storage.model_dir import ModelFormatError
+
+    torch.set_num_threads(1)
+    images, labels = toy(3, 6)
+    m = MetricAttributor(**TINY, epochs=1, refs_per_class=1, symmetries="dihedral").fit(
+        images, labels, images, labels)
+    m.save(tmp_path / "m")
+    loaded = genprint.load(tmp_path / "m")
+    assert loaded.symmetries == "dihedral"
+    np.testing.assert_allclose(loaded.embed(images[:3]), m.embed(images[:3]), atol=1e-6)
+    card_path = next((tmp_path / "m").glob("*.json"))
+    card = json.loads(card_path.read_text())
+    card["params"]["symmetries"] = "rotate-45"
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="symmetries"):
+        genprint.load(tmp_path / "m")

@@ -101,3 +101,49 @@ def test_a_newer_calibration_format_is_refused(tmp_path: Path) -> None:
     d["noise_model"]["mean"] = [1.0, 2.0]
     with pytest.raises(CalibrationError, match="not a valid calibration"):
         Calibration.from_json(d)
+
+
+def test_the_distance_weighs_features_by_the_members_spread() -> None:
+    """Noise whose channels are each white but correlated with each other moves one feature by a
+    few of the members' standard deviations: the Mahalanobis distance sees it, a plain
+    Euclidean distance of the features would not."""
+    model = NoiseModel.fit(white(300, 8), seed=0)
+    z = white(20, 9)
+    mixed = z.clone()
+    mixed[:, 1] = 0.6 * z[:, 1] + 0.8 * z[:, 0]  # corr(ch0, ch1) ≈ 0.8, each channel still white
+    assert model.distance(mixed).min() > model.distance(z).max()
+    euclid = np.linalg.norm(noise_features(mixed) - model.mean, axis=1)
+    assert euclid.min() < np.linalg.norm(noise_features(z) - model.mean, axis=1).max()
+
+
+def test_the_model_is_fitted_under_the_calibration_condition() -> None:
+    from genprint.verify.calibration import apply_condition
+
+    gen = GeneratorHandle("coloured", _ColouredNoiseGenerator(), "<toy>")
+    cal = calibrate(gen, n=5, model_n=30, seed=3, condition="jpeg75")
+    seed = noise_model_seed("coloured", 3)
+    fit = apply_condition(gen.sample(30, seed), "jpeg75", seed)
+    np.testing.assert_allclose(cal.noise_model.mean,
+                               NoiseModel.fit(invert(gen, fit).latents, seed).mean)
+    clean = NoiseModel.fit(invert(gen, gen.sample(30, seed)).latents, seed)
+    assert not np.allclose(cal.noise_model.mean, clean.mean)
+
+
+def test_inconsistent_calibration_files_are_refused() -> None:
+    gen = GeneratorHandle("coloured", _ColouredNoiseGenerator(), "<toy>")
+    good = calibrate(gen, n=5, model_n=10).to_json()
+    for change, match in [
+        ({"noise_model": None}, "without its noise model"),  # scores are distances: never flatness
+        ({"settings": {**good["settings"], "stage": "chain"}}, "only stage 'noise'"),
+        ({"noise_model": [1, 2]}, "not a JSON object"),
+        ({"noise_model": {**good["noise_model"],
+                          "precision": (-np.eye(30)).tolist()}}, "positive definite"),
+    ]:
+        with pytest.raises(CalibrationError, match=match):
+            Calibration.from_json({**good, **change})
+    old = {**good, "calibration_version": 1}
+    del old["noise_model"]  # a format-1 file: scored with 1 − flatness, as it was made
+    assert Calibration.from_json(old).noise_model is None
+    small = {**good, "noise_model": NoiseModel.fit(white(10, 1)[:, :1], seed=0).to_json()}
+    with pytest.raises(CalibrationError, match="features"):
+        Calibration.from_json(small).check(gen)

@@ -138,7 +138,9 @@ def calibrate_cmd(
         if target is None:
             raise _fail(f"{h.spec}: no default place for its calibration; give --out")
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
-            task = bar.add_task(f"calibrating {h.name}", total=n)
+            total = n + ((model_n if model_n is not None else n)
+                         if settings.stage == "noise" else 0)  # the noise model's samples too
+            task = bar.add_task(f"calibrating {h.name}", total=total)
             try:
                 cal = calibrate(h, n, settings, complexity=complexity, pvalue=pvalue,
                                 on_progress=lambda k, _t=task: bar.advance(_t, k),

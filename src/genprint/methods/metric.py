@@ -443,6 +443,10 @@ class MetricAttributor(Attributor):
         # models saved before origin classes existed were trained one class per source
         model = cls(**{"origin_classes": False, "unseen_origin_thresholds": False,
                        **card.get("params", {})})
+        try:
+            symmetry_views(model.symmetries)
+        except ValueError as exc:
+            raise ModelFormatError(str(exc)) from None
         arch = card.get("backbone", {}).get("architecture")
         if not isinstance(arch, dict):
             raise ModelFormatError("the card holds no forensic-cnn architecture")

@@ -51,7 +51,7 @@ import numpy as np
 from genprint.verify.complexity import complexities
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, default_settings, invert
-from genprint.verify.noise_model import NoiseModel, noise_model_seed
+from genprint.verify.noise_model import NoiseModel, expected_feature_count, noise_model_seed
 
 CALIBRATION_VERSION = 2
 """2: a calibration of stage ``noise`` holds the members' noise model (older genprint would
@@ -183,6 +183,15 @@ class Calibration:
                 f"the calibration of {gen.name} was made for other weights (sha256 "
                 f"{self.sha256[:12]}…, the generator's is {gen.sha256[:12]}…); recalibrate "
                 f"with `genprint verify calibrate --generator {gen.spec}`")
+        if self.noise_model is not None:
+            expected = expected_feature_count(gen.latent_shape)
+            if expected != len(self.noise_model.mean):
+                given = (f"give {expected}" if expected is not None
+                         else "have no spatial axes")
+                raise CalibrationError(
+                    f"the noise model of {gen.name}'s calibration has "
+                    f"{len(self.noise_model.mean)} features; the generator's latents "
+                    f"{gen.latent_shape} {given}; recalibrate")
         if gen.resolution != self.resolution:
             raise CalibrationError(f"the calibration of {gen.name} is for {self.resolution}px "
                                    f"images, the generator makes {gen.resolution}px ones")
@@ -237,6 +246,13 @@ class Calibration:
         try:
             model = (NoiseModel.from_json(d["noise_model"]) if d.get("noise_model") is not None
                      else None)
+            stage = d["settings"].get("stage", "chain")
+            if model is not None and stage != "noise":
+                raise ValueError(f"a noise model with inversion stage {stage!r} (only stage "
+                                 "'noise' uses one)")
+            if model is None and stage == "noise" and version >= 2:
+                raise ValueError("stage 'noise' without its noise model (its scores are "
+                                 "distances from that model)")
             return cls(
                 generator=d["generator"], spec=d["spec"],
                 settings=InversionSettings.from_dict({"stage": "chain", **d["settings"]}),
@@ -247,7 +263,7 @@ class Calibration:
                 info=dict(d.get("info", {})), condition=d.get("condition") or None,
                 noise_model=model,
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CalibrationError(f"{where}: not a valid calibration ({exc})") from None
 
     def save(self, path: str | os.PathLike[str]) -> Path:
@@ -306,7 +322,8 @@ def calibrate(
             raise ValueError("the noise model needs at least 2 samples")
         model_seed = noise_model_seed(gen.name, seed)
         fit_images = apply_condition(gen.sample(model_n, model_seed), condition, model_seed)
-        model = NoiseModel.fit(invert(gen, fit_images, settings).latents, model_seed)
+        model = NoiseModel.fit(invert(gen, fit_images, settings, on_progress=on_progress).latents,
+                               model_seed)
     images = gen.sample(n, seed)  # members are made with the generator's own sampler
     images = apply_condition(images, condition, seed)
     result = invert(gen, images, settings, on_progress=on_progress, noise_model=model)

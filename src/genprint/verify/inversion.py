@@ -272,7 +272,8 @@ def noise_whiteness_score(z: torch.Tensor) -> torch.Tensor:
 
 
 def _invert_by_noise(gen: GeneratorHandle, x: torch.Tensor, settings: InversionSettings,
-                     noise_model: NoiseModel | None = None) -> InversionResult:
+                     noise_model: NoiseModel | None = None,
+                     on_progress: Callable[[int], None] | None = None) -> InversionResult:
     """Stage ``noise``: encode, then score the recovered noise (no optimisation): its distance
     from the members' ``noise_model`` when given (what calibrations use), else 1 − flatness."""
     if not gen.has_encoder:
@@ -287,6 +288,8 @@ def _invert_by_noise(gen: GeneratorHandle, x: torch.Tensor, settings: InversionS
             latents.append(z)
             scores.append(torch.from_numpy(noise_model.distance(z)) if noise_model is not None
                           else noise_whiteness_score(z))
+            if on_progress is not None:
+                on_progress(len(z))
     loss = torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
     lat = torch.cat(latents) if latents else torch.zeros((0, *gen.latent_shape))
     return InversionResult(loss=loss, restart_losses=loss[:, None], latents=lat,
@@ -427,7 +430,7 @@ def invert(
         gen = decoder_stage(gen)
     x = to_tensor(images)
     if settings.stage == "noise":
-        return _invert_by_noise(gen, x, settings, noise_model)
+        return _invert_by_noise(gen, x, settings, noise_model, on_progress)
     n = len(x)
     seeds = [image_seed(img) for img in x] if seeds is None else [int(s) for s in seeds]
     if len(seeds) != n:

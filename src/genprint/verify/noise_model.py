@@ -43,6 +43,14 @@ def noise_model_seed(name: str, calibration_seed: int) -> int:
     return zlib.crc32(f"genprint-noise-model:{name}:{calibration_seed}".encode()) & 0x7FFFFFFF
 
 
+def expected_feature_count(latent_shape: tuple[int, ...]) -> int | None:
+    """Number of features of latents of this shape (C×H×W), or None without spatial axes."""
+    if len(latent_shape) != 3:
+        return None
+    c = int(latent_shape[0])
+    return RADIAL_BANDS * c + c + c * (c - 1) // 2
+
+
 def noise_features(z: torch.Tensor) -> np.ndarray:
     """The features of the module doc for latents ``z`` (N×C×H×W) → float64 N×F."""
     if z.dim() != 4 or min(z.shape[-2:]) < 2:
@@ -103,7 +111,9 @@ class NoiseModel:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> NoiseModel:
-        """Rebuild and check (``ValueError`` on a malformed or unknown model)."""
+        """Rebuild and check (``ValueError`` / ``TypeError`` on a malformed or unknown model)."""
+        if not isinstance(d, dict):
+            raise TypeError("noise model: not a JSON object")
         if d.get("features") != FEATURES:
             raise ValueError(f"unknown noise features {d.get('features')!r}")
         mean = np.asarray(d["mean"], dtype=np.float64)
@@ -114,4 +124,6 @@ class NoiseModel:
         if not np.allclose(precision, precision.T, atol=1e-8 * max(1.0, math.fabs(
                 float(np.abs(precision).max())))):
             raise ValueError("noise model: the precision matrix is not symmetric")
+        if len(mean) == 0 or np.linalg.eigvalsh(precision).min() <= 0:
+            raise ValueError("noise model: the precision matrix is not positive definite")
         return cls(mean=mean, precision=precision, n=int(d["n"]), seed=int(d["seed"]))

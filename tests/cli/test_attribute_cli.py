@@ -81,3 +81,18 @@ def test_parquet_results(toy_sources: Path, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     table = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert len(table) == 24 and all(r["error"] is None for r in table)
+
+
+def test_file_names_print_as_they_are(toy_sources: Path, tmp_path: Path) -> None:
+    """Rich markup or emoji codes in a file name are printed literally, in rows and errors."""
+    import shutil
+
+    model = _train(toy_sources, tmp_path)
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    shutil.copy(toy_sources / "alpha" / "00.png", odd / "a[red]b:smile:.png")
+    (odd / "c[bold]d.png").write_bytes(b"")
+    out = runner.invoke(app, ["attribute", str(model), str(odd)], env={"COLUMNS": "250"})
+    assert out.exit_code == 0, out.output
+    flat = out.output.replace("\n", "")
+    assert "a[red]b:smile:.png" in flat and "c[bold]d.png" in flat

@@ -79,7 +79,7 @@ def test_bad_specs(spec: str, message: str) -> None:
 @pytest.mark.parametrize(("attr", "message"), [
     ("no_decode", "has no latent_shape, sample_latent, decode"),
     ("broken", r"calling broken\(\) failed: RuntimeError: weights missing"),
-    ("not_callable", "is a int, not callable"),
+    ("not_callable", r"is not callable \(it is an object of type int\)"),
 ])
 def test_bad_factories(user_module: str, attr: str, message: str) -> None:
     with pytest.raises(GeneratorSpecError, match=message):

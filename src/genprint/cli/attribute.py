@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 
 
 @app.command("attribute")
@@ -40,7 +40,7 @@ def attribute(
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
     paths = scan_inputs(inputs)
     if not paths:
@@ -63,7 +63,7 @@ def attribute(
     if failed:
         console.print(f"[yellow]{len(failed)} of {len(results)} file(s) could not be used[/yellow]")
     if out is not None:
-        console.print(f"results written to {out}")
+        console.print(f"results written to {esc(str(out))}")
     if len(failed) == len(results) or (strict and failed):
         raise typer.Exit(1)
 
@@ -76,11 +76,12 @@ def _print_table(results: list) -> None:
         table.add_column(col, overflow="fold")
     for r in results:
         if r.ok:
-            label = f"[bold magenta]{r.label}[/bold magenta]" if r.is_unknown else r.label
-            table.add_row(r.path, label, r.candidate, f"{r.score:.3f}", f"{r.threshold:.3f}",
-                          f"{r.n_tiles} ({r.tile_agreement:.0%})", "")
+            label = (f"[bold magenta]{esc(r.label)}[/bold magenta]" if r.is_unknown
+                     else esc(r.label))
+            table.add_row(esc(r.path), label, esc(r.candidate), f"{r.score:.3f}",
+                          f"{r.threshold:.3f}", f"{r.n_tiles} ({r.tile_agreement:.0%})", "")
         else:
-            table.add_row(r.path, "", "", "", "", "", f"[red]{r.error}[/red]")
+            table.add_row(esc(r.path), "", "", "", "", "", f"[red]{esc(r.error)}[/red]")
     from rich.console import Console
 
-    Console().print(table)
+    Console(emoji=False).print(table)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 
 bench_app = typer.Typer(help="Benchmarks built from the built-in world.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -48,11 +48,11 @@ def build(
             summary = build_bench(out, settings, overwrite=overwrite,
                                   on_progress=lambda src, n: bar.advance(task_id, n))
         except (FileExistsError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]wrote[/green] {summary['n_images']} images to {out} "
+        console.print(f"[green]wrote[/green] {summary['n_images']} images to {esc(str(out))} "
                       f"({len(summary['counts'])} sources; protocols: "  # type: ignore[arg-type]
                       f"{', '.join(summary['protocols'])})")  # type: ignore[arg-type]

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, format_metric, print_json, to_json, warnings_as_notes
+from genprint.cli.output import console, esc, format_metric, print_json, to_json, warnings_as_notes
 
 CELL_KEYS = ("closed_set_accuracy", "auroc", "oscr")
 CELL_LEGEND = ("cells: closed-set accuracy / AUROC known vs unknown / OSCR, on the test split "
@@ -100,12 +100,12 @@ def compare_cmd(
         try:
             attributor = genprint.load(path)
         except ModelFormatError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
         trained_on = getattr(attributor, "training_info_", {}).get("protocol")
         targets = target_protocols(attributor.classes_, trained_on, available, wanted)
         if not targets:
-            console.print(f"[yellow]skipped[/yellow] {path}: trained for protocol "
+            console.print(f"[yellow]skipped[/yellow] {esc(str(path))}: trained for protocol "
                           f"{trained_on!r}, not among {', '.join(wanted)}" if trained_on else
                           f"[yellow]skipped[/yellow] {path}: it knows sources that every "
                           "requested protocol treats as unknown")
@@ -114,7 +114,8 @@ def compare_cmd(
                 try:
                     run = evaluate(attributor, bench, name)
                 except (ManifestError, ValueError) as exc:
-                    console.print(f"[red]error:[/red] {path} on {name}: {exc}")
+                    console.print(f"[red]error:[/red] {esc(str(path))} on {esc(str(name))}: "
+                                  f"{esc(str(exc))}")
                     raise typer.Exit(2) from None
             rows.append({"model": str(path), **run.metrics})
     if not rows:
@@ -124,14 +125,14 @@ def compare_cmd(
     header, body = comparison_grid(rows, shown)
     if markdown is not None:
         markdown.write_text(to_markdown(header, body), encoding="utf-8")
-        console.print(f"Markdown table written to {markdown}")
+        console.print(f"Markdown table written to {esc(str(markdown))}")
     if json_path == "-":
         print_json(rows)
         return
     _print_table(header, body)
     if json_path:
         Path(json_path).write_text(to_json(rows) + "\n", encoding="utf-8")
-        console.print(f"metrics written to {json_path}")
+        console.print(f"metrics written to {esc(str(json_path))}")
 
 
 def _print_table(header: list[str], body: list[list[str]]) -> None:
@@ -143,4 +144,4 @@ def _print_table(header: list[str], body: list[list[str]]) -> None:
         table.add_column(name, justify="left" if k == 0 else "right")
     for row in body:
         table.add_row(*row)
-    Console().print(table)
+    Console(emoji=False).print(table)

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, format_metric, print_json, to_json, warnings_as_notes
+from genprint.cli.output import console, esc, format_metric, print_json, to_json, warnings_as_notes
 
 DEMO_PROTOCOL = "all"
 
@@ -36,11 +36,11 @@ def _bench(out: Path, per_class: int, seed: int) -> Path:
     if info.is_file():
         stored = json.loads(info.read_text())
         if stored.get("per_class") == per_class and stored.get("seed") == seed:
-            console.print(f"reusing the benchmark in {bench}")
+            console.print(f"reusing the benchmark in {esc(str(bench))}")
             return bench
     with console.status(f"building the benchmark ({per_class} images per source)"):
         summary = build_bench(bench, settings, overwrite=True)
-    console.print(f"benchmark: {summary['n_images']} images in {bench}")
+    console.print(f"benchmark: {summary['n_images']} images in {esc(str(bench))}")
     return bench
 
 
@@ -93,7 +93,7 @@ def demo(
         eval_s = time.perf_counter() - t0
         report = write_report(run, out / f"report-{method}.html",
                               title=f"genprint demo: {method} on protocol {DEMO_PROTOCOL}")
-        console.print(f"report: {report}")
+        console.print(f"report: {esc(str(report))}")
         metrics = {**run.metrics, "train_seconds": round(train_s, 1),
                    "eval_seconds": round(eval_s, 1), "test_cap_per_source": cap}
         rows.append(metrics)
@@ -102,7 +102,7 @@ def demo(
         print_json(rows)
     else:
         print_comparison(rows)
-        console.print(f"models, benchmark and results.json are in {out}")
+        console.print(f"models, benchmark and results.json are in {esc(str(out))}")
 
 
 METRIC_COLUMNS = [("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"),
@@ -128,7 +128,7 @@ def print_comparison(rows: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console_out = Console()
+    console_out = Console(emoji=False)
     titles = (f"protocol {DEMO_PROTOCOL}: test split, thresholds from validation",
               "what each method used")
     for title, columns in zip(titles, (METRIC_COLUMNS, COST_COLUMNS), strict=True):

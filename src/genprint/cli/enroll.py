@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json
+from genprint.cli.output import console, esc, print_json
 
 
 @app.command("enroll")
@@ -31,7 +31,7 @@ def enroll_cmd(
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
     if not hasattr(attributor, "enroll"):
         console.print(f"[red]error:[/red] method {attributor.method!r} does not support "
@@ -53,6 +53,7 @@ def enroll_cmd(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]enrolled[/green] {source} in {model} from {record['n_images']} "
+        console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(model))} from "
+                      f"{record['n_images']} "
                       f"image(s): {record['n_reference_points']} reference point(s), threshold "
                       f"{record['threshold']:.3f} ({record['threshold_rule']})")

@@ -10,6 +10,7 @@ import typer
 from genprint.cli.app import app
 from genprint.cli.output import (
     console,
+    esc,
     format_metric,
     print_json,
     progress_bar,
@@ -51,7 +52,7 @@ def evaluate_cmd(
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
     with progress_bar(disable=json_path == "-" or not console.is_terminal) as bar:
         label = "evaluating" + (f" (clean + {len(conditions)} perturbations)" if conditions
@@ -63,7 +64,7 @@ def evaluate_cmd(
                     attributor, bench, protocol, conditions,
                     on_progress=lambda n: bar.advance(task, n))
         except (ManifestError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
     metrics = dict(run.metrics)
     if conditions:
@@ -73,7 +74,7 @@ def evaluate_cmd(
 
         write_report(run, report, perturbations=perturbed or None,
                      title=f"{attributor.method} on protocol {protocol} ({model.name})")
-        console.print(f"report written to {report}")
+        console.print(f"report written to {esc(str(report))}")
     if json_path == "-":
         print_json(metrics)
     else:
@@ -82,7 +83,7 @@ def evaluate_cmd(
             print_perturbation_table(metrics, perturbed)
         if json_path:
             Path(json_path).write_text(to_json(metrics) + "\n", encoding="utf-8")
-            console.print(f"metrics written to {json_path}")
+            console.print(f"metrics written to {esc(str(json_path))}")
 
 
 def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[str, Any]]) -> None:
@@ -99,7 +100,7 @@ def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[st
         table.add_column(label, justify="right")
     for name, m in {"none": clean, **perturbed}.items():
         table.add_row(name, *[format_metric(m.get(k)) for k, _ in columns])
-    Console().print(table)
+    Console(emoji=False).print(table)
 
 
 def print_metrics_table(metrics: dict[str, Any]) -> None:
@@ -116,4 +117,4 @@ def print_metrics_table(metrics: dict[str, Any]) -> None:
         table.add_row(f"AUROC vs {name}", format_metric(value))
     table.add_row("known / unknown test images",
                   f"{metrics.get('n_known_test')} / {metrics.get('n_unknown_test')}")
-    Console().print(table)
+    Console(emoji=False).print(table)

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,8 +23,15 @@ from rich.progress import (
 
 T = TypeVar("T")
 
-console = Console(stderr=True)
-"""Human-facing messages and progress go to stderr, so stdout stays clean for ``--json``."""
+console = Console(stderr=True, emoji=False)
+"""Human-facing messages and progress go to stderr, so stdout stays clean for ``--json``.
+Anything that comes from the user or the file system (paths, error texts) is passed through
+:func:`esc`, so ``[red]`` or ``:smile:`` in a file name prints as it is."""
+
+
+def esc(text: str) -> str:
+    """``text`` with rich markup escaped (for paths and messages inside styled output)."""
+    return escape(text)
 
 
 @contextmanager
@@ -40,7 +48,7 @@ def warnings_as_notes() -> Iterator[None]:
                 msg = str(w.message)
                 if msg not in seen:
                     seen.add(msg)
-                    console.print(f"[yellow]note:[/yellow] {msg}")
+                    console.print(f"[yellow]note:[/yellow] {esc(str(msg))}")
 
 
 def progress_bar(disable: bool = False) -> Progress:

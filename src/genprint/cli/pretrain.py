@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 
 pretrain_app = typer.Typer(help="Pretrain networks before attribution training.",
                            no_args_is_help=True)
@@ -67,5 +67,6 @@ def pretrain_camera_cmd(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]saved[/green] {out}: {len(result.cameras)} cameras, validation "
+        console.print(f"[green]saved[/green] {esc(str(out))}: {len(result.cameras)} cameras, "
+                      "validation "
                       f"accuracy {result.info['val_accuracy']:.3f}")

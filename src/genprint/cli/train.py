@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json
+from genprint.cli.output import console, esc, print_json
 
 train_app = typer.Typer(help="Train an attributor on labelled images.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -20,7 +20,7 @@ def report_bad_files(errors: list, limit: int = 10) -> None:
         return
     console.print(f"[yellow]{len(errors)} file(s) skipped:[/yellow]")
     for path, err in errors[:limit]:
-        console.print(f"  {path}: {err.reason}")
+        console.print(f"  {esc(str(path))}: {esc(str(err.reason))}")
     if len(errors) > limit:
         console.print(f"  ... and {len(errors) - limit} more")
 
@@ -43,7 +43,7 @@ def training_items(
         else:
             dataset = load_dataset(data)  # type: ignore[arg-type]
             for problem in dataset.problems:
-                console.print(f"[yellow]warning:[/yellow] {problem}")
+                console.print(f"[yellow]warning:[/yellow] {esc(str(problem))}")
             if any(i.split is None for i in dataset.items):
                 dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
             items = [i for i in dataset.items if i.source and i.source != UNKNOWN]
@@ -119,5 +119,5 @@ def train_baseline(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+        console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
                       f"{summary['n_train']} training and {summary['n_val']} validation images")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
@@ -138,6 +138,6 @@ def train_metric_cmd(
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+        console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
                       f"{summary['n_train']} training and {summary['n_val']} validation images, "
                       f"validation accuracy {info['val_closed_set_accuracy']:.3f}")

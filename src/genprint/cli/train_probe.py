@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
@@ -152,7 +152,7 @@ def train_probe_cmd(
         print_json(summary)
         return
     print_layer_table(rows)
-    console.print(f"[green]saved[/green] {out}: {len(model.classes_)} sources, "
+    console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
                   f"{info['n_train_used']} training and {info['n_val']} validation images, "
                   f"layer {model.layer_name_} ({model.head}, hp {model.probe_.hp:g}, "
                   f"score {model.score}), validation accuracy {info['val_accuracy']:.3f}")

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar, to_json
+from genprint.cli.output import console, esc, print_json, progress_bar, to_json
 
 
 class _RunByDefault(TyperGroup):
@@ -50,8 +50,19 @@ CONDITION_HELP = ("A perturbation the images went through (jpeg95, jpeg75, jpeg5
                   "p-values hold for images processed that way. Default: clean images.")
 
 
+def _describe(path: Path) -> str:
+    """A few words on an existing calibration file (its N and creation time), for messages."""
+    from genprint.verify.calibration import Calibration, CalibrationError
+
+    try:
+        cal = Calibration.load(path)
+    except CalibrationError:
+        return "not a readable calibration"
+    return f"N = {cal.n}, made {cal.info.get('created', 'at an unknown time')}"
+
+
 def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {esc(str(message))}")
     return typer.Exit(2)
 
 
@@ -113,6 +124,8 @@ def calibrate_cmd(
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
                                                      "choice; 1 on a busy machine).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing calibration (the zoo "
+                                                 "ships N = 500 ones).")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Calibrate generators: invert N of their own samples and store the belonging
@@ -137,6 +150,13 @@ def calibrate_cmd(
                          if h.calibration_path is not None else None)
         if target is None:
             raise _fail(f"{h.spec}: no default place for its calibration; give --out")
+        if target.exists() and not overwrite:
+            raise _fail(f"{target} exists ({_describe(target)}); pass --overwrite to replace "
+                        "it, or --out to write the new calibration elsewhere")
+        if n < 19:
+            console.print(f"[yellow]note:[/yellow] with N = {n} the smallest p-value is "
+                          f"1/{n + 1} = {1 / (n + 1):.3f}: α = 0.05 cannot be tested "
+                          "(N ≥ 19 needed; 200 or more recommended)")
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
             total = n + ((model_n if model_n is not None else n)
                          if settings.stage == "noise" else 0)  # the noise model's samples too
@@ -155,7 +175,7 @@ def calibrate_cmd(
         summaries.append(summary)
         if not json_out:
             under = f" under {condition}" if condition else ""
-            console.print(f"[green]calibrated[/green] {h.name}{under}: {cal.n} samples, "
+            console.print(f"[green]calibrated[/green] {esc(str(h.name))}{under}: {cal.n} samples, "
                           f"calibrated score "
                           f"{cal.mean:.3f} ± {cal.std:.3f}, {cal.info['seconds']} s → {target}")
     if json_out:
@@ -216,7 +236,7 @@ def run_cmd(
                 v.calibration.check(h, v.calibration.settings.with_(**given), condition)
         except CalibrationError as exc:
             if wildcard:
-                console.print(f"[yellow]skipping[/yellow] {h.name}: {exc}")
+                console.print(f"[yellow]skipping[/yellow] {esc(str(h.name))}: {esc(str(exc))}")
                 continue
             raise _fail(str(exc)) from None
         verifiers.append(v)
@@ -246,7 +266,7 @@ def run_cmd(
     if failed:
         console.print(f"[yellow]{len(failed)} of {len(rows)} file(s) could not be used[/yellow]")
     if out is not None:
-        console.print(f"results written to {out}")
+        console.print(f"results written to {esc(str(out))}")
     if len(failed) == len(rows) or (strict and failed):
         raise typer.Exit(1)
 
@@ -284,10 +304,11 @@ def _print_table(rows: list[Any], multi: bool) -> None:
         table.add_column(c, overflow="fold")
     for r in rows:
         if not r.ok:
-            table.add_row(r.path, *([""] if multi else []), "", "", "", "", "",
-                          f"[red]{r.error}[/red]")
+            table.add_row(esc(r.path), *([""] if multi else []), "", "", "", "", "",
+                          f"[red]{esc(r.error)}[/red]")
             continue
-        table.add_row(r.path, *([r.label] if multi else []), r.generator, f"{r.loss:.3g}",
-                      f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
-                      "yes" if r.belongs else "[bold magenta]no[/bold magenta]", r.note or "")
-    Console().print(table)
+        table.add_row(esc(r.path), *([esc(r.label)] if multi else []), esc(r.generator),
+                      f"{r.loss:.3g}", f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
+                      "yes" if r.belongs else "[bold magenta]no[/bold magenta]",
+                      esc(r.note or ""))
+    Console(emoji=False).print(table)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar
 
 zoo_app = typer.Typer(help="The built-in generator zoo.", no_args_is_help=True)
 app.add_typer(zoo_app, name="zoo")
@@ -66,7 +66,7 @@ def train(
         try:
             specs.append(zoo.spec(name))
         except KeyError as exc:
-            console.print(f"[red]error:[/red] {exc}")
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
     cards = []
     for spec in specs:
@@ -101,12 +101,12 @@ def sample(
     try:
         gen = zoo.load(name)
     except (KeyError, FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
     out.mkdir(parents=True, exist_ok=True)
     for k, img in enumerate(gen.sample(n, seed)):
         Image.fromarray(img).save(out / f"{name}-{seed}-{k:05d}.png")
-    console.print(f"wrote {n} samples of {name} to {out}")
+    console.print(f"wrote {n} samples of {esc(str(name))} to {esc(str(out))}")
 
 
 KNOWN_LIMITS = [
@@ -144,11 +144,11 @@ def sheet(
     lines = ["# The genprint zoo", "", intro, "", header, "|---|---|---|---|---|---|---|---|"]
     for card in cards:
         path = write_contact_sheet(card["name"], out / f"{card['name']}.png", n=n, zoom=zoom)
-        console.print(f"wrote {path}")
+        console.print(f"wrote {esc(str(path))}")
         lines.append(f"| {card['name']} | {card['family']} | {card['architecture']} | "
                      f"{card['seed']} | {card['parameters']:,} | {card['training_steps']} | "
                      f"{card.get('train_seconds', '')} | `{card['sha256'][:12]}` |")
     lines += ["", *KNOWN_LIMITS, ""]
     lines += [f"## {c['name']}\n\n![{c['name']}]({c['name']}.png)\n" for c in cards]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    console.print(f"wrote {out / 'README.md'}")
+    console.print(f"wrote {esc(str(out / 'README.md'))}")

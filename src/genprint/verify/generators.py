@@ -250,7 +250,8 @@ def _factory(spec: str) -> GeneratorHandle:
     if inspect.ismodule(factory):
         raise GeneratorSpecError(f"{spec}: {attr!r} is a module, not a factory function")
     if not callable(factory):
-        raise GeneratorSpecError(f"{spec}: {attr!r} is a {type(factory).__name__}, not callable")
+        raise GeneratorSpecError(f"{spec}: {attr!r} is not callable (it is an object of type "
+                                 f"{type(factory).__name__})")
     try:
         obj = factory()
     except Exception as exc:  # noqa: BLE001 - user code

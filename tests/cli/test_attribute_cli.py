@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import genprint
@@ -96,3 +97,15 @@ def test_file_names_print_as_they_are(toy_sources: Path, tmp_path: Path) -> None
     assert out.exit_code == 0, out.output
     flat = out.output.replace("\n", "")
     assert "a[red]b:smile:.png" in flat and "c[bold]d.png" in flat
+
+
+def test_max_pixels_option_applies_to_every_file(toy_sources: Path, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENPRINT_MAX_PIXELS", "")  # restored (unset) after the test
+    model = _train(toy_sources, tmp_path)
+    img = toy_sources / "alpha" / "00.png"
+    out = runner.invoke(app, ["--max-pixels", "100", "attribute", str(model), str(img),
+                              "--json"])
+    assert out.exit_code == 1  # every input failed
+    [row] = json.loads(out.stdout)
+    assert row["error_code"] == "too_many_pixels" and "--max-pixels" in row["error"]

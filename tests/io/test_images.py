@@ -132,6 +132,18 @@ def test_pixel_limit_is_configurable() -> None:
     assert decode_image(data, max_pixels=10_000)[0].shape == (100, 100, 3)
 
 
+def test_pixel_limit_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = _encode(Image.new("RGB", (100, 100)), "PNG")
+    monkeypatch.setenv("GENPRINT_MAX_PIXELS", "5000")
+    with pytest.raises(ImageError) as err:
+        decode_image(data)
+    assert err.value.code == "too_many_pixels" and "--max-pixels" in err.value.reason
+    assert decode_image(data, max_pixels=10_000)[0].shape == (100, 100, 3)  # explicit wins
+    monkeypatch.setenv("GENPRINT_MAX_PIXELS", "lots")
+    with pytest.raises(ValueError, match="GENPRINT_MAX_PIXELS"):
+        decode_image(data)
+
+
 def test_byte_limit_refuses_huge_files(rgb_png: Path) -> None:
     with pytest.raises(ImageError) as err:
         read_image(rgb_png, max_bytes=100)

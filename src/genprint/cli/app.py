@@ -30,8 +30,23 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit."),
     ] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option("--max-pixels", min=1, help="Largest image any command reads, in pixels "
+                     "(default 64 000 000; larger files are refused per file as "
+                     "too_many_pixels). Same as the GENPRINT_MAX_PIXELS variable."),
+    ] = None,
 ) -> None:
     """genprint command line."""
+    if max_pixels is not None:
+        import os
+
+        from genprint.io.images import MAX_PIXELS_ENV
+
+        os.environ[MAX_PIXELS_ENV] = str(max_pixels)
+        from PIL import Image  # Pillow's own bomb guard must not refuse below our limit
+
+        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
 
 
 def _register_verbs() -> None:

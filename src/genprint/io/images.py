@@ -40,7 +40,25 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 DEFAULT_MAX_PIXELS = 64_000_000
-"""Largest image accepted, in pixels (e.g. 8000×8000); larger headers are refused unread."""
+"""Largest image accepted, in pixels (e.g. 8000×8000); larger headers are refused unread.
+The environment variable ``GENPRINT_MAX_PIXELS`` (or ``genprint --max-pixels N``) changes it."""
+
+MAX_PIXELS_ENV = "GENPRINT_MAX_PIXELS"
+
+
+def default_max_pixels() -> int:
+    """The pixel limit in force: ``GENPRINT_MAX_PIXELS`` if set to a positive integer, else
+    :data:`DEFAULT_MAX_PIXELS`."""
+    value = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX_PIXELS
+    try:
+        limit = int(value)
+    except ValueError:
+        raise ValueError(f"{MAX_PIXELS_ENV}={value!r} is not an integer") from None
+    if limit < 1:
+        raise ValueError(f"{MAX_PIXELS_ENV} must be ≥ 1, got {limit}")
+    return limit
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """Largest file accepted, in bytes."""
@@ -138,7 +156,7 @@ def _exif_orientation(img: Image.Image) -> int | None:
 def decode_image(
     data: bytes,
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     animated: AnimatedPolicy = "refuse",
     min_size: int | tuple[int, int] = 1,
 ) -> tuple[np.ndarray, ImageInfo]:
@@ -161,11 +179,13 @@ def decode_image(
         except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
             raise ImageError("corrupt", f"cannot open image: {exc}") from None
         width, height = img.size
-        if width * height > max_pixels:
+        limit = default_max_pixels() if max_pixels is None else max_pixels
+        if width * height > limit:
             raise ImageError(
                 "too_many_pixels",
                 f"image is {width}×{height} = {width * height} pixels, over the limit of "
-                f"{max_pixels} (possible decompression bomb); raise max_pixels to allow it",
+                f"{limit} (possible decompression bomb); to allow it, raise the limit with "
+                f"`genprint --max-pixels N ...`, {MAX_PIXELS_ENV}=N or max_pixels=N in Python",
             )
         n_frames = int(getattr(img, "n_frames", 1) or 1)
         if n_frames > 1 and animated == "refuse":
@@ -209,7 +229,7 @@ def decode_image(
 def read_image(
     path: str | os.PathLike[str],
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     animated: AnimatedPolicy = "refuse",
     min_size: int | tuple[int, int] = 1,
@@ -223,7 +243,7 @@ def read_image(
 def read_image_with_info(
     path: str | os.PathLike[str],
     *,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_pixels: int | None = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     animated: AnimatedPolicy = "refuse",
     min_size: int | tuple[int, int] = 1,

@@ -88,6 +88,7 @@ def test_eval_json_perturbation_and_report(world: dict[str, Path], tmp_path: Pat
     assert list(metrics["perturbations"]) == ["jpeg75"]
     assert METRIC_KEYS <= set(metrics["perturbations"]["jpeg75"])
     assert metrics["perturbations"]["jpeg75"]["n_known_test"] == 12
+    assert metrics["perturbations"]["jpeg75"]["perturbed_share"] == 1.0
     page = report.read_text(encoding="utf-8")
     ids = set(re.findall(r'<img id="(plot-[a-z]+)" alt="[^"]+" src="data:image/png;base64,', page))
     assert ids == {"plot-confusion", "plot-roc", "plot-oscr", "plot-histogram", "plot-embedding",
@@ -120,7 +121,8 @@ def test_evaluate_conditions_all_is_deterministic(world: dict[str, Path]) -> Non
     assert list(conditions) == perturbation_names()
     assert run.embeddings is None  # the baseline has no embed()
     for name, m in conditions.items():
-        assert set(run.metrics) == set(m), name
+        assert set(run.metrics) | {"perturbed_share"} == set(m), name
+        assert 0.0 <= m["perturbed_share"] <= 1.0, name
         assert m["n_known_test"] + m["n_unknown_test"] == 16, name  # crop keeps >= min_size
     again = evaluate(model, world["bench"], "all", perturb="noise")
     assert again.metrics["perturbation"] == "noise"
@@ -157,3 +159,15 @@ def test_compare_table_json_and_markdown(world: dict[str, Path], tmp_path: Path)
     out = runner.invoke(app, ["compare", str(world["all"]), "--bench", str(world["bench"]),
                               "--protocol", "pair"])
     assert out.exit_code == 2
+
+
+def test_a_perturbation_that_changes_nothing_is_reported(world: dict[str, Path]) -> None:
+    import genprint
+
+    model = genprint.load(world["all"])
+    same = evaluate(model, world["bench"], "all", perturb=lambda img, seed: img)
+    assert same.metrics["perturbed_share"] == 0.0
+    half = evaluate(model, world["bench"], "all",
+                    perturb=lambda img, seed: img if seed % 2 else 255 - img)
+    assert 0.0 < half.metrics["perturbed_share"] < 1.0
+    assert "perturbed_share" not in evaluate(model, world["bench"], "all").metrics

@@ -98,9 +98,17 @@ def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[st
     table.add_column("condition")
     for _, label in columns:
         table.add_column(label, justify="right")
+    table.add_column("images changed", justify="right")
     for name, m in {"none": clean, **perturbed}.items():
-        table.add_row(name, *[format_metric(m.get(k)) for k, _ in columns])
+        share = m.get("perturbed_share")
+        table.add_row(name, *[format_metric(m.get(k)) for k, _ in columns],
+                      "" if name == "none" or share is None else f"{share:.0%}")
     Console(emoji=False).print(table)
+    for name, m in perturbed.items():
+        if m.get("perturbed_share") == 0:
+            console.print(f"[yellow]note:[/yellow] {esc(name)} changed no test image (e.g. a "
+                          "crop keeps images no larger than the method's input whole), so its "
+                          "row repeats the clean one")
 
 
 def print_metrics_table(metrics: dict[str, Any]) -> None:

@@ -153,22 +153,27 @@ def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],
 
 def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,
                batch_size: int, on_progress: Callable[[int], None] | None,
-               embed: bool) -> tuple[list[Attribution], np.ndarray | None]:
+               embed: bool) -> tuple[list[Attribution], np.ndarray | None, int]:
+    """Answers, embeddings (if asked and available) and how many images ``perturb`` changed."""
     results: list[Attribution] = []
     embeddings: list[np.ndarray] = []
+    changed = 0
     embed = embed and callable(getattr(attributor, "embed", None))
     for start in range(0, len(test.images), batch_size):
         chunk = test.images[start : start + batch_size]
         if perturb is not None:
             seeds = test.seeds[start : start + batch_size]
+            before = chunk
             chunk = [perturb(img, s) for img, s in zip(chunk, seeds, strict=True)]
+            changed += sum(a.shape != b.shape or not np.array_equal(a, b)
+                           for a, b in zip(before, chunk, strict=True))
         names = [str(i.path) for i in test.items[start : start + batch_size]]
         results.extend(attributor.attribute_arrays(chunk, names))
         if embed:
             embeddings.append(np.asarray(attributor.embed(chunk)))  # type: ignore[attr-defined]
         if on_progress:
             on_progress(len(chunk))
-    return results, (np.concatenate(embeddings) if embeddings else None)
+    return results, (np.concatenate(embeddings) if embeddings else None), changed
 
 
 def _resolve(perturb: str | Perturbation | None, min_size: int) -> Perturbation | None:
@@ -183,9 +188,12 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
          perturb: str | Perturbation | None, batch_size: int,
          on_progress: Callable[[int], None] | None, embed: bool) -> EvaluationRun:
     fn = _resolve(perturb, attributor.min_size)
-    results, embeddings = _attribute(attributor, test, fn, batch_size, on_progress, embed)
+    results, embeddings, changed = _attribute(attributor, test, fn, batch_size, on_progress,
+                                              embed)
     metrics = score_results(test.items, results, attributor.classes_, test.held_out_cameras)
     metrics = {"method": attributor.method, "protocol": protocol, **metrics}
+    if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
+        metrics["perturbed_share"] = changed / max(len(test.images), 1)
     return EvaluationRun(list(test.items), results, _labels(test.items, attributor.classes_),
                          list(attributor.classes_), metrics, embeddings)
 
@@ -234,7 +242,8 @@ def evaluate_conditions(
     Test images are read once; each condition perturbs every test image (real and generated
     alike, seeded per image) and re-attributes them with the thresholds fixed at training.
     ``perturbations`` may contain ``all``. Returns the clean :class:`EvaluationRun` and
-    ``{name: metrics}`` in the order asked (each metrics dict has the clean run's keys).
+    ``{name: metrics}`` in the order asked (each metrics dict has the clean run's keys, plus
+    ``perturbed_share``: the share of test images the perturbation changed).
     """
     from genprint.evaluation.perturb import expand_perturbations
 

@@ -312,9 +312,16 @@ def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] 
 
     conditions = {"none": run.metrics, **perturbations}
     header = ["condition", *[label for _, label in PERTURBATION_COLUMNS], "description"]
-    rows = [(name, [fmt(m.get(k)) for k, _ in PERTURBATION_COLUMNS]
-             + [describe(name) if name in PERTURBATIONS else "no perturbation"], "")
-            for name, m in conditions.items()]
+    def description(name: str, m: dict[str, Any]) -> str:
+        if name not in PERTURBATIONS:
+            return "no perturbation"
+        share = m.get("perturbed_share")
+        if share is None or share >= 1:
+            return describe(name)
+        return f"{describe(name)} — changed {share:.0%} of the images (the others kept whole)"
+
+    rows = [(name, [fmt(m.get(k)) for k, _ in PERTURBATION_COLUMNS] + [description(name, m)],
+             "") for name, m in conditions.items()]
     out.append("<p>Every test image, real and generated alike, is perturbed (seeded per image); "
                "thresholds stay those fixed on clean validation data.</p>")
     out.append(_table("perturbations", header, rows))

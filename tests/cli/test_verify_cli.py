@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 import textwrap
@@ -93,6 +94,21 @@ def test_factory_generator_end_to_end(user_gens: Path, tmp_path: Path) -> None:
     assert rows["small.png"]["error_code"] == "too_small"
     assert rows["broken.png"]["error_code"] == "not_an_image"
     assert set(rows["member0.png"]) >= {"path", "loss", "calibrated_score", "p_value", "belongs"}
+    with open(tmp_path / "rows.csv", newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["path"] for r in table] == [r["path"] for r in json.loads(res.stdout)]
+    assert all(json.loads(r["per_generator"]).keys() == ({"gen-a"} if not r["error"] else set())
+               for r in table)
+    pq = pytest.importorskip("pyarrow.parquet")
+    again = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                                str(images / "member0.png"), "--threads", "1",
+                                "--out", str(tmp_path / "rows.parquet")])
+    assert again.exit_code == 0, again.output
+    parquet = pq.read_table(tmp_path / "rows.parquet").to_pylist()
+    assert parquet[0]["generator"] == "gen-a" and isinstance(parquet[0]["belongs"], bool)
+    wrong = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                                str(images), "--out", str(tmp_path / "rows.xlsx")])
+    assert wrong.exit_code == 2 and ".parquet" in wrong.output
     # other inversion settings than the calibration's are refused
     bad = runner.invoke(app, ["verify", "run", "-g", "cli_gens:gen_a", "--calibration", str(cal),
                               str(images), "--steps", "31"])

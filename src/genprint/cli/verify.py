@@ -201,7 +201,8 @@ def run_cmd(
     lr: Annotated[float | None, typer.Option(help="Must match the calibration.")] = None,
     ddim_steps: Annotated[int | None, typer.Option(help="Must match the calibration.")] = None,
     condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
-    out: Annotated[Path | None, typer.Option(help="Write rows to a .csv or .json file.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Write rows to a .csv, .parquet or .json "
+                                                  "file.")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
                                                      "choice; 1 on a busy machine).")] = None,
@@ -223,6 +224,8 @@ def run_cmd(
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
     _threads(threads)
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".json"):
+        raise _fail(f"{out}: results can be written as .csv, .parquet or .json")
     handles = _resolve(generator)
     if calibration is not None and len(handles) > 1:
         raise _fail("--calibration needs a single generator")
@@ -271,26 +274,52 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string"),
+                  ("loss", "float64"), ("calibrated_score", "float64"), ("p_value", "float64"),
+                  ("belongs", "bool_"), ("alpha", "float64"), ("per_generator", "string"),
+                  ("note", "string"), ("error", "string"), ("error_code", "string"))
+"""The columns of ``verify --out`` files (``per_generator`` is a JSON object in CSV and Parquet)."""
+
+
 def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
+    """Write verify rows to .csv, .parquet or .json, atomically (temporary file, then rename)."""
     import csv
     import json
     import os
+    import tempfile
 
     suffix = out.suffix.lower()
-    if suffix not in (".csv", ".json"):
-        raise _fail(f"{out}: results can be written as .csv or .json")
+    if suffix not in (".csv", ".parquet", ".json"):
+        raise _fail(f"{out}: results can be written as .csv, .parquet or .json")
+    names = [c for c, _ in VERIFY_COLUMNS]
+    flat = [{**{k: r.get(k) for k in names},
+             "per_generator": json.dumps(r.get("per_generator") or {}, sort_keys=True)}
+            for r in rows]
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if suffix == ".json":
-        tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
-    else:
-        with tmp.open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["path"])
-            writer.writeheader()
-            for r in rows:
-                flat = {**r, "per_generator": json.dumps(r["per_generator"], sort_keys=True)}
-                writer.writerow({k: "" if v is None else v for k, v in flat.items()})
-    os.replace(tmp, out)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        if suffix == ".json":
+            tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
+        elif suffix == ".csv":
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=names)
+                writer.writeheader()
+                for r in flat:
+                    writer.writerow({k: "" if v is None else v for k, v in r.items()})
+        else:
+            try:
+                import pyarrow as pa
+                import pyarrow.parquet as pq
+            except ImportError:
+                raise _fail("writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
+                            ) from None
+            schema = pa.schema([(c, getattr(pa, t)()) for c, t in VERIFY_COLUMNS])
+            pq.write_table(pa.Table.from_pylist(flat, schema=schema), tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _print_table(rows: list[Any], multi: bool) -> None:

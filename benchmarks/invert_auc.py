@@ -40,6 +40,7 @@ from genprint.verify.calibration import (
     apply_condition,
     calibrate,
     condition_path,
+    detail_by_default,
 )
 from genprint.verify.generators import resolve_one, trained_zoo_names
 from genprint.verify.inversion import InversionSettings, default_settings
@@ -47,8 +48,8 @@ from genprint.verify.verifier import Verifier, verify_arrays
 
 
 def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool,
-                 condition: str | None = None, model_n: int | None = None
-                 ) -> tuple[Calibration, str]:
+                 condition: str | None = None, model_n: int | None = None,
+                 detail: bool | None = None) -> tuple[Calibration, str]:
     path = gen.calibration_path
     if path is not None:
         path = condition_path(path, condition)
@@ -56,11 +57,12 @@ def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bo
         try:
             cal = Calibration.load(path)
             cal.check(gen, settings, condition)
-            if cal.n >= n:
+            wanted = detail_by_default(condition, settings) if detail is None else detail
+            if cal.n >= n and (cal.detail is not None) == wanted:
                 return cal, f"reused {path.name}"
         except CalibrationError:
             pass
-    cal = calibrate(gen, n, settings, condition=condition, model_n=model_n)
+    cal = calibrate(gen, n, settings, condition=condition, model_n=model_n, detail=detail)
     if save and path is not None:
         cal.save(path)
         return cal, f"saved {path.name}"
@@ -75,7 +77,7 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     t0 = time.perf_counter()
     cal_condition = None if args.calibrate_clean else args.condition
     cal, how = _calibration(gen, args.n, settings, args.reuse, args.save, cal_condition,
-                            args.model_n)
+                            args.model_n, args.detail)
     t_cal = time.perf_counter() - t0
     prefix = "" if args.split == "test" else "val-"
     mem = samples(name, args.members, prefix + "members")
@@ -128,6 +130,9 @@ def main() -> None:
                         help="inversion settings overrides as JSON")
     parser.add_argument("--model-n", type=int, default=None, help="stage noise: samples the "
                         "members' noise model is fitted on (default: --n)")
+    parser.add_argument("--detail", action=argparse.BooleanOptionalAction, default=None,
+                        help="calibrate with (or without) the detail adjustment; default: "
+                             "genprint's (on under a condition); reused calibrations must match")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--condition", help="perturb every test image this way (e.g. jpeg75) "

@@ -119,6 +119,10 @@ def calibrate_cmd(
     complexity: Annotated[bool, typer.Option(help="Normalise losses by image complexity "
                                                   "(2-D entropy, as RONAN; off by default: it "
                                                   "did not help on the zoo).")] = False,
+    detail: Annotated[bool | None, typer.Option(
+        "--detail/--no-detail", help="Adjust log-losses for image detail with a line fitted on "
+        "the generator's own samples (docs/invert.md). Default: on with --condition, off for "
+        "clean images.")] = None,
     pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
     condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
     batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
@@ -164,7 +168,7 @@ def calibrate_cmd(
             try:
                 cal = calibrate(h, n, settings, complexity=complexity, pvalue=pvalue,
                                 on_progress=lambda k, _t=task: bar.advance(_t, k),
-                                condition=condition, model_n=model_n)
+                                condition=condition, model_n=model_n, detail=detail)
             except ValueError as exc:
                 raise _fail(f"{h.name}: {exc}") from None
         cal.save(target)

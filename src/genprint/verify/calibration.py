@@ -10,6 +10,19 @@
    helped: the 2-D entropy of natural and generated 32×32 images is nearly constant (9.5–9.9
    bits of at most 10), it left the GAN / VAE AUCs unchanged and lowered the latent-diffusion
    ones (0.989 → 0.975 and 0.986 → 0.963, ``benchmarks/invert_auc.py``).
+   With the **detail adjustment** (``detail=True``) the score is also corrected for how much
+   detail the image has: ``s = log(loss) − (a + b · log D(x))``, where ``D`` is the mean
+   squared Laplacian of the pixels (:func:`~genprint.verify.complexity.log_detail`) and the
+   line ``a + b · log D`` is fitted by least squares on G's own calibration samples only (no
+   other image is used). The calibration scores are the *leave-one-out* residuals (each member
+   against the line fitted without it), so that they are exchangeable with a fresh member's
+   residual. Why: after re-encoding, what G cannot reproduce of its own image is the
+   processing's error, which grows with the image's detail (the members' log-loss under JPEG
+   75 correlates with log D at r = 0.63–0.98); without the adjustment, a smooth image of
+   another generator fits about as well as a detailed member. RONAN's entropy is such a
+   correction with a fixed slope of 1; here the slope is learnt (0.34–0.81 under JPEG 75). It
+   is on by default for calibrations under a condition and off for clean ones
+   (:func:`detail_by_default`).
 3. For a new image with score ``s`` the null hypothesis is "G made it". A larger loss than G's
    own samples is evidence against it, so the test is one-sided:
 
@@ -48,14 +61,16 @@ from typing import Any
 
 import numpy as np
 
-from genprint.verify.complexity import complexities
+from genprint.verify.complexity import complexities, log_detail
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, default_settings, invert
 from genprint.verify.noise_model import NoiseModel, expected_feature_count, noise_model_seed
 
-CALIBRATION_VERSION = 2
-"""2: a calibration of stage ``noise`` holds the members' noise model (older genprint would
-score such a file with another statistic, so it is refused there)."""
+CALIBRATION_VERSION = 3
+"""The newest calibration format this genprint reads. A file records the oldest format that
+can read it: 1 (log-loss, optionally entropy-normalised); 2, a stage ``noise`` calibration
+holding the members' noise model; 3, with the detail adjustment. Older genprint would score
+such a file with another statistic, so it refuses it."""
 PVALUES = ("ecdf", "normal")
 MIN_COMPLEXITY = 0.5
 """Floor of the 2-D entropy (bits) in the calibrated score, so flat images stay finite."""
@@ -102,14 +117,45 @@ def calibration_seed(name: str) -> int:
 
 
 def calibrated_scores(losses: np.ndarray, images: np.ndarray | None, complexity: bool,
-                      levels: int = 256) -> np.ndarray:
-    """``log(loss)`` or ``log(loss / max(C(x), MIN_COMPLEXITY))`` per image."""
+                      levels: int = 256, detail: tuple[float, float] | None = None
+                      ) -> np.ndarray:
+    """``log(loss)`` or ``log(loss / max(C(x), MIN_COMPLEXITY))`` per image; with ``detail``
+    = (intercept, slope), minus ``intercept + slope · log_detail(x)`` (see module doc)."""
     score = np.log(np.maximum(np.asarray(losses, dtype=np.float64), 1e-30))
+    if (complexity or detail is not None) and images is None:
+        raise ValueError("complexity calibration and the detail adjustment need the images")
     if complexity:
-        if images is None:
-            raise ValueError("complexity calibration needs the images")
         score = score - np.log(np.maximum(complexities(images, levels), MIN_COMPLEXITY))
+    if detail is not None:
+        score = score - (detail[0] + detail[1] * log_detail(images))
     return score
+
+
+def detail_by_default(condition: str | None, settings: InversionSettings) -> bool:
+    """Whether calibration uses the detail adjustment when not told: under a condition, for
+    reconstruction losses. Chosen on validation images (docs/invert.md): under JPEG 75 it raised
+    every GAN / VAE / LDM generator's AUC (e.g. gan-nearest-s0 0.927 → 0.998); on clean images
+    it can hurt (gan-nearest-s0 0.997 → 0.846: there a member's loss *falls* with detail). Stage
+    ``noise`` (pixel diffusion) was not measured with it, so it stays off there."""
+    return condition is not None and settings.stage != "noise"
+
+
+def fit_detail(scores: np.ndarray, log_details: np.ndarray
+               ) -> tuple[tuple[float, float], np.ndarray]:
+    """Least-squares line of the members' scores on their log detail, and each member's
+    *leave-one-out* residual (its distance from the line fitted without it), which is what a
+    fresh member's residual is exchangeable with. Needs ≥ 3 members."""
+    y = np.asarray(scores, dtype=np.float64)
+    x = np.asarray(log_details, dtype=np.float64)
+    n = len(y)
+    if n < 3 or len(x) != n:
+        raise ValueError("the detail adjustment needs at least 3 calibration samples")
+    sxx = float(((x - x.mean()) ** 2).sum())
+    slope = float(((x - x.mean()) * (y - y.mean())).sum() / sxx) if sxx > 0 else 0.0
+    intercept = float(y.mean() - slope * x.mean())
+    residual = y - (intercept + slope * x)
+    leverage = 1.0 / n + ((x - x.mean()) ** 2 / sxx if sxx > 0 else 0.0)
+    return (intercept, slope), residual / np.maximum(1.0 - leverage, 1e-12)
 
 
 @dataclass
@@ -132,6 +178,8 @@ class Calibration:
     noise_model: NoiseModel | None = None
     """Stage ``noise``: the members' noise model the losses are distances from (fitted on
     other samples than the calibration's; see :mod:`genprint.verify.noise_model`)."""
+    detail: tuple[float, float] | None = None
+    """Detail adjustment (intercept, slope) fitted on the members (see module doc)."""
 
     @property
     def n(self) -> int:
@@ -148,7 +196,7 @@ class Calibration:
 
     def score(self, losses: np.ndarray, images: np.ndarray | None) -> np.ndarray:
         """Calibrated scores of new images from their losses (and pixels, for complexity)."""
-        return calibrated_scores(losses, images, self.complexity)
+        return calibrated_scores(losses, images, self.complexity, detail=self.detail)
 
     def z_scores(self, scores: np.ndarray) -> np.ndarray:
         """How many calibration standard deviations above the belonging mean."""
@@ -209,7 +257,7 @@ class Calibration:
         from genprint import __version__
 
         return {
-            "calibration_version": CALIBRATION_VERSION,
+            "calibration_version": 3 if self.detail else 2 if self.noise_model else 1,
             "generator": self.generator,
             "spec": self.spec,
             "sha256": self.sha256,
@@ -227,6 +275,8 @@ class Calibration:
             "losses": [float(v) for v in self.losses],
             "info": {"genprint_version": __version__, **self.info},
             **({"noise_model": self.noise_model.to_json()} if self.noise_model else {}),
+            **({"detail": {"intercept": self.detail[0], "slope": self.detail[1]}}
+               if self.detail else {}),
         }
 
     @property
@@ -234,7 +284,11 @@ class Calibration:
         """What the calibrated score is, in words (stored in the file for readers)."""
         loss = ("squared Mahalanobis distance of the recovered noise from the members' noise "
                 "model" if self.noise_model else "loss")
-        return f"log({loss} / 2-D entropy)" if self.complexity else f"log({loss})"
+        text = f"log({loss} / 2-D entropy)" if self.complexity else f"log({loss})"
+        if self.detail:
+            text += (f" − ({self.detail[0]:.4g} + {self.detail[1]:.4g} · log detail), "
+                     "calibration scores leave-one-out")
+        return text
 
     @classmethod
     def from_json(cls, d: dict[str, Any], where: str = "calibration") -> Calibration:
@@ -253,6 +307,11 @@ class Calibration:
             if model is None and stage == "noise" and version >= 2:
                 raise ValueError("stage 'noise' without its noise model (its scores are "
                                  "distances from that model)")
+            detail = None
+            if d.get("detail") is not None:
+                detail = (float(d["detail"]["intercept"]), float(d["detail"]["slope"]))
+                if not all(math.isfinite(v) for v in detail):
+                    raise ValueError("the detail adjustment is not finite")
             return cls(
                 generator=d["generator"], spec=d["spec"],
                 settings=InversionSettings.from_dict({"stage": "chain", **d["settings"]}),
@@ -261,7 +320,7 @@ class Calibration:
                 complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),
                 resolution=int(d["resolution"]), seed=int(d["seed"]), sha256=d.get("sha256"),
                 info=dict(d.get("info", {})), condition=d.get("condition") or None,
-                noise_model=model,
+                noise_model=model, detail=detail,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise CalibrationError(f"{where}: not a valid calibration ({exc})") from None
@@ -300,13 +359,16 @@ def calibrate(
     on_progress: Callable[[int], None] | None = None,
     condition: str | None = None,
     model_n: int | None = None,
+    detail: bool | None = None,
 ) -> Calibration:
     """Invert ``n`` of the generator's own samples and return its belonging distribution.
 
     ``settings`` default to :func:`~genprint.verify.inversion.default_settings` of the generator.
     With a ``condition`` (a perturbation name, e.g. ``jpeg75``) the samples go through it first.
     Stage ``noise`` first fits the members' noise model on ``model_n`` (default ``n``) other
-    samples, drawn from their own seed and put through the same condition.
+    samples, drawn from their own seed and put through the same condition. ``detail`` fits the
+    detail adjustment on the calibration samples (see module doc); by default (None) it is on
+    under a condition and off for clean images, as :func:`detail_by_default` says.
     """
     if n < 2:
         raise ValueError("calibration needs at least 2 samples")
@@ -327,9 +389,13 @@ def calibrate(
     images = gen.sample(n, seed)  # members are made with the generator's own sampler
     images = apply_condition(images, condition, seed)
     result = invert(gen, images, settings, on_progress=on_progress, noise_model=model)
+    scores = calibrated_scores(result.loss, images, complexity)
+    line = None
+    if detail_by_default(condition, settings) if detail is None else detail:
+        line, scores = fit_detail(scores, log_detail(images))
     return Calibration(
         generator=gen.name, spec=gen.spec, settings=settings,
-        scores=calibrated_scores(result.loss, images, complexity), losses=result.loss,
+        scores=scores, losses=result.loss, detail=line,
         complexity=complexity, pvalue=pvalue, resolution=int(images.shape[1]), seed=seed,
         sha256=gen.sha256, condition=condition or None, noise_model=model,
         info={"seconds": round(time.perf_counter() - t0, 2),

@@ -46,3 +46,21 @@ def entropy_2d(image: np.ndarray, levels: int = 256) -> float:
 def complexities(images: np.ndarray | list[np.ndarray], levels: int = 256) -> np.ndarray:
     """:func:`entropy_2d` of every image (uint8 N×H×W×3 or a list)."""
     return np.array([entropy_2d(img, levels) for img in images], dtype=np.float64)
+
+
+def log_detail(images: np.ndarray) -> np.ndarray:
+    """Log of each image's detail energy: the mean squared discrete Laplacian (4-neighbour) of
+    its pixels in [0, 1], over the interior and the colour channels, floored at 1e-12.
+
+    Used by the detail adjustment of calibration (:mod:`genprint.verify.calibration`): what a
+    generator cannot reproduce of a re-encoded image (JPEG's error) grows with its detail.
+    """
+    x = np.asarray(images, dtype=np.float64)
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[-1] != 3 or min(x.shape[1:3]) < 3:
+        raise ValueError(f"expected N×H×W×3 images of at least 3×3, got {x.shape}")
+    x = x / 255.0
+    lap = (4 * x[:, 1:-1, 1:-1] - x[:, :-2, 1:-1] - x[:, 2:, 1:-1] - x[:, 1:-1, :-2]
+           - x[:, 1:-1, 2:])
+    return np.log(np.maximum((lap ** 2).mean(axis=(1, 2, 3)), 1e-12))

@@ -24,6 +24,8 @@ def test_shipped_calibrations_fit_their_generators() -> None:
         assert cal.condition == condition and cal.n >= 200, path.name
         assert handle.calibration_path is not None
         assert condition_path(handle.calibration_path, condition) == path
+        # made with the defaults: the detail adjustment under a condition, none on clean images
+        assert (cal.detail is not None) == (condition is not None), path.name
         if cal.settings.stage == "noise":  # scored against the members' model, not flatness
             assert cal.noise_model is not None and cal.noise_model.n >= 200, path.name
             assert cal.noise_model.seed != cal.seed

@@ -88,3 +88,17 @@ def test_demo_refuses_an_unknown_method(tmp_path: Path) -> None:
                                       "--method", "nope"])
     assert result.exit_code != 0
     assert "nope" in result.output
+
+
+def test_a_rerun_with_fewer_methods_leaves_no_stale_report(demo_run: tuple[Path, str],
+                                                          tmp_path: Path) -> None:
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(demo_run[0], out)
+    result = CliRunner().invoke(app, ["demo", "--quick", "--out", str(out), "--per-class", "20",
+                                      "--method", "baseline"])
+    assert result.exit_code == 0, result.output
+    assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["baseline"]
+    assert sorted(p.name for p in out.glob("report-*.html")) == ["report-baseline.html"]
+    assert (out / "models" / "metric").is_dir()  # trained models are kept

@@ -8,6 +8,7 @@ one comparison table. Everything lands in ``--out`` (benchmark, models, ``result
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -97,7 +98,15 @@ def demo(
         metrics = {**run.metrics, "train_seconds": round(train_s, 1),
                    "eval_seconds": round(eval_s, 1), "test_cap_per_source": cap}
         rows.append(metrics)
-    (out / "results.json").write_text(to_json(rows) + "\n", encoding="utf-8")
+    tmp = out / f".results.json.tmp-{os.getpid()}"
+    tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
+    os.replace(tmp, out / "results.json")
+    for stale in sorted(set(method_names()) - set(chosen)):  # from an earlier run in this folder
+        old = out / f"report-{stale}.html"
+        if old.is_file():
+            old.unlink()
+            console.print(f"removed {esc(str(old))}: {stale} was not run this time, and the "
+                          "report would not match results.json")
     if json_out:
         print_json(rows)
     else:

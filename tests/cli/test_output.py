@@ -25,3 +25,19 @@ def test_notes_are_printed_when_the_block_fails(capsys: pytest.CaptureFixture[st
         warnings.warn("partial result", stacklevel=1)
         raise RuntimeError("boom")
     assert "note: partial result" in capsys.readouterr().err
+
+
+def test_zoo_list_keeps_names_whole_on_a_narrow_terminal() -> None:
+    from typer.testing import CliRunner
+
+    from genprint.cli.app import app
+    from genprint.world import zoo
+
+    names = [c["name"] for c in zoo.list_generators(trained_only=True)]
+    if not names:
+        import pytest
+
+        pytest.skip("no trained zoo generators in this checkout")
+    out = CliRunner().invoke(app, ["zoo", "list"], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert all(name in out.output for name in names)

@@ -15,6 +15,9 @@ app.add_typer(zoo_app, name="zoo")
 
 CARD_COLUMNS = ("name", "family", "architecture", "upsampling", "seed", "resolution",
                 "parameters", "training_steps", "train_seconds")
+HEADERS = {"architecture": "arch", "upsampling": "upsampl.", "resolution": "px",
+           "parameters": "params", "training_steps": "steps", "train_seconds": "train s"}
+"""Short column titles, so the table fits an 80-column terminal."""
 
 
 @zoo_app.command("list")
@@ -37,7 +40,12 @@ def list_(
     if json_out:
         print_json(cards)
         return
-    table = Table(*CARD_COLUMNS, "sha256 ok", title="genprint zoo")
+    table = Table(title="genprint zoo")
+    width = max((len(str(c.get("name", ""))) for c in cards), default=4)
+    table.add_column("name", no_wrap=True, min_width=width)  # names must stay readable
+    for c in CARD_COLUMNS[1:]:
+        table.add_column(HEADERS.get(c, c), overflow="fold")
+    table.add_column("sha256 ok", overflow="fold")
     for card in cards:
         table.add_row(*(str(card.get(c, "")) for c in CARD_COLUMNS),
                       str(card.get("sha256_ok", "untrained")))

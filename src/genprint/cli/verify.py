@@ -228,7 +228,7 @@ def run_cmd(
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
     _threads(threads)
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".json"):
+    if out is not None and out.suffix.lower() not in OUT_SUFFIXES:
         raise _fail(f"{out}: results can be written as .csv, .parquet or .json")
     handles = _resolve(generator)
     if calibration is not None and len(handles) > 1:
@@ -278,6 +278,9 @@ def run_cmd(
         raise typer.Exit(1)
 
 
+OUT_SUFFIXES = (".csv", ".parquet", ".json")
+"""The files ``verify --out`` writes."""
+
 VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string"),
                   ("loss", "float64"), ("calibrated_score", "float64"), ("p_value", "float64"),
                   ("belongs", "bool_"), ("alpha", "float64"), ("per_generator", "string"),
@@ -292,9 +295,7 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     import os
     import tempfile
 
-    suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".json"):
-        raise _fail(f"{out}: results can be written as .csv, .parquet or .json")
+    suffix = out.suffix.lower()  # one of OUT_SUFFIXES: run_cmd checks it before any work
     names = [c for c, _ in VERIFY_COLUMNS]
     flat = [{**{k: r.get(k) for k in names},
              "per_generator": json.dumps(r.get("per_generator") or {}, sort_keys=True)}

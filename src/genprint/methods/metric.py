@@ -219,7 +219,7 @@ class MetricAttributor(Attributor):
         stacked = np.concatenate(all_tiles) if all_tiles else np.zeros(
             (0, self.patch_size, self.patch_size, 3), np.uint8)
         out = np.zeros((len(stacked), self.net_.embedding_dim), dtype=np.float32)
-        views = symmetry_views(getattr(self, "symmetries", "none"))
+        views = symmetry_views(self.symmetries)
         self.net_.eval()
         with torch.inference_mode():
             for i in range(0, len(stacked), batch):

@@ -75,9 +75,10 @@ def proxies(bundle: LossBundle) -> np.ndarray:
     return torch.nn.functional.normalize(p, dim=1).cpu().numpy().astype(np.float32)
 
 
-SYMMETRIES = {"none": 1, "flips": 4, "dihedral": 8}
-"""Pixel-exact views of a patch (no resampling): identity only; identity, the two flips and the
-half turn; all eight flips and quarter turns."""
+SYMMETRIES: dict[str, tuple[int, ...]] = {"none": (0,), "flips": (0, 2, 4, 6),
+                                          "dihedral": tuple(range(8))}
+"""The view indices (see :func:`symmetry_view`) of each set of pixel-exact views: identity only;
+identity, the half turn and the two flips; all eight flips and quarter turns."""
 
 
 def symmetry_view(patch: np.ndarray, k: int) -> np.ndarray:
@@ -92,7 +93,7 @@ def symmetry_views(symmetries: str) -> tuple[int, ...]:
     """The view indices of a symmetry set (see :data:`SYMMETRIES`)."""
     if symmetries not in SYMMETRIES:
         raise ValueError(f"symmetries must be one of {', '.join(SYMMETRIES)}, got {symmetries!r}")
-    return {"none": (0,), "flips": (0, 2, 4, 6), "dihedral": tuple(range(8))}[symmetries]
+    return SYMMETRIES[symmetries]
 
 
 def patch_batches(

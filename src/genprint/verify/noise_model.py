@@ -25,7 +25,6 @@ real, 15 of each other generator): AUC 0.961 / 0.986 for ddim-pixel-s0 / -s1, ag
 
 from __future__ import annotations
 
-import math
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -121,8 +120,8 @@ class NoiseModel:
         if mean.ndim != 1 or precision.shape != (len(mean), len(mean)) or not (
                 np.isfinite(mean).all() and np.isfinite(precision).all()):
             raise ValueError("noise model: mean and precision do not match or are not finite")
-        if not np.allclose(precision, precision.T, atol=1e-8 * max(1.0, math.fabs(
-                float(np.abs(precision).max())))):
+        if not np.allclose(precision, precision.T,
+                           atol=1e-8 * max(1.0, float(np.abs(precision).max()))):
             raise ValueError("noise model: the precision matrix is not symmetric")
         if len(mean) == 0 or np.linalg.eigvalsh(precision).min() <= 0:
             raise ValueError("noise model: the precision matrix is not positive definite")

@@ -16,7 +16,9 @@ points per source (``--ks``) and the open-set score are applied afterwards to th
 Each fold also enrols every held-out source from ``--enrol-images`` of its images (the method's
 enrolment rule, ``--enrol-k`` reference points per source): recall on its other images, the
 drop, in points, of the knowns' open-set accuracy, and the share of the *other* held-out
-source's images the enrolled source takes (an unseen generator attributed to the new one).
+source's images the enrolled source takes (an unseen generator attributed to the new one),
+over ``--enrol-draws`` draws of the enrolled images, with the method's separator (fitted on
+the fold's training and calibration embeddings, as a model keeps them) and without it.
 ``--enrol-factor`` also measures a variant that widens the enrolled threshold by a factor
 calibrated on simulated enrolments of the known sources (their calibration images, 20 random
 draws of ``--enrol-images`` each), chosen so that their mean acceptance reaches the model's
@@ -178,6 +180,17 @@ def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
               epochs: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The figures of every (K, score) setting of one fold, from its embeddings."""
     enrol = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target, ps_src)
+    plain = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target, ps_src,
+                      separator=False)
+    print(f"fold {held}: enrolment without → with separator: recall {plain['enrol_recall']:.3f} "
+          f"→ {enrol['enrol_recall']:.3f} (min {plain['enrol_min_recall']:.3f} → "
+          f"{enrol['enrol_min_recall']:.3f}), drop {plain['enrol_drop']:.2f} → "
+          f"{enrol['enrol_drop']:.2f} (max {plain['enrol_max_drop']:.2f} → "
+          f"{enrol['enrol_max_drop']:.2f}), other held-out taken "
+          f"{plain['enrol_other_taken']:.3f} → {enrol['enrol_other_taken']:.3f} (max "
+          f"{plain['enrol_other_taken_max']:.3f} → {enrol['enrol_other_taken_max']:.3f}), met "
+          f"{plain['enrol_met']} → {enrol['enrol_met']} of {enrol['enrolments']}", flush=True)
+    enrol.update({f"plain_{k}": v for k, v in plain.items()})
     if args.enrol_factor:
         f = enrolment_factor(tr_e, tr_y, cal_e, cal_y, n_classes, args, target)
         wide = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target,
@@ -226,12 +239,14 @@ def enrolment_factor(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_
 
 def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
               ev_e: np.ndarray, eval_y: np.ndarray, n_classes: int, args: argparse.Namespace,
-              target_accept: float, pseudo_sources: list[str], factor: float = 1.0
-              ) -> dict[str, float]:
+              target_accept: float, pseudo_sources: list[str], factor: float = 1.0,
+              separator: bool = True) -> dict[str, float]:
     """Enrol each held-out source from ``--enrol-images`` images (the method's rule, K =
-    ``--enrol-k``; the threshold × ``factor``): mean recall on its other images, mean drop
-    (points) of the knowns' open-set accuracy and the mean share of the other held-out
-    sources' images the new source takes."""
+    ``--enrol-k``; the threshold × ``factor``; with ``separator``, fitted against the training
+    and calibration embeddings, as the model keeps them), ``--enrol-draws`` times (draw 0: the
+    first images, then random ones): mean recall on its other images, mean drop (points) of the
+    knowns' open-set accuracy, the mean share of the other held-out sources' images the new
+    source takes, and how many enrolments meet both targets (recall ≥ 0.90, drop < 2)."""
     k = args.enrol_k
     points, owners = refs.class_references(tr_e, tr_y, n_classes, k, args.seed)
     cal_d = refs.source_distances(cal_e, points, owners, n_classes)
@@ -241,34 +256,46 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     kn_e, kn_y = ev_e[known], eval_y[known]
 
     def open_acc(pts: np.ndarray, own: np.ndarray, t: np.ndarray, e: np.ndarray,
-                 y: np.ndarray) -> float:
+                 y: np.ndarray, sep: np.ndarray | None = None) -> float:
         """Open-set accuracy with the method's rule (the last source, if new, is enrolled)."""
         d = refs.source_distances(e, pts, own, len(t))
         enrolled = np.arange(len(t)) >= n_classes
-        return float(np.mean(refs.decide_sources(d, t, enrolled) == y))
+        margins = None if sep is None else refs.separator_margins(e, sep)
+        return float(np.mean(refs.decide_sources(d, t, enrolled, margins) == y))
 
     before = open_acc(points, owners, thr, kn_e, kn_y)
     ps_e = ev_e[~known]
     names = np.array(pseudo_sources)
+    samples = np.concatenate([tr_e, cal_e])
     recalls, drops, taken = [], [], []
     n = args.enrol_images
     for src in sorted(set(pseudo_sources)):
-        idx = np.flatnonzero(names == src)
-        few, rest = ps_e[idx[:n]], ps_e[idx[n:]]
-        new = refs.enrolment_references(few, np.arange(len(few)), k, args.seed)
-        dist, _ = refs.enrolment_threshold(few, np.arange(len(few)), few, k, args.seed,
-                                           target_accept, thr)
-        pts = np.concatenate([points, new])
-        own = np.concatenate([owners, np.full(len(new), n_classes)])
-        t = np.append(thr, factor * dist)
-        recalls.append(open_acc(pts, own, t, rest, np.full(len(rest), n_classes)))
-        drops.append(100 * (before - open_acc(pts, own, t, kn_e, kn_y)))
-        other = ps_e[names != src]
-        if len(other):
-            taken.append(open_acc(pts, own, t, other, np.full(len(other), n_classes)))
+        all_idx = np.flatnonzero(names == src)
+        rng = np.random.default_rng(args.seed)
+        for draw in range(args.enrol_draws):
+            idx = all_idx if draw == 0 else rng.permutation(all_idx)
+            few, rest = ps_e[idx[:n]], ps_e[idx[n:]]
+            new = refs.enrolment_references(few, np.arange(len(few)), k, args.seed)
+            dist, _ = refs.enrolment_threshold(few, np.arange(len(few)), few, k, args.seed,
+                                               target_accept, thr)
+            pts = np.concatenate([points, new])
+            own = np.concatenate([owners, np.full(len(new), n_classes)])
+            t = np.append(thr, factor * dist)
+            sep = None
+            if separator:
+                sep = np.full((n_classes + 1, few.shape[1] + 1), np.nan)
+                sep[n_classes] = refs.fit_separator(samples, few)
+            recalls.append(open_acc(pts, own, t, rest, np.full(len(rest), n_classes), sep))
+            drops.append(100 * (before - open_acc(pts, own, t, kn_e, kn_y, sep)))
+            other = ps_e[names != src]
+            if len(other):
+                taken.append(open_acc(pts, own, t, other, np.full(len(other), n_classes), sep))
     return {"enrol_recall": float(np.mean(recalls)), "enrol_min_recall": float(np.min(recalls)),
             "enrol_drop": float(np.mean(drops)), "enrol_max_drop": float(np.max(drops)),
-            "enrol_other_taken": float(np.mean(taken)) if taken else 0.0}
+            "enrol_other_taken": float(np.mean(taken)) if taken else 0.0,
+            "enrol_other_taken_max": float(np.max(taken)) if taken else 0.0,
+            "enrol_met": int(sum(r >= 0.9 and d < 2 for r, d in zip(recalls, drops, strict=True))),
+            "enrolments": len(recalls)}
 
 
 def main() -> None:
@@ -283,6 +310,8 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hold", type=int, default=2, help="generator sources held out per fold")
     parser.add_argument("--enrol-images", type=int, default=10)
+    parser.add_argument("--enrol-draws", type=int, default=5,
+                        help="draws of the enrolled images (draw 0: the first ones)")
     parser.add_argument("--enrol-k", type=int, default=8, help="reference points per source "
                         "in the enrolment figures")
     parser.add_argument("--reuse", action="store_true",
@@ -334,6 +363,10 @@ def main() -> None:
                                   "unseen_camera_accept") if m in per_fold[0][j]}
                 mean["enrol_min_recall"] = float(min(f[j]["enrol_min_recall"] for f in per_fold))
                 mean["enrol_max_drop"] = float(max(f[j]["enrol_max_drop"] for f in per_fold))
+                for key in ("enrol_met", "plain_enrol_met", "enrolments"):
+                    mean[key] = int(sum(f[j][key] for f in per_fold))
+                mean["plain_enrol_recall"] = float(np.mean([f[j]["plain_enrol_recall"]
+                                                            for f in per_fold]))
                 out = {**{k: row[k] for k in ("loss", "epochs", "k", "score")}, **mean,
                        "per_fold_auroc": [f[j]["auroc"] for f in per_fold],
                        "train_seconds": float(np.mean(secs))}
@@ -346,6 +379,9 @@ def main() -> None:
                       + (f" unseen-camera accept={mean['unseen_camera_accept']:.3f}"
                          if "unseen_camera_accept" in mean else "")
                       + f" other held-out taken={mean['enrol_other_taken']:.3f}"
+                      + f" met={mean['enrol_met']}/{mean['enrolments']} (without separator: "
+                        f"recall {mean['plain_enrol_recall']:.3f}, met "
+                        f"{mean['plain_enrol_met']})"
                       + (f" | factor {mean['enrol_factor']:.2f}: recall "
                          f"{mean['factor_enrol_recall']:.3f} drop {mean['factor_enrol_drop']:.2f}"
                          f" other taken {mean['factor_enrol_other_taken']:.3f}"

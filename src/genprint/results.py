@@ -12,7 +12,7 @@ from typing import Any
 
 RESULT_COLUMNS = (
     "path", "label", "candidate", "score", "threshold", "is_unknown", "scores", "n_tiles",
-    "tile_agreement", "error", "error_code",
+    "tile_agreement", "accepted_by", "error", "error_code",
 )
 
 
@@ -23,7 +23,10 @@ class Attribution:
     ``label`` is the attributed source or ``"unknown"``; ``candidate`` is the nearest known source
     (what a closed-set classifier would say); ``score`` is the open-set confidence (higher = more
     like a known source) compared with the candidate's ``threshold``; ``scores`` holds one score per
-    known source. For an image that could not be read, every field but ``path`` and ``error`` is
+    known source. ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
+    is within the candidate's threshold) or ``"separator"`` (``metric`` only: an enrolled
+    source's separator claimed an image outside its distance threshold); it is empty for
+    ``unknown``. For an image that could not be read, every field but ``path`` and ``error`` is
     empty.
     """
 
@@ -36,6 +39,7 @@ class Attribution:
     scores: dict[str, float] = field(default_factory=dict)
     n_tiles: int | None = None
     tile_agreement: float | None = None
+    accepted_by: str | None = None
     error: str | None = None
     error_code: str | None = None
 
@@ -94,6 +98,7 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
                 ("path", pa.string()), ("label", pa.string()), ("candidate", pa.string()),
                 ("score", pa.float64()), ("threshold", pa.float64()), ("is_unknown", pa.bool_()),
                 ("scores", pa.string()), ("n_tiles", pa.int64()), ("tile_agreement", pa.float64()),
+                ("accepted_by", pa.string()),
                 ("error", pa.string()), ("error_code", pa.string()),
             ]))
             pq.write_table(table, tmp)

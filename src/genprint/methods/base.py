@@ -47,6 +47,9 @@ class Prediction:
     """Score of the image for every known source (higher = closer), shape (n_classes,)."""
     n_tiles: int = 1
     tile_agreement: float = 1.0
+    margins: np.ndarray | None = None
+    """Per-source margin of a rule besides the score threshold (``metric``: the separators of
+    enrolled sources, > 0 = claimed; −inf where a source has none), or ``None``."""
 
 
 class Attributor(ABC):
@@ -142,6 +145,8 @@ class Attributor(ABC):
                     scores={c: float(s) for c, s in zip(self.classes_, pred.scores, strict=True)},
                     n_tiles=pred.n_tiles,
                     tile_agreement=pred.tile_agreement,
+                    accepted_by=None if unknown else (
+                        "threshold" if score >= thr else "separator"),
                 )
         return results
 

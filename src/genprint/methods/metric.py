@@ -37,7 +37,10 @@
    An enrolled source only *adds* (:meth:`MetricAttributor.decide`): it takes the images it
    accepts and is skipped for the others, so an image the trained sources accepted is never made
    ``unknown`` by an enrolment. (Chosen on the validation folds: mean enrolment recall
-   0.859 → 0.878, drops equal or lower.)
+   0.859 → 0.878, drops equal or lower.) The model keeps up to
+   :data:`~genprint.methods.metric_refs.SAMPLES_PER_SOURCE` embeddings of each source's training
+   and validation images (``samples_``); with them, an enrolled source also gets a linear
+   *separator* against the other sources, and takes the images it claims too.
 """
 
 from __future__ import annotations
@@ -306,14 +309,19 @@ class MetricAttributor(Attributor):
         if self.references == "proxies":
             self.references_ = proxies(bundle)[: len(loss_parent)]  # not the pseudo-sources'
             self.reference_sources_ = loss_parent
-        else:
-            train_emb = self.embed(train_images)
+        train_emb = self.embed(train_images)
+        if self.references != "proxies":
             self.references_, self.reference_sources_ = refs.class_references(
                 train_emb, y, len(classes), self.refs_per_class, self.seed)
             if (self.unseen_origin_thresholds and train_origins is not None
                     and val_origins is not None):
                 unseen = (train_emb, y, train_origins, val_origins)
-        self.thresholds_ = self._calibrate(val_images, val_labels, unseen)
+        self.thresholds_, val_emb, val_y = self._calibrate(val_images, val_labels, unseen)
+        emb, lab = np.concatenate([train_emb, val_emb]), np.r_[y, val_y]
+        keep = refs.sample_subset(lab, refs.SAMPLES_PER_SOURCE, self.seed)
+        self.samples_ = emb[keep].astype(np.float32)
+        self.sample_sources_ = lab[keep].astype(np.int64)
+        self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
@@ -329,9 +337,10 @@ class MetricAttributor(Attributor):
         return self
 
     def _calibrate(self, val_images: Sequence[np.ndarray], val_labels: Sequence[str],
-                   unseen: tuple | None = None) -> np.ndarray:
-        """Thresholds from validation images; ``unseen`` = (training embeddings, their source
-        index, training origins, validation origins) switches on the unseen-origin rule."""
+                   unseen: tuple | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Thresholds from validation images, with the validation embeddings and their source
+        index; ``unseen`` = (training embeddings, their source index, training origins,
+        validation origins) switches on the unseen-origin rule."""
         known = [i for i, lab in enumerate(val_labels) if lab in self.classes_]
         emb = self.embed([val_images[i] for i in known])
         labels = np.array([self.classes_.index(val_labels[i]) for i in known], dtype=np.int64)
@@ -351,7 +360,9 @@ class MetricAttributor(Attributor):
                 if d is not None:
                     own[mask] = d
                     self.unseen_origin_sources_.append(name)
-        return -refs.calibrate_thresholds(own, labels, len(self.classes_), self.target_accept)
+        thresholds = -refs.calibrate_thresholds(own, labels, len(self.classes_),
+                                                 self.target_accept)
+        return thresholds, emb, labels
 
     # ------------------------------------------------------------------ inference
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
@@ -360,23 +371,29 @@ class MetricAttributor(Attributor):
         image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         scores = -self._source_distances(image_emb)
         tile_votes = self._source_distances(tile_emb).argmin(axis=1)
+        separators = getattr(self, "separators_", None)
+        margins = (refs.separator_margins(image_emb, separators)
+                   if separators is not None and not np.isnan(separators).all() else None)
         out = []
         for i in range(len(images)):
             mine = tile_votes[owner == i]
             agreement = float(np.mean(mine == scores[i].argmax()))
-            out.append(Prediction(scores=scores[i], n_tiles=len(mine), tile_agreement=agreement))
+            out.append(Prediction(scores=scores[i], n_tiles=len(mine), tile_agreement=agreement,
+                                  margins=None if margins is None else margins[i]))
         return out
 
     def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
         """The nearest source, accepted within its threshold; enrolled sources only *add*
         (:func:`genprint.methods.metric_refs.decide_sources`): an image the trained sources
-        accept is never made ``unknown`` by an enrolment."""
+        accept is never made ``unknown`` by an enrolment, and an enrolled source also takes the
+        images its separator claims (then the score may lie outside its threshold)."""
         enrolled = self.enrolled_sources
         if not enrolled:
             return super().decide(prediction)
         mask = np.array([c in enrolled for c in self.classes_])
+        margins = None if prediction.margins is None else prediction.margins[None, :]
         label = int(refs.decide_sources(-np.asarray(prediction.scores)[None, :],
-                                        -np.asarray(self.thresholds_), mask)[0])
+                                        -np.asarray(self.thresholds_), mask, margins)[0])
         if label < 0:
             return super().decide(prediction)
         return (label, float(prediction.scores[label]), float(self.thresholds_[label]), False)
@@ -390,8 +407,10 @@ class MetricAttributor(Attributor):
     def enroll(self, images: Sequence[np.ndarray], source: str) -> dict[str, Any]:
         """Add ``source`` from ≥ 1 images without retraining; returns what was recorded.
 
-        Reference points and threshold follow :mod:`genprint.methods.metric_refs`; the other
-        sources' reference points and thresholds are left exactly as they were.
+        Reference points, threshold and separator follow :mod:`genprint.methods.metric_refs`;
+        the other sources' reference points, thresholds and separators are left exactly as they
+        were. A model saved without sample embeddings (before they were kept) enrols without a
+        separator, and the record says so.
         """
         self._check_fitted()
         if not source or source == UNKNOWN:
@@ -407,13 +426,32 @@ class MetricAttributor(Attributor):
             tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,
             -np.asarray(self.thresholds_))
         k = len(self.classes_)
+        samples = getattr(self, "samples_", None)
+        dim = image_emb.shape[1]
+        seps = getattr(self, "separators_", None)
+        if seps is None:
+            seps = np.full((k, dim + 1), np.nan)
+        if samples is not None and len(samples):
+            sep = refs.fit_separator(samples, image_emb)
+            sep_rule = (f"logistic regression (C = {refs.SEPARATOR_C:g}) against {len(samples)} "
+                        "sample embeddings of the other sources")
+            keep = refs.sample_subset(np.zeros(len(image_emb), np.int64),
+                                      refs.SAMPLES_PER_SOURCE, self.seed)
+            self.samples_ = np.concatenate([samples, image_emb[keep]]).astype(np.float32)
+            self.sample_sources_ = np.concatenate(
+                [self.sample_sources_, np.full(len(keep), k, dtype=np.int64)])
+        else:
+            sep = np.full(dim + 1, np.nan)
+            sep_rule = "none: the model keeps no sample embeddings (saved by an older genprint)"
+        self.separators_ = np.concatenate([seps, sep[None, :]])
         self.references_ = np.concatenate([self.references_, points]).astype(np.float32)
         self.reference_sources_ = np.concatenate(
             [self.reference_sources_, np.full(len(points), k, dtype=np.int64)])
         self.classes_ = [*self.classes_, source]
         self.thresholds_ = np.append(np.asarray(self.thresholds_, dtype=np.float64), -dist)
         record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
-                  "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule}
+                  "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
+                  "separator": sep_rule}
         info = dict(getattr(self, "training_info_", {}))
         info["enrolled"] = [*info.get("enrolled", []), record]
         self.training_info_ = info
@@ -431,10 +469,14 @@ class MetricAttributor(Attributor):
                      "reference point (higher = closer); threshold = minus the calibrated distance",
             "decision": "the nearest source if within its threshold, else unknown; enrolled "
                         "sources only add (they take the images they accept and are skipped "
-                        "for the others)",
+                        "for the others) and also take the images their separator claims",
         }
         arrays = {"references": self.references_.astype(np.float32),
                   "reference_sources": self.reference_sources_.astype(np.int64)}
+        if getattr(self, "samples_", None) is not None:
+            arrays.update(samples=self.samples_.astype(np.float32),
+                          sample_sources=self.sample_sources_.astype(np.int64),
+                          separators=np.asarray(self.separators_, dtype=np.float64))
         return card, state_tensors(self.net_), arrays
 
     @classmethod
@@ -467,4 +509,31 @@ class MetricAttributor(Attributor):
                 or len(model.references_) != len(model.reference_sources_)
                 or set(model.reference_sources_.tolist()) != set(range(len(model.classes_)))):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
+        model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
         return model
+
+
+def _samples_of(contents: ModelContents, model: MetricAttributor
+                ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The stored sample embeddings, their sources and the separators, checked (``None`` for
+    models saved before they were kept)."""
+    names = ("samples", "sample_sources", "separators")
+    present = [n in contents.arrays for n in names]
+    if not any(present):
+        return None, None, None
+    if not all(present):
+        raise ModelFormatError("the model holds only some of samples, sample_sources, separators")
+    samples = contents.arrays["samples"].astype(np.float32)
+    sources = contents.arrays["sample_sources"].astype(np.int64)
+    seps = contents.arrays["separators"].astype(np.float64)
+    dim = model.references_.shape[1]
+    n = len(model.classes_)
+    if (samples.ndim != 2 or samples.shape[1] != dim or sources.shape != (len(samples),)
+            or seps.shape != (n, dim + 1) or (len(sources) and not 0 <= sources.min() <= sources.max() < n)
+            or not np.all(np.isfinite(samples))):
+        raise ModelFormatError("sample embeddings or separators do not fit the model")
+    enrolled = [c in model.enrolled_sources for c in model.classes_]
+    rows_ok = np.isfinite(seps).all(axis=1) | np.isnan(seps).all(axis=1)
+    if not rows_ok.all() or any(not e and np.isfinite(r).all() for e, r in zip(enrolled, seps, strict=True)):
+        raise ModelFormatError("a separator is malformed or belongs to a trained source")
+    return samples, sources, seps

@@ -100,6 +100,7 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     enrolled = invoke("enroll", str(model), "--source", "gen-c",
                       *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[:5]))
     assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
+    assert enrolled["separator"].startswith("logistic regression")
     after = genprint.load(model)
     assert after.classes_ == ["gen-a", "gen-b", "real", "gen-c"]
     n_before = len(before.references_)

@@ -78,6 +78,8 @@ def _print_table(results: list) -> None:
         if r.ok:
             label = (f"[bold magenta]{esc(r.label)}[/bold magenta]" if r.is_unknown
                      else esc(r.label))
+            if r.accepted_by == "separator":  # outside the threshold, claimed by a separator
+                label += " (separator)"
             table.add_row(esc(r.path), label, esc(r.candidate), f"{r.score:.3f}",
                           f"{r.threshold:.3f}", f"{r.n_tiles} ({r.tile_agreement:.0%})", "")
         else:

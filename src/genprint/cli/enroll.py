@@ -56,4 +56,5 @@ def enroll_cmd(
         console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(model))} from "
                       f"{record['n_images']} "
                       f"image(s): {record['n_reference_points']} reference point(s), threshold "
-                      f"{record['threshold']:.3f} ({record['threshold_rule']})")
+                      f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
+                      f"{esc(record['separator'])}")

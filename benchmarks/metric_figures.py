@@ -75,8 +75,8 @@ def arch_of(ckpt: Path) -> dict[str, int]:
             "patch_size": cfg.patch_size, "blocks": cfg.blocks}
 
 
-def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws: int = 1
-              ) -> list[dict[str, Any]]:
+def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws: int = 1,
+              separator: bool = False) -> list[dict[str, Any]]:
     """Enrol every unknown source of ``protocol`` from ``n`` of its test images (see doc)."""
     view = protocol_view(bench, protocol)
     images, kept, _ = load_items([i.path for i in view.test], min_size=model.min_size)
@@ -104,7 +104,7 @@ def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws
         for d in range(max(1, draws)):
             sel = idx if d == 0 else np.random.default_rng(d).permutation(idx)
             enrolled = copy.deepcopy(model)
-            record = enrolled.enroll([images[k] for k in sel[:n]], source)
+            record = enrolled.enroll([images[k] for k in sel[:n]], source, separator=separator)
             rest = enrolled.attribute_arrays([images[k] for k in sel[n:]])
             after_open, after_closed = accuracy(enrolled)
             others = enrolled.attribute_arrays([images[k] for k in other_unknown(source)])
@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-draws", type=int, default=5,
                         help="draws of the enrolled images (draw 0: the first in manifest order)")
+    parser.add_argument("--enrol-separator", action="store_true",
+                        help="enrol with the opt-in separator (genprint enroll --separator)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="load models already in OUT")
     args = parser.parse_args()
@@ -196,7 +198,7 @@ def main() -> None:
             print(markdown(rows[-1:], []).splitlines()[-1], flush=True)
             if protocol == "all" and init == args.inits[0]:
                 enrol = enrolment(model, args.bench, protocol, args.enrol_images,
-                                  args.enrol_draws)
+                                  args.enrol_draws, args.enrol_separator)
     table = markdown(rows, enrol)
     (args.out / "metric_figures.md").write_text(table, encoding="utf-8")
     (args.out / "metric_figures.json").write_text(

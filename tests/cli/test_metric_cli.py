@@ -100,7 +100,7 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     enrolled = invoke("enroll", str(model), "--source", "gen-c",
                       *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[:5]))
     assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
-    assert enrolled["separator"].startswith("logistic regression")
+    assert enrolled["separator"] == "none (off by default)"
     after = genprint.load(model)
     assert after.classes_ == ["gen-a", "gen-b", "real", "gen-c"]
     n_before = len(before.references_)
@@ -110,6 +110,10 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     out = runner.invoke(app, ["enroll", str(model), "--source", "gen-c",
                               str(bench / "images" / "gen-c" / "00000.png")])
     assert out.exit_code == 2 and "already known" in out.output
+    sep = invoke("enroll", str(model), "--source", "gen-c2", "--separator",
+                 *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[5:9]))
+    assert sep["separator"].startswith("logistic regression")
+    assert np.isfinite(genprint.load(model).separators_[-1]).all()
 
 
 def test_train_metric_from_scratch_with_data(tmp_path: Path, toy_sources: Path) -> None:

@@ -87,16 +87,24 @@ def test_enrolment_fits_a_separator_and_leaves_the_others(model: MetricAttributo
     m = copy.deepcopy(model)
     rng = np.random.default_rng(3)
     n_samples = len(m.samples_)
-    first = m.enroll([textured(rng, 32, 32, 5) for _ in range(6)], "p5")
+    first = m.enroll([textured(rng, 32, 32, 5) for _ in range(6)], "p5", separator=True)
     assert first["separator"].startswith("logistic regression")
     assert np.isnan(m.separators_[:3]).all() and np.isfinite(m.separators_[3]).all()
     assert len(m.samples_) == n_samples + 6 and np.sum(m.sample_sources_ == 3) == 6
     sep_p5 = m.separators_[3].copy()
-    m.enroll([textured(rng, 32, 32, 7) for _ in range(6)], "p7")
+    m.enroll([textured(rng, 32, 32, 7) for _ in range(6)], "p7", separator=True)
     np.testing.assert_array_equal(m.separators_[3], sep_p5)
     # the new images are claimed by their separator
     fresh = m.embed([textured(rng, 32, 32, 7) for _ in range(8)])
     assert np.mean(refs.separator_margins(fresh, m.separators_)[:, 4] > 0) >= 0.75
+
+
+def test_the_separator_is_opt_in(model: MetricAttributor) -> None:
+    m = copy.deepcopy(model)
+    record = m.enroll([textured(np.random.default_rng(1), 32, 32, 5) for _ in range(4)], "p5")
+    assert record["separator"] == "none (off by default)"
+    assert np.isnan(m.separators_).all() and np.sum(m.sample_sources_ == 3) == 4
+    assert all(p.margins is None for p in m.predict_arrays(toy(1, 2)[0]))
 
 
 def test_attributions_say_which_rule_accepted(model: MetricAttributor) -> None:
@@ -107,7 +115,7 @@ def test_attributions_say_which_rule_accepted(model: MetricAttributor) -> None:
     before = m.attribute_arrays(images)
     assert {r.accepted_by for r in before if not r.is_unknown} == {"threshold"}
     assert all(r.accepted_by is None for r in before if r.is_unknown)
-    m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "p5")
+    m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "p5", separator=True)
     m.thresholds_[-1] = -1e-9  # the distance rule takes nothing
     m.separators_[-1] = np.r_[np.zeros(TINY["embedding_dim"]), 1.0]  # claims everything
     after = m.attribute_arrays(images)
@@ -122,7 +130,8 @@ def test_attributions_say_which_rule_accepted(model: MetricAttributor) -> None:
 def test_separators_round_trip_and_are_checked_on_load(model: MetricAttributor,
                                                        tmp_path: Path) -> None:
     m = copy.deepcopy(model)
-    m.enroll([textured(np.random.default_rng(8), 32, 32, 5) for _ in range(5)], "p5")
+    m.enroll([textured(np.random.default_rng(8), 32, 32, 5) for _ in range(5)], "p5",
+             separator=True)
     m.save(tmp_path / "model")
     loaded = genprint.load(tmp_path / "model")
     np.testing.assert_array_equal(loaded.separators_, m.separators_)
@@ -150,8 +159,12 @@ def test_a_model_without_samples_enrols_without_a_separator(model: MetricAttribu
     _refresh_checksums(tmp_path / "old")
     old = genprint.load(tmp_path / "old")
     assert old.samples_ is None
-    record = old.enroll([textured(np.random.default_rng(2), 32, 32, 5) for _ in range(4)], "p5")
-    assert record["separator"].startswith("none")
+    record = old.enroll([textured(np.random.default_rng(2), 32, 32, 5) for _ in range(4)], "p5",
+                        separator=True)
+    assert record["separator"].startswith("none: the model keeps no sample")
+    assert old.samples_ is None and old.separators_ is None
+    old.save(tmp_path / "old-enrolled")  # still saved, and loads, without samples
+    assert genprint.load(tmp_path / "old-enrolled").samples_ is None
     assert all(r.accepted_by in (None, "threshold")
                for r in old.attribute_arrays(toy(2, 3)[0]))
 

@@ -17,6 +17,11 @@ def enroll_cmd(
     images: Annotated[list[Path], typer.Argument(help="Images of the new source: files and/or "
                                                       "folders (searched recursively).")],
     source: Annotated[str, typer.Option(help="Name of the new source.")],
+    separator: Annotated[bool, typer.Option(
+        "--separator/--no-separator",
+        help="Also fit a linear separator against the known sources' stored embeddings; it "
+             "recovers images that would otherwise be `unknown`, at the cost of more unseen "
+             "generators taken by the new source (docs/metric.md). Off by default.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Enrol a new source from one or more of its images: reference points and a threshold are
@@ -44,7 +49,7 @@ def enroll_cmd(
         console.print("[red]error:[/red] none of the images could be used")
         raise typer.Exit(1)
     try:
-        record = attributor.enroll(loaded, source)
+        record = attributor.enroll(loaded, source, separator=separator)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--source") from None
     attributor.save(model, overwrite=True)

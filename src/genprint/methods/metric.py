@@ -404,13 +404,16 @@ class MetricAttributor(Attributor):
         return {r["source"] for r in getattr(self, "training_info_", {}).get("enrolled", [])}
 
     # ------------------------------------------------------------------ enrolment
-    def enroll(self, images: Sequence[np.ndarray], source: str) -> dict[str, Any]:
+    def enroll(self, images: Sequence[np.ndarray], source: str, separator: bool = False
+               ) -> dict[str, Any]:
         """Add ``source`` from ≥ 1 images without retraining; returns what was recorded.
 
         Reference points, threshold and separator follow :mod:`genprint.methods.metric_refs`;
         the other sources' reference points, thresholds and separators are left exactly as they
-        were. A model saved without sample embeddings (before they were kept) enrols without a
-        separator, and the record says so.
+        were. With ``separator`` (opt-in), the new source also gets a linear separator; a model
+        saved without sample embeddings (before they were kept) cannot fit one, and the record
+        says so. The new images join the stored samples either way, so that a later enrolment
+        can separate from this source.
         """
         self._check_fitted()
         if not source or source == UNKNOWN:
@@ -427,23 +430,22 @@ class MetricAttributor(Attributor):
             -np.asarray(self.thresholds_))
         k = len(self.classes_)
         samples = getattr(self, "samples_", None)
-        dim = image_emb.shape[1]
-        seps = getattr(self, "separators_", None)
-        if seps is None:
-            seps = np.full((k, dim + 1), np.nan)
-        if samples is not None and len(samples):
+        sep = np.full(image_emb.shape[1] + 1, np.nan)
+        if not separator:
+            sep_rule = "none (off by default)"
+        elif samples is None:
+            sep_rule = "none: the model keeps no sample embeddings (saved by an older genprint)"
+        else:
             sep = refs.fit_separator(samples, image_emb)
             sep_rule = (f"logistic regression (C = {refs.SEPARATOR_C:g}) against {len(samples)} "
                         "sample embeddings of the other sources")
+        if samples is not None:  # models saved before samples were kept stay without them
             keep = refs.sample_subset(np.zeros(len(image_emb), np.int64),
                                       refs.SAMPLES_PER_SOURCE, self.seed)
             self.samples_ = np.concatenate([samples, image_emb[keep]]).astype(np.float32)
             self.sample_sources_ = np.concatenate(
                 [self.sample_sources_, np.full(len(keep), k, dtype=np.int64)])
-        else:
-            sep = np.full(dim + 1, np.nan)
-            sep_rule = "none: the model keeps no sample embeddings (saved by an older genprint)"
-        self.separators_ = np.concatenate([seps, sep[None, :]])
+            self.separators_ = np.concatenate([self.separators_, sep[None, :]])
         self.references_ = np.concatenate([self.references_, points]).astype(np.float32)
         self.reference_sources_ = np.concatenate(
             [self.reference_sources_, np.full(len(points), k, dtype=np.int64)])

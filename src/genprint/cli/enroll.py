@@ -63,3 +63,9 @@ def enroll_cmd(
                       f"image(s): {record['n_reference_points']} reference point(s), threshold "
                       f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
                       f"{esc(record['separator'])}")
+        trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
+                   if c not in attributor.enrolled_sources]
+        console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "
+                      "(minus a distance: the lower, the wider the source's region; a new source "
+                      "as wide as the widest trained one is not a tight cluster in the "
+                      "embedding, and will also take other sources' images)")

@@ -21,7 +21,8 @@ class Attribution:
     """What genprint says about one image.
 
     ``label`` is the attributed source or ``"unknown"``; ``candidate`` is the nearest known source
-    (what a closed-set classifier would say); ``score`` is the open-set confidence (higher = more
+    (what a closed-set classifier would say; with ``metric`` enrolled sources, the source the
+    decision took, which may be an enrolled one that is not the nearest); ``score`` is the open-set confidence (higher = more
     like a known source) compared with the candidate's ``threshold``; ``scores`` holds one score per
     known source. ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
     is within the candidate's threshold) or ``"separator"`` (``metric`` only: an enrolled

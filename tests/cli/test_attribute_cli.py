@@ -58,6 +58,9 @@ def test_attribute_mixed_folder_reports_bad_files(toy_sources: Path, tmp_path: P
     with open(tmp_path / "r.csv", newline="") as fh:
         csv_rows = list(csv.DictReader(fh))
     assert [r["path"] for r in csv_rows] == [r["path"] for r in rows]
+    assert csv_rows[0].keys() >= {"accepted_by", "error_code"}
+    for r in rows:  # how a label was accepted: by the threshold, or not at all
+        assert r["accepted_by"] == (None if r["error"] or r["is_unknown"] else "threshold")
     assert json.loads(csv_rows[0]["scores"]).keys() == {"alpha", "beta", "gamma"}
 
 
@@ -82,6 +85,7 @@ def test_parquet_results(toy_sources: Path, tmp_path: Path) -> None:
     assert out.exit_code == 0, out.output
     table = pq.read_table(tmp_path / "r.parquet").to_pylist()
     assert len(table) == 24 and all(r["error"] is None for r in table)
+    assert all(r["accepted_by"] == (None if r["is_unknown"] else "threshold") for r in table)
 
 
 def test_file_names_print_as_they_are(toy_sources: Path, tmp_path: Path) -> None:

@@ -67,6 +67,10 @@ def test_a_claim_only_recovers_unknown_images() -> None:
                   [ninf, ninf, 1.0, 1.0], [ninf, ninf, -1.0, 1.0]])
     assert refs.decide_sources(d, t, enrolled).tolist() == [0, -1, -1, -1, 2]
     assert refs.decide_sources(d, t, enrolled, m).tolist() == [0, 2, -1, 3, 2]
+    # a zero threshold (enrolled from identical images) still picks a claiming source
+    zero = refs.decide_sources(np.array([[1.5, 2.0, 0.9, 0.8]]), np.array([1.0, 1.0, 0.0, 0.0]),
+                               enrolled, np.array([[ninf, ninf, 1.0, -1.0]]))
+    assert zero.tolist() == [2]
     # a margin on a trained source is ignored
     m_trained = np.full_like(m, ninf)
     m_trained[:, 1] = 5.0
@@ -127,6 +131,30 @@ def test_attributions_say_which_rule_accepted(model: MetricAttributor) -> None:
     assert any(b.is_unknown for b in before)
 
 
+def test_the_attribute_table_marks_separator_labels(model: MetricAttributor,
+                                                   tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from genprint.cli.app import app
+
+    m = copy.deepcopy(model)
+    m.enroll([textured(np.random.default_rng(4), 32, 32, 5) for _ in range(4)], "p5",
+             separator=True)
+    m.thresholds_[:] = -1e-9  # nothing is accepted by distance ...
+    m.separators_[-1] = np.r_[np.zeros(TINY["embedding_dim"]), 1.0]  # ... p5 claims it all
+    m.save(tmp_path / "m")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(toy(1, 5)[0][0]).save(image)
+    out = CliRunner().invoke(app, ["attribute", str(tmp_path / "m"), str(image)],
+                             env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "p5 (separator)" in out.output
+    rows = CliRunner().invoke(app, ["attribute", str(tmp_path / "m"), str(image), "--json"])
+    assert json.loads(rows.stdout)[0]["accepted_by"] == "separator"
+
+
 def test_separators_round_trip_and_are_checked_on_load(model: MetricAttributor,
                                                        tmp_path: Path) -> None:
     m = copy.deepcopy(model)
@@ -141,14 +169,33 @@ def test_separators_round_trip_and_are_checked_on_load(model: MetricAttributor,
     assert ([r.to_dict() for r in m.attribute_arrays(imgs)]
             == [r.to_dict() for r in loaded.attribute_arrays(imgs)])
 
-    bad = tmp_path / "bad"
-    shutil.copytree(tmp_path / "model", bad)
-    seps = np.load(bad / "separators.npy")
-    seps[0] = 1.0  # a separator on a trained source
-    np.save(bad / "separators.npy", seps)
-    _refresh_checksums(bad)
-    with pytest.raises(ModelFormatError, match="separator"):
-        genprint.load(bad)
+    def broken(name: str, edit) -> Path:
+        bad = tmp_path / name
+        shutil.copytree(tmp_path / "model", bad)
+        edit(bad)
+        _refresh_checksums(bad)
+        return bad
+
+    def on_trained(folder: Path) -> None:
+        seps = np.load(folder / "separators.npy")
+        seps[0] = 1.0
+        np.save(folder / "separators.npy", seps)
+
+    def rows(folder: Path) -> None:
+        np.save(folder / "separators.npy", np.load(folder / "separators.npy")[:-1])
+
+    def out_of_range(folder: Path) -> None:
+        src = np.load(folder / "sample_sources.npy")
+        src[0] = 99
+        np.save(folder / "sample_sources.npy", src)
+
+    cases = {"on-trained": (on_trained, "belongs to a trained source"),
+             "rows": (rows, "do not fit the model"),
+             "range": (out_of_range, "do not fit the model"),
+             "missing": (lambda f: (f / "samples.npy").unlink(), "only some of")}
+    for name, (edit, message) in cases.items():
+        with pytest.raises(ModelFormatError, match=message):
+            genprint.load(broken(name, edit))
 
 
 def test_a_model_without_samples_enrols_without_a_separator(model: MetricAttributor,

@@ -52,6 +52,9 @@ def enroll_cmd(
         record = attributor.enroll(loaded, source, separator=separator)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--source") from None
+    if separator and record.get("separator", "").startswith("none"):
+        console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
+                      f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
     attributor.save(model, overwrite=True)
     summary = {"model": str(model), **record, "n_skipped": len(errors),
                "classes": list(attributor.classes_)}

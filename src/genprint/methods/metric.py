@@ -309,15 +309,18 @@ class MetricAttributor(Attributor):
         if self.references == "proxies":
             self.references_ = proxies(bundle)[: len(loss_parent)]  # not the pseudo-sources'
             self.reference_sources_ = loss_parent
-        train_emb = self.embed(train_images)
-        if self.references != "proxies":
+        if self.references == "proxies":  # only the training images kept as samples are embedded
+            sub = refs.sample_subset(y, refs.SAMPLES_PER_SOURCE, self.seed)
+            train_emb, train_y = self.embed([train_images[i] for i in sub]), y[sub]
+        else:
+            train_emb, train_y = self.embed(train_images), y
             self.references_, self.reference_sources_ = refs.class_references(
                 train_emb, y, len(classes), self.refs_per_class, self.seed)
             if (self.unseen_origin_thresholds and train_origins is not None
                     and val_origins is not None):
                 unseen = (train_emb, y, train_origins, val_origins)
         self.thresholds_, val_emb, val_y = self._calibrate(val_images, val_labels, unseen)
-        emb, lab = np.concatenate([train_emb, val_emb]), np.r_[y, val_y]
+        emb, lab = np.concatenate([train_emb, val_emb]), np.r_[train_y, val_y]
         keep = refs.sample_subset(lab, refs.SAMPLES_PER_SOURCE, self.seed)
         self.samples_ = emb[keep].astype(np.float32)
         self.sample_sources_ = lab[keep].astype(np.int64)

@@ -280,8 +280,9 @@ def decide_sources(dist: np.ndarray, thresholds: np.ndarray, enrolled: np.ndarra
         return out
     claims = (np.asarray(margins) > 0) & np.asarray(enrolled, dtype=bool)[None, :]
     rows = np.flatnonzero(claims.any(axis=1) & (out < 0))
-    if len(rows):
-        rel = np.asarray(dist, dtype=np.float64)[rows] / np.asarray(thresholds)[None, :]
+    if len(rows):  # a zero threshold (identical enrolment images) must not divide by zero
+        thr = np.maximum(np.asarray(thresholds, dtype=np.float64), 1e-12)
+        rel = np.asarray(dist, dtype=np.float64)[rows] / thr[None, :]
         out[rows] = np.where(claims[rows], rel, np.inf).argmin(axis=1)
     return out
 

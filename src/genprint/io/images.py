@@ -13,8 +13,9 @@ Rules (also in the README):
   - ``RGBA`` / ``LA`` / ``La`` / ``RGBa``: the alpha channel is **dropped**, colour values are kept as
     stored (no compositing on a background, which would change the pixels).
   - ``I;16*`` and ``I`` (16-bit and 32-bit integer grey, e.g. 16-bit PNG): values are taken to
-    span 0..65535 and mapped to 0..255 by ``round(v / 257)`` (clipped).
-  - 16-bit RGB(A) PNGs are delivered by Pillow as 8-bit RGB (their high bytes).
+    span 0..65535 and mapped to 0..255 by ``round(v / 257)``; a 32-bit image with values outside
+    0..65535 is refused (its range is not defined).
+  - 16-bit RGB(A) PNGs are delivered by Pillow as 8-bit RGB (their high bytes, ``v >> 8``).
   - ``CMYK``: Pillow's conversion (R = 255 − C − K, clipped; Adobe-inverted JPEGs are undone by
     Pillow's decoder). ``YCbCr``, ``LAB``, ``HSV``: Pillow's conversion to RGB.
   - ``F`` (floating point) and other modes: refused, since their range is not defined.
@@ -22,14 +23,22 @@ Rules (also in the README):
 * Refused with a reason (an :class:`ImageError` whose ``code`` is one of :data:`ERROR_CODES`):
   empty files, files that are not images, truncated or corrupt files, **animated images**
   (refused by default rather than silently analysing one frame: pass ``animated="first"`` to take
-  the first frame), PNG files whose chunk checksums do not match, images over a pixel limit (decompression bombs: the header is checked before
-  any pixel is decoded), files over a byte limit, and images smaller than a method's crop.
+  the first frame), PNG files whose chunk checksums do not match or whose image data holds fewer
+  rows than the header declares, images over a pixel limit (decompression bombs: the header is
+  checked before any pixel is decoded), files over a byte limit, and images smaller than a
+  method's crop. Any other decoder failure is a per-file ``corrupt`` error, never a crash.
+* Multi-picture JPEGs (``MPO``: camera files that carry a preview or a depth map after the
+  main picture) are not animations: the main picture (frame 0) is analysed.
+* Known limit: a JPEG whose entropy-coded data is cut short *and* closed with an end marker is
+  decoded by libjpeg with the missing blocks filled in, and Pillow does not report it; such a
+  file cannot be told from a complete one here.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import threading
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -118,6 +127,10 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(img).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageError("unsupported_mode", f"32-bit integer image with values "
+                             f"{values.min()}..{values.max()}, outside 0..65535: its range is "
+                             "not defined")
         grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
@@ -145,12 +158,138 @@ def _check_png_crcs(data: bytes) -> None:
         pos = stop + 4
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type → samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # (x0, y0, dx, dy) of the seven interlace passes
+
+
+def _png_expected_bytes(width: int, height: int, depth: int, colour: int, interlace: int) -> int:
+    """Bytes of filtered PNG scanlines (one filter byte per row) the header promises."""
+    bits = _PNG_CHANNELS.get(colour, 0) * depth
+
+    def rows(w: int, h: int) -> int:
+        return 0 if w == 0 or h == 0 else h * (1 + (w * bits + 7) // 8)
+
+    if interlace != 1:
+        return rows(width, height)
+    return sum(rows((width - x0 + dx - 1) // dx if width > x0 else 0,
+                    (height - y0 + dy - 1) // dy if height > y0 else 0)
+               for x0, y0, dx, dy in _ADAM7)
+
+
+def _check_png_data(data: bytes) -> None:
+    """Refuse a PNG whose compressed image data inflates to fewer bytes than its header promises
+    (Pillow would fill the missing rows with zeros). Counts without holding the pixels."""
+    if data[12:16] != b"IHDR" or len(data) < 33:
+        return
+    width = int.from_bytes(data[16:20], "big")
+    height = int.from_bytes(data[20:24], "big")
+    depth, colour, interlace = data[24], data[25], data[28]
+    expected = _png_expected_bytes(width, height, depth, colour, interlace)
+    if expected == 0:
+        return
+    inflate = zlib.decompressobj()
+    got, pos = 0, 8
+    try:
+        while pos + 12 <= len(data) and got < expected:
+            length = int.from_bytes(data[pos : pos + 4], "big")
+            kind = data[pos + 4 : pos + 8]
+            if kind == b"IDAT":
+                chunk = data[pos + 8 : pos + 8 + length]
+                while chunk and got < expected:
+                    got += len(inflate.decompress(chunk, 1 << 22))
+                    chunk = inflate.unconsumed_tail
+            elif kind == b"IEND":
+                break
+            pos += 12 + length
+    except zlib.error as exc:
+        raise ImageError("corrupt", f"PNG image data cannot be inflated: {exc}") from None
+    if got < expected:
+        raise ImageError("truncated", f"PNG image data holds {got} of the {expected} bytes its "
+                                      "header declares (missing rows would be filled in)")
+
+
 def _exif_orientation(img: Image.Image) -> int | None:
     try:
         value = img.getexif().get(0x0112)
     except Exception:  # noqa: BLE001 - broken EXIF must not stop pixel analysis
         return None
     return int(value) if isinstance(value, int) else None
+
+
+_LOAD_LOCK = threading.Lock()
+"""Held while Pillow's global truncated-image switch is turned off for a load (only when the
+caller's process had turned it on)."""
+
+
+def _allow_pillow_limit(limit: int) -> None:
+    """Pillow refuses images over its own global limit (2 × ``Image.MAX_IMAGE_PIXELS``) before
+    ours is consulted; raise it (never lower it) so that ours decides."""
+    current = Image.MAX_IMAGE_PIXELS
+    if current is not None and limit > current:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
+def _load_strictly(img: Image.Image) -> None:
+    """``img.load()`` with truncated data refused. Pillow's switch for that is a process-wide
+    global; it is only touched (under a lock) if the caller had turned it on."""
+    if not ImageFile.LOAD_TRUNCATED_IMAGES:
+        img.load()
+        return
+    with _LOAD_LOCK:
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            img.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+
+
+def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarray, ImageInfo]:
+    """The decoding steps of :func:`decode_image` (which turns unexpected failures into
+    per-file errors)."""
+    if data[:8] == PNG_SIGNATURE:  # checked before Pillow parses the chunks
+        _check_png_crcs(data)
+    with warnings.catch_warnings():
+        # We enforce our own pixel limit below; Pillow's global limit must not decide for us.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise ImageError("not_an_image", "not an image file Pillow can decode") from None
+        width, height = img.size
+        if width * height > limit:
+            raise ImageError(
+                "too_many_pixels",
+                f"image is {width}×{height} = {width * height} pixels, over the limit of "
+                f"{limit} (possible decompression bomb); to allow it, raise the limit with "
+                f"`genprint --max-pixels N ...`, {MAX_PIXELS_ENV}=N or max_pixels=N in Python",
+            )
+        if img.format == "PNG":
+            _check_png_data(data)
+        n_frames = int(getattr(img, "n_frames", 1) or 1)
+        if n_frames > 1 and animated == "refuse" and img.format != "MPO":
+            raise ImageError(
+                "animated",
+                f"animated image with {n_frames} frames; extract the frame to analyse, or take "
+                "the first frame (`--first-frame` where a command offers it, "
+                "animated='first' in Python)",
+            )
+        orientation = _exif_orientation(img)
+        try:
+            img.seek(0)
+            _load_strictly(img)
+        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            message = str(exc)
+            if "truncated" in message.lower() or isinstance(exc, EOFError):
+                raise ImageError("truncated", f"file is truncated: {message}") from None
+            raise ImageError("corrupt", f"cannot decode image data: {message}") from None
+        info = ImageInfo(
+            format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
+            exif_orientation=orientation,
+        )
+        return _to_rgb8(img), info
 
 
 def decode_image(
@@ -167,55 +306,18 @@ def decode_image(
     """
     if len(data) == 0:
         raise ImageError("empty", "file is empty (0 bytes)")
-    with warnings.catch_warnings():
-        # We enforce our own pixel limit below; Pillow's global limit must not decide for us.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
-            img = Image.open(io.BytesIO(data))
-        except UnidentifiedImageError:
-            raise ImageError("not_an_image", "not an image file Pillow can decode") from None
-        except Image.DecompressionBombError as exc:
-            raise ImageError("too_many_pixels", f"decompression bomb refused: {exc}") from None
-        except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
-            raise ImageError("corrupt", f"cannot open image: {exc}") from None
-        width, height = img.size
-        limit = default_max_pixels() if max_pixels is None else max_pixels
-        if width * height > limit:
-            raise ImageError(
-                "too_many_pixels",
-                f"image is {width}×{height} = {width * height} pixels, over the limit of "
-                f"{limit} (possible decompression bomb); to allow it, raise the limit with "
-                f"`genprint --max-pixels N ...`, {MAX_PIXELS_ENV}=N or max_pixels=N in Python",
-            )
-        n_frames = int(getattr(img, "n_frames", 1) or 1)
-        if n_frames > 1 and animated == "refuse":
-            raise ImageError(
-                "animated",
-                f"animated image with {n_frames} frames; extract the frame to analyse, or use "
-                "the first-frame option",
-            )
-        orientation = _exif_orientation(img)
-        if img.format == "PNG":
-            _check_png_crcs(data)
-        previous = ImageFile.LOAD_TRUNCATED_IMAGES
-        ImageFile.LOAD_TRUNCATED_IMAGES = False
-        try:
-            img.seek(0)
-            img.load()
-        except Image.DecompressionBombError as exc:
-            raise ImageError("too_many_pixels", f"decompression bomb refused: {exc}") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
-            message = str(exc)
-            if "truncated" in message.lower() or isinstance(exc, EOFError):
-                raise ImageError("truncated", f"file is truncated: {message}") from None
-            raise ImageError("corrupt", f"cannot decode image data: {message}") from None
-        finally:
-            ImageFile.LOAD_TRUNCATED_IMAGES = previous
-        info = ImageInfo(
-            format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
-            exif_orientation=orientation,
-        )
-        pixels = _to_rgb8(img)
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    _allow_pillow_limit(limit)
+    try:
+        pixels, info = _decode(data, limit, animated)
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageError("too_many_pixels", f"decompression bomb refused: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
+        message = f"{type(exc).__name__}: {exc}"
+        code = "truncated" if "truncated" in message.lower() else "corrupt"
+        raise ImageError(code, f"cannot decode image: {message}") from None
     min_h, min_w = (min_size, min_size) if isinstance(min_size, int) else min_size
     if pixels.shape[0] < min_h or pixels.shape[1] < min_w:
         raise ImageError(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from genprint.storage.atomic import atomic_file
 
 RESULT_COLUMNS = (
     "path", "label", "candidate", "score", "threshold", "is_unknown", "scores", "n_tiles",
@@ -54,10 +55,35 @@ class Attribution:
         return asdict(self)
 
 
+def printable(value: Any) -> Any:
+    """Text that UTF-8 can store: a file name with bytes that are not UTF-8 (kept by Python as
+    lone surrogates) gets them as ``\\xNN`` escapes; other values are returned as they are."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return value
+
+
 def _flat_row(result: Attribution) -> dict[str, Any]:
     row = result.to_dict()
     row["scores"] = json.dumps(result.scores, sort_keys=True) if result.ok else ""
     return row
+
+
+RESULT_SUFFIXES = (".csv", ".parquet", ".json")
+"""The files :func:`write_results` writes."""
+
+
+def check_results_path(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`Path` if results can be written there, else ``ValueError`` (a
+    suffix other than :data:`RESULT_SUFFIXES`, or an existing directory). Callers check it
+    before the work whose results it will hold."""
+    out = Path(path)
+    if out.suffix.lower() not in RESULT_SUFFIXES:
+        raise ValueError(f"{out}: results can be written as .csv, .parquet or .json")
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory; give a file name ending in .csv, .parquet "
+                         "or .json")
+    return out
 
 
 def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) -> Path:
@@ -69,19 +95,15 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
 
     out = Path(path)
     suffix = out.suffix.lower()
-    if suffix not in (".csv", ".parquet", ".json"):
-        raise ValueError(f"{out}: results can be written as .csv, .parquet or .json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    check_results_path(out)
+    with atomic_file(out) as tmp:
         if suffix == ".csv":
             with tmp.open("w", newline="", encoding="utf-8") as fh:
                 writer = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS))
                 writer.writeheader()
                 for r in results:
-                    writer.writerow({k: ("" if v is None else v) for k, v in _flat_row(r).items()})
+                    writer.writerow({k: ("" if v is None else printable(v))
+                                     for k, v in _flat_row(r).items()})
         elif suffix == ".json":
             from genprint.cli.output import to_json
 
@@ -94,7 +116,7 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
                 raise RuntimeError(
                     "writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
                 ) from None
-            rows = [_flat_row(r) for r in results]
+            rows = [{k: printable(v) for k, v in _flat_row(r).items()} for r in results]
             table = pa.Table.from_pylist(rows, schema=pa.schema([
                 ("path", pa.string()), ("label", pa.string()), ("candidate", pa.string()),
                 ("score", pa.float64()), ("threshold", pa.float64()), ("is_unknown", pa.bool_()),
@@ -103,8 +125,4 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
                 ("error", pa.string()), ("error_code", pa.string()),
             ]))
             pq.write_table(table, tmp)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out

@@ -113,3 +113,34 @@ def test_max_pixels_option_applies_to_every_file(toy_sources: Path, tmp_path: Pa
     assert out.exit_code == 1  # every input failed
     [row] = json.loads(out.stdout)
     assert row["error_code"] == "too_many_pixels" and "--max-pixels" in row["error"]
+
+
+def test_bad_out_is_refused_before_any_work(toy_sources: Path, tmp_path: Path) -> None:
+    model = _train(toy_sources, tmp_path)
+    good = str(toy_sources / "alpha" / "00.png")
+    out = runner.invoke(app, ["attribute", str(model), good, "--out", str(tmp_path / "r.txt")])
+    assert out.exit_code == 2 and ".csv, .parquet or .json" in out.output
+    (tmp_path / "d.csv").mkdir()
+    out = runner.invoke(app, ["attribute", str(model), good, "--out", str(tmp_path / "d.csv")],
+                        env={"COLUMNS": "300"})
+    assert out.exit_code == 2 and "is a directory" in out.output
+
+
+def test_file_names_that_are_not_utf8_are_written_escaped(toy_sources: Path,
+                                                         tmp_path: Path) -> None:
+    import os
+
+    import pyarrow.parquet as pq
+
+    model = _train(toy_sources, tmp_path)
+    folder = tmp_path / "names"
+    folder.mkdir()
+    odd = Path(os.fsdecode(bytes(folder) + b"/bad\xff.png"))
+    odd.write_bytes((toy_sources / "alpha" / "00.png").read_bytes())
+    for suffix in (".csv", ".parquet", ".json"):
+        out = runner.invoke(app, ["attribute", str(model), str(folder), "--out",
+                                  str(tmp_path / f"r{suffix}")])
+        assert out.exit_code == 0, out.output
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as fh:
+        assert next(csv.DictReader(fh))["path"].endswith("bad\\xff.png")
+    assert pq.read_table(tmp_path / "r.parquet").to_pylist()[0]["path"].endswith("bad\\xff.png")

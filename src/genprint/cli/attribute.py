@@ -34,9 +34,14 @@ def attribute(
     """
     import genprint
     from genprint.io.sources import scan_inputs
-    from genprint.results import write_results
+    from genprint.results import check_results_path, write_results
     from genprint.storage.model_dir import ModelFormatError
 
+    if out is not None:  # before any work, not after it
+        try:
+            check_results_path(out)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--out") from None
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:

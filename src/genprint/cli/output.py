@@ -30,8 +30,11 @@ Anything that comes from the user or the file system (paths, error texts) is pas
 
 
 def esc(text: str) -> str:
-    """``text`` with rich markup escaped (for paths and messages inside styled output)."""
-    return escape(text)
+    """``text`` with rich markup escaped (for paths and messages inside styled output), and
+    bytes of a file name that are not UTF-8 shown as ``\\xNN`` (they cannot be printed)."""
+    from genprint.results import printable
+
+    return escape(printable(text))
 
 
 @contextmanager

@@ -228,8 +228,13 @@ def run_cmd(
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
     _threads(threads)
-    if out is not None and out.suffix.lower() not in OUT_SUFFIXES:
-        raise _fail(f"{out}: results can be written as .csv, .parquet or .json")
+    if out is not None:
+        from genprint.results import check_results_path
+
+        try:
+            check_results_path(out)
+        except ValueError as exc:
+            raise _fail(str(exc)) from None
     handles = _resolve(generator)
     if calibration is not None and len(handles) > 1:
         raise _fail("--calibration needs a single generator")
@@ -278,9 +283,6 @@ def run_cmd(
         raise typer.Exit(1)
 
 
-OUT_SUFFIXES = (".csv", ".parquet", ".json")
-"""The files ``verify --out`` writes."""
-
 VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string"),
                   ("loss", "float64"), ("calibrated_score", "float64"), ("p_value", "float64"),
                   ("belongs", "bool_"), ("alpha", "float64"), ("per_generator", "string"),
@@ -292,19 +294,16 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
     """Write verify rows to .csv, .parquet or .json, atomically (temporary file, then rename)."""
     import csv
     import json
-    import os
-    import tempfile
 
-    suffix = out.suffix.lower()  # one of OUT_SUFFIXES: run_cmd checks it before any work
+    from genprint.results import printable
+    from genprint.storage.atomic import atomic_file
+
+    suffix = out.suffix.lower()  # run_cmd checked it (check_results_path) before any work
     names = [c for c, _ in VERIFY_COLUMNS]
     flat = [{**{k: r.get(k) for k in names},
              "per_generator": json.dumps(r.get("per_generator") or {}, sort_keys=True)}
             for r in rows]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_file(out) as tmp:
         if suffix == ".json":
             tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
         elif suffix == ".csv":
@@ -312,7 +311,7 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
                 writer = csv.DictWriter(fh, fieldnames=names)
                 writer.writeheader()
                 for r in flat:
-                    writer.writerow({k: "" if v is None else v for k, v in r.items()})
+                    writer.writerow({k: "" if v is None else printable(v) for k, v in r.items()})
         else:
             try:
                 import pyarrow as pa
@@ -321,10 +320,9 @@ def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
                 raise _fail("writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
                             ) from None
             schema = pa.schema([(c, getattr(pa, t)()) for c, t in VERIFY_COLUMNS])
-            pq.write_table(pa.Table.from_pylist(flat, schema=schema), tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+            table = pa.Table.from_pylist(
+                [{k: printable(v) for k, v in r.items()} for r in flat], schema=schema)
+            pq.write_table(table, tmp)
 
 
 def _print_table(rows: list[Any], multi: bool) -> None:

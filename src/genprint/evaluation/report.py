@@ -18,7 +18,6 @@ import html
 import io
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ import numpy as np
 
 from genprint import UNKNOWN
 from genprint.evaluation.evaluate import EvaluationRun
+from genprint.storage.atomic import atomic_file
 
 SUMMARY_ROWS = (
     ("closed_set_accuracy", "closed-set accuracy (known test)"),
@@ -370,14 +370,6 @@ def write_report(
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(page)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
     return out

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 import genprint
+from genprint.storage.atomic import dir_mode, file_mode
 
 FORMAT_VERSION = 1
 """Version of the attributor directory format written by this genprint."""
@@ -144,11 +145,12 @@ def write_model_dir(
             json.dump(full_card, fh, indent=2, sort_keys=True, allow_nan=False)
             fh.flush()
             os.fsync(fh.fileno())
-        for name in files:
+        for name in [*files, CARD_NAME]:
+            os.chmod(tmp / name, file_mode())  # some writers create private files
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        os.chmod(tmp, 0o755)
+        os.chmod(tmp, dir_mode())
         if target.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             backup.rmdir()

@@ -1,0 +1,60 @@
+"""Writing output files atomically, with the permissions the user's umask asks for.
+
+Every file genprint writes for the user (results tables, reports, model files) is first written
+to a temporary sibling and renamed into place only when complete, so an interrupted run never
+leaves a half-written file under the final name. Temporary files are created private (mode
+0600); before the rename they get the mode a plainly created file would have (0666 minus the
+umask), so outputs are not unexpectedly unreadable to the user's group.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+_UMASK: int | None = None
+_UMASK_LOCK = threading.Lock()
+
+
+def _umask() -> int:
+    """The process umask (read once; reading it means setting it, hence the lock)."""
+    global _UMASK
+    with _UMASK_LOCK:
+        if _UMASK is None:
+            _UMASK = os.umask(0o022)
+            os.umask(_UMASK)
+        return _UMASK
+
+
+def file_mode() -> int:
+    """Mode of a newly created file under the process umask (e.g. 0644 with umask 022)."""
+    return 0o666 & ~_umask()
+
+
+def dir_mode() -> int:
+    """Mode of a newly created directory under the process umask (e.g. 0755 with umask 022)."""
+    return 0o777 & ~_umask()
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without error, give it the
+    umask's file mode and rename it to ``path``. On error it is removed and ``path`` is left as
+    it was."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a directory, not a file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{out.name}.tmp-", dir=out.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)

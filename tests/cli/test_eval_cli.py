@@ -171,3 +171,23 @@ def test_a_perturbation_that_changes_nothing_is_reported(world: dict[str, Path])
                     perturb=lambda img, seed: img if seed % 2 else 255 - img)
     assert 0.0 < half.metrics["perturbed_share"] < 1.0
     assert "perturbed_share" not in evaluate(model, world["bench"], "all").metrics
+
+
+def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    import shutil
+
+    bench = tmp_path / "bench"
+    shutil.copytree(world["bench"], bench)
+    broken = bench / "gan-a" / f"{SPLITS.index('test'):02d}.png"  # a test image
+    broken.write_bytes(broken.read_bytes()[:40])
+    report = tmp_path / "r.html"
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--json", "-",
+                              "--report", str(report)])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert metrics["n_unreadable_test"] == 1 and metrics["n_known_test"] == 11
+    [row] = metrics["unreadable_test"]
+    assert row["path"].endswith(f"gan-a/{broken.name}") and row["error_code"] == "truncated"
+    page = report.read_text(encoding="utf-8")
+    assert "test files that could not be read (left out)" in page and broken.name in page

@@ -125,4 +125,6 @@ def print_metrics_table(metrics: dict[str, Any]) -> None:
         table.add_row(f"AUROC vs {name}", format_metric(value))
     table.add_row("known / unknown test images",
                   f"{metrics.get('n_known_test')} / {metrics.get('n_unknown_test')}")
+    if metrics.get("n_unreadable_test"):
+        table.add_row("test files left out (unreadable)", str(metrics["n_unreadable_test"]))
     Console(emoji=False).print(table)

@@ -100,6 +100,8 @@ class _TestSet:
     images: list[np.ndarray]
     seeds: list[int]
     held_out_cameras: list[str]
+    unreadable: list[dict[str, str]]
+    """Test files that could not be read (left out): path, error code and reason."""
 
 
 def cap_test_items(items: Sequence[Item], per_source: int | None) -> list[Item]:
@@ -147,8 +149,10 @@ def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],
         held_out = camera_names(held_out=True)
     except ImportError:  # pragma: no cover - world extra not installed
         held_out = []
+    unreadable = [{"path": str(path), "error_code": err.code, "reason": err.reason}
+                  for path, err in errors]
     return _TestSet(view, items, images, [_image_seed(i, Path(bench_dir)) for i in items],
-                    held_out)
+                    held_out, unreadable)
 
 
 def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,
@@ -191,7 +195,8 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
     results, embeddings, changed = _attribute(attributor, test, fn, batch_size, on_progress,
                                               embed)
     metrics = score_results(test.items, results, attributor.classes_, test.held_out_cameras)
-    metrics = {"method": attributor.method, "protocol": protocol, **metrics}
+    metrics = {"method": attributor.method, "protocol": protocol, **metrics,
+               "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable}
     if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
         metrics["perturbed_share"] = changed / max(len(test.images), 1)
     return EvaluationRun(list(test.items), results, _labels(test.items, attributor.classes_),

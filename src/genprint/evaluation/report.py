@@ -149,6 +149,10 @@ def _summary(run: EvaluationRun) -> str:
     rows.append(("known / unknown test images",
                  [f"{m.get('n_known_test')} / {m.get('n_unknown_test')}"], ""))
     rows.append(("images that could not be attributed", [str(n_failed)], ""))
+    unreadable = m.get("unreadable_test") or []
+    rows.append(("test files that could not be read (left out)", [str(len(unreadable))], ""))
+    rows += [(f"  {u['path']}", [f"{u['error_code']}: {u['reason']}"], "")
+             for u in unreadable[:20]]
     return "<h2>Summary</h2>" + _table("summary", ["metric", "value"], rows)
 
 

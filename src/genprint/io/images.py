@@ -138,9 +138,10 @@ def _to_rgb8(img: Image.Image) -> np.ndarray:
     raise ImageError("unsupported_mode", f"unsupported pixel mode {mode!r}")
 
 
-def _check_png_crcs(data: bytes) -> None:
+def _check_png_crcs(data: bytes) -> bool:
     """Verify every PNG chunk's CRC (Pillow skips the image-data chunks), so damaged pixel data
-    is refused rather than decoded into wrong pixels."""
+    is refused rather than decoded into wrong pixels. Returns whether the end chunk (IEND) was
+    reached; a file cut inside a chunk is refused here."""
     pos = 8
     end = len(data)
     while pos + 12 <= end:
@@ -154,8 +155,9 @@ def _check_png_crcs(data: bytes) -> None:
             name = kind.decode("latin-1", "replace")
             raise ImageError("corrupt", f"PNG chunk {name} fails its CRC check (damaged file)")
         if kind == b"IEND":
-            return
+            return True
         pos = stop + 4
+    return False
 
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -249,14 +251,16 @@ def _load_strictly(img: Image.Image) -> None:
 def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarray, ImageInfo]:
     """The decoding steps of :func:`decode_image` (which turns unexpected failures into
     per-file errors)."""
-    if data[:8] == PNG_SIGNATURE:  # checked before Pillow parses the chunks
-        _check_png_crcs(data)
+    png = data[:8] == PNG_SIGNATURE
+    png_complete = _check_png_crcs(data) if png else True  # before Pillow parses the chunks
     with warnings.catch_warnings():
         # We enforce our own pixel limit below; Pillow's global limit must not decide for us.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
+            if not png_complete:
+                raise ImageError("truncated", "PNG file ends before its end chunk") from None
             raise ImageError("not_an_image", "not an image file Pillow can decode") from None
         width, height = img.size
         if width * height > limit:
@@ -266,6 +270,8 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 f"{limit} (possible decompression bomb); to allow it, raise the limit with "
                 f"`genprint --max-pixels N ...`, {MAX_PIXELS_ENV}=N or max_pixels=N in Python",
             )
+        if png and not png_complete:
+            raise ImageError("truncated", "PNG file ends before its end chunk (IEND)")
         if img.format == "PNG":
             _check_png_data(data)
         n_frames = int(getattr(img, "n_frames", 1) or 1)

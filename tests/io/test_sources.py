@@ -108,6 +108,15 @@ def test_scan_inputs_keeps_explicit_files_and_walks_folders(tmp_path: Path) -> N
     assert names == ["x.png", "y.png", "odd.dat", "missing.png"]
 
 
+def test_scan_follows_linked_folders_once_and_skips_hidden_files(tmp_path: Path) -> None:
+    _img(tmp_path / "d" / "x.png"), _img(tmp_path / "elsewhere" / "z.png")
+    _img(tmp_path / "d" / ".hidden.png"), _img(tmp_path / "d" / ".cache" / "w.png")
+    (tmp_path / "d" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "d" / "loop").symlink_to(tmp_path / "d", target_is_directory=True)
+    names = [p.name for p in scan_inputs([tmp_path / "d"])]
+    assert names == ["x.png", "z.png"]  # linked folder followed; the loop is not walked again
+
+
 def test_with_split_is_seeded_and_per_source(toy_sources: Path) -> None:
     ds = load_dataset(toy_sources)
     a = with_split(ds, (0.5, 0.25, 0.25), seed=3)

@@ -88,8 +88,16 @@ def is_image_file(path: Path) -> bool:
 
 
 def _walk_images(folder: Path) -> list[Path]:
+    """Image files below ``folder``: hidden files and folders (names starting with ``.``) are
+    skipped; symbolic links to folders are followed, each real folder visited once (no loops)."""
     found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
+    seen: set[str] = set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back to a folder already visited
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
     return [p for p in found if is_image_file(p)]
@@ -98,8 +106,9 @@ def _walk_images(folder: Path) -> list[Path]:
 def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Expand command-line inputs into image paths, in a stable order.
 
-    A folder contributes every file with an image extension below it (recursively, sorted); a path
-    given explicitly is always kept, even with another extension or when it does not exist, so that
+    A folder contributes every file with an image extension below it (recursively, sorted;
+    hidden files and folders skipped, linked folders followed once); a path given explicitly is
+    always kept, even with another extension or when it does not exist, so that
     its problem is reported for that file rather than skipped.
     """
     paths: list[Path] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,18 @@ def textured(rng: np.random.Generator, h: int, w: int, period: int) -> np.ndarra
     img = np.cumsum(img, axis=1) / np.arange(1, w + 1)[None, :, None]
     img[::period, ::period] += 30
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run the test with one torch thread (tiny models: threads only add overhead and make
+    timings noisy on the 2-core CI machine); the previous count is restored."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from genprint.methods.metric_train import optimise
 TINY = ForensicCNNConfig(embedding_dim=16, width=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def assert_constrained(layer: ConstrainedConv2d) -> None:

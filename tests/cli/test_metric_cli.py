@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,12 +20,7 @@ runner = CliRunner()
 TINY = ["--width", "4", "--embedding-dim", "16", "--batch-size", "16"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def write_bench(root: Path, sources: dict[str, Callable[[np.random.Generator], np.ndarray]],

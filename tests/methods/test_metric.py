@@ -19,12 +19,7 @@ from tests.conftest import textured
 TINY = {"width": 4, "embedding_dim": 16, "batch_size": 16}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def noisy(rng: np.random.Generator, h: int, w: int, sigma: float) -> np.ndarray:

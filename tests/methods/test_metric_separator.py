@@ -18,13 +18,7 @@ from genprint.storage.model_dir import CARD_NAME, ModelFormatError, sha256_file
 from tests.conftest import textured
 from tests.methods.test_metric import TINY, toy
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

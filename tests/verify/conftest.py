@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -22,11 +21,9 @@ def tiny(name: str = "gan-tconv-s0", seed: int = 0, **changes: object) -> Genera
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread: None) -> None:
+    """Every verify test runs with one torch thread (``pytestmark`` does not reach from a
+    conftest)."""
 
 
 @pytest.fixture

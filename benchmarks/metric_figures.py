@@ -116,6 +116,7 @@ def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws
                 "other_unknown_taken": float(np.mean([r.label == source for r in others])),
                 "threshold": record["threshold"], "threshold_rule": record["threshold_rule"],
                 "separator": record.get("separator"),
+                "loo_recall": record.get("loo_recall"),
             })
         recalls = [p["recall"] for p in per_draw]
         drops = [p["known_accuracy_drop_points"] for p in per_draw]

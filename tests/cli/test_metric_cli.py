@@ -95,6 +95,7 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
                       *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[:5]))
     assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
     assert enrolled["separator"] == "none (off by default)"
+    assert 0.0 <= enrolled["loo_recall"] <= 1.0  # the leave-one-out self-check ran
     after = genprint.load(model)
     assert after.classes_ == ["gen-a", "gen-b", "real", "gen-c"]
     n_before = len(before.references_)

@@ -66,6 +66,14 @@ def enroll_cmd(
                       f"image(s): {record['n_reference_points']} reference point(s), threshold "
                       f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
                       f"{esc(record['separator'])}")
+        if record.get("loo_recall") is not None:
+            elsewhere = ", ".join(f"{n} unknown" if src == "unknown" else f"{n} to {esc(str(src))}"
+                                  for src, n in record["loo_taken_by"].items())
+            n = record["n_images"]
+            console.print(f"  leave-one-out check: {round(record['loo_recall'] * n)} of {n} "
+                          "enrolment images are recognised when enrolled from the others"
+                          + (f" (the others: {elsewhere})" if elsewhere else "")
+                          + "; expect about that share of new images of this source")
         trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
                    if c not in attributor.enrolled_sources]
         console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "

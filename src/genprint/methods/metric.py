@@ -63,6 +63,7 @@ from genprint.backbones.forensic_cnn import (
 from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
+from genprint.methods.metric_enrol_check import leave_one_out_check
 from genprint.methods.metric_pseudo import pseudo_source_images
 from genprint.methods.metric_train import (
     LOSSES,
@@ -433,6 +434,14 @@ class MetricAttributor(Attributor):
             -np.asarray(self.thresholds_))
         k = len(self.classes_)
         samples = getattr(self, "samples_", None)
+        check = leave_one_out_check(
+            tile_emb, owner, image_emb, k=self.refs_per_class, seed=self.seed,
+            target_accept=self.target_accept, references=self.references_,
+            reference_sources=self.reference_sources_, thresholds=-np.asarray(self.thresholds_),
+            enrolled=np.array([c in self.enrolled_sources for c in self.classes_], dtype=bool),
+            classes=list(self.classes_),
+            separators=getattr(self, "separators_", None),
+            samples=samples if separator else None)
         sep = np.full(image_emb.shape[1] + 1, np.nan)
         if not separator:
             sep_rule = "none (off by default)"
@@ -456,7 +465,7 @@ class MetricAttributor(Attributor):
         self.thresholds_ = np.append(np.asarray(self.thresholds_, dtype=np.float64), -dist)
         record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
-                  "separator": sep_rule}
+                  "separator": sep_rule, **check}
         info = dict(getattr(self, "training_info_", {}))
         info["enrolled"] = [*info.get("enrolled", []), record]
         self.training_info_ = info

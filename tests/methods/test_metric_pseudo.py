@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from genprint.methods.metric import MetricAttributor
-from genprint.methods.metric_pseudo import pseudo_source_images, resynthesise
+from genprint.methods.metric_pseudo import pseudo_source_images, refilter, resynthesise
 from tests.methods.test_metric import TINY, toy
 
 
@@ -23,6 +23,20 @@ def test_resynthesis_keeps_content_and_differs_per_pseudo_source() -> None:
     assert not np.array_equal(a, b) and not np.array_equal(a, resynthesise(images, 1, 0))
     with pytest.raises(ValueError, match="even sides"):
         resynthesise(images[:, :31], 0, 0)
+
+
+def test_filter_pseudo_sources_keep_size_and_flat_areas_and_differ() -> None:
+    flat = np.full((2, 31, 33, 3), 90, np.uint8)  # no resampling: any size works
+    out = refilter(flat, seed=0, k=0)
+    assert out.shape == flat.shape and np.abs(out.astype(int) - 90).max() <= 1
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    a = refilter(images, 0, 0)
+    np.testing.assert_array_equal(a, refilter(images, 0, 0))
+    assert not np.array_equal(a, refilter(images, 0, 1))
+    made, labels = pseudo_source_images(list(images), 2, 3, seed=0, kind="filter")
+    assert len(made) == 6 and labels.tolist() == [0, 0, 0, 1, 1, 1]
+    with pytest.raises(ValueError, match="kind"):
+        pseudo_source_images(list(images), 2, 3, seed=0, kind="warp")
 
 
 def test_pseudo_source_images_are_drawn_from_the_training_images() -> None:

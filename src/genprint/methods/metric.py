@@ -64,7 +64,7 @@ from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
 from genprint.methods.metric_enrol_check import leave_one_out_check
-from genprint.methods.metric_pseudo import pseudo_source_images
+from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
     LOSSES,
     PROXY_LOSSES,
@@ -109,7 +109,8 @@ class MetricAttributor(Attributor):
         proxy_lr_mult: float = 10.0, crops_per_image: int = 1, init: str = "scratch",
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
-        pseudo_sources: int = 0, symmetries: str = "none", seed: int = 0,
+        pseudo_sources: int = 0, pseudo_kind: str = "upsample", symmetries: str = "none",
+        seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -131,6 +132,7 @@ class MetricAttributor(Attributor):
         self.origin_classes = origin_classes
         self.unseen_origin_thresholds = unseen_origin_thresholds
         self.pseudo_sources = pseudo_sources
+        self.pseudo_kind = pseudo_kind
         self.symmetries = symmetries
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
@@ -141,7 +143,8 @@ class MetricAttributor(Attributor):
         names = ("patch_size", "embedding_dim", "width", "blocks", "loss", "refs_per_class",
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
-                 "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "symmetries",
+                 "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "pseudo_kind",
+                 "symmetries",
                  "seed")
         return {n: getattr(self, n) for n in names}
 
@@ -189,6 +192,9 @@ class MetricAttributor(Attributor):
         symmetry_views(self.symmetries)  # raises on an unknown set
         if self.pseudo_sources < 0:
             raise ValueError(f"pseudo_sources must be ≥ 0, got {self.pseudo_sources}")
+        if self.pseudo_kind not in PSEUDO_KINDS:
+            raise ValueError(f"pseudo_kind must be one of {PSEUDO_KINDS}, got "
+                             f"{self.pseudo_kind!r}")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
         if self.references == "proxies" and self.loss not in PROXY_LOSSES:
@@ -295,7 +301,7 @@ class MetricAttributor(Attributor):
         if self.pseudo_sources:
             per = int(np.median(np.bincount(y)))  # as many images as a typical source
             extra, extra_y = pseudo_source_images(train_images, self.pseudo_sources, per,
-                                                  self.seed)
+                                                  self.seed, self.pseudo_kind)
             loss_images = [*train_images, *extra]
             y_loss = np.r_[y_loss, n_loss + extra_y]
             n_loss += self.pseudo_sources
@@ -330,6 +336,7 @@ class MetricAttributor(Attributor):
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
+            "pseudo_kind": self.pseudo_kind,
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),

@@ -16,6 +16,12 @@ Pseudo-source ``k`` is a fixed random operator applied to training images of any
 3. a fixed random 3×3 post-filter (identity plus a small perturbation, unit DC gain), then
    rounding to 8 bits.
 
+With ``kind="filter"`` the operator has no resampling: a fixed random 5×5 filter per channel,
+a mix of the identity and a Gaussian blur of random width plus a small random part (unit DC
+gain), then rounding to 8 bits. These pseudo-sources differ the way generators that never
+upsample (pixel-space diffusion) differ from cameras and from each other: by how they shape the
+noise spectrum, not by periodic upsampling traces.
+
 These images are *loss classes only*: they get no reference points and no threshold, and the
 attributor never predicts them. Deterministic per ``(seed, k)``.
 """
@@ -62,6 +68,37 @@ def _operator(seed: int, k: int, strength: float) -> tuple[torch.Tensor, torch.T
     return torch.tensor(up, dtype=torch.float32), torch.tensor(post, dtype=torch.float32)
 
 
+PSEUDO_KINDS = ("upsample", "filter")
+"""The pseudo-source operators: a random 2× upsampling stage, or a random 5×5 filter."""
+
+
+def _filter_kernel(seed: int, k: int) -> torch.Tensor:
+    """The 5×5 per-channel filter (3×1×5×5) of ``filter`` pseudo-source ``k``."""
+    rng = np.random.default_rng([int(seed) % 2**32, 15485863, k])
+    mix, sigma = rng.uniform(0.3, 1.0), rng.uniform(0.4, 1.5)
+    r = np.arange(5) - 2
+    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    g /= g.sum()
+    delta = np.zeros((5, 5))
+    delta[2, 2] = 1.0
+    base = (1 - mix) * delta + mix * g
+    kern = np.stack([base + 0.03 * rng.normal(size=(5, 5)) for _ in range(3)])
+    kern /= kern.sum(axis=(1, 2), keepdims=True)
+    return torch.tensor(kern[:, None], dtype=torch.float32)
+
+
+def refilter(images: np.ndarray, seed: int, k: int) -> np.ndarray:
+    """Images (N×H×W×3 uint8) as ``filter`` pseudo-source ``k`` would write them."""
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"pseudo-sources need N×H×W×3 images, got {images.shape}")
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2), mode="replicate")
+        out = torch.nn.functional.conv2d(x, _filter_kernel(seed, k), groups=3)
+    out = out.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return np.ascontiguousarray(out)
+
+
 def resynthesise(images: np.ndarray, seed: int, k: int,
                  strength: float = PSEUDO_STRENGTH) -> np.ndarray:
     """Images (N×H×W×3 uint8, even H and W) as pseudo-source ``k`` would write them."""
@@ -80,10 +117,12 @@ def resynthesise(images: np.ndarray, seed: int, k: int,
 
 
 def pseudo_source_images(images: Sequence[np.ndarray], n_sources: int, per_source: int,
-                         seed: int) -> tuple[list[np.ndarray], np.ndarray]:
+                         seed: int, kind: str = "upsample") -> tuple[list[np.ndarray], np.ndarray]:
     """``n_sources`` pseudo-sources of ``per_source`` images each, made from random training
     images (of any source, cropped to an even size); returns the images and their pseudo-source
-    index (0..n_sources−1)."""
+    index (0..n_sources−1). ``kind`` is one of :data:`PSEUDO_KINDS`."""
+    if kind not in PSEUDO_KINDS:
+        raise ValueError(f"pseudo-source kind must be one of {PSEUDO_KINDS}, got {kind!r}")
     if n_sources < 1 or not len(images):
         return [], np.zeros(0, dtype=np.int64)
     rng = np.random.default_rng([int(seed) % 2**32, 104729])
@@ -98,7 +137,8 @@ def pseudo_source_images(images: Sequence[np.ndarray], n_sources: int, per_sourc
             h, w = img.shape[0] // 2 * 2, img.shape[1] // 2 * 2
             by_shape.setdefault((h, w), []).append(img[:h, :w])
         for group in by_shape.values():
-            made = resynthesise(np.stack(group), seed, k)
+            made = (resynthesise(np.stack(group), seed, k) if kind == "upsample"
+                    else refilter(np.stack(group), seed, k))
             out.extend(made)
             labels.extend([k] * len(made))
     return out, np.array(labels, dtype=np.int64)

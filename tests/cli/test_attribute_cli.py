@@ -144,3 +144,4 @@ def test_file_names_that_are_not_utf8_are_written_escaped(toy_sources: Path,
     with open(tmp_path / "r.csv", newline="", encoding="utf-8") as fh:
         assert next(csv.DictReader(fh))["path"].endswith("bad\\xff.png")
     assert pq.read_table(tmp_path / "r.parquet").to_pylist()[0]["path"].endswith("bad\\xff.png")
+    assert json.loads((tmp_path / "r.json").read_text())[0]["path"].endswith("bad\\xff.png")

@@ -11,6 +11,7 @@ from PIL import Image
 from genprint.io.sources import (
     ManifestError,
     load_dataset,
+    read_folder,
     read_manifest,
     scan_inputs,
     with_split,
@@ -115,6 +116,8 @@ def test_scan_follows_linked_folders_once_and_skips_hidden_files(tmp_path: Path)
     (tmp_path / "d" / "loop").symlink_to(tmp_path / "d", target_is_directory=True)
     names = [p.name for p in scan_inputs([tmp_path / "d"])]
     assert names == ["x.png", "z.png"]  # linked folder followed; the loop is not walked again
+    _img(tmp_path / "flat" / "a.png"), _img(tmp_path / "flat" / ".b.png")
+    assert [i.path.name for i in read_folder(tmp_path / "flat").items] == ["a.png"]
 
 
 def test_with_split_is_seeded_and_per_source(toy_sources: Path) -> None:

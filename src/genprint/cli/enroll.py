@@ -76,6 +76,8 @@ def enroll_cmd(
                           "enrolment images are recognised when enrolled from the others"
                           + (f" (the others: {elsewhere})" if elsewhere else "")
                           + "; expect about that share of new images of this source")
+        elif record.get("loo_note"):
+            console.print(f"  leave-one-out check {record['loo_note']}")
         trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
                    if c not in attributor.enrolled_sources]
         console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "

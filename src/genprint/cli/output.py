@@ -87,11 +87,16 @@ def _json_default(obj: Any) -> Any:
 
 
 def _clean(obj: Any) -> Any:
-    """Replace NaN / inf (not valid JSON) by ``None``."""
+    """Replace NaN / inf (not valid JSON) by ``None``, and write file-name bytes that are not
+    UTF-8 as ``\\xNN`` (as in CSV, Parquet and tables)."""
+    from genprint.results import printable
+
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
+    if isinstance(obj, str):
+        return printable(obj)
     if isinstance(obj, dict):
-        return {k: _clean(v) for k, v in obj.items()}
+        return {_clean(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_clean(v) for v in obj]
     return obj

@@ -73,7 +73,7 @@ DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """Largest file accepted, in bytes."""
 
 IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
      ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".avif", ".heic", ".heif"}
 )
 """File extensions picked up when a folder is scanned for images."""

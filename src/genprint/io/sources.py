@@ -204,7 +204,8 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
     subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    loose = [p for p in sorted(folder.iterdir()) if p.is_file() and is_image_file(p)]
+    loose = [p for p in sorted(folder.iterdir())
+             if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
     items: list[Item] = []
     if subdirs:
         for d in subdirs:

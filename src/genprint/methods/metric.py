@@ -39,8 +39,9 @@
    ``unknown`` by an enrolment. (Chosen on the validation folds: mean enrolment recall
    0.859 → 0.878, drops equal or lower.) The model keeps up to
    :data:`~genprint.methods.metric_refs.SAMPLES_PER_SOURCE` embeddings of each source's training
-   and validation images (``samples_``); with them, an enrolled source also gets a linear
-   *separator* against the other sources, and takes the images it claims too.
+   and validation images (``samples_``); with them, and only when asked (``separator=True``,
+   ``genprint enroll --separator``), an enrolled source also gets a linear *separator* against
+   the other sources, and takes the ``unknown`` images it claims.
 """
 
 from __future__ import annotations

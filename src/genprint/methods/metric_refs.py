@@ -26,7 +26,7 @@ Enrolling a new source without retraining (see :func:`enrolment_references` and
     built from the other tiles (tile embeddings are noisier than image embeddings, so this errs
     towards accepting);
   - fewer than 3 tiles: the median of the existing sources' thresholds.
-* **separator** (when the model kept sample embeddings of its known sources): a linear
+* **separator** (opt-in, ``separator=True``; needs the sample embeddings a model keeps): a linear
   one-against-the-rest classifier in the embedding (:func:`fit_separator`: L2-regularised
   logistic regression, C = :data:`SEPARATOR_C`, classes weighted to balance, fitted on the new
   images against the stored samples of every other source). On unit embeddings

@@ -53,7 +53,8 @@ from genprint.methods.metric import MetricAttributor
 from genprint.world.protocols import protocol_view
 
 REAL = "real"
-EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "hold_cameras",
+EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "split_seed",
+                      "hold_cameras",
                       "no_origin_classes", "pseudo_sources", "pseudo_kind", "symmetries",
                       "symmetries_at_inference")
 """Options that change a fold's embeddings (``--reuse`` checks them)."""
@@ -96,7 +97,8 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     npz = args.out / f"embeddings-{loss}-{epochs}-lr{args.lr:g}-{'+'.join(held)}.npz"
     made_with = json.dumps({k: str(getattr(args, k)) for k in EMBEDDING_SETTINGS
                             # (a default added later is left out, so older runs still match)
-                            if not (k == "pseudo_kind" and args.pseudo_kind == "upsample")},
+                            if not (k == "pseudo_kind" and args.pseudo_kind == "upsample")
+                            and not (k == "split_seed" and args.split_seed is None)},
                            sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
         z = np.load(npz)
@@ -129,7 +131,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
 
     train = [i for i in view.train if trained_on(i)]
     val = [i for i in view.val if trained_on(i)]
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed if args.split_seed is None else args.split_seed)
     half = rng.random(len(val)) < 0.5
     cal = [i for i, h in zip(val, half, strict=True) if h]
     ev = [i for i, h in zip(val, half, strict=True) if not h]
@@ -341,6 +343,9 @@ def main() -> None:
                         choices=["none", "flips", "dihedral"],
                         help="diagnostic: average the views at inference only (training unchanged)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--split-seed", type=int, default=None,
+                        help="seed of the calibration / evaluation halves (default: --seed), so "
+                             "that models of different seeds can be compared on the same halves")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))
     args = parser.parse_args()

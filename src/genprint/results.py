@@ -11,10 +11,15 @@ from typing import Any
 
 from genprint.storage.atomic import atomic_file
 
-RESULT_COLUMNS = (
-    "path", "label", "candidate", "score", "threshold", "is_unknown", "scores", "n_tiles",
-    "tile_agreement", "accepted_by", "error", "error_code",
+RESULT_COLUMN_TYPES = (
+    ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
+    ("threshold", "float64"), ("is_unknown", "bool_"), ("scores", "string"), ("n_tiles", "int64"),
+    ("tile_agreement", "float64"), ("accepted_by", "string"), ("error", "string"),
+    ("error_code", "string"),
 )
+"""The columns of a results table and their Parquet (pyarrow) types."""
+
+RESULT_COLUMNS = tuple(name for name, _ in RESULT_COLUMN_TYPES)
 
 
 @dataclass
@@ -91,23 +96,35 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
 
     In CSV and Parquet the per-source ``scores`` column is a JSON object.
     """
+    return write_table(path, RESULT_COLUMN_TYPES, [_flat_row(r) for r in results],
+                       [r.to_dict() for r in results])
+
+
+def write_table(path: str | os.PathLike[str], columns: Sequence[tuple[str, str]],
+                flat_rows: Sequence[dict[str, Any]], json_rows: Sequence[Any]) -> Path:
+    """Write one table to ``.csv``, ``.parquet`` or ``.json``, atomically.
+
+    ``columns`` are (name, pyarrow type name) pairs; CSV and Parquet take those columns of
+    ``flat_rows`` (text written by :func:`printable`), JSON writes ``json_rows`` as they are
+    (nested values allowed). Parquet needs pyarrow (``RuntimeError`` without it).
+    """
     import csv
 
-    out = Path(path)
+    out = check_results_path(path)
     suffix = out.suffix.lower()
-    check_results_path(out)
+    names = [name for name, _ in columns]
     with atomic_file(out) as tmp:
-        if suffix == ".csv":
-            with tmp.open("w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=list(RESULT_COLUMNS))
-                writer.writeheader()
-                for r in results:
-                    writer.writerow({k: ("" if v is None else printable(v))
-                                     for k, v in _flat_row(r).items()})
-        elif suffix == ".json":
+        if suffix == ".json":
             from genprint.cli.output import to_json
 
-            tmp.write_text(to_json([r.to_dict() for r in results]) + "\n", encoding="utf-8")
+            tmp.write_text(to_json(list(json_rows)) + "\n", encoding="utf-8")
+        elif suffix == ".csv":
+            with tmp.open("w", newline="", encoding="utf-8") as fh:
+                writer = csv.DictWriter(fh, fieldnames=names)
+                writer.writeheader()
+                for r in flat_rows:
+                    writer.writerow({k: "" if r.get(k) is None else printable(r.get(k))
+                                     for k in names})
         else:
             try:
                 import pyarrow as pa
@@ -116,13 +133,8 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
                 raise RuntimeError(
                     "writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
                 ) from None
-            rows = [{k: printable(v) for k, v in _flat_row(r).items()} for r in results]
-            table = pa.Table.from_pylist(rows, schema=pa.schema([
-                ("path", pa.string()), ("label", pa.string()), ("candidate", pa.string()),
-                ("score", pa.float64()), ("threshold", pa.float64()), ("is_unknown", pa.bool_()),
-                ("scores", pa.string()), ("n_tiles", pa.int64()), ("tile_agreement", pa.float64()),
-                ("accepted_by", pa.string()),
-                ("error", pa.string()), ("error_code", pa.string()),
-            ]))
+            schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns])
+            table = pa.Table.from_pylist(
+                [{k: printable(r.get(k)) for k in names} for r in flat_rows], schema=schema)
             pq.write_table(table, tmp)
     return out

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json, progress_bar, to_json
+from genprint.cli.output import console, esc, print_json, progress_bar
 
 
 class _RunByDefault(TyperGroup):
@@ -291,38 +291,19 @@ VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string
 
 
 def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
-    """Write verify rows to .csv, .parquet or .json, atomically (temporary file, then rename)."""
-    import csv
+    """Write verify rows to .csv, .parquet or .json, atomically (``results.write_table``)."""
     import json
 
-    from genprint.results import printable
-    from genprint.storage.atomic import atomic_file
+    from genprint.results import write_table
 
-    suffix = out.suffix.lower()  # run_cmd checked it (check_results_path) before any work
     names = [c for c, _ in VERIFY_COLUMNS]
     flat = [{**{k: r.get(k) for k in names},
              "per_generator": json.dumps(r.get("per_generator") or {}, sort_keys=True)}
             for r in rows]
-    with atomic_file(out) as tmp:
-        if suffix == ".json":
-            tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
-        elif suffix == ".csv":
-            with tmp.open("w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=names)
-                writer.writeheader()
-                for r in flat:
-                    writer.writerow({k: "" if v is None else printable(v) for k, v in r.items()})
-        else:
-            try:
-                import pyarrow as pa
-                import pyarrow.parquet as pq
-            except ImportError:
-                raise _fail("writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
-                            ) from None
-            schema = pa.schema([(c, getattr(pa, t)()) for c, t in VERIFY_COLUMNS])
-            table = pa.Table.from_pylist(
-                [{k: printable(v) for k, v in r.items()} for r in flat], schema=schema)
-            pq.write_table(table, tmp)
+    try:
+        write_table(out, VERIFY_COLUMNS, flat, rows)
+    except RuntimeError as exc:  # no pyarrow for Parquet
+        raise _fail(str(exc)) from None
 
 
 def _print_table(rows: list[Any], multi: bool) -> None:

@@ -446,7 +446,7 @@ class MetricAttributor(Attributor):
             tile_emb, owner, image_emb, k=self.refs_per_class, seed=self.seed,
             target_accept=self.target_accept, references=self.references_,
             reference_sources=self.reference_sources_, thresholds=-np.asarray(self.thresholds_),
-            enrolled=np.array([c in self.enrolled_sources for c in self.classes_], dtype=bool),
+            enrolled=np.isin(self.classes_, list(self.enrolled_sources)),
             classes=list(self.classes_),
             separators=getattr(self, "separators_", None),
             samples=samples if separator else None)

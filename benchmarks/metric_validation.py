@@ -91,6 +91,29 @@ def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal
     return out
 
 
+def extra_real(args: argparse.Namespace) -> tuple[list, list]:
+    """Real images of random pretraining cameras (``--extra-real``): train and calibration."""
+    if args.extra_real is None:
+        return [], []
+    import csv
+
+    from genprint.io.sources import Item
+
+    with open(args.extra_real / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["source"].startswith("rcam-")]
+    cams = sorted({r["source"] for r in rows})[: args.extra_real_cameras]
+    out: dict[str, list] = {"train": [], "val": []}
+    for cam in cams:
+        for split, n in (("train", args.extra_real_per_camera),
+                         ("val", max(1, args.extra_real_per_camera // 3))):
+            mine = [r for r in rows if r["source"] == cam and r["split"] == split][:n]
+            out[split] += [Item(args.extra_real / r["path"], REAL, split, "real", cam)
+                           for r in mine]
+    print(f"extra real images: {len(out['train'])} train, {len(out['val'])} calibration, "
+          f"from {len(cams)} random cameras", flush=True)
+    return out["train"], out["val"]
+
+
 def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int,
              args: argparse.Namespace) -> tuple[list[dict[str, Any]], float]:
     """Train on one fold; the figures of every (K, score) setting and the training seconds."""
@@ -131,10 +154,13 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
 
     train = [i for i in view.train if trained_on(i)]
     val = [i for i in view.val if trained_on(i)]
+    extra_train, extra_cal = extra_real(args)
     rng = np.random.default_rng(args.seed if args.split_seed is None else args.split_seed)
     half = rng.random(len(val)) < 0.5
     cal = [i for i, h in zip(val, half, strict=True) if h]
     ev = [i for i, h in zip(val, half, strict=True) if not h]
+    train += extra_train
+    cal += extra_cal
     pseudo = [i for i in [*view.train, *view.val] if i.source in held]
     # real images of held-out cameras: known (real) images the model must still accept
     ev += [i for i in [*view.train, *view.val] if i.source == REAL and i.origin in cams]
@@ -342,6 +368,10 @@ def main() -> None:
     parser.add_argument("--symmetries-at-inference", default="none",
                         choices=["none", "flips", "dihedral"],
                         help="diagnostic: average the views at inference only (training unchanged)")
+    parser.add_argument("--extra-real", type=Path, default=None,
+                        help="camera bench with random cameras: add their real images")
+    parser.add_argument("--extra-real-cameras", type=int, default=24)
+    parser.add_argument("--extra-real-per-camera", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=None,
                         help="seed of the calibration / evaluation halves (default: --seed), so "

@@ -80,6 +80,16 @@ def test_camera_task(tmp_path):
     assert json.loads((out / "protocols.json").read_text())["camera"]["unknown"] == []
 
 
+def test_camera_task_with_random_cameras(tmp_path):
+    out = tmp_path / "cams"
+    build_bench(out, BenchSettings(task="camera", per_class=3, seed=0, random_cameras=2))
+    sources = {r["source"] for r in _rows(out)}
+    assert sources == set(camera_names(held_out=False)) | {"rcam-001", "rcam-002"}
+    assert json.loads((out / "bench.json").read_text())["random_cameras"] == 2
+    with pytest.raises(ValueError, match="camera task"):
+        build_bench(tmp_path / "x", BenchSettings(per_class=3, random_cameras=2))
+
+
 def test_existing_folder_is_not_overwritten_silently(bench):
     with pytest.raises(FileExistsError):
         build_bench(bench, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO))

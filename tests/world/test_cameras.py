@@ -59,3 +59,30 @@ def test_camera_card_documents_the_pipeline():
     card = cameras.camera_card("cam-02")
     for key in ("cfa", "demosaic", "prnu", "shot_gain", "read_sigma", "gamma", "jpeg_quality"):
         assert key in card
+
+
+def test_random_cameras_stay_within_the_training_cameras_ranges():
+    train = [c for c in cameras.CAMERAS if not c.held_out]
+    names = cameras.random_camera_names(40)
+    assert names[0] == "rcam-001" and len(set(names)) == 40
+    drawn = [cameras.get_camera(n) for n in names]
+    assert drawn[0] == cameras.get_camera("rcam-001")  # deterministic for the name
+    for field in ("crosstalk", "saturation", "gamma", "contrast", "shot_gain", "read_sigma", "prnu"):
+        lo = min(getattr(c, field) for c in train)
+        hi = max(getattr(c, field) for c in train)
+        assert all(lo <= getattr(d, field) <= hi for d in drawn), field
+    for field in ("cfa", "demosaic", "bits"):
+        assert {getattr(d, field) for d in drawn} <= {getattr(c, field) for c in train}
+    assert any(d.jpeg_quality is None for d in drawn) and any(d.jpeg_quality for d in drawn)
+    assert not any(d.held_out for d in drawn)
+    assert len({(d.cfa, d.demosaic, round(d.gamma, 6)) for d in drawn}) > 30  # really different
+
+
+def test_random_cameras_take_pictures_and_bad_names_are_refused():
+    imgs, names = cameras.camera_images(4, 32, seed=0, cameras=["rcam-007", "rcam-012"])
+    assert imgs.shape == (4, 32, 32, 3) and set(names) == {"rcam-007", "rcam-012"}
+    for bad in ("rcam-000", "rcam-1", "rcam-abc", "rcam-0001"):
+        with pytest.raises(KeyError, match="rcam-001"):
+            cameras.get_camera(bad)
+    with pytest.raises(ValueError):
+        cameras.random_camera_names(-1)

@@ -28,6 +28,8 @@ def build(
                                            "(camera-model identification).")] = "attribution",
     generator: Annotated[list[str] | None, typer.Option(help="Use only these zoo generators "
                                                         "(repeatable); default: the whole zoo.")] = None,
+    random_cameras: Annotated[int, typer.Option(help="Camera task: add this many random camera "
+                                                     "models (rcam-001 ...) to the eight.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing benchmark folder.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
@@ -41,7 +43,8 @@ def build(
         raise typer.BadParameter("must be attribution or camera", param_hint="--task")
     settings = BenchSettings(task=task, per_class=per_class, seed=seed, size=size,  # type: ignore[arg-type]
                              format=format, jpeg_quality=jpeg_quality,  # type: ignore[arg-type]
-                             generators=tuple(generator) if generator else None)
+                             generators=tuple(generator) if generator else None,
+                             random_cameras=random_cameras)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task_id = bar.add_task("writing images", total=None)
         try:

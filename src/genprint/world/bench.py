@@ -14,7 +14,8 @@ format, real and generated images go through the same final step (PNG, lossless;
 quality for all), so no method can learn the container instead of the source.
 
 The camera task (``task="camera"``) writes the camera-identification set used for pretraining:
-one source per non-held-out camera model.
+one source per non-held-out camera model, plus ``random_cameras`` random pretraining cameras
+(``rcam-001`` ..., :mod:`genprint.world.cameras`).
 
 Everything is deterministic for a seed: two builds with the same arguments are byte-identical.
 """
@@ -53,6 +54,7 @@ class BenchSettings:
     format: Literal["png", "jpeg"] = "png"
     jpeg_quality: int = 90
     generators: tuple[str, ...] | None = None
+    random_cameras: int = 0  # camera task only: extra random camera models (rcam-001 ...)
 
 
 def stable_seed(*parts: object) -> int:
@@ -99,6 +101,8 @@ def build_bench(
     """
     from genprint.world import cameras
 
+    if settings.random_cameras and settings.task != "camera":
+        raise ValueError("random cameras are for the camera task only (--task camera)")
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
         raise FileExistsError(f"{target} exists and is not empty (pass overwrite to replace it)")
@@ -123,6 +127,7 @@ def build_bench(
     try:
         known_cams = cameras.camera_names(held_out=False)
         if settings.task == "camera":
+            known_cams += cameras.random_camera_names(settings.random_cameras)
             for cam in known_cams:
                 imgs, _ = cameras.camera_images(settings.per_class, settings.size,
                                                 stable_seed(settings.seed, "camera-task", cam),

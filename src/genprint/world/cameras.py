@@ -19,6 +19,14 @@ mosaic (same CFA phase everywhere), which is exact away from the cut margins and
 
 Two camera models are **held out**: they never appear in training data and only give real test
 images, to check that real photographs from unseen cameras are still called real.
+
+**Random cameras** (``rcam-001``, ``rcam-002``, ...) are extra camera models for pretraining only
+(``genprint bench build --task camera --random-cameras N``): each parameter is drawn, from a seed
+derived from the name, within the range the eight training cameras span (categorical ones —
+Bayer pattern, demosaicing, bit depth — among their values; sharpening, denoising and JPEG are
+present as often as among them). Camera-identification pretraining on real photographs uses
+dozens of camera models; the world has ten, so these stand in for the rest. They never appear in
+an attribution benchmark, and the held-out cameras' parameters are not used to draw them.
 """
 
 from __future__ import annotations
@@ -82,6 +90,47 @@ CAMERAS: tuple[CameraModel, ...] = (
                 0.003, 0.005, 0.009, 14, 0.0, 0.5, None, held_out=True),
 )
 _BY_NAME = {c.name: c for c in CAMERAS}
+RANDOM_PREFIX = "rcam-"
+
+
+def random_camera_names(n: int) -> list[str]:
+    """Names of the first ``n`` random pretraining cameras: ``rcam-001`` ... (see module doc)."""
+    if n < 0:
+        raise ValueError("n must be ≥ 0")
+    return [f"{RANDOM_PREFIX}{k:03d}" for k in range(1, n + 1)]
+
+
+def _random_camera(name: str) -> CameraModel:
+    """The random camera called ``name``, drawn within the training cameras' parameter ranges."""
+    train = [c for c in CAMERAS if not c.held_out]
+    rng = np.random.default_rng(_seed("random-camera", name))
+
+    def span(field: str) -> float:
+        values = [float(getattr(c, field)) for c in train]
+        return float(rng.uniform(min(values), max(values)))
+
+    def choice(field: str) -> object:
+        values = sorted({getattr(c, field) for c in train})
+        return values[int(rng.integers(len(values)))]
+
+    def optional(field: str) -> float:
+        values = [float(getattr(c, field)) for c in train]
+        on = [v for v in values if v > 0]
+        if not on or rng.random() >= len(on) / len(values):
+            return 0.0
+        return float(rng.uniform(min(on), max(on)))
+
+    casts = np.array([c.cast for c in train])
+    cast = tuple(float(rng.uniform(lo, hi)) for lo, hi in zip(casts.min(0), casts.max(0)))
+    qualities = [c.jpeg_quality for c in train if c.jpeg_quality is not None]
+    jpeg = (None if rng.random() >= len(qualities) / len(train)
+            else int(rng.integers(min(qualities), max(qualities) + 1)))
+    return CameraModel(
+        name, str(choice("cfa")), str(choice("demosaic")), span("crosstalk"),
+        cast, span("saturation"), span("gamma"), span("contrast"),  # type: ignore[arg-type]
+        span("shot_gain"), span("read_sigma"), span("prnu"), int(choice("bits")),  # type: ignore[arg-type]
+        optional("sharpen"), optional("denoise"), jpeg,
+    )
 
 
 def camera_names(held_out: bool = False) -> list[str]:
@@ -91,10 +140,13 @@ def camera_names(held_out: bool = False) -> list[str]:
 
 def get_camera(name: str) -> CameraModel:
     """The camera model called ``name`` (clear error listing the names otherwise)."""
-    try:
+    if name in _BY_NAME:
         return _BY_NAME[name]
-    except KeyError:
-        raise KeyError(f"unknown camera {name!r}; known: {', '.join(_BY_NAME)}") from None
+    number = name[len(RANDOM_PREFIX):]
+    if name.startswith(RANDOM_PREFIX) and number.isdigit() and len(number) == 3 and int(number):
+        return _random_camera(name)
+    raise KeyError(f"unknown camera {name!r}; known: {', '.join(_BY_NAME)} and random "
+                   f"pretraining cameras {RANDOM_PREFIX}001 ... {RANDOM_PREFIX}999")
 
 
 def camera_card(name: str) -> dict[str, object]:

@@ -56,7 +56,7 @@ REAL = "real"
 EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "split_seed",
                       "hold_cameras",
                       "no_origin_classes", "pseudo_sources", "pseudo_kind", "symmetries",
-                      "symmetries_at_inference")
+                      "symmetries_at_inference", "layer")
 """Options that change a fold's embeddings (``--reuse`` checks them)."""
 
 
@@ -91,6 +91,26 @@ def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal
     return out
 
 
+def layer_embed(model: MetricAttributor, images: list[np.ndarray], layer: str) -> np.ndarray:
+    """Unit vectors of one layer's pooled features (``--layer``; images of one patch each)."""
+    if layer == "embedding":
+        return model.embed(images)
+    from genprint.backbones.forensic_cnn import patches_to_tensor
+
+    names = model.net_.layer_names()
+    parts = layer.split("+")
+    out = []
+    model.net_.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), 512):
+            chunk = np.stack([img[: model.patch_size, : model.patch_size]
+                              for img in images[start:start + 512]])
+            feats = model.net_.forward_features(patches_to_tensor(chunk))
+            picked = [torch.nn.functional.normalize(feats[names.index(p)], dim=1) for p in parts]
+            out.append(torch.nn.functional.normalize(torch.cat(picked, 1), dim=1).numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
 def extra_real(args: argparse.Namespace) -> tuple[list, list]:
     """Real images of random pretraining cameras (``--extra-real``): train and calibration."""
     if args.extra_real is None:
@@ -121,6 +141,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     made_with = json.dumps({k: str(getattr(args, k)) for k in EMBEDDING_SETTINGS
                             # (a default added later is left out, so older runs still match)
                             if not (k == "pseudo_kind" and args.pseudo_kind == "upsample")
+                            and not (k == "layer" and args.layer == "embedding")
                             and not (k == "split_seed" and args.split_seed is None)},
                            sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
@@ -186,13 +207,13 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
     cal_y = np.array([index[s] for s in cal_src])
     eval_y = np.array([index[s] for s in ev_src] + [-1] * len(ps_imgs))
     unseen = np.concatenate([unseen, np.zeros(len(ps_imgs), bool)]) if cams else None
-    tr_e, cal_e = model.embed(tr_imgs), model.embed(cal_imgs)
-    ev_e = model.embed([*ev_imgs, *ps_imgs])
+    tr_e, cal_e = layer_embed(model, tr_imgs, args.layer), layer_embed(model, cal_imgs, args.layer)
+    ev_e = layer_embed(model, [*ev_imgs, *ps_imgs], args.layer)
     np.savez(npz, train=tr_e, train_y=tr_y, cal=cal_e, cal_y=cal_y, eval=ev_e, eval_y=eval_y,
              pseudo_sources=np.array(ps_src), classes=np.array(model.classes_),
              made_with=np.array(made_with),
              **({"unseen": unseen} if unseen is not None else {}))
-    if unseen is not None and unseen.any():  # with the model's own thresholds (its K and rule)
+    if unseen is not None and unseen.any() and args.layer == "embedding":  # the model's own thresholds
         d = refs.source_distances(ev_e, model.references_, model.reference_sources_,
                                   len(model.classes_))
         cand = d.argmin(axis=1)
@@ -372,6 +393,9 @@ def main() -> None:
                         help="camera bench with random cameras: add their real images")
     parser.add_argument("--extra-real-cameras", type=int, default=24)
     parser.add_argument("--extra-real-per-camera", type=int, default=30)
+    parser.add_argument("--layer", default="embedding",
+                        help="features the references live in: embedding, stage1..3 or a "
+                             "'+'-joined list (pooled, each unit-normalised, then joined)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=None,
                         help="seed of the calibration / evaluation halves (default: --seed), so "

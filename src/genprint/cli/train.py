@@ -66,6 +66,15 @@ BenchOption = Annotated[Path | None, typer.Option(
     help="A benchmark folder from `genprint bench build` (use with --protocol).")]
 ProtocolOption = Annotated[str, typer.Option(
     help="Protocol of --bench whose known sources are trained on.")]
+ValFractionOption = Annotated[float, typer.Option(
+    help="Share of each source held out for validation (threshold calibration) when the data has "
+         "no split.")]
+TargetAcceptOption = Annotated[float, typer.Option(
+    help="Fraction of known validation images each threshold accepts.")]
+SourcesOption = Annotated[list[str] | None, typer.Option(
+    "--source", help="Train on these sources only (repeatable); default: all.")]
+OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing model directory.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON summary.")]
 
 
 @train_app.command("baseline")
@@ -77,15 +86,12 @@ def train_baseline(
     patch_size: Annotated[int, typer.Option(help="Tile size in pixels (images are tiled, never "
                                                  "resized).")] = 32,
     max_tiles: Annotated[int, typer.Option(help="Most tiles used per image.")] = 16,
-    val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
-                                                     "calibration when the data has no split.")] = 0.2,
-    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
-                                                      "threshold accepts.")] = 0.95,
-    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
-                                                      "only (repeatable); default: all.")] = None,
+    val_fraction: ValFractionOption = 0.2,
+    target_accept: TargetAcceptOption = 0.95,
+    sources: SourcesOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the train/validation split.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    overwrite: OverwriteOption = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Fit the `baseline` method: nearest centroid on noise-residual spectra."""
     from genprint.methods.baseline import BaselineAttributor

@@ -11,8 +11,13 @@ from genprint.cli.output import console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
+    JsonOption,
     OutOption,
+    OverwriteOption,
     ProtocolOption,
+    SourcesOption,
+    TargetAcceptOption,
+    ValFractionOption,
     report_bad_files,
     train_app,
     training_items,
@@ -62,15 +67,12 @@ def train_metric_cmd(
         help="none, flips or dihedral: train on a random pixel-exact flip / quarter turn of "
              "each crop and average the views at inference (opt-in; on validation dihedral "
              "raised enrolment recall and lowered AUROC, docs/metric.md).")] = "none",
-    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
-                                                      "threshold accepts.")] = 0.95,
-    val_fraction: Annotated[float, typer.Option(help="Share of each source used for threshold "
-                                                     "calibration when the data has no split.")] = 0.2,
-    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
-                                                      "only (repeatable); default: all.")] = None,
+    target_accept: TargetAcceptOption = 0.95,
+    val_fraction: ValFractionOption = 0.2,
+    sources: SourcesOption = None,
     seed: Annotated[int, typer.Option(help="Seed of initialisation, crops and the split.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    overwrite: OverwriteOption = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Fit the `metric` method: a forensic CNN trained with a metric-learning loss, reference
     points per source and distance thresholds calibrated on validation images."""

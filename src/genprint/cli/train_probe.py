@@ -12,8 +12,13 @@ from genprint.cli.output import console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
+    JsonOption,
     OutOption,
+    OverwriteOption,
     ProtocolOption,
+    SourcesOption,
+    TargetAcceptOption,
+    ValFractionOption,
     report_bad_files,
     train_app,
     training_items,
@@ -83,19 +88,16 @@ def train_probe_cmd(
                                                    "AUROC), accuracy, or loso.")] = "balanced",
     per_class: Annotated[int | None, typer.Option(help="Use at most N training images per "
                                                        "source (low-data regime).")] = None,
-    target_accept: Annotated[float, typer.Option(help="Fraction of known validation images each "
-                                                      "threshold accepts.")] = 0.95,
+    target_accept: TargetAcceptOption = 0.95,
     batch_size: Annotated[int, typer.Option(help="Images per backbone batch.")] = 64,
     cache: Annotated[bool, typer.Option(help="Cache features on disk.")] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default "
                                                         "~/.cache/genprint/features).")] = None,
-    val_fraction: Annotated[float, typer.Option(help="Share of each source used for validation "
-                                                     "when the data has no split.")] = 0.2,
-    sources: Annotated[list[str] | None, typer.Option("--source", help="Train on these sources "
-                                                      "only (repeatable); default: all.")] = None,
+    val_fraction: ValFractionOption = 0.2,
+    sources: SourcesOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the per-class subset.")] = 0,
-    overwrite: Annotated[bool, typer.Option(help="Replace an existing model directory.")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    overwrite: OverwriteOption = False,
+    json_out: JsonOption = False,
 ) -> None:
     """Fit the `probe` method: a frozen backbone's features of every block, a logistic-regression
     or k-NN head per block, the block and hyperparameters chosen on validation, and per-source

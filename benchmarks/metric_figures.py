@@ -117,6 +117,8 @@ def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws
                 "threshold": record["threshold"], "threshold_rule": record["threshold_rule"],
                 "separator": record.get("separator"),
                 "loo_recall": record.get("loo_recall"),
+                "overlap_taken": record.get("overlap_taken"),
+                "overlap_share": record.get("overlap_share"),
             })
         recalls = [p["recall"] for p in per_draw]
         drops = [p["known_accuracy_drop_points"] for p in per_draw]
@@ -133,6 +135,29 @@ def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws
             "per_draw": per_draw,
         })
     return rows
+
+
+def enrolment_checks(enrol: list[dict[str, Any]]) -> str:
+    """How well the enrolment checks predicted the test figures, over every (source, draw)."""
+    draws = [p for e in enrol for p in e["per_draw"]]
+    lines = []
+    loo = [(p["loo_recall"], p["recall"]) for p in draws if p.get("loo_recall") is not None]
+    if len(loo) >= 3:
+        a, b = np.array(loo).T
+        lines.append(f"- leave-one-out self-check vs test recall ({len(loo)} draws): means "
+                     f"{a.mean():.3f} vs {b.mean():.3f}, mean absolute error "
+                     f"{np.abs(a - b).mean():.3f}, correlation {np.corrcoef(a, b)[0, 1]:.2f}")
+    over = [(p["overlap_share"], p["known_accuracy_drop_points"]) for p in draws
+            if p.get("overlap_share") is not None]
+    if len(over) >= 3:
+        a, b = np.array(over).T
+        r = np.corrcoef(a, b)[0, 1] if a.std() > 0 and b.std() > 0 else float("nan")
+        lines.append(f"- overlap check (share of stored samples of the other sources taken) vs "
+                     f"known-accuracy drop ({len(over)} draws): correlation {r:.2f}; drop "
+                     f"mean {b[a > 0].mean() if (a > 0).any() else float('nan'):.2f} points "
+                     f"where the check saw an overlap, {b[a == 0].mean() if (a == 0).any() else float('nan'):.2f} "
+                     "where it saw none")
+    return "\n\nEnrolment checks against the test split:\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def fmt(v: Any) -> str:
@@ -200,7 +225,7 @@ def main() -> None:
             if protocol == "all" and init == args.inits[0]:
                 enrol = enrolment(model, args.bench, protocol, args.enrol_images,
                                   args.enrol_draws, args.enrol_separator)
-    table = markdown(rows, enrol)
+    table = markdown(rows, enrol) + enrolment_checks(enrol)
     (args.out / "metric_figures.md").write_text(table, encoding="utf-8")
     (args.out / "metric_figures.json").write_text(
         json.dumps({"runs": rows, "enrolment": enrol, "settings": {

@@ -96,6 +96,8 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
     assert enrolled["separator"] == "none (off by default)"
     assert 0.0 <= enrolled["loo_recall"] <= 1.0  # the leave-one-out self-check ran
+    assert enrolled["overlap_samples"] > 0 and 0.0 <= enrolled["overlap_share"] <= 1.0
+    assert set(enrolled["overlap_taken"]) <= {"gen-a", "gen-b", "real"}
     after = genprint.load(model)
     assert after.classes_ == ["gen-a", "gen-b", "real", "gen-c"]
     n_before = len(before.references_)
@@ -109,6 +111,12 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
                  *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[5:9]))
     assert sep["separator"].startswith("logistic regression")
     assert np.isfinite(genprint.load(model).separators_[-1]).all()
+    text = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3",
+                               *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[9:13])])
+    assert text.exit_code == 0, text.output
+    flat = " ".join(text.output.split())
+    assert "leave-one-out check:" in flat and "overlap check:" in flat
+    assert "stored images of its other sources" in flat
 
 
 def test_train_metric_from_scratch_with_data(tmp_path: Path, toy_sources: Path) -> None:

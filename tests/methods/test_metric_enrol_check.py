@@ -5,7 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from genprint.methods import metric_refs as refs
-from genprint.methods.metric_enrol_check import MAX_CHECK_IMAGES, leave_one_out_check
+from genprint.methods.metric_enrol_check import (
+    MAX_CHECK_IMAGES,
+    known_overlap,
+    leave_one_out_check,
+)
 
 
 def _check(new: np.ndarray, **kw: object) -> dict:
@@ -50,3 +54,31 @@ def test_a_separator_is_fitted_for_each_left_out_image_when_asked() -> None:
     plain = _check(new, separators=seps)
     claimed = _check(new, separators=seps, samples=samples)
     assert claimed["loo_recall"] >= plain["loo_recall"]
+
+
+def _overlap(new_points: np.ndarray, new_threshold: float) -> dict:
+    """Known source A (index 0) with samples around e0; source B (1) around e1; new source 2."""
+    rng = np.random.default_rng(4)
+    samples = np.concatenate([refs.normalise(np.eye(8)[0] + rng.normal(0, 0.2, (40, 8))),
+                              refs.normalise(np.eye(8)[1] + rng.normal(0, 0.05, (40, 8))),
+                              new_points])
+    owner = np.r_[np.zeros(40), np.ones(40), np.full(len(new_points), 2)].astype(int)
+    references = np.concatenate([np.eye(8)[:2], new_points])
+    ref_sources = np.r_[0, 1, np.full(len(new_points), 2)]
+    return known_overlap(samples, owner, references=references, reference_sources=ref_sources,
+                         thresholds=np.array([0.9, 0.3, new_threshold]),
+                         enrolled=np.array([False, False, True]), separators=None,
+                         classes=["A", "B", "new"], new=2)
+
+
+def test_overlap_check_counts_the_known_samples_a_wide_new_source_takes() -> None:
+    # the new source sits inside A's wide region, nearer to part of A's samples than A's point
+    inside = refs.normalise(np.eye(8)[0] + np.eye(8)[4] * 0.5)[None, :]
+    out = _overlap(inside, 0.6)
+    assert set(out["overlap_taken"]) == {"A"} and 0 < out["overlap_taken"]["A"] < 1
+    assert out["overlap_samples"] == 80
+    assert out["overlap_share"] == out["overlap_taken"]["A"] * 40 / 80
+    # B's samples are tight around their point: a far, tight new source takes nothing
+    far = refs.normalise(np.eye(8)[6] + 0.01)[None, :]
+    assert _overlap(far, 0.1) == {"overlap_taken": {}, "overlap_share": 0.0,
+                                  "overlap_samples": 80}

@@ -28,7 +28,8 @@ def enroll_cmd(
     added, the other sources are left untouched, and the model directory is replaced atomically
     (a complete new directory is written, then swapped into place). A leave-one-out self-check
     (3–30 images) says how many of the images are recognised when the source is enrolled from
-    the others: a rough (± 0.1) estimate of the recall to expect."""
+    the others: a rough (± 0.1) estimate of the recall to expect. An overlap check says which
+    share of the model's stored images of its other sources the new source would take."""
     import genprint
     from genprint.cli.train import report_bad_files
     from genprint.io.batches import load_items
@@ -78,6 +79,21 @@ def enroll_cmd(
                           + "; expect about that share of new images of this source")
         elif record.get("loo_note"):
             console.print(f"  leave-one-out check {record['loo_note']}")
+        if "overlap_taken" in record:
+            taken = record["overlap_taken"]
+            n_samples = record["overlap_samples"]
+            if taken:
+                parts = ", ".join(f"{100 * share:.1f}% of {esc(str(src))}"
+                                  for src, share in taken.items())
+                worst = max(taken.values())
+                colour = "red" if worst >= 0.01 else "yellow"
+                console.print(f"  [{colour}]overlap check:[/{colour}] the new source takes {parts} "
+                              f"among the model's {n_samples} stored images of its other "
+                              "sources; expect those sources to lose at least that share of "
+                              "new images to it")
+            else:
+                console.print(f"  overlap check: the new source takes none of the model's "
+                              f"{n_samples} stored images of its other sources")
         trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
                    if c not in attributor.enrolled_sources]
         console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "

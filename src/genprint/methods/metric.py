@@ -64,7 +64,7 @@ from genprint.backbones.forensic_cnn import (
 from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
-from genprint.methods.metric_enrol_check import leave_one_out_check
+from genprint.methods.metric_enrol_check import known_overlap, leave_one_out_check
 from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
     LOSSES,
@@ -471,6 +471,13 @@ class MetricAttributor(Attributor):
             [self.reference_sources_, np.full(len(points), k, dtype=np.int64)])
         self.classes_ = [*self.classes_, source]
         self.thresholds_ = np.append(np.asarray(self.thresholds_, dtype=np.float64), -dist)
+        if samples is not None:
+            check.update(known_overlap(
+                self.samples_, self.sample_sources_, references=self.references_,
+                reference_sources=self.reference_sources_,
+                thresholds=-np.asarray(self.thresholds_),
+                enrolled=np.isin(self.classes_, [*self.enrolled_sources, source]),
+                separators=self.separators_, classes=list(self.classes_), new=k))
         record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "separator": sep_rule, **check}

@@ -11,6 +11,15 @@ threshold, and separator if asked) and attributes the left-out image with the fu
 rule against every other source. The share recognised estimates the recall the analyst can
 expect on new images of the source, and the sources that took the others say where its images
 go instead. It needs no other data, and leaves the model unchanged.
+
+A second check, :func:`known_overlap`, looks the other way: which of the *other* sources' images
+would the new source now take? It runs the full decision rule, after enrolment, on the sample
+embeddings the model keeps of its sources (their training and validation images). A source whose
+enrolment region covers part of `real` takes a share of those samples, and the same share of new
+real photographs goes with them: on the built-in test split the share taken predicted the drop
+in known-source accuracy (correlation 0.94 over 30 enrolments, docs/metric.md). Most samples are
+images the reference points were built from, which lie closer to their own points than new
+images do, so the share is a floor rather than an estimate.
 """
 
 from __future__ import annotations
@@ -78,3 +87,38 @@ def leave_one_out_check(
         taken["(recognised)" if label == new else classes[label] if label >= 0 else "unknown"] += 1
     recognised = taken.pop("(recognised)", 0)
     return {"loo_recall": recognised / n, "loo_taken_by": dict(taken.most_common())}
+
+
+def known_overlap(
+    samples: np.ndarray,
+    sample_sources: np.ndarray,
+    *,
+    references: np.ndarray,
+    reference_sources: np.ndarray,
+    thresholds: np.ndarray,
+    enrolled: np.ndarray,
+    separators: np.ndarray | None,
+    classes: list[str],
+    new: int,
+) -> dict[str, Any]:
+    """Share of each earlier source's stored sample embeddings that source ``new`` takes.
+
+    Every argument describes the model *after* the enrolment of ``new``: reference points and
+    their sources, distance thresholds (positive), which sources are enrolled (booleans) and
+    their separators (rows of NaN: none). Returns ``{"overlap_taken": {source: share > 0},
+    "overlap_share": share of all those samples taken, "overlap_samples": their number}``.
+    """
+    earlier = np.asarray(sample_sources) != new
+    emb, owner = np.asarray(samples)[earlier], np.asarray(sample_sources)[earlier]
+    if len(emb) == 0:
+        return {"overlap_taken": {}, "overlap_share": 0.0, "overlap_samples": 0}
+    d = refs.source_distances(emb, references, reference_sources, len(classes))
+    margins = None if separators is None else refs.separator_margins(emb, separators)
+    label = refs.decide_sources(d, np.asarray(thresholds), np.asarray(enrolled, bool), margins)
+    taken = {}
+    for c in np.unique(owner):
+        share = float(np.mean(label[owner == c] == new))
+        if share > 0:
+            taken[classes[int(c)]] = share
+    return {"overlap_taken": dict(sorted(taken.items(), key=lambda kv: -kv[1])),
+            "overlap_share": float(np.mean(label == new)), "overlap_samples": len(emb)}

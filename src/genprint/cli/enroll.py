@@ -91,6 +91,10 @@ def enroll_cmd(
                               f"among the model's {n_samples} stored images of its other "
                               "sources; expect those sources to lose at least that share of "
                               "new images to it")
+                if record.get("separator", "").startswith("logistic"):
+                    console.print("  [yellow]warning:[/yellow] a separator on a source that "
+                                  "overlaps known ones tends to take unseen generators' images "
+                                  "too (docs/metric.md); consider enrolling without --separator")
             else:
                 console.print(f"  overlap check: the new source takes none of the model's "
                               f"{n_samples} stored images of its other sources")

@@ -25,3 +25,13 @@ def test_unknown_name_lists_the_known_ones_and_duplicates_are_refused() -> None:
         reg.get("two")
     with pytest.raises(RegistryError, match="already registered"):
         reg.add("one", 2)
+
+
+def test_remove_unregisters_and_refuses_unknown_names() -> None:
+    reg: Registry[int] = Registry("widget")
+    reg.add("one", 1, colour="red")
+    reg.remove("one")
+    assert "one" not in reg and len(reg) == 0
+    reg.add("one", 2)  # the name is free again
+    with pytest.raises(RegistryError, match="unknown widget 'two'"):
+        reg.remove("two")

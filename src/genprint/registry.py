@@ -1,6 +1,6 @@
 """One registry pattern for every pluggable part of genprint.
 
-Methods, cameras, generator architectures, backbones and perturbations are each kept in a
+Methods, generator architectures, backbones, perturbations and losses are each kept in a
 :class:`Registry`. A part registers itself with a decorator; users look parts up by name and get a
 clear error listing the available names when a name is wrong::
 
@@ -50,6 +50,11 @@ class Registry(Generic[T]):
             raise RegistryError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
         self._meta[name] = dict(meta)
+
+    def remove(self, name: str) -> None:
+        """Unregister ``name`` (an error if it is not registered)."""
+        self.get(name)
+        del self._entries[name], self._meta[name]
 
     def get(self, name: str) -> T:
         """Return the entry called ``name``, or raise an error that lists the known names."""

@@ -14,6 +14,7 @@ from genprint.methods import metric_refs as refs
 from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
 from genprint.methods.metric import MetricAttributor
 from genprint.methods.metric_refs import distances
+from genprint.methods.metric_train import METRIC_LOSSES, LossBundle, has_proxies
 from tests.conftest import textured
 
 TINY = {"width": 4, "embedding_dim": 16, "batch_size": 16}
@@ -170,13 +171,33 @@ def test_save_load_round_trip_gives_identical_predictions(model: MetricAttributo
     assert loaded.training_info_["enrolled"][0]["source"] == "p5"
 
 
-@pytest.mark.parametrize("loss", ["proxy-anchor", "multi-similarity", "arcface", "supcon"])
+@pytest.mark.parametrize("loss", METRIC_LOSSES.names())
 def test_every_loss_trains(loss: str) -> None:
     images, labels = toy(4, 10)
     m = MetricAttributor(**TINY, loss=loss, epochs=1, refs_per_class=2).fit(
         images, labels, images, labels)
     assert np.isfinite(m.training_info_["loss_history"]).all()
     assert np.bincount(m.reference_sources_).tolist() == [2, 2, 2]
+
+
+def test_a_registered_loss_can_be_used_by_name() -> None:
+    calls = []
+
+    def my_loss(n_classes: int, embedding_dim: int) -> LossBundle:
+        calls.append((n_classes, embedding_dim))
+        return METRIC_LOSSES.get("supcon")(n_classes, embedding_dim)
+
+    METRIC_LOSSES.add("test-own-loss", my_loss, proxies=False)
+    try:
+        images, labels = toy(4, 10)
+        MetricAttributor(**TINY, loss="test-own-loss", epochs=1).fit(images, labels, images,
+                                                                     labels)
+        assert calls == [(3, 16)]
+    finally:
+        METRIC_LOSSES.remove("test-own-loss")
+    with pytest.raises(ValueError, match="proxy-anchor"):
+        MetricAttributor(**TINY, loss="no-such-loss").fit(images, labels, images, labels)
+    assert has_proxies("proxy-anchor") and has_proxies("arcface") and not has_proxies("nca")
 
 
 def test_proxy_reference_points() -> None:

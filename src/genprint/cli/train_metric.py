@@ -35,8 +35,9 @@ def train_metric_cmd(
     camera_ckpt: Annotated[Path | None, typer.Option(help="Checkpoint of `genprint pretrain "
                                                           "camera` (default: the shipped one).")
                            ] = None,
-    loss: Annotated[str, typer.Option(help="proxy-anchor, multi-similarity, arcface or "
-                                           "supcon.")] = "proxy-anchor",
+    loss: Annotated[str, typer.Option(help="proxy-anchor, multi-similarity, arcface, supcon, "
+                                           "nca, or one you registered in METRIC_LOSSES.")
+                    ] = "proxy-anchor",
     references: Annotated[str, typer.Option(help="Reference points: kmeans (centroids of the "
                                                  "training embeddings) or proxies (learned by "
                                                  "proxy-anchor / arcface).")] = "kmeans",

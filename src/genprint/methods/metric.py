@@ -67,9 +67,9 @@ from genprint.methods.base import METHODS, Attributor, NotFittedError, Predictio
 from genprint.methods.metric_enrol_check import known_overlap, leave_one_out_check
 from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
-    LOSSES,
-    PROXY_LOSSES,
+    METRIC_LOSSES,
     EpochCallback,
+    has_proxies,
     proxies,
     symmetry_view,
     symmetry_views,
@@ -184,8 +184,9 @@ class MetricAttributor(Attributor):
 
     # ------------------------------------------------------------------ building blocks
     def _check_params(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSSES)}")
+        if self.loss not in METRIC_LOSSES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of "
+                             f"{', '.join(METRIC_LOSSES)}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.references not in REFERENCE_KINDS:
@@ -198,9 +199,10 @@ class MetricAttributor(Attributor):
                              f"{self.pseudo_kind!r}")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
-        if self.references == "proxies" and self.loss not in PROXY_LOSSES:
+        proxy_losses = [n for n in METRIC_LOSSES if has_proxies(n)]
+        if self.references == "proxies" and self.loss not in proxy_losses:
             raise ValueError("proxy reference points need a proxy loss "
-                             f"({', '.join(PROXY_LOSSES)}); with them, each trained source has "
+                             f"({', '.join(proxy_losses)}); with them, each trained source has "
                              "one point (its proxy) whatever refs_per_class")
 
     def _initial_network(self) -> ForensicCNN:

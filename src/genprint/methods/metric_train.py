@@ -6,7 +6,13 @@ Losses and miners come from pytorch-metric-learning, used as they are:
 * ``multi-similarity`` — :class:`MultiSimilarityLoss` on the pairs chosen by
   :class:`MultiSimilarityMiner`;
 * ``arcface`` — :class:`ArcFaceLoss` (its class weights act as proxies);
-* ``supcon`` — :class:`SupConLoss`.
+* ``supcon`` — :class:`SupConLoss`;
+* ``nca`` — :class:`NCALoss` (neighbourhood components analysis: a soft nearest-neighbour
+  classifier over the batch).
+
+They are kept in the registry :data:`METRIC_LOSSES`; register another one with
+``@METRIC_LOSSES.register("name", proxies=False)`` on a function ``(n_classes, embedding_dim)
+→ LossBundle``.
 
 Training sees random ``patch_size`` crops of the training images (never resized), a fresh crop
 per image and epoch; the first-layer constraint is re-imposed after every optimiser step.
@@ -23,11 +29,7 @@ from torch import nn
 
 from genprint.backbones.forensic_cnn import ForensicCNN, patches_to_tensor
 from genprint.io.crops import random_crop
-
-LOSSES = ("proxy-anchor", "multi-similarity", "arcface", "supcon")
-"""Names accepted by ``--loss``."""
-PROXY_LOSSES = ("proxy-anchor", "arcface")
-"""Losses that learn one proxy per source (usable as reference points)."""
+from genprint.registry import Registry
 
 EpochCallback = Callable[[int, float], None]
 """Called after each epoch with (epoch number from 1, mean training loss)."""
@@ -46,22 +48,57 @@ class LossBundle:
         return self.loss(embeddings, labels)
 
 
-def build_loss(name: str, n_classes: int, embedding_dim: int) -> LossBundle:
-    """The loss (and miner) called ``name``; see :data:`LOSSES`."""
+METRIC_LOSSES: Registry[Callable[[int, int], LossBundle]] = Registry("metric loss")
+"""Metric-learning losses by name (``--loss``); meta ``proxies=True`` marks losses that learn one
+proxy per source (usable as reference points)."""
+
+
+@METRIC_LOSSES.register("proxy-anchor", proxies=True)
+def _proxy_anchor(n_classes: int, embedding_dim: int) -> LossBundle:
+    from pytorch_metric_learning import losses
+
+    return LossBundle(losses.ProxyAnchorLoss(n_classes, embedding_dim, margin=0.1, alpha=32), None)
+
+
+@METRIC_LOSSES.register("multi-similarity", proxies=False)
+def _multi_similarity(n_classes: int, embedding_dim: int) -> LossBundle:
     from pytorch_metric_learning import losses, miners
 
-    if name == "proxy-anchor":
-        return LossBundle(losses.ProxyAnchorLoss(n_classes, embedding_dim, margin=0.1, alpha=32),
-                          None)
-    if name == "multi-similarity":
-        return LossBundle(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5),
-                          miners.MultiSimilarityMiner(epsilon=0.1))
-    if name == "arcface":
-        return LossBundle(losses.ArcFaceLoss(n_classes, embedding_dim, margin=28.6, scale=30),
-                          None)
-    if name == "supcon":
-        return LossBundle(losses.SupConLoss(temperature=0.1), None)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return LossBundle(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5),
+                      miners.MultiSimilarityMiner(epsilon=0.1))
+
+
+@METRIC_LOSSES.register("arcface", proxies=True)
+def _arcface(n_classes: int, embedding_dim: int) -> LossBundle:
+    from pytorch_metric_learning import losses
+
+    return LossBundle(losses.ArcFaceLoss(n_classes, embedding_dim, margin=28.6, scale=30), None)
+
+
+@METRIC_LOSSES.register("supcon", proxies=False)
+def _supcon(n_classes: int, embedding_dim: int) -> LossBundle:
+    from pytorch_metric_learning import losses
+
+    return LossBundle(losses.SupConLoss(temperature=0.1), None)
+
+
+@METRIC_LOSSES.register("nca", proxies=False)
+def _nca(n_classes: int, embedding_dim: int) -> LossBundle:
+    from pytorch_metric_learning import losses
+
+    return LossBundle(losses.NCALoss(softmax_scale=8), None)
+
+
+def has_proxies(name: str) -> bool:
+    """Whether the loss called ``name`` learns one proxy per source."""
+    return bool(METRIC_LOSSES.meta(name).get("proxies", False))
+
+
+def build_loss(name: str, n_classes: int, embedding_dim: int) -> LossBundle:
+    """The loss (and miner) called ``name``; see :data:`METRIC_LOSSES`."""
+    if name not in METRIC_LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(METRIC_LOSSES)}")
+    return METRIC_LOSSES.get(name)(n_classes, embedding_dim)
 
 
 def proxies(bundle: LossBundle) -> np.ndarray:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from genprint.verify.generators import GeneratorHandle, decoder_stage
-from genprint.verify.losses import LOSSES, get_loss
+from genprint.verify.losses import INVERSION_LOSSES, get_loss
 from genprint.verify.noise_model import NoiseModel
 
 SCHEDULES = ("cosine", "step", "constant")
@@ -103,8 +103,8 @@ class InversionSettings:
             raise ValueError("lr must be > 0")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}")
+        if self.loss not in INVERSION_LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(INVERSION_LOSSES)}")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.keep_restarts < 1:

@@ -3,6 +3,8 @@
 Every loss maps a reconstruction and its target, both N×C×H×W in [0, 1], to N losses (one per
 sample, never averaged over the batch), so that a batch of images × restarts is optimised as
 independent problems: the gradient of the summed loss for one sample is that sample's own.
+They are kept in the registry :data:`INVERSION_LOSSES` (register another per-sample loss with
+``@INVERSION_LOSSES.register("name")``).
 """
 
 from __future__ import annotations
@@ -12,16 +14,21 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from genprint.registry import Registry
+
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-LOSSES = ("mse", "l1", "ssim")
+INVERSION_LOSSES: Registry[LossFn] = Registry("inversion loss")
+"""Per-sample reconstruction losses by name (``--loss`` of ``verify``)."""
 
 
+@INVERSION_LOSSES.register("mse")
 def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error per sample."""
     return (x - y).pow(2).flatten(1).mean(1)
 
 
+@INVERSION_LOSSES.register("l1")
 def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean absolute error per sample."""
     return (x - y).abs().flatten(1).mean(1)
@@ -34,6 +41,7 @@ def _gaussian_window(size: int, sigma: float, channels: int, like: torch.Tensor)
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
+@INVERSION_LOSSES.register("ssim")
 def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 1.5) -> torch.Tensor:
     """1 − SSIM per sample (Gaussian window, per channel, 'valid' borders; Wang et al. 2004).
 
@@ -53,8 +61,7 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 
 
 
 def get_loss(name: str) -> LossFn:
-    """The per-sample loss called ``name`` (one of :data:`LOSSES`)."""
-    table: dict[str, LossFn] = {"mse": mse, "l1": l1, "ssim": ssim_loss}
-    if name not in table:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}")
-    return table[name]
+    """The per-sample loss called ``name`` (see :data:`INVERSION_LOSSES`)."""
+    if name not in INVERSION_LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(INVERSION_LOSSES)}, got {name!r}")
+    return INVERSION_LOSSES.get(name)

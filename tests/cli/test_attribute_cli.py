@@ -115,6 +115,20 @@ def test_max_pixels_option_applies_to_every_file(toy_sources: Path, tmp_path: Pa
     assert row["error_code"] == "too_many_pixels" and "--max-pixels" in row["error"]
 
 
+@pytest.mark.parametrize("value", ["abc", "-5", "0"])
+def test_a_bad_max_pixels_variable_is_an_error_not_a_traceback(
+        value: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GENPRINT_MAX_PIXELS", value)
+    for verb in (["attribute", str(tmp_path), str(tmp_path)],
+                 ["enroll", str(tmp_path), "--source", "x", str(tmp_path)]):
+        out = runner.invoke(app, verb)
+        assert out.exit_code == 2 and "GENPRINT_MAX_PIXELS" in out.output
+        assert out.exception is None or isinstance(out.exception, SystemExit)
+    # the option wins over the variable
+    out = runner.invoke(app, ["--max-pixels", "100", "zoo", "list", "--json"])
+    assert out.exit_code == 0
+
+
 def test_bad_out_is_refused_before_any_work(toy_sources: Path, tmp_path: Path) -> None:
     model = _train(toy_sources, tmp_path)
     good = str(toy_sources / "alpha" / "00.png")

@@ -38,7 +38,16 @@ def _root(
     ] = None,
 ) -> None:
     """genprint command line."""
-    if max_pixels is not None:
+    if max_pixels is None:  # a bad GENPRINT_MAX_PIXELS is an error before any work, not a crash
+        from genprint.io.images import default_max_pixels
+
+        try:
+            default_max_pixels()
+        except ValueError as exc:
+            typer.echo(f"error: {exc} (unset it, or set it to a positive number of pixels)",
+                       err=True)
+            raise typer.Exit(2) from None
+    else:
         import os
 
         from genprint.io.images import MAX_PIXELS_ENV

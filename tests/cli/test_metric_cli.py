@@ -111,12 +111,19 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
                  *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[5:9]))
     assert sep["separator"].startswith("logistic regression")
     assert np.isfinite(genprint.load(model).separators_[-1]).all()
-    text = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3",
-                               *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[9:13])])
+    copy = tmp_path / "model-c3"
+    few = [str(p) for p in sorted((bench / "images" / "gen-c").glob("*.png"))[9:13]]
+    text = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3", "--out", str(copy),
+                               *few])
     assert text.exit_code == 0, text.output
     flat = " ".join(text.output.split())
     assert "leave-one-out check:" in flat and "overlap check:" in flat
     assert "stored images of its other sources" in flat
+    assert genprint.load(copy).classes_[-1] == "gen-c3"  # written to --out ...
+    assert "gen-c3" not in genprint.load(model).classes_  # ... and the model left as it was
+    again = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3", "--out", str(copy),
+                                *few])
+    assert again.exit_code == 2 and "exists" in again.output
 
 
 def test_train_metric_from_scratch_with_data(tmp_path: Path, toy_sources: Path) -> None:

@@ -22,11 +22,17 @@ def enroll_cmd(
         help="Also fit a linear separator against the known sources' stored embeddings; it "
              "recovers images that would otherwise be `unknown`, at the cost of more unseen "
              "generators taken by the new source (docs/metric.md). Off by default.")] = False,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the enrolled model to this new directory and leave MODEL as it was "
+             "(default: MODEL is replaced).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="With --out: replace an existing "
+                                                 "directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
     """Enrol a new source from one or more of its images: reference points and a threshold are
     added, the other sources are left untouched, and the model directory is replaced atomically
-    (a complete new directory is written, then swapped into place). A leave-one-out self-check
+    (a complete new directory is written, then swapped into place), or written to --out. A
+    leave-one-out self-check
     (3–30 images) says how many of the images are recognised when the source is enrolled from
     the others: a rough (± 0.1) estimate of the recall to expect. An overlap check says which
     share of the model's stored images of its other sources the new source would take."""
@@ -36,6 +42,10 @@ def enroll_cmd(
     from genprint.io.sources import scan_inputs
     from genprint.storage.model_dir import ModelFormatError
 
+    target = model if out is None else out
+    if out is not None and out.exists() and not overwrite:
+        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it",
+                                 param_hint="--out")
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
@@ -58,13 +68,13 @@ def enroll_cmd(
     if separator and record.get("separator", "").startswith("none"):
         console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
                       f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
-    attributor.save(model, overwrite=True)
-    summary = {"model": str(model), **record, "n_skipped": len(errors),
+    attributor.save(target, overwrite=True)
+    summary = {"model": str(target), **record, "n_skipped": len(errors),
                "classes": list(attributor.classes_)}
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(model))} from "
+        console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(target))} from "
                       f"{record['n_images']} "
                       f"image(s): {record['n_reference_points']} reference point(s), threshold "
                       f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
@@ -77,6 +87,11 @@ def enroll_cmd(
                           "enrolment images are recognised when enrolled from the others"
                           + (f" (the others: {elsewhere})" if elsewhere else "")
                           + "; expect about that share of new images of this source")
+            if record["loo_recall"] < 0.5:
+                console.print("  [red]warning:[/red] fewer than half of the enrolment images "
+                              "are recognised when left out: this source is unlikely to be "
+                              "recognised in new images (add images, or check they come from "
+                              "one source)")
         elif record.get("loo_note"):
             console.print(f"  leave-one-out check {record['loo_note']}")
         if "overlap_taken" in record:

@@ -25,6 +25,24 @@ def report_bad_files(errors: list, limit: int = 10) -> None:
         console.print(f"  ... and {len(errors) - limit} more")
 
 
+def report_data_warnings(model: object) -> None:
+    """Print the warnings about the training data recorded by ``fit_on_items``."""
+    for warning in getattr(model, "training_info_", {}).get("warnings", []):
+        console.print(f"[yellow]warning:[/yellow] {esc(warning)}")
+
+
+def sources_phrase(n: int) -> str:
+    """'1 source' / 'N sources'."""
+    return f"{n} source" + ("" if n == 1 else "s")
+
+
+def no_training_images(data: Path | None) -> typer.BadParameter:
+    """The error for data without labelled training images, with what a labelled layout is."""
+    return typer.BadParameter(
+        "no labelled training images found: a folder needs one sub-folder per source (its name "
+        "is the label), a manifest a source (or label) column", param_hint="--data")
+
+
 def training_items(
     data: Path | None, bench: Path | None, protocol: str, val_fraction: float, seed: int,
     sources: list[str] | None,
@@ -101,7 +119,7 @@ def train_baseline(
         raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
-        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+        raise no_training_images(data)
     model = BaselineAttributor(patch_size=patch_size, max_tiles=max_tiles,
                                target_accept=target_accept)
     model.training_info_ = {
@@ -116,14 +134,16 @@ def train_baseline(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     report_bad_files(errors)
+    report_data_warnings(model)
     model.save(out, overwrite=overwrite)
     summary = {
         "method": "baseline", "out": str(out), "classes": model.classes_,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
-        **{k: model.training_info_[k] for k in ("n_train", "n_val", "n_skipped", "protocol")},
+        **{k: model.training_info_.get(k) for k in ("n_train", "n_val", "n_skipped", "protocol",
+                                                    "warnings")},
     }
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
+        console.print(f"[green]saved[/green] {esc(str(out))}: {sources_phrase(len(model.classes_))}, "
                       f"{summary['n_train']} training and {summary['n_val']} validation images")

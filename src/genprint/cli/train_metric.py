@@ -18,7 +18,10 @@ from genprint.cli.train import (
     SourcesOption,
     TargetAcceptOption,
     ValFractionOption,
+    no_training_images,
     report_bad_files,
+    report_data_warnings,
+    sources_phrase,
     train_app,
     training_items,
 )
@@ -107,7 +110,7 @@ def train_metric_cmd(
         camera_ckpt = Path(ckpt)
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
-        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+        raise no_training_images(data)
     model = MetricAttributor(
         **arch, loss=loss, references=references, refs_per_class=refs_per_class, epochs=epochs,
         batch_size=batch_size, lr=lr, init=init,
@@ -129,6 +132,7 @@ def train_metric_cmd(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     report_bad_files(errors)
+    report_data_warnings(model)
     model.save(out, overwrite=overwrite)
     info = model.training_info_
     summary = {
@@ -136,11 +140,11 @@ def train_metric_cmd(
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "protocol", "init", "loss",
                                     "reference_points", "train_seconds",
-                                    "val_closed_set_accuracy")},
+                                    "val_closed_set_accuracy", "warnings")},
     }
     if json_out:
         print_json(summary)
     else:
-        console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
+        console.print(f"[green]saved[/green] {esc(str(out))}: {sources_phrase(len(model.classes_))}, "
                       f"{summary['n_train']} training and {summary['n_val']} validation images, "
                       f"validation accuracy {info['val_closed_set_accuracy']:.3f}")

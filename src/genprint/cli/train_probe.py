@@ -19,7 +19,10 @@ from genprint.cli.train import (
     SourcesOption,
     TargetAcceptOption,
     ValFractionOption,
+    no_training_images,
     report_bad_files,
+    report_data_warnings,
+    sources_phrase,
     train_app,
     training_items,
 )
@@ -119,7 +122,7 @@ def train_probe_cmd(
         raise typer.BadParameter(str(exc)) from None
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
-        raise typer.BadParameter("no labelled training images found", param_hint="--data")
+        raise no_training_images(data)
     model.training_info_ = {
         "data": str(data) if data is not None else None,
         "bench": str(bench) if bench is not None else None,
@@ -136,6 +139,7 @@ def train_probe_cmd(
             raise typer.BadParameter(str(exc), param_hint="--backbone" if isinstance(
                 exc, (FileNotFoundError, ImportError)) else None) from None
     report_bad_files(errors)
+    report_data_warnings(model)
     model.save(out, overwrite=overwrite)
     info = model.training_info_
     rows = model.layer_table()
@@ -147,14 +151,14 @@ def train_probe_cmd(
         "hp": model.probe_.hp,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "n_train_used", "protocol",
-                                    "val_accuracy", "val_loso_auroc")},
+                                    "val_accuracy", "val_loso_auroc", "warnings")},
         "layers": rows,
     }
     if json_out:
         print_json(summary)
         return
     print_layer_table(rows)
-    console.print(f"[green]saved[/green] {esc(str(out))}: {len(model.classes_)} sources, "
+    console.print(f"[green]saved[/green] {esc(str(out))}: {sources_phrase(len(model.classes_))}, "
                   f"{info['n_train_used']} training and {info['n_val']} validation images, "
                   f"layer {model.layer_name_} ({model.head}, hp {model.probe_.hp:g}, "
                   f"score {model.score}), validation accuracy {info['val_accuracy']:.3f}")

@@ -35,6 +35,17 @@ _BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric
                            "genprint.methods.invert", "genprint.methods.probe")
 
 
+def require_validation(classes: list[str], val_labels: list[str]) -> None:
+    """Refuse to fit when a source has training images but no validation images: every
+    method's thresholds are calibrated on validation data only."""
+    missing = sorted(set(classes) - set(val_labels))
+    if missing:
+        raise ValueError(
+            "thresholds are calibrated on validation data only, and these sources have no "
+            f"validation images: {', '.join(missing)} (give them more images, a larger "
+            "--val-fraction, or rows with split 'val' in the manifest)")
+
+
 class NotFittedError(RuntimeError):
     """Raised when an attributor is used before ``fit`` (or ``load``)."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -22,6 +23,8 @@ def fit_on_items(
     """
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=attributor.min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=attributor.min_size)
+    _refuse_lost_sources(train, tr_idx, tr_err, "training")
+    _refuse_lost_sources(val, va_idx, va_err, "validation")
     extra = ({"train_origins": [train[k].origin for k in tr_idx],
               "val_origins": [val[k].origin for k in va_idx]}
              if attributor.uses_origins else {})
@@ -31,5 +34,53 @@ def fit_on_items(
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
+        "warnings": data_warnings(train, tr_idx, val, va_idx),
     }
     return tr_err + va_err
+
+
+FEW_VALIDATION_IMAGES = 20
+"""Below this many validation images, a source's threshold is flagged as uncertain: the 95%
+acceptance is then set by a handful of images (with 19 or fewer, by the largest distance)."""
+
+
+def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
+                         errors: Sequence[tuple[Path, ImageError]], split: str) -> None:
+    """A clear error when every image of a source in ``items`` was refused."""
+    total = Counter(i.source for i in items)
+    used = Counter(items[k].source for k in kept)
+    lost = sorted(s for s in total if s is not None and used[s] == 0)
+    if not lost:
+        return
+    by_path = {str(p): e for p, e in errors}
+    parts = []
+    for src in lost:
+        reasons = Counter(by_path[str(i.path)].reason for i in items
+                          if i.source == src and str(i.path) in by_path)
+        reason = reasons.most_common(1)[0][0] if reasons else "unreadable"
+        parts.append(f"{src!r} ({total[src]} file(s); e.g. {reason})")
+    raise ValueError(f"every {split} image of these sources was refused: {'; '.join(parts)}. "
+                     "Fix or replace the files (or choose a smaller patch size) rather than "
+                     "train without them")
+
+
+def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequence[Item],
+                  val_kept: Sequence[int]) -> list[str]:
+    """What a user should know about the data a model was fitted on: sources that lost most of
+    their files, and thresholds resting on few validation images."""
+    out = []
+    for split, items, kept in (("training", train, train_kept), ("validation", val, val_kept)):
+        total = Counter(i.source for i in items)
+        used = Counter(items[k].source for k in kept)
+        for src in sorted(s for s in total if s is not None):
+            if 0 < used[src] < total[src] / 2:
+                out.append(f"{src}: only {used[src]} of its {total[src]} {split} images could be "
+                           "used (see the skipped files)")
+    used_val = Counter(val[k].source for k in val_kept)
+    few = sorted((n, s) for s, n in used_val.items() if s is not None and n < FEW_VALIDATION_IMAGES)
+    if few:
+        listed = ", ".join(f"{s} ({n})" for n, s in few)
+        out.append(f"thresholds rest on fewer than {FEW_VALIDATION_IMAGES} validation images for: "
+                   f"{listed}; how often such a source's new images are accepted is uncertain "
+                   "(add images, or a larger --val-fraction)")
+    return out

@@ -63,7 +63,13 @@ from genprint.backbones.forensic_cnn import (
 )
 from genprint.io.crops import tiles
 from genprint.methods import metric_refs as refs
-from genprint.methods.base import METHODS, Attributor, NotFittedError, Prediction
+from genprint.methods.base import (
+    METHODS,
+    Attributor,
+    NotFittedError,
+    Prediction,
+    require_validation,
+)
 from genprint.methods.metric_enrol_check import known_overlap, leave_one_out_check
 from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
@@ -287,11 +293,7 @@ class MetricAttributor(Attributor):
             raise ValueError("no training images")
         if UNKNOWN in classes:
             raise ValueError(f"the label {UNKNOWN!r} is reserved and cannot be trained on")
-        missing_val = sorted(set(classes) - set(val_labels))
-        if missing_val:
-            raise ValueError(
-                "thresholds are calibrated on validation data only, and these sources have no "
-                f"validation images: {', '.join(missing_val)}")
+        require_validation(classes, list(val_labels))
         if len(classes) < 2:
             raise ValueError("metric learning needs at least 2 known sources")
         t0 = time.perf_counter()

@@ -105,7 +105,8 @@ def build_bench(
         raise ValueError("random cameras are for the camera task only (--task camera)")
     target = Path(out)
     if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty (pass overwrite to replace it)")
+        raise FileExistsError(f"{target} exists and is not empty (replace it with --overwrite, or "
+                              "overwrite=True in Python)")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     rows: list[dict[str, str]] = []

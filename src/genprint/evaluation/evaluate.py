@@ -4,6 +4,11 @@ The attributor answers for every **test** image of the protocol (known sources' 
 unknown sources' test rows, real images from held-out cameras); the answers are scored with
 :mod:`genprint.evaluation.metrics`. Nothing here looks at a threshold: thresholds were fixed on
 validation data when the attributor was trained, and evaluation only reads them.
+
+Labelled data of one's own (a folder per source, or a manifest) is evaluated the same way:
+:func:`load_eval_data` reads it and :func:`data_view` turns its images into a
+:class:`~genprint.world.protocols.ProtocolView` whose known sources are the model's classes and
+whose unknown sources are every other label (``unknown`` included).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import os
 import warnings
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +26,13 @@ import numpy as np
 
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import load_items
-from genprint.io.sources import Item
+from genprint.io.sources import Item, ManifestError, load_dataset, read_manifest
 from genprint.methods.base import Attributor
 from genprint.results import Attribution
-from genprint.world.protocols import REAL, ProtocolView, protocol_view
+from genprint.world.protocols import REAL, Protocol, ProtocolView, protocol_view
+
+DATA_PROTOCOL = "data"
+"""Protocol name of a :func:`data_view` (recorded as ``protocol`` in its metrics)."""
 
 
 @dataclass
@@ -81,13 +90,16 @@ def score_results(
     return out
 
 
-def _image_seed(item: Item, bench_dir: Path) -> int:
-    """Seed of an image's perturbation: crc32 of its path relative to the benchmark.
+def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
+    """Seed of an image's perturbation: crc32 of its path relative to the benchmark (or to the
+    folder of one's own data; the path as given when there is none).
 
     The same image gets the same perturbation under every protocol and for every method.
     """
     try:
-        name = item.path.resolve().relative_to(bench_dir.resolve()).as_posix()
+        if bench_dir is None:
+            raise ValueError
+        name = item.path.resolve().relative_to(Path(bench_dir).resolve()).as_posix()
     except ValueError:
         name = item.path.as_posix()
     return zlib.crc32(name.encode("utf-8"))
@@ -122,21 +134,140 @@ def cap_test_items(items: Sequence[Item], per_source: int | None) -> list[Item]:
     return [item for k, item in enumerate(items) if k in kept]
 
 
-def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],
-                   protocol: str, max_per_source: int | None = None) -> _TestSet:
-    view: ProtocolView = protocol_view(bench_dir, protocol)
-    leaked = sorted(set(attributor.classes_) & set(view.protocol.unknown))
+def _counts(sources: Sequence[str | None]) -> str:
+    return ", ".join(f"{name}: {n}" for name, n in sorted(Counter(map(str, sources)).items()))
+
+
+def bench_view(bench_dir: str | os.PathLike[str], protocol: str) -> ProtocolView:
+    """:func:`~genprint.world.protocols.protocol_view`, warning about dropped test rows.
+
+    A test row whose source is neither known nor unknown in ``protocols.json`` (e.g. rows
+    labelled ``unknown`` in a hand-made benchmark that does not list ``unknown``) is not part
+    of the protocol; a warning gives how many were left out, per source.
+    """
+    view = protocol_view(bench_dir, protocol)
+    listed = set(view.protocol.known) | set(view.protocol.unknown)
+    dropped = [i.source for i in read_manifest(Path(bench_dir) / "manifest.csv").items
+               if i.split == "test" and i.source not in listed]
+    if dropped:
+        warnings.warn(
+            f"{len(dropped)} test image(s) left out: their source is neither known nor unknown "
+            f"in protocol {protocol!r} of protocols.json ({_counts(dropped)}); list such "
+            "sources under the protocol's \"unknown\" to evaluate them as unknown",
+            stacklevel=2,
+        )
+    return view
+
+
+def data_view(items: Sequence[Item], classes: Sequence[str],
+              name: str = DATA_PROTOCOL) -> ProtocolView:
+    """A view whose test split is ``items`` (all of them), for a model with ``classes``.
+
+    Known sources are the model's classes that label some item; every other label (a source
+    the model was not trained on, or the reserved ``unknown``) is an unknown source. Items
+    without a label are refused (:class:`~genprint.io.sources.ManifestError`).
+    """
+    unlabelled = [i for i in items if not i.source]
+    if unlabelled:
+        raise ManifestError(
+            f"{len(unlabelled)} image(s) to evaluate have no source label (first: "
+            f"{unlabelled[0].path}); evaluation needs a label for every image: put them in a "
+            "sub-folder per source, or give them a source in the manifest ('unknown' for "
+            "sources the model was not trained on)"
+        )
+    present = {str(i.source) for i in items}
+    known = tuple(c for c in classes if c in present)
+    unknown = tuple(sorted(present - set(classes)))
+    return ProtocolView(Protocol(name, known, unknown), test=list(items))
+
+
+@dataclass
+class EvalData:
+    """Labelled images of one's own, ready to evaluate (see :func:`load_eval_data`)."""
+
+    view: ProtocolView
+    root: Path
+    """Folder the images' paths are made relative to for perturbation seeds."""
+    split: str | None
+    """``"test"`` when the data has splits (only its test rows are used), else ``None``."""
+    problems: list[str] = field(default_factory=list)
+    """Problems found while reading (e.g. files listed but missing, rows left out)."""
+
+
+def load_eval_data(data: str | os.PathLike[str], classes: Sequence[str]) -> EvalData:
+    """Read ``data`` (anything :func:`~genprint.io.sources.load_dataset` reads) for evaluation.
+
+    The evaluation set is the test split when the data has splits, otherwise every image;
+    :func:`data_view` decides known and unknown sources from the model's ``classes``.
+    """
+    dataset = load_dataset(data)
+    problems = list(dataset.problems)
+    location = Path(dataset.location)
+    root = location if location.is_dir() else location.parent
+    split: str | None = None
+    items = list(dataset.items)
+    if any(i.split is not None for i in items):
+        split = "test"
+        unsplit = sum(i.split is None for i in items)
+        items = [i for i in items if i.split == "test"]
+        if not items:
+            raise ManifestError(f"{dataset.location}: the data has splits but no test rows; "
+                                "evaluation uses the test split")
+        if unsplit:
+            problems.append(f"{unsplit} row(s) without a split are left out (the data has "
+                            "splits, and evaluation uses the test split)")
+    return EvalData(data_view(items, classes), root, split, problems)
+
+
+def check_model_sources(classes: Sequence[str], view: ProtocolView, *,
+                        require_overlap: bool = False, where: str | None = None) -> None:
+    """Check that a model with ``classes`` can be evaluated on ``view``.
+
+    Errors (:class:`ValueError`): the model knows a source the protocol treats as unknown; and,
+    with ``require_overlap``, none of the model's classes is a known source of the view (the
+    model was trained for other sources: every metric would be undefined). Warnings: known
+    sources of the view the model does not know (their images count as unknown), and the
+    model's classes missing from the view's known sources.
+    """
+    protocol = view.protocol
+    where = where or f"protocol {protocol.name!r}"
+    leaked = sorted(set(classes) & set(protocol.unknown))
     if leaked:
         raise ValueError(
-            f"the model knows {', '.join(leaked)}, which protocol {protocol!r} treats as unknown: "
+            f"the model knows {', '.join(leaked)}, which {where} treats as unknown: "
             "it was trained for another protocol"
         )
-    missing = sorted(set(view.protocol.known) - set(attributor.classes_))
+    absent = [c for c in classes if c not in set(protocol.known)]
+    if absent and len(absent) == len(classes):
+        data_sources = sorted(set(protocol.known) | set(protocol.unknown))
+        message = (f"none of the model's sources ({', '.join(classes)}) is a known source of "
+                   f"{where}, whose sources are {', '.join(data_sources) or 'none'}: the "
+                   "model was trained for other sources")
+        if require_overlap:
+            raise ValueError(message)
+        warnings.warn(message + "; every metric is undefined", stacklevel=3)
+    elif absent:
+        warnings.warn(f"the model's source(s) {', '.join(absent)} are not among the known "
+                      f"sources of {where}: no test image of them", stacklevel=3)
+    missing = sorted(set(protocol.known) - set(classes))
     if missing:
         warnings.warn(
             f"the model does not know {', '.join(missing)}; their test images count as unknown",
             stacklevel=3,
         )
+
+
+def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | ProtocolView,
+                   protocol: str, max_per_source: int | None = None,
+                   root: str | os.PathLike[str] | None = None,
+                   require_overlap: bool = False) -> _TestSet:
+    if isinstance(bench, ProtocolView):
+        view, where = bench, ("the evaluation data" if bench.protocol.name == DATA_PROTOCOL
+                              else None)
+    else:
+        view, where, root = bench_view(bench, protocol), None, root or bench
+    check_model_sources(attributor.classes_, view, require_overlap=require_overlap,
+                        where=where)
     chosen = cap_test_items(view.test, max_per_source)
     images, kept, errors = load_items([i.path for i in chosen], min_size=attributor.min_size)
     if errors:
@@ -151,7 +282,7 @@ def _load_test_set(attributor: Attributor, bench_dir: str | os.PathLike[str],
         held_out = []
     unreadable = [{"path": str(path), "error_code": err.code, "reason": err.reason}
                   for path, err in errors]
-    return _TestSet(view, items, images, [_image_seed(i, Path(bench_dir)) for i in items],
+    return _TestSet(view, items, images, [_image_seed(i, root) for i in items],
                     held_out, unreadable)
 
 
@@ -205,13 +336,15 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
 
 def evaluate(
     attributor: Attributor,
-    bench_dir: str | os.PathLike[str],
+    bench_dir: str | os.PathLike[str] | ProtocolView,
     protocol: str,
     *,
     perturb: str | Perturbation | None = None,
     batch_size: int = 256,
     on_progress: Callable[[int], None] | None = None,
     max_per_source: int | None = None,
+    root: str | os.PathLike[str] | None = None,
+    require_overlap: bool = False,
 ) -> EvaluationRun:
     """Attribute every test image of ``protocol`` and compute the open-set metrics.
 
@@ -224,8 +357,15 @@ def evaluate(
     ``max_per_source`` evaluates only the first test images of each source in path order
     (:func:`cap_test_items`), for methods too slow for the whole split; the metrics' ``n_*``
     counts say how many were used.
+
+    ``bench_dir`` may also be a :class:`~genprint.world.protocols.ProtocolView` (e.g. from
+    :func:`data_view` or :func:`load_eval_data`): its test items are evaluated, ``protocol`` is
+    only the name recorded in the metrics, and perturbation seeds use paths relative to
+    ``root``. ``require_overlap`` makes a model none of whose classes is a known source an
+    error instead of a warning (see :func:`check_model_sources`).
     """
-    test = _load_test_set(attributor, bench_dir, protocol, max_per_source)
+    test = _load_test_set(attributor, bench_dir, protocol, max_per_source, root,
+                          require_overlap)
     run = _run(attributor, test, protocol, perturb, batch_size, on_progress,
                embed=perturb is None)
     if isinstance(perturb, str):
@@ -235,12 +375,14 @@ def evaluate(
 
 def evaluate_conditions(
     attributor: Attributor,
-    bench: str | os.PathLike[str],
+    bench: str | os.PathLike[str] | ProtocolView,
     protocol: str,
     perturbations: Sequence[str],
     *,
     batch_size: int = 256,
     on_progress: Callable[[int], None] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    require_overlap: bool = False,
 ) -> tuple[EvaluationRun, dict[str, dict[str, Any]]]:
     """The clean evaluation plus the metrics under each named perturbation.
 
@@ -248,12 +390,13 @@ def evaluate_conditions(
     alike, seeded per image) and re-attributes them with the thresholds fixed at training.
     ``perturbations`` may contain ``all``. Returns the clean :class:`EvaluationRun` and
     ``{name: metrics}`` in the order asked (each metrics dict has the clean run's keys, plus
-    ``perturbed_share``: the share of test images the perturbation changed).
+    ``perturbed_share``: the share of test images the perturbation changed). ``bench``, ``root``
+    and ``require_overlap`` are as in :func:`evaluate`.
     """
     from genprint.evaluation.perturb import expand_perturbations
 
     names = expand_perturbations(perturbations)
-    test = _load_test_set(attributor, bench, protocol)
+    test = _load_test_set(attributor, bench, protocol, None, root, require_overlap)
     run = _run(attributor, test, protocol, None, batch_size, on_progress, embed=True)
     conditions: dict[str, dict[str, Any]] = {}
     for name in names:

@@ -14,8 +14,8 @@ from genprint.storage.atomic import atomic_file
 RESULT_COLUMN_TYPES = (
     ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
     ("threshold", "float64"), ("is_unknown", "bool_"), ("scores", "string"), ("n_tiles", "int64"),
-    ("tile_agreement", "float64"), ("accepted_by", "string"), ("error", "string"),
-    ("error_code", "string"),
+    ("tile_agreement", "float64"), ("accepted_by", "string"), ("sha256", "string"),
+    ("model_sha256", "string"), ("error", "string"), ("error_code", "string"),
 )
 """The columns of a results table and their Parquet (pyarrow) types."""
 
@@ -33,8 +33,11 @@ class Attribution:
     known source. ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
     is within the candidate's threshold) or ``"separator"`` (``metric`` only: an enrolled
     source's separator claimed an image outside its distance threshold); it is empty for
-    ``unknown``. For an image that could not be read, every field but ``path`` and ``error`` is
-    empty.
+    ``unknown``. For provenance, ``sha256`` is the hash of the file's bytes as read and
+    analysed (files only), and ``model_sha256`` the hash of the saved model's ``card.json``,
+    which lists the sha256 of every other file of the model (empty for a model never saved or
+    loaded). For an image that could not be read, every field but ``path``, ``error``, the
+    hashes and ``error_code`` is empty.
     """
 
     path: str
@@ -47,6 +50,8 @@ class Attribution:
     n_tiles: int | None = None
     tile_agreement: float | None = None
     accepted_by: str | None = None
+    sha256: str | None = None
+    model_sha256: str | None = None
     error: str | None = None
     error_code: str | None = None
 

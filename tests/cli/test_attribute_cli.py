@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from pathlib import Path
 
@@ -62,6 +63,13 @@ def test_attribute_mixed_folder_reports_bad_files(toy_sources: Path, tmp_path: P
     for r in rows:  # how a label was accepted: by the threshold, or not at all
         assert r["accepted_by"] == (None if r["error"] or r["is_unknown"] else "threshold")
     assert json.loads(csv_rows[0]["scores"]).keys() == {"alpha", "beta", "gamma"}
+    # provenance: the hash of the bytes analysed (refused files too), and of the model's card
+    card_hash = hashlib.sha256((model / "card.json").read_bytes()).hexdigest()
+    for r in rows:
+        name = Path(r["path"]).name
+        assert r["sha256"] == hashlib.sha256((mixed / name).read_bytes()).hexdigest(), name
+        assert r["model_sha256"] == card_hash
+    assert csv_rows[0]["sha256"] == rows[0]["sha256"]
 
 
 def test_exit_codes_all_failed_strict_and_bad_model(toy_sources: Path, tmp_path: Path) -> None:

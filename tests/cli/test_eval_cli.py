@@ -191,3 +191,149 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     assert row["path"].endswith(f"gan-a/{broken.name}") and row["error_code"] == "truncated"
     page = report.read_text(encoding="utf-8")
     assert "test files that could not be read (left out)" in page and broken.name in page
+
+
+# --- `genprint eval MODEL --data PATH`: labelled images of one's own ---------------------------
+
+
+def _flat(text: str) -> str:
+    """Console output with rich's line wrapping undone."""
+    return " ".join(text.split())
+
+
+def _make_folder(root: Path, sources: dict[str, int], n: int = 4) -> Path:
+    """A folder with one sub-folder of ``n`` images per source (no split)."""
+    rng = np.random.default_rng(1)
+    for source, period in sources.items():
+        (root / source).mkdir(parents=True)
+        for k in range(n):
+            Image.fromarray(textured(rng, 36, 40, period)).save(root / source / f"{k}.png")
+    return root
+
+
+def test_eval_data_folder_counts_sources_the_model_does_not_know_as_unknown(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    data = _make_folder(tmp_path / "mine", SOURCES)  # gan-u: a source the model never saw
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["n_known_test"] == 12 and metrics["n_unknown_test"] == 4
+    assert isinstance(metrics["auroc"], float) and 0.0 <= metrics["auroc"] <= 1.0
+    assert set(metrics["per_unknown_auroc"]) == {"gan-u"}
+    assert metrics["eval_split"] == "all" and metrics["data"] == str(data)
+    assert "every image (the data has no split)" in _flat(out.output)
+
+
+def test_eval_data_manifest_uses_the_test_split_and_the_unknown_label(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    with open(world["bench"] / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:  # gan-u's test rows labelled `unknown`, paths relative to the new manifest
+        row["path"] = str(Path("..") / "bench" / row["path"])
+        if row["source"] == "gan-u" and row["split"] == "test":
+            row["source"] = "unknown"
+    (tmp_path / "mine").mkdir()
+    manifest = tmp_path / "mine" / "labels.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    import shutil
+
+    shutil.copytree(world["bench"], tmp_path / "bench", ignore=shutil.ignore_patterns("*.json"))
+    report = tmp_path / "r.html"
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(manifest), "--json", "-",
+                              "--perturb", "jpeg75", "--report", str(report)])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    # only the 4 test rows of each source: 12 known, 4 `unknown`
+    assert metrics["n_known_test"] == 12 and metrics["n_unknown_test"] == 4
+    assert set(metrics["per_unknown_auroc"]) == {"unknown"}
+    assert isinstance(metrics["auroc"], float)
+    assert metrics["eval_split"] == "test" and "the test split" in _flat(out.output)
+    assert metrics["perturbations"]["jpeg75"]["n_unknown_test"] == 4
+    assert report.is_file()
+    table = runner.invoke(app, ["eval", str(world["all"]), "--data", str(manifest)])
+    assert table.exit_code == 0, table.output
+    assert "AUROC vs unknown" in table.stdout and "12 / 4" in table.stdout
+
+
+def test_eval_needs_exactly_one_of_data_and_bench(world: dict[str, Path]) -> None:
+    both = runner.invoke(app, ["eval", str(world["all"]), "--data", str(world["bench"]),
+                               "--bench", str(world["bench"])])
+    neither = runner.invoke(app, ["eval", str(world["all"])])
+    for out in (both, neither):
+        assert out.exit_code == 2
+        assert "exactly one of --data or --bench" in _flat(out.output)
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(world["bench"]),
+                              "--protocol", "all"])
+    assert out.exit_code == 2 and "--bench only" in _flat(out.output)
+
+
+def test_eval_data_refuses_a_model_trained_for_other_sources(world: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    data = _make_folder(tmp_path / "other", {"gan-x": 3, "gan-y": 5})
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data)])
+    assert out.exit_code == 2
+    text = _flat(out.output)
+    assert "none of the model's sources (gan-a, gan-b, real)" in text
+    assert "gan-x, gan-y" in text and "trained for other sources" in text
+    assert "n/a" not in out.stdout
+
+
+def test_eval_data_notes_model_sources_missing_from_the_data(world: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    data = _make_folder(tmp_path / "part", {"real": 2, "gan-a": 3, "gan-u": 7})
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    assert "gan-b are not among the known sources" in _flat(out.output)
+    assert json.loads(out.stdout)["n_known_test"] == 8
+
+
+def test_eval_data_refuses_unlabelled_images(world: dict[str, Path], tmp_path: Path) -> None:
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for k in range(3):
+        Image.fromarray(textured(np.random.default_rng(k), 36, 40, 3)).save(flat / f"{k}.png")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(flat)])
+    assert out.exit_code == 2 and "no source label" in _flat(out.output)
+
+
+def test_eval_bench_notes_test_rows_outside_the_protocol(world: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    import shutil
+
+    bench = tmp_path / "bench"
+    shutil.copytree(world["bench"], bench)
+    with open(bench / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        if row["source"] == "gan-u" and row["split"] == "test":
+            row["source"] = "unknown"
+    with open(bench / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    assert "4 test image(s) left out" in _flat(out.output) and "unknown: 4" in _flat(out.output)
+    assert json.loads(out.stdout)["n_unknown_test"] == 0
+    protocols = {"all": {"known": ["real", "gan-a", "gan-b"], "unknown": ["gan-u", "unknown"]}}
+    (bench / "protocols.json").write_text(json.dumps(protocols), encoding="utf-8")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    assert "left out" not in out.output and json.loads(out.stdout)["n_unknown_test"] == 4
+
+
+def test_eval_bench_refuses_a_model_trained_for_other_sources(world: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    import shutil
+
+    bench = tmp_path / "bench"
+    shutil.copytree(world["bench"], bench)
+    protocols = {"u": {"known": ["gan-u"], "unknown": ["gan-x"]}}
+    (bench / "protocols.json").write_text(json.dumps(protocols), encoding="utf-8")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--protocol",
+                              "u"])
+    assert out.exit_code == 2 and "trained for other sources" in _flat(out.output)

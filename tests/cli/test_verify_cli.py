@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import sys
 import textwrap
@@ -93,6 +94,8 @@ def test_factory_generator_end_to_end(user_gens: Path, tmp_path: Path) -> None:
     assert min(rows[f"member{k}.png"]["p_value"] for k in range(2)) > rows["rand0.png"]["p_value"]
     assert rows["small.png"]["error_code"] == "too_small"
     assert rows["broken.png"]["error_code"] == "not_an_image"
+    for name, row in rows.items():  # the hash of the bytes analysed, refused files too
+        assert row["sha256"] == hashlib.sha256((images / name).read_bytes()).hexdigest()
     assert set(rows["member0.png"]) >= {"path", "loss", "calibrated_score", "p_value", "belongs"}
     with open(tmp_path / "rows.csv", newline="", encoding="utf-8") as fh:
         table = list(csv.DictReader(fh))

@@ -1,4 +1,5 @@
-"""``genprint eval MODEL --bench DIR --protocol P``: open-set metrics on a benchmark protocol."""
+"""``genprint eval MODEL --bench DIR --protocol P`` or ``genprint eval MODEL --data PATH``: open-set
+metrics on a benchmark protocol, or on labelled images of one's own."""
 
 from __future__ import annotations
 
@@ -25,9 +26,16 @@ METRIC_ROWS = SUMMARY_ROWS  # the same labels as the HTML report's summary table
 @app.command("eval")
 def evaluate_cmd(
     model: Annotated[Path, typer.Argument(help="A saved attributor directory.")],
-    bench: Annotated[Path, typer.Option(help="Benchmark folder from `genprint bench build`.")],
-    protocol: Annotated[str, typer.Option(help="Protocol to evaluate (seed, architecture, "
-                                               "family, all).")] = "all",
+    bench: Annotated[Path | None, typer.Option(
+        help="Benchmark folder from `genprint bench build` (use with --protocol).")] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Labelled images of your own: a manifest (.csv/.parquet), a folder with a "
+             "manifest, or a folder with one sub-folder per source. Its test split is used "
+             "when it has splits, else every image; sources the model was not trained on "
+             "(and the label 'unknown') count as unknown.")] = None,
+    protocol: Annotated[str | None, typer.Option(
+        help="Protocol of --bench to evaluate (seed, architecture, family, all; default: "
+             "all).")] = None,
     json_path: Annotated[str | None, typer.Option("--json", help="Write metrics as JSON to this "
                                                                  "file ('-' for stdout).")] = None,
     perturb: Annotated[list[str] | None, typer.Option(
@@ -37,14 +45,21 @@ def evaluate_cmd(
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report "
                                                      "(plots and tables) to this file.")] = None,
 ) -> None:
-    """Evaluate a model on a protocol's test split (thresholds were fixed on validation data)."""
+    """Evaluate a model on a protocol's test split, or on labelled data of your own
+    (thresholds were fixed on validation data)."""
     import genprint
-    from genprint.evaluation.evaluate import evaluate_conditions
+    from genprint.evaluation.evaluate import evaluate_conditions, load_eval_data
     from genprint.evaluation.perturb import expand_perturbations
     from genprint.io.sources import ManifestError
     from genprint.registry import RegistryError
     from genprint.storage.model_dir import ModelFormatError
 
+    if (data is None) == (bench is None):
+        raise typer.BadParameter("give exactly one of --data or --bench",
+                                 param_hint="--data / --bench")
+    if data is not None and protocol is not None:
+        raise typer.BadParameter("--protocol applies to --bench only; with --data, known "
+                                 "sources are the model's", param_hint="--protocol")
     try:
         conditions = expand_perturbations(perturb or [])
     except RegistryError as exc:
@@ -54,6 +69,27 @@ def evaluate_cmd(
     except ModelFormatError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
+    target: Any = bench
+    root: Path | None = None
+    subject = f"protocol {protocol or 'all'}"
+    extra: dict[str, Any] = {}
+    if data is not None:
+        try:
+            own = load_eval_data(data, attributor.classes_)
+        except ManifestError as exc:
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
+            raise typer.Exit(2) from None
+        for problem in own.problems:
+            console.print(f"[yellow]note:[/yellow] {esc(problem)}")
+        target, root, protocol = own.view, own.root, own.view.protocol.name
+        which = ("the test split" if own.split == "test"
+                 else "every image (the data has no split)")
+        console.print(f"evaluating on {which} of {esc(str(data))}: {len(own.view.test)} "
+                      f"image(s); known: {esc(', '.join(own.view.protocol.known)) or 'none'}; "
+                      f"unknown: {esc(', '.join(own.view.protocol.unknown)) or 'none'}")
+        subject = f"{data.name} ({'test split' if own.split else 'all images'})"
+        extra = {"data": str(data), "eval_split": own.split or "all"}
+    protocol = protocol or "all"
     with progress_bar(disable=json_path == "-" or not console.is_terminal) as bar:
         label = "evaluating" + (f" (clean + {len(conditions)} perturbations)" if conditions
                                 else "")
@@ -61,24 +97,24 @@ def evaluate_cmd(
         try:
             with warnings_as_notes():
                 run, perturbed = evaluate_conditions(
-                    attributor, bench, protocol, conditions,
+                    attributor, target, protocol, conditions, root=root, require_overlap=True,
                     on_progress=lambda n: bar.advance(task, n))
         except (ManifestError, ValueError) as exc:
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
-    metrics = dict(run.metrics)
+    metrics = {**run.metrics, **extra}
     if conditions:
         metrics["perturbations"] = perturbed
     if report is not None:
         from genprint.evaluation.report import write_report
 
         write_report(run, report, perturbations=perturbed or None,
-                     title=f"{attributor.method} on protocol {protocol} ({model.name})")
+                     title=f"{attributor.method} on {subject} ({model.name})")
         console.print(f"report written to {esc(str(report))}")
     if json_path == "-":
         print_json(metrics)
     else:
-        print_metrics_table(metrics)
+        print_metrics_table(metrics, title=f"{metrics.get('method')} on {subject}")
         if conditions:
             print_perturbation_table(metrics, perturbed)
         if json_path:
@@ -111,12 +147,12 @@ def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[st
                           "row repeats the clean one")
 
 
-def print_metrics_table(metrics: dict[str, Any]) -> None:
-    """Print one model's metrics as a table on stdout."""
+def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> None:
+    """Print one model's metrics as a table on stdout (``title``: default method and protocol)."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"{metrics.get('method')} on protocol {metrics.get('protocol')}")
+    table = Table(title=title or f"{metrics.get('method')} on protocol {metrics.get('protocol')}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in METRIC_ROWS:

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 
-from genprint.io.images import AnimatedPolicy, ImageError, read_image
+from genprint.io.images import AnimatedPolicy, ImageError, read_image_with_info
 
-LoadResult = tuple[Path, np.ndarray | ImageError]
+LoadResult = tuple[Path, np.ndarray | ImageError, str | None]
+"""(path, pixels or the error, hex sha256 of the bytes read — None if none could be read)."""
 
 
 SMALL_FILE_BYTES = 8 * 1024
@@ -40,7 +41,8 @@ def iter_images(
     animated: AnimatedPolicy = "refuse",
     max_pixels: int | None = None,
 ) -> Iterator[LoadResult]:
-    """Yield ``(path, pixels)`` or ``(path, ImageError)`` for every path, in input order.
+    """Yield ``(path, pixels, sha256)`` or ``(path, ImageError, sha256)`` for every path, in
+    input order (``sha256`` of the file's bytes, None when they could not be read).
 
     ``workers=None`` picks the thread count with :func:`auto_workers`. Files are read and
     decoded by a small thread pool (Pillow releases the GIL while decoding),
@@ -54,9 +56,10 @@ def iter_images(
 
     def load(p: str | os.PathLike[str]) -> LoadResult:
         try:
-            return Path(p), read_image(p, **kwargs)  # type: ignore[arg-type]
+            pixels, info = read_image_with_info(p, **kwargs)  # type: ignore[arg-type]
+            return Path(p), pixels, info.sha256
         except ImageError as exc:
-            return Path(p), exc
+            return Path(p), exc, exc.sha256
 
     if workers <= 1:
         for p in paths:
@@ -90,7 +93,8 @@ def load_items(
     images: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[tuple[Path, ImageError]] = []
-    for idx, (path, loaded) in enumerate(iter_images(paths, workers=workers, min_size=min_size)):
+    for idx, (path, loaded, _) in enumerate(iter_images(paths, workers=workers,
+                                                        min_size=min_size)):
         if isinstance(loaded, ImageError):
             errors.append((path, loaded))
         else:

@@ -36,12 +36,13 @@ Rules (also in the README):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import threading
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -95,6 +96,8 @@ class ImageError(Exception):
         self.code = code
         self.reason = reason
         self.path = path
+        self.sha256: str | None = None
+        """Hex sha256 of the file's bytes, when they could be read."""
         super().__init__(f"{path}: {reason}" if path else reason)
 
 
@@ -108,6 +111,8 @@ class ImageInfo:
     height: int
     n_frames: int = 1
     exif_orientation: int | None = None
+    sha256: str | None = None
+    """Hex sha256 of the file's bytes as read (the bytes that were decoded)."""
 
 
 def _to_rgb8(img: Image.Image) -> np.ndarray:
@@ -374,9 +379,13 @@ def read_image_with_info(
         raise ImageError("unreadable", "permission denied", name) from None
     except IsADirectoryError:
         raise ImageError("unreadable", "is a directory", name) from None
+    digest = hashlib.sha256(data).hexdigest()
     try:
-        return decode_image(data, max_pixels=max_pixels, animated=animated, min_size=min_size)
+        pixels, info = decode_image(data, max_pixels=max_pixels, animated=animated,
+                                    min_size=min_size)
     except ImageError as exc:
         exc.path = name
+        exc.sha256 = digest
         exc.args = (f"{name}: {exc.reason}",)
         raise
+    return pixels, replace(info, sha256=digest)

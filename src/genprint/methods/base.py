@@ -159,6 +159,9 @@ class Attributor(ABC):
                     accepted_by=None if unknown else (
                         "threshold" if score >= thr else "separator"),
                 )
+        model_id = getattr(self, "model_sha256_", None)
+        for r in results:
+            r.model_sha256 = model_id
         return results
 
     def attribute(
@@ -181,27 +184,29 @@ class Attributor(ABC):
         results: list[Attribution] = []
         pending_imgs: list[np.ndarray] = []
         pending_slots: list[int] = []
+        model_id = getattr(self, "model_sha256_", None)
 
         def flush() -> None:
             if not pending_imgs:
                 return
             out = self.attribute_arrays(pending_imgs, [results[i].path for i in pending_slots])
             for slot, res in zip(pending_slots, out, strict=True):
+                res.sha256 = results[slot].sha256
                 results[slot] = res
             if on_progress:
                 on_progress(len(pending_imgs))
             pending_imgs.clear()
             pending_slots.clear()
 
-        for path, loaded in iter_images(inputs, workers=workers, min_size=self.min_size,
-                                        animated=animated):
+        for path, loaded, digest in iter_images(inputs, workers=workers,
+                                                min_size=self.min_size, animated=animated):
             if isinstance(loaded, ImageError):
-                results.append(Attribution(str(path), error=loaded.reason,
-                                           error_code=loaded.code))
+                results.append(Attribution(str(path), sha256=digest, model_sha256=model_id,
+                                           error=loaded.reason, error_code=loaded.code))
                 if on_progress:
                     on_progress(1)
                 continue
-            results.append(Attribution(str(path)))
+            results.append(Attribution(str(path), sha256=digest))
             pending_imgs.append(loaded)
             pending_slots.append(len(results) - 1)
             if len(pending_imgs) >= batch_size:
@@ -222,8 +227,12 @@ class Attributor(ABC):
             "training": dict(getattr(self, "training_info_", {})),
             **fields,
         }
-        return write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite,
-                               extra_files=self._extra_files())
+        from genprint.storage.model_dir import CARD_NAME, sha256_file
+
+        out = write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite,
+                              extra_files=self._extra_files())
+        self.model_sha256_ = sha256_file(out / CARD_NAME)
+        return out
 
     def _extra_files(self) -> dict[str, bytes]:
         """Files saved next to the card for people to read (e.g. a table); none by default."""
@@ -253,4 +262,6 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
             f"{path}: card names method {name!r}, which this genprint does not provide "
             f"(available: {', '.join(METHODS.names())})"
         )
-    return METHODS.get(name)._from_contents(contents)
+    attributor = METHODS.get(name)._from_contents(contents)
+    attributor.model_sha256_ = contents.card_sha256
+    return attributor

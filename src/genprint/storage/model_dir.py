@@ -74,6 +74,9 @@ class ModelContents:
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     path: Path | None = None
+    card_sha256: str | None = None
+    """Hex sha256 of the card file as read: it lists every other file's sha256, so it identifies
+    the whole model."""
 
 
 def creation_info() -> dict[str, Any]:
@@ -168,14 +171,20 @@ def write_model_dir(
 
 def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check the card of a model directory (format version only; see :func:`verify`)."""
+    return _read_card_and_digest(path)[0]
+
+
+def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
+    """The checked card and the sha256 of its bytes (one read)."""
     folder = Path(path)
     card_path = folder / CARD_NAME
     if not folder.is_dir():
         raise ModelFormatError(f"{folder}: not a model directory (no such folder)")
     if not card_path.is_file():
         raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
+    raw = card_path.read_bytes()
     try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
+        card = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"{card_path}: not valid JSON ({exc})") from None
     if not isinstance(card, dict):
@@ -192,7 +201,7 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
         )
     if not isinstance(card.get("files"), dict):
         raise ModelFormatError(f"{card_path}: missing the 'files' checksum table")
-    return card
+    return card, hashlib.sha256(raw).hexdigest()
 
 
 def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> None:
@@ -226,9 +235,9 @@ def read_model_dir(path: str | os.PathLike[str]) -> ModelContents:
     from safetensors.numpy import load_file
 
     folder = Path(path)
-    card = read_card(folder)
+    card, card_sha256 = _read_card_and_digest(folder)
     verify(folder, card)
-    contents = ModelContents(card=card, path=folder)
+    contents = ModelContents(card=card, path=folder, card_sha256=card_sha256)
     for name in card["files"]:
         if name == "weights.safetensors":
             contents.tensors = load_file(str(folder / name))

@@ -96,6 +96,8 @@ class VerifyRow:
     alpha: float | None = None
     per_generator: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str | None = None
+    sha256: str | None = None
+    """Hex sha256 of the file's bytes as read and analysed (files only)."""
     error: str | None = None
     error_code: str | None = None
 
@@ -224,16 +226,18 @@ def verify_files(
         out = verify_arrays(verifiers, [img for _, img in pending],
                             [rows[slot].path for slot, _ in pending], alpha, on_progress)
         for (slot, _), row in zip(pending, out, strict=True):
+            row.sha256 = rows[slot].sha256
             rows[slot] = row
         pending.clear()
 
-    for path, loaded in iter_images(paths, min_size=min_side):
+    for path, loaded, digest in iter_images(paths, min_size=min_side):
         if isinstance(loaded, ImageError):
-            rows.append(VerifyRow(str(path), error=loaded.reason, error_code=loaded.code))
+            rows.append(VerifyRow(str(path), sha256=digest, error=loaded.reason,
+                                  error_code=loaded.code))
             if on_progress:
                 on_progress(len(verifiers))
             continue
-        rows.append(VerifyRow(str(path)))
+        rows.append(VerifyRow(str(path), sha256=digest))
         pending.append((len(rows) - 1, loaded))
         if len(pending) >= batch_size:
             flush()

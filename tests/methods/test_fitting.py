@@ -47,3 +47,20 @@ def test_lost_files_and_small_validation_sets_become_warnings(tmp_path: Path) ->
     assert any(w.startswith("b: only 2 of its 7 training images") for w in warnings)
     assert any(f"fewer than {FEW_VALIDATION_IMAGES} validation images for: a (3), b (3)" in w
                for w in warnings)
+
+
+def test_formats_or_sizes_that_tell_sources_apart_are_flagged(tmp_path: Path) -> None:
+    from genprint.methods.fitting import confound_warnings
+
+    img32, img48 = np.zeros((32, 32, 3), np.uint8), np.zeros((48, 48, 3), np.uint8)
+    items = [Item(Path(f"a/{k}.png"), "a") for k in range(4)]
+    items += [Item(Path(f"b/{k}.jpg"), "b") for k in range(4)]
+    warnings = confound_warnings(items, [img32] * 8)
+    assert len(warnings) == 1 and "share no file format (a: png; b: jpg)" in warnings[0]
+    # one source with a size no other source has, in a quarter of its images
+    items = [Item(Path(f"a/{k}.png"), "a") for k in range(4)]
+    items += [Item(Path(f"b/{k}.png"), "b") for k in range(4)]
+    warnings = confound_warnings(items, [img32] * 7 + [img48])
+    assert warnings == [("only b has image sizes 48×48 (1 of 4): a model can learn that instead "
+                         "of the source; make image sizes alike across sources")]
+    assert confound_warnings(items, [img32] * 8) == []

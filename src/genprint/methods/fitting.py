@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from genprint.io.batches import load_items
 from genprint.io.images import ImageError
 from genprint.io.sources import Item
@@ -34,7 +36,8 @@ def fit_on_items(
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
-        "warnings": data_warnings(train, tr_idx, val, va_idx),
+        "warnings": [*data_warnings(train, tr_idx, val, va_idx),
+                     *confound_warnings([train[k] for k in tr_idx], tr_imgs)],
     }
     return tr_err + va_err
 
@@ -83,4 +86,38 @@ def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequenc
         out.append(f"thresholds rest on fewer than {FEW_VALIDATION_IMAGES} validation images for: "
                    f"{listed}; how often such a source's new images are accepted is uncertain "
                    "(add images, or a larger --val-fraction)")
+    return out
+
+
+def confound_warnings(items: Sequence[Item], images: Sequence[np.ndarray]) -> list[str]:
+    """Warnings when the sources differ by file format or image size: a model can learn such a
+    difference instead of the source (the built-in benchmark gives every image the same final
+    step for that reason). Format = the file's extension; size = height × width."""
+    fmt: dict[str, Counter[str]] = {}
+    size: dict[str, Counter[str]] = {}
+    for item, img in zip(items, images, strict=True):
+        if item.source is None:
+            continue
+        ext = item.path.suffix.lower().lstrip(".").replace("jpeg", "jpg") or "(none)"
+        fmt.setdefault(item.source, Counter())[ext] += 1
+        size.setdefault(item.source, Counter())[f"{img.shape[1]}×{img.shape[0]}"] += 1
+    out = []
+    for what, table in (("file formats", fmt), ("image sizes", size)):
+        if len(table) < 2:
+            continue
+        shared = set.intersection(*(set(c) for c in table.values()))
+        if not shared:
+            listed = "; ".join(f"{src}: {', '.join(k for k, _ in c.most_common(3))}"
+                               for src, c in sorted(table.items()))
+            out.append(f"the sources share no {what[:-1]} ({listed}): a model can learn the "
+                       f"{what[:-1]} instead of the source; make {what} alike across sources")
+            continue
+        for src, counts in sorted(table.items()):  # a value only one source has, often
+            own = [(k, n) for k, n in counts.items()
+                   if n >= 0.2 * sum(counts.values())
+                   and not any(k in other for o, other in table.items() if o != src)]
+            if own:
+                parts = ", ".join(f"{k} ({n} of {sum(counts.values())})" for k, n in own)
+                out.append(f"only {src} has {what} {parts}: a model can learn that instead of "
+                           f"the source; make {what} alike across sources")
     return out

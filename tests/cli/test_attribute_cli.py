@@ -7,7 +7,9 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 import genprint
@@ -135,6 +137,22 @@ def test_a_bad_max_pixels_variable_is_an_error_not_a_traceback(
     # the option wins over the variable
     out = runner.invoke(app, ["--max-pixels", "100", "zoo", "list", "--json"])
     assert out.exit_code == 0
+
+
+def test_max_tiles_sets_how_much_of_a_large_image_is_analysed(toy_sources: Path,
+                                                               tmp_path: Path) -> None:
+    model = _train(toy_sources, tmp_path)
+    big = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (256, 256, 3), np.uint8)).save(big)
+    rows = {}
+    for n in (None, 4, 64):
+        extra = [] if n is None else ["--max-tiles", str(n)]
+        out = runner.invoke(app, ["attribute", str(model), str(big), "--json", *extra])
+        assert out.exit_code == 0, out.output
+        rows[n] = json.loads(out.stdout)[0]
+    assert (rows[None]["n_tiles"], rows[4]["n_tiles"], rows[64]["n_tiles"]) == (16, 4, 64)
+    out = runner.invoke(app, ["attribute", str(model), str(big), "--max-tiles", "0"])
+    assert out.exit_code == 2
 
 
 def test_bad_out_is_refused_before_any_work(toy_sources: Path, tmp_path: Path) -> None:

@@ -25,6 +25,10 @@ def attribute(
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Threads reading and decoding files "
                                                      "(default: by file size).")] = None,
+    max_tiles: Annotated[int | None, typer.Option(
+        min=1, help="Tiling methods (metric, baseline): analyse at most this many tiles per "
+                    "image, evenly spaced (default: the model's, 16). More tiles cover more of a "
+                    "large image and cost time in proportion.")] = None,
 ) -> None:
     """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
     threshold, per-source scores, and the reason for any file that could not be used.
@@ -47,6 +51,12 @@ def attribute(
     except ModelFormatError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
+    if max_tiles is not None:
+        if not hasattr(attributor, "max_tiles"):
+            console.print(f"[red]error:[/red] method {attributor.method!r} does not tile images "
+                          "(--max-tiles is for metric and baseline models)")
+            raise typer.Exit(2)
+        attributor.max_tiles = max_tiles
     paths = scan_inputs(inputs)
     if not paths:
         console.print("[red]error:[/red] no image files found in the inputs")

@@ -101,7 +101,7 @@ def sample(
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Latent seed.")] = 0,
 ) -> None:
-    """Write ``n`` samples of a zoo generator as lossless PNG files."""
+    """Write --n samples of a zoo generator as lossless PNG files."""
     from PIL import Image
 
     from genprint.world import zoo

@@ -223,6 +223,12 @@ def test_eval_data_folder_counts_sources_the_model_does_not_know_as_unknown(
     assert set(metrics["per_unknown_auroc"]) == {"gan-u"}
     assert metrics["eval_split"] == "all" and metrics["data"] == str(data)
     assert "every image (the data has no split)" in _flat(out.output)
+    (data / "gan-u").rename(data / "unknown")  # the same images in an `unknown/` folder
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    again = json.loads(out.stdout)
+    assert again["n_unknown_test"] == 4 and set(again["per_unknown_auroc"]) == {"unknown"}
+    assert again["auroc"] == metrics["auroc"]
 
 
 def test_eval_data_manifest_uses_the_test_split_and_the_unknown_label(

@@ -38,10 +38,12 @@ def test_flat_folder_is_unlabelled(tmp_path: Path) -> None:
     assert ds.sources() == []
 
 
-def test_unknown_is_a_reserved_folder_name(tmp_path: Path) -> None:
+def test_an_unknown_folder_holds_images_of_unseen_sources(tmp_path: Path) -> None:
     _img(tmp_path / "unknown" / "x.png")
-    with pytest.raises(ManifestError, match="reserved"):
-        load_dataset(tmp_path)
+    _img(tmp_path / "real" / "y.png")
+    ds = load_dataset(tmp_path)
+    assert {i.path.name: i.source for i in ds.items} == {"x.png": "unknown", "y.png": "real"}
+    assert ds.sources() == ["real"]  # unknown is not a source
 
 
 def test_csv_manifest_paths_are_relative_to_the_manifest(tmp_path: Path) -> None:

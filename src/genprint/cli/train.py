@@ -64,6 +64,10 @@ def training_items(
                 console.print(f"[yellow]warning:[/yellow] {esc(str(problem))}")
             if any(i.split is None for i in dataset.items):
                 dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+            n_unknown = sum(i.source == UNKNOWN for i in dataset.items)
+            if n_unknown:
+                console.print(f"note: {n_unknown} image(s) labelled {UNKNOWN!r} are not trained "
+                              "on (they are for `genprint eval --data`)")
             items = [i for i in dataset.items if i.source and i.source != UNKNOWN]
             train = [i for i in items if i.split == "train"]
             val = [i for i in items if i.split == "val"]

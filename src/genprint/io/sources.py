@@ -12,8 +12,9 @@ Three labelled layouts are understood by :func:`load_dataset`:
 * a **flat folder** of images: unlabelled.
 
 The label ``unknown`` is reserved for sources that were never seen in training (``-1`` as an
-integer label): it may appear in validation or test rows, never in training rows, and no source
-may be called so in a folder layout.
+integer label): it may appear in validation or test rows of a manifest, never in training
+rows; in a folder layout, a sub-folder called ``unknown`` holds such images (training leaves
+them out, ``genprint eval --data`` counts them as unknown).
 
 Files listed in a manifest but missing on disk are not dropped silently: they stay in the
 dataset (their load reports ``file not found``) and are listed in :attr:`Dataset.problems`.
@@ -208,11 +209,7 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
              if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
     items: list[Item] = []
     if subdirs:
-        for d in subdirs:
-            if d.name == UNKNOWN:
-                raise ManifestError(
-                    f"{d}: 'unknown' is reserved for sources never seen in training; rename it"
-                )
+        for d in subdirs:  # a folder called `unknown` holds images of unseen sources
             items.extend(Item(p, d.name) for p in _walk_images(d))
     dataset = Dataset(items + [Item(p) for p in loose], str(folder))
     if subdirs and loose:

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from genprint import UNKNOWN
-from genprint.evaluation.evaluate import EvaluationRun
+from genprint.evaluation.evaluate import DATA_PROTOCOL, EvaluationRun
 from genprint.storage.atomic import atomic_file
 
 SUMMARY_ROWS = (
@@ -364,8 +364,10 @@ def write_report(
     m = run.metrics
     sections = [
         f"<h1>{_e(title)}</h1>",
-        (f"<p>Method <b>{_e(m.get('method', '?'))}</b> on protocol <b>"
-         f"{_e(m.get('protocol', '?'))}</b>: {len(run.results)} test images, "
+        (f"<p>Method <b>{_e(m.get('method', '?'))}</b> on "
+         + ("labelled data of your own" if m.get("protocol") == DATA_PROTOCOL
+            else f"protocol <b>{_e(m.get('protocol', '?'))}</b>")
+         + f": {len(run.results)} test images, "
          f"{len(d.classes)} known sources. Thresholds were fixed on validation data.</p>"),
         _summary(run), _confusion(d), _open_set_curves(run, d), _histogram(d),
         _embedding_map(d), _perturbations(run, perturbations),

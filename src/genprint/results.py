@@ -14,8 +14,8 @@ from genprint.storage.atomic import atomic_file
 RESULT_COLUMN_TYPES = (
     ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
     ("threshold", "float64"), ("is_unknown", "bool_"), ("scores", "string"), ("n_tiles", "int64"),
-    ("tile_agreement", "float64"), ("accepted_by", "string"), ("sha256", "string"),
-    ("model_sha256", "string"), ("error", "string"), ("error_code", "string"),
+    ("tile_agreement", "float64"), ("accepted_by", "string"), ("error", "string"),
+    ("error_code", "string"), ("sha256", "string"), ("model_sha256", "string"),
 )
 """The columns of a results table and their Parquet (pyarrow) types."""
 
@@ -50,10 +50,10 @@ class Attribution:
     n_tiles: int | None = None
     tile_agreement: float | None = None
     accepted_by: str | None = None
-    sha256: str | None = None
-    model_sha256: str | None = None
     error: str | None = None
     error_code: str | None = None
+    sha256: str | None = None
+    model_sha256: str | None = None
 
     @property
     def ok(self) -> bool:

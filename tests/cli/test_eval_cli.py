@@ -343,3 +343,17 @@ def test_eval_bench_refuses_a_model_trained_for_other_sources(world: dict[str, P
     out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--protocol",
                               "u"])
     assert out.exit_code == 2 and "trained for other sources" in _flat(out.output)
+
+
+def test_eval_data_warns_when_it_is_the_unsplit_training_data(tmp_path: Path) -> None:
+    data = _make_folder(tmp_path / "mine", {"a": 2, "b": 3}, n=8)
+    model = tmp_path / "m"
+    out = runner.invoke(app, ["train", "baseline", "--data", str(data), "--out", str(model)])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["eval", str(model), "--data", str(data)],
+                        env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "the model was trained on this data" in _flat(out.output)
+    other = _make_folder(tmp_path / "other", {"a": 2, "b": 3}, n=4)
+    out = runner.invoke(app, ["eval", str(model), "--data", str(other)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0 and "trained on this data" not in _flat(out.output)

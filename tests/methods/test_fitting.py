@@ -49,18 +49,27 @@ def test_lost_files_and_small_validation_sets_become_warnings(tmp_path: Path) ->
                for w in warnings)
 
 
-def test_formats_or_sizes_that_tell_sources_apart_are_flagged(tmp_path: Path) -> None:
+def test_formats_or_sizes_that_tell_sources_apart_are_flagged() -> None:
     from genprint.methods.fitting import confound_warnings
 
-    img32, img48 = np.zeros((32, 32, 3), np.uint8), np.zeros((48, 48, 3), np.uint8)
+    def img(side: int) -> np.ndarray:
+        return np.zeros((side, side, 3), np.uint8)
+
     items = [Item(Path(f"a/{k}.png"), "a") for k in range(4)]
-    items += [Item(Path(f"b/{k}.jpg"), "b") for k in range(4)]
-    warnings = confound_warnings(items, [img32] * 8)
-    assert len(warnings) == 1 and "share no file format (a: png; b: jpg)" in warnings[0]
-    # one source with a size no other source has, in a quarter of its images
-    items = [Item(Path(f"a/{k}.png"), "a") for k in range(4)]
-    items += [Item(Path(f"b/{k}.png"), "b") for k in range(4)]
-    warnings = confound_warnings(items, [img32] * 7 + [img48])
-    assert warnings == [("only b has image sizes 48×48 (1 of 4): a model can learn that instead "
-                         "of the source; make image sizes alike across sources")]
-    assert confound_warnings(items, [img32] * 8) == []
+    items += [Item(Path(f"b/{k}.JPEG"), "b") for k in range(4)]
+    [warning] = confound_warnings(items, [img(32)] * 8)
+    assert warning.startswith("the file format alone names the source of 100% of the training "
+                              "images (guessing the largest source: 0%)")
+    assert "a: png; b: jpg" in warning
+    # sizes that split the sources 49 to 1 each way are a confound, though both sources have both
+    items = [Item(Path(f"{s}/{k}.png"), s) for s in "ab" for k in range(50)]
+    sizes = [img(64)] * 49 + [img(96)] + [img(96)] * 49 + [img(64)]
+    [warning] = confound_warnings(items, sizes)
+    assert warning.startswith("the image size alone names the source of 98%")
+    # photographs of varied sizes, drawn alike for both sources, are not
+    rng = np.random.default_rng(0)
+    varied = [img(int(side)) for side in rng.integers(64, 400, 100)]
+    assert confound_warnings(items, varied) == []
+    # .tif and .tiff are one format
+    items = [Item(Path(f"{s}/{k}.{'tif' if k % 2 else 'tiff'}"), s) for s in "ab" for k in range(4)]
+    assert confound_warnings(items, [img(32)] * 8) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,24 @@ def test_save_load_round_trip_gives_identical_predictions(model: MetricAttributo
     assert ([r.to_dict() for r in m.attribute_arrays(imgs)]
             == [r.to_dict() for r in loaded.attribute_arrays(imgs)])
     assert loaded.training_info_["enrolled"][0]["source"] == "p5"
+
+
+def test_model_hash_on_rows_follows_the_saved_model(model: MetricAttributor,
+                                                    tmp_path: Path) -> None:
+    m = copy.deepcopy(model)
+    m.model_sha256_ = None
+    img = toy(3, 9, size=48)[0][:1]
+    assert m.attribute_arrays(img)[0].model_sha256 is None  # never saved
+    m.save(tmp_path / "a")
+    card_a = hashlib.sha256((tmp_path / "a" / "card.json").read_bytes()).hexdigest()
+    loaded = genprint.load(tmp_path / "a")
+    assert m.attribute_arrays(img)[0].model_sha256 == card_a
+    assert loaded.attribute_arrays(img)[0].model_sha256 == card_a
+    loaded.enroll([textured(np.random.default_rng(8), 32, 32, 5) for _ in range(4)], "p5")
+    assert loaded.attribute_arrays(img)[0].model_sha256 is None  # no saved model holds it
+    loaded.save(tmp_path / "b")
+    card_b = hashlib.sha256((tmp_path / "b" / "card.json").read_bytes()).hexdigest()
+    assert card_b != card_a and loaded.attribute_arrays(img)[0].model_sha256 == card_b
 
 
 @pytest.mark.parametrize("loss", METRIC_LOSSES.names())

@@ -84,5 +84,7 @@ def test_random_cameras_take_pictures_and_bad_names_are_refused():
     for bad in ("rcam-000", "rcam-1", "rcam-abc", "rcam-0001"):
         with pytest.raises(KeyError, match="rcam-001"):
             cameras.get_camera(bad)
-    with pytest.raises(ValueError):
-        cameras.random_camera_names(-1)
+    for n in (-1, 1000):
+        with pytest.raises(ValueError, match="0 to 999"):
+            cameras.random_camera_names(n)
+    assert cameras.random_camera_names(999)[-1] == "rcam-999"

@@ -56,6 +56,10 @@ def attribute(
             console.print(f"[red]error:[/red] method {attributor.method!r} does not tile images "
                           "(--max-tiles is for metric and baseline models)")
             raise typer.Exit(2)
+        if max_tiles != attributor.max_tiles:
+            console.print(f"note: at most {max_tiles} tiles per image instead of the model's "
+                          f"{attributor.max_tiles}; the model's hash (model_sha256) does not "
+                          "record this setting, so keep it with the results")
         attributor.max_tiles = max_tiles
     paths = scan_inputs(inputs)
     if not paths:

@@ -28,8 +28,9 @@ def build(
                                            "(camera-model identification).")] = "attribution",
     generator: Annotated[list[str] | None, typer.Option(help="Use only these zoo generators "
                                                         "(repeatable); default: the whole zoo.")] = None,
-    random_cameras: Annotated[int, typer.Option(help="Camera task: add this many random camera "
-                                                     "models (rcam-001 ...) to the eight.")] = 0,
+    random_cameras: Annotated[int, typer.Option(min=0, max=999, help="Camera task: add this many "
+                                                     "random camera models (rcam-001 ...) to the "
+                                                     "eight.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing benchmark folder.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:

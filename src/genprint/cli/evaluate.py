@@ -81,6 +81,12 @@ def evaluate_cmd(
             raise typer.Exit(2) from None
         for problem in own.problems:
             console.print(f"[yellow]note:[/yellow] {esc(problem)}")
+        trained_on = getattr(attributor, "training_info_", {}).get("data")
+        if own.split is None and trained_on and Path(trained_on).resolve() == data.resolve():
+            console.print("[yellow]warning:[/yellow] the model was trained on this data, which "
+                          "has no split: every image, training and validation ones included, is "
+                          "evaluated, so the figures are optimistic. Evaluate on other images, "
+                          "or give the data a split column and train on its train/val rows")
         target, root, protocol = own.view, own.root, own.view.protocol.name
         which = ("the test split" if own.split == "test"
                  else "every image (the data has no split)")

@@ -286,8 +286,8 @@ def run_cmd(
 VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string"),
                   ("loss", "float64"), ("calibrated_score", "float64"), ("p_value", "float64"),
                   ("belongs", "bool_"), ("alpha", "float64"), ("per_generator", "string"),
-                  ("note", "string"), ("sha256", "string"), ("error", "string"),
-                  ("error_code", "string"))
+                  ("note", "string"), ("error", "string"), ("error_code", "string"),
+                  ("sha256", "string"))
 """The columns of ``verify --out`` files (``per_generator`` is a JSON object in CSV and Parquet)."""
 
 

@@ -102,7 +102,7 @@ def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
         name = item.path.resolve().relative_to(Path(bench_dir).resolve()).as_posix()
     except ValueError:
         name = item.path.as_posix()
-    return zlib.crc32(name.encode("utf-8"))
+    return zlib.crc32(name.encode("utf-8", "surrogateescape"))
 
 
 @dataclass

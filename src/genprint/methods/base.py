@@ -71,6 +71,9 @@ class Attributor(ABC):
     uses_origins: ClassVar[bool] = False
     """Whether ``fit`` takes ``train_origins`` and ``val_origins`` (each item's optional
     ``origin``, e.g. the camera model of a real image; see :class:`genprint.io.sources.Item`)."""
+    thresholds_from_validation: ClassVar[bool] = True
+    """Whether ``fit`` calibrates thresholds on the validation images (training then warns
+    when a source has few of them)."""
 
     classes_: list[str]
     thresholds_: np.ndarray

@@ -93,6 +93,7 @@ class BaselineAttributor(Attributor):
         labels = np.array(train_labels)
         self.centroids_ = _normalise(np.stack([z[labels == c].mean(axis=0) for c in classes]))
         self.classes_ = classes
+        self.model_sha256_ = None  # refitted: no saved model holds it until saved
         known = [i for i, lab in enumerate(val_labels) if lab in classes]
         val_scores = self._scores(self.features([val_images[i] for i in known]))
         val_idx = np.array([classes.index(val_labels[i]) for i in known])

@@ -36,7 +36,8 @@ def fit_on_items(
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
-        "warnings": [*data_warnings(train, tr_idx, val, va_idx),
+        "warnings": [*data_warnings(train, tr_idx, val, va_idx,
+                                    few_validation=attributor.thresholds_from_validation),
                      *confound_warnings([train[k] for k in tr_idx], tr_imgs)],
     }
     return tr_err + va_err
@@ -68,7 +69,7 @@ def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
 
 
 def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequence[Item],
-                  val_kept: Sequence[int]) -> list[str]:
+                  val_kept: Sequence[int], few_validation: bool = True) -> list[str]:
     """What a user should know about the data a model was fitted on: sources that lost most of
     their files, and thresholds resting on few validation images."""
     out = []
@@ -81,7 +82,7 @@ def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequenc
                            "used (see the skipped files)")
     used_val = Counter(val[k].source for k in val_kept)
     few = sorted((n, s) for s, n in used_val.items() if s is not None and n < FEW_VALIDATION_IMAGES)
-    if few:
+    if few and few_validation:
         listed = ", ".join(f"{s} ({n})" for n, s in few)
         out.append(f"thresholds rest on fewer than {FEW_VALIDATION_IMAGES} validation images for: "
                    f"{listed}; how often such a source's new images are accepted is uncertain "
@@ -89,35 +90,63 @@ def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequenc
     return out
 
 
+CONFOUND_ACCURACY = 0.8
+"""A file format or image size that alone names the source of at least this share of the
+training images (and 0.3 more than guessing the largest source) is flagged."""
+
+
 def confound_warnings(items: Sequence[Item], images: Sequence[np.ndarray]) -> list[str]:
-    """Warnings when the sources differ by file format or image size: a model can learn such a
-    difference instead of the source (the built-in benchmark gives every image the same final
-    step for that reason). Format = the file's extension; size = height × width."""
-    fmt: dict[str, Counter[str]] = {}
-    size: dict[str, Counter[str]] = {}
-    for item, img in zip(items, images, strict=True):
-        if item.source is None:
-            continue
-        ext = item.path.suffix.lower().lstrip(".").replace("jpeg", "jpg") or "(none)"
-        fmt.setdefault(item.source, Counter())[ext] += 1
-        size.setdefault(item.source, Counter())[f"{img.shape[1]}×{img.shape[0]}"] += 1
+    """Warnings when the file format or the image size alone tells the sources apart: a model
+    can learn such a difference instead of the source (the built-in benchmark gives every image
+    the same final step for that reason). Format = the file's extension; size = width × height.
+
+    How well a property names the source is measured leave-one-out: each image's source is
+    guessed as the most common source among the *other* images with the same value (a value no
+    other image has gives no clue, so photographs of varied sizes do not count as a confound),
+    and compared with guessing the largest source."""
+    labelled = [(item, img) for item, img in zip(items, images, strict=True) if item.source]
+    if len({item.source for item, _ in labelled}) < 2:
+        return []
+    labels = [str(item.source) for item, _ in labelled]
+    formats = [_extension(item.path) for item, _ in labelled]
+    sizes = [f"{img.shape[1]}×{img.shape[0]}" for _, img in labelled]
     out = []
-    for what, table in (("file formats", fmt), ("image sizes", size)):
-        if len(table) < 2:
-            continue
-        shared = set.intersection(*(set(c) for c in table.values()))
-        if not shared:
-            listed = "; ".join(f"{src}: {', '.join(k for k, _ in c.most_common(3))}"
-                               for src, c in sorted(table.items()))
-            out.append(f"the sources share no {what[:-1]} ({listed}): a model can learn the "
-                       f"{what[:-1]} instead of the source; make {what} alike across sources")
-            continue
-        for src, counts in sorted(table.items()):  # a value only one source has, often
-            own = [(k, n) for k, n in counts.items()
-                   if n >= 0.2 * sum(counts.values())
-                   and not any(k in other for o, other in table.items() if o != src)]
-            if own:
-                parts = ", ".join(f"{k} ({n} of {sum(counts.values())})" for k, n in own)
-                out.append(f"only {src} has {what} {parts}: a model can learn that instead of "
-                           f"the source; make {what} alike across sources")
+    for what, values in (("file format", formats), ("image size", sizes)):
+        named, chance = _leave_one_out_accuracy(values, labels)
+        if named >= CONFOUND_ACCURACY and named - chance >= 0.3:
+            per: dict[str, Counter[str]] = {}
+            for v, src in zip(values, labels, strict=True):
+                per.setdefault(src, Counter())[v] += 1
+            listed = "; ".join(f"{src}: {', '.join(v for v, _ in c.most_common(2))}"
+                               for src, c in sorted(per.items()))
+            out.append(f"the {what} alone names the source of {named:.0%} of the training "
+                       f"images (guessing the largest source: {chance:.0%}) — {listed}: a "
+                       f"model can learn the {what} instead of the source; make {what}s alike "
+                       "across sources")
     return out
+
+
+def _extension(path: Path) -> str:
+    ext = path.suffix.lower().lstrip(".")
+    return {"jpeg": "jpg", "tiff": "tif"}.get(ext, ext) or "(none)"
+
+
+def _leave_one_out_accuracy(values: Sequence[str], labels: Sequence[str]) -> tuple[float, float]:
+    """(share of images whose source the value names, leave-one-out; share named by guessing
+    the largest of the other images' sources)."""
+    by_value: dict[str, Counter[str]] = {}
+    for v, label in zip(values, labels, strict=True):
+        by_value.setdefault(v, Counter())[label] += 1
+    total = Counter(labels)
+    named = chance = 0
+    for v, label in zip(values, labels, strict=True):
+        others = total.copy()
+        others[label] -= 1
+        guess = others.most_common(1)[0][0]
+        chance += guess == label
+        same = by_value[v].copy()
+        same[label] -= 1
+        if sum(same.values()) > 0:
+            guess = same.most_common(1)[0][0]
+        named += guess == label
+    return named / len(labels), chance / len(labels)

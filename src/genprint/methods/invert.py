@@ -41,6 +41,7 @@ class InvertAttributor(Attributor):
     """Attribution by inverting every known generator (see module doc)."""
 
     method = "invert"
+    thresholds_from_validation = False  # alpha on stored calibrations, not validation images
 
     def __init__(self, alpha: float = 0.05, calibration_n: int = 200,
                  settings: dict[str, Any] | None = None, generators: dict[str, str] | None = None,
@@ -125,6 +126,7 @@ class InvertAttributor(Attributor):
                              f"weights; got {', '.join(sources) or 'none'}")
         self.verifiers_ = verifiers
         self.classes_ = [v.name for v in verifiers]
+        self.model_sha256_ = None  # refitted: no saved model holds it until saved
         self.thresholds_ = np.full(len(verifiers), float(self.alpha))
         self.training_info_ = {
             **getattr(self, "training_info_", {}),

@@ -317,6 +317,7 @@ class MetricAttributor(Attributor):
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch, symmetries=self.symmetries)
         self.classes_ = classes
+        self.model_sha256_ = None  # refitted: no saved model holds it until saved
         unseen = None
         if self.references == "proxies":
             self.references_ = proxies(bundle)[: len(loss_parent)]  # not the pseudo-sources'
@@ -475,6 +476,7 @@ class MetricAttributor(Attributor):
             [self.reference_sources_, np.full(len(points), k, dtype=np.int64)])
         self.classes_ = [*self.classes_, source]
         self.thresholds_ = np.append(np.asarray(self.thresholds_, dtype=np.float64), -dist)
+        self.model_sha256_ = None  # no saved model holds this one until it is saved
         if samples is not None:
             check.update(known_overlap(
                 self.samples_, self.sample_sources_, references=self.references_,

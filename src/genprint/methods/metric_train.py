@@ -89,6 +89,12 @@ def _nca(n_classes: int, embedding_dim: int) -> LossBundle:
     return LossBundle(losses.NCALoss(softmax_scale=8), None)
 
 
+LOSSES = tuple(METRIC_LOSSES.names())
+"""The built-in loss names (kept for callers of earlier versions; the registry is the source)."""
+PROXY_LOSSES = tuple(n for n in LOSSES if METRIC_LOSSES.meta(n).get("proxies"))
+"""The built-in losses that learn one proxy per source (kept for earlier callers)."""
+
+
 def has_proxies(name: str) -> bool:
     """Whether the loss called ``name`` learns one proxy per source."""
     return bool(METRIC_LOSSES.meta(name).get("proxies", False))

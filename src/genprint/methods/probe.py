@@ -269,6 +269,7 @@ class ProbeAttributor(Attributor):
         for row in rows:
             row["chosen"] = row["index"] == chosen
         self.classes_ = classes
+        self.model_sha256_ = None  # refitted: no saved model holds it until saved
         self.layer_index_ = chosen
         self.layer_name_ = names[chosen]
         self.probe_ = probes[chosen]

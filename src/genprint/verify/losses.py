@@ -60,6 +60,10 @@ def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: int = 7, sigma: float = 
     return (1.0 - s.flatten(1).mean(1)).clamp(min=0.0)
 
 
+LOSSES = tuple(INVERSION_LOSSES.names())
+"""The built-in loss names (kept for callers of earlier versions; the registry is the source)."""
+
+
 def get_loss(name: str) -> LossFn:
     """The per-sample loss called ``name`` (see :data:`INVERSION_LOSSES`)."""
     if name not in INVERSION_LOSSES:

@@ -96,10 +96,10 @@ class VerifyRow:
     alpha: float | None = None
     per_generator: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str | None = None
-    sha256: str | None = None
-    """Hex sha256 of the file's bytes as read and analysed (files only)."""
     error: str | None = None
     error_code: str | None = None
+    sha256: str | None = None
+    """Hex sha256 of the file's bytes as read and analysed (files only)."""
 
     @property
     def ok(self) -> bool:

@@ -91,12 +91,14 @@ CAMERAS: tuple[CameraModel, ...] = (
 )
 _BY_NAME = {c.name: c for c in CAMERAS}
 RANDOM_PREFIX = "rcam-"
+MAX_RANDOM_CAMERAS = 999
 
 
 def random_camera_names(n: int) -> list[str]:
     """Names of the first ``n`` random pretraining cameras: ``rcam-001`` ... (see module doc)."""
-    if n < 0:
-        raise ValueError("n must be ≥ 0")
+    if not 0 <= n <= MAX_RANDOM_CAMERAS:
+        raise ValueError(f"the number of random cameras must be 0 to {MAX_RANDOM_CAMERAS}, "
+                         f"got {n}")
     return [f"{RANDOM_PREFIX}{k:03d}" for k in range(1, n + 1)]
 
 

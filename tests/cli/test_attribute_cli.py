@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -134,9 +135,12 @@ def test_a_bad_max_pixels_variable_is_an_error_not_a_traceback(
         out = runner.invoke(app, verb)
         assert out.exit_code == 2 and "GENPRINT_MAX_PIXELS" in out.output
         assert out.exception is None or isinstance(out.exception, SystemExit)
-    # the option wins over the variable
+    # the option wins over the variable, and help still shows
     out = runner.invoke(app, ["--max-pixels", "100", "zoo", "list", "--json"])
     assert out.exit_code == 0
+    monkeypatch.setattr(sys, "argv", ["genprint", "attribute", "--help"])
+    out = runner.invoke(app, ["attribute", "--help"])
+    assert out.exit_code == 0 and "Usage" in out.output
 
 
 def test_max_tiles_sets_how_much_of_a_large_image_is_analysed(toy_sources: Path,

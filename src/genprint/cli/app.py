@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
@@ -38,15 +39,17 @@ def _root(
     ] = None,
 ) -> None:
     """genprint command line."""
-    if max_pixels is None:  # a bad GENPRINT_MAX_PIXELS is an error before any work, not a crash
+    if max_pixels is None:
+        # a bad GENPRINT_MAX_PIXELS is an error before any work, not a crash (help still shows)
         from genprint.io.images import default_max_pixels
 
         try:
             default_max_pixels()
         except ValueError as exc:
-            typer.echo(f"error: {exc} (unset it, or set it to a positive number of pixels)",
-                       err=True)
-            raise typer.Exit(2) from None
+            if not {"--help", "-h"} & set(sys.argv[1:]):
+                typer.echo(f"error: {exc} (unset it, or set it to a positive number of "
+                           "pixels)", err=True)
+                raise typer.Exit(2) from None
     else:
         import os
 

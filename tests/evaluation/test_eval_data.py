@@ -9,6 +9,7 @@ import pytest
 
 from genprint.evaluation.evaluate import check_model_sources, data_view
 from genprint.io.sources import Item, ManifestError
+from genprint.world.protocols import Protocol, ProtocolView
 
 
 def _items(*sources: str | None) -> list[Item]:
@@ -31,12 +32,17 @@ def test_data_view_refuses_unlabelled_images() -> None:
 
 def test_check_model_sources_errors_or_notes() -> None:
     classes = ["gan-a", "gan-b", "real"]
+    # data of sources the model does not know: all unknown, only unknown_rejected is defined
     other = data_view(_items("gan-x", "unknown"), classes)
-    with pytest.raises(ValueError, match=r"none of the model's sources \(gan-a, gan-b, real\).*"
-                                         r"gan-x, unknown"):
+    with pytest.warns(UserWarning, match="only sources the model does not know"):
         check_model_sources(classes, other, require_overlap=True)
+    # a protocol whose known sources are none of the model's: trained for other sources
+    bench = ProtocolView(Protocol("p", ("gan-x",), ("gan-y",)), test=_items("gan-x", "gan-y"))
+    with pytest.raises(ValueError, match=r"none of the model's sources \(gan-a, gan-b, real\).*"
+                                         r"gan-x, gan-y"):
+        check_model_sources(classes, bench, require_overlap=True)
     with pytest.warns(UserWarning, match="trained for other sources"):
-        check_model_sources(classes, other)
+        check_model_sources(classes, bench)
     part = data_view(_items("real", "gan-x"), classes)
     with pytest.warns(UserWarning, match="gan-a, gan-b are not among the known sources"):
         check_model_sources(classes, part, require_overlap=True)

@@ -19,7 +19,7 @@ from genprint.evaluation.metrics import (
 )
 
 KEYS = {"closed_set_accuracy", "macro_f1", "auroc", "ap", "tnr_at_tpr95", "oscr",
-        "per_unknown_auroc", "n_known_test", "n_unknown_test"}
+        "per_unknown_auroc", "n_known_test", "n_unknown_test", "known_correct", "unknown_rejected"}
 
 
 def _random_open_set(seed: int, n: int = 300, n_classes: int = 4, decimals: int = 1):
@@ -178,6 +178,22 @@ def test_compute_matches_functions_and_sklearn() -> None:
     assert out["tnr_at_tpr95"] == tnr_at_tpr(known, score)
     assert out["oscr"] == oscr(y, cand, score)
     assert out["per_unknown_auroc"] == {}
+    assert out["known_correct"] == pytest.approx(np.mean(pred[known] == y[known]))
+    assert out["unknown_rejected"] == pytest.approx(np.mean(pred[~known] == -1))
+
+
+def test_operating_point_shares() -> None:
+    m = OpenSetMetrics()
+    # knowns: right, wrong source, rejected; unknowns: rejected, accepted as 0
+    m.update([0, 1, 1, -1, -1], [0, 0, -1, -1, 0], [0, 0, 1, 0, 0], [0.9, 0.8, 0.2, 0.1, 0.7])
+    out = m.compute()
+    assert out["known_correct"] == pytest.approx(1 / 3)
+    assert out["unknown_rejected"] == pytest.approx(1 / 2)
+    only_unknown = OpenSetMetrics()
+    only_unknown.update([-1, -1], [-1, 2], [0, 2], [0.1, 0.9])
+    with pytest.warns(UserWarning):
+        out = only_unknown.compute()
+    assert out["unknown_rejected"] == 0.5 and np.isnan(out["known_correct"])
 
 
 def test_closed_set_uses_candidate_not_pred() -> None:

@@ -238,7 +238,10 @@ def check_model_sources(classes: Sequence[str], view: ProtocolView, *,
             "it was trained for another protocol"
         )
     absent = [c for c in classes if c not in set(protocol.known)]
-    if absent and len(absent) == len(classes):
+    if not protocol.known and protocol.unknown:
+        warnings.warn(f"{where} holds only sources the model does not know: only the share of "
+                      "them called unknown (unknown_rejected) is defined", stacklevel=3)
+    elif absent and len(absent) == len(classes):
         data_sources = sorted(set(protocol.known) | set(protocol.unknown))
         message = (f"none of the model's sources ({', '.join(classes)}) is a known source of "
                    f"{where}, whose sources are {', '.join(data_sources) or 'none'}: the "

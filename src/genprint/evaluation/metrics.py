@@ -309,7 +309,10 @@ class OpenSetMetrics:
         Returns a dict with ``closed_set_accuracy``, ``macro_f1`` (of ``candidate`` over known
         test images), ``auroc``, ``ap``, ``tnr_at_tpr95``, ``oscr`` (known = positive),
         ``per_unknown_auroc`` (source name -> AUROC of all knowns vs that unknown source; empty
-        without source names), ``n_known_test`` and ``n_unknown_test``. Metrics that are
+        without source names), at the model's own thresholds ``known_correct`` (share of known
+        images given their true source) and ``unknown_rejected`` (share of unknown images
+        answered ``unknown``; defined without known images too), ``n_known_test`` and
+        ``n_unknown_test``. Metrics that are
         undefined (no unknown or no known images) are NaN, with a warning.
 
         Raises:
@@ -319,6 +322,7 @@ class OpenSetMetrics:
             raise ValueError("OpenSetMetrics.compute() called with no data: call update() with at "
                              "least one test image first")
         y = np.concatenate(self._y)
+        p = np.concatenate(self._pred)
         c = np.concatenate(self._cand)
         s = np.concatenate(self._score)
         names = np.array([n for batch in self._names for n in batch], dtype=object)
@@ -363,6 +367,9 @@ class OpenSetMetrics:
             else:
                 per_unknown[name] = _NAN
         out["per_unknown_auroc"] = per_unknown
+        # at the model's own thresholds (fixed on validation), not at a threshold chosen here
+        out["known_correct"] = float(np.mean(p[known] == y[known])) if n_known else _NAN
+        out["unknown_rejected"] = float(np.mean(p[~known] < 0)) if n_unknown else _NAN
         out["n_known_test"] = n_known
         out["n_unknown_test"] = n_unknown
         return out

@@ -55,10 +55,7 @@ def _root(
 
         from genprint.io.images import MAX_PIXELS_ENV
 
-        os.environ[MAX_PIXELS_ENV] = str(max_pixels)
-        from PIL import Image  # Pillow's own bomb guard must not refuse below our limit
-
-        Image.MAX_IMAGE_PIXELS = max(Image.MAX_IMAGE_PIXELS or 0, max_pixels)
+        os.environ[MAX_PIXELS_ENV] = str(max_pixels)  # decode_image also lifts Pillow's limit
 
 
 def _register_verbs() -> None:

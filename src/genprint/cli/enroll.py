@@ -32,9 +32,8 @@ def enroll_cmd(
     """Enrol a new source from one or more of its images: reference points and a threshold are
     added, the other sources are left untouched, and the model directory is replaced atomically
     (a complete new directory is written, then swapped into place), or written to --out. A
-    leave-one-out self-check
-    (3–30 images) says how many of the images are recognised when the source is enrolled from
-    the others: a rough (± 0.1) estimate of the recall to expect. An overlap check says which
+    leave-one-out self-check (3–30 images) says how many of the images are recognised when the
+    source is enrolled from the others: a rough (± 0.1) estimate of the recall to expect. An overlap check says which
     share of the model's stored images of its other sources the new source would take."""
     import genprint
     from genprint.cli.train import report_bad_files
@@ -73,49 +72,56 @@ def enroll_cmd(
                "classes": list(attributor.classes_)}
     if json_out:
         print_json(summary)
-    else:
-        console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(target))} from "
-                      f"{record['n_images']} "
-                      f"image(s): {record['n_reference_points']} reference point(s), threshold "
-                      f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
-                      f"{esc(record['separator'])}")
-        if record.get("loo_recall") is not None:
-            elsewhere = ", ".join(f"{n} unknown" if src == "unknown" else f"{n} to {esc(str(src))}"
-                                  for src, n in record["loo_taken_by"].items())
-            n = record["n_images"]
-            console.print(f"  leave-one-out check: {round(record['loo_recall'] * n)} of {n} "
-                          "enrolment images are recognised when enrolled from the others"
-                          + (f" (the others: {elsewhere})" if elsewhere else "")
-                          + "; expect about that share of new images of this source")
-            if record["loo_recall"] < 0.5:
-                console.print("  [red]warning:[/red] fewer than half of the enrolment images "
-                              "are recognised when left out: this source is unlikely to be "
-                              "recognised in new images (add images, or check they come from "
-                              "one source)")
-        elif record.get("loo_note"):
-            console.print(f"  leave-one-out check {record['loo_note']}")
-        if "overlap_taken" in record:
-            taken = record["overlap_taken"]
-            n_samples = record["overlap_samples"]
-            if taken:
-                parts = ", ".join(f"{100 * share:.1f}% of {esc(str(src))}"
-                                  for src, share in taken.items())
-                worst = max(taken.values())
-                colour = "red" if worst >= 0.01 else "yellow"
-                console.print(f"  [{colour}]overlap check:[/{colour}] the new source takes {parts} "
-                              f"among the model's {n_samples} stored images of its other "
-                              "sources; expect those sources to lose at least that share of "
-                              "new images to it")
-                if record.get("separator", "").startswith("logistic"):
-                    console.print("  [yellow]warning:[/yellow] a separator on a source that "
-                                  "overlaps known ones tends to take unseen generators' images "
-                                  "too (docs/metric.md); consider enrolling without --separator")
-            else:
-                console.print(f"  overlap check: the new source takes none of the model's "
-                              f"{n_samples} stored images of its other sources")
-        trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
-                   if c not in attributor.enrolled_sources]
-        console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "
-                      "(minus a distance: the lower, the wider the source's region; a new source "
-                      "as wide as the widest trained one is not a tight cluster in the "
-                      "embedding, and will also take other sources' images)")
+        return
+    console.print(f"[green]enrolled[/green] {esc(str(source))} in {esc(str(target))} from "
+                  f"{record['n_images']} "
+                  f"image(s): {record['n_reference_points']} reference point(s), threshold "
+                  f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
+                  f"{esc(record['separator'])}")
+    _print_self_check(record)
+    _print_overlap_check(record)
+    trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)
+               if c not in attributor.enrolled_sources]
+    console.print(f"  trained sources' thresholds: {min(trained):.3f} to {max(trained):.3f} "
+                  "(minus a distance: the lower, the wider the source's region; a new source "
+                  "as wide as the widest trained one is not a tight cluster in the "
+                  "embedding, and will also take other sources' images)")
+
+
+def _print_self_check(record: dict) -> None:
+    """The leave-one-out self-check of an enrolment record, in words."""
+    if record.get("loo_recall") is not None:
+        elsewhere = ", ".join(f"{n} unknown" if src == "unknown" else f"{n} to {esc(str(src))}"
+                              for src, n in record["loo_taken_by"].items())
+        n = record["n_images"]
+        console.print(f"  leave-one-out check: {round(record['loo_recall'] * n)} of {n} "
+                      "enrolment images are recognised when enrolled from the others"
+                      + (f" (the others: {elsewhere})" if elsewhere else "")
+                      + "; expect about that share of new images of this source")
+        if record["loo_recall"] < 0.5:
+            console.print("  [red]warning:[/red] fewer than half of the enrolment images "
+                          "are recognised when left out: this source is unlikely to be "
+                          "recognised in new images (add images, or check they come from "
+                          "one source)")
+    elif record.get("loo_note"):
+        console.print(f"  leave-one-out check {record['loo_note']}")
+
+
+def _print_overlap_check(record: dict) -> None:
+    """The overlap check of an enrolment record, in words (nothing for older models)."""
+    if "overlap_taken" not in record:
+        return
+    taken, n_samples = record["overlap_taken"], record["overlap_samples"]
+    if not taken:
+        console.print(f"  overlap check: the new source takes none of the model's "
+                      f"{n_samples} stored images of its other sources")
+        return
+    parts = ", ".join(f"{100 * share:.1f}% of {esc(str(src))}" for src, share in taken.items())
+    colour = "red" if max(taken.values()) >= 0.01 else "yellow"
+    console.print(f"  [{colour}]overlap check:[/{colour}] the new source takes {parts} among the "
+                  f"model's {n_samples} stored images of its other sources; expect those "
+                  "sources to lose at least that share of new images to it")
+    if record.get("separator", "").startswith("logistic"):
+        console.print("  [yellow]warning:[/yellow] a separator on a source that overlaps known "
+                      "ones tends to take unseen generators' images too (docs/metric.md); "
+                      "consider enrolling without --separator")

@@ -26,7 +26,7 @@ import numpy as np
 
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import load_items
-from genprint.io.sources import Item, ManifestError, load_dataset, read_manifest
+from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import Attributor
 from genprint.results import Attribution
 from genprint.world.protocols import REAL, Protocol, ProtocolView, protocol_view
@@ -96,12 +96,12 @@ def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
 
     The same image gets the same perturbation under every protocol and for every method.
     """
-    try:
-        if bench_dir is None:
-            raise ValueError
-        name = item.path.resolve().relative_to(Path(bench_dir).resolve()).as_posix()
-    except ValueError:
-        name = item.path.as_posix()
+    name = item.path.as_posix()
+    if bench_dir is not None:
+        try:
+            name = item.path.resolve().relative_to(Path(bench_dir).resolve()).as_posix()
+        except ValueError:  # outside the folder: the path as given
+            pass
     return zlib.crc32(name.encode("utf-8", "surrogateescape"))
 
 
@@ -146,9 +146,7 @@ def bench_view(bench_dir: str | os.PathLike[str], protocol: str) -> ProtocolView
     of the protocol; a warning gives how many were left out, per source.
     """
     view = protocol_view(bench_dir, protocol)
-    listed = set(view.protocol.known) | set(view.protocol.unknown)
-    dropped = [i.source for i in read_manifest(Path(bench_dir) / "manifest.csv").items
-               if i.split == "test" and i.source not in listed]
+    dropped = [i.source for i in view.left_out_test]
     if dropped:
         warnings.warn(
             f"{len(dropped)} test image(s) left out: their source is neither known nor unknown "
@@ -237,7 +235,8 @@ def check_model_sources(classes: Sequence[str], view: ProtocolView, *,
             f"the model knows {', '.join(leaked)}, which {where} treats as unknown: "
             "it was trained for another protocol"
         )
-    absent = [c for c in classes if c not in set(protocol.known)]
+    known = set(protocol.known)
+    absent = [c for c in classes if c not in known]
     if not protocol.known and protocol.unknown:
         warnings.warn(f"{where} holds only sources the model does not know: only the share of "
                       "them called unknown (unknown_rejected) is defined", stacklevel=3)
@@ -252,7 +251,7 @@ def check_model_sources(classes: Sequence[str], view: ProtocolView, *,
     elif absent:
         warnings.warn(f"the model's source(s) {', '.join(absent)} are not among the known "
                       f"sources of {where}: no test image of them", stacklevel=3)
-    missing = sorted(set(protocol.known) - set(classes))
+    missing = sorted(known - set(classes))
     if missing:
         warnings.warn(
             f"the model does not know {', '.join(missing)}; their test images count as unknown",

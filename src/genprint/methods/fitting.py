@@ -48,11 +48,15 @@ FEW_VALIDATION_IMAGES = 20
 acceptance is then set by a handful of images (with 19 or fewer, by the largest distance)."""
 
 
+def _usage(items: Sequence[Item], kept: Sequence[int]) -> tuple[Counter, Counter]:
+    """(files per source, files read per source) of ``items``, ``kept`` being those read."""
+    return Counter(i.source for i in items), Counter(items[k].source for k in kept)
+
+
 def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
                          errors: Sequence[tuple[Path, ImageError]], split: str) -> None:
     """A clear error when every image of a source in ``items`` was refused."""
-    total = Counter(i.source for i in items)
-    used = Counter(items[k].source for k in kept)
+    total, used = _usage(items, kept)
     lost = sorted(s for s in total if s is not None and used[s] == 0)
     if not lost:
         return
@@ -74,13 +78,12 @@ def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequenc
     their files, and thresholds resting on few validation images."""
     out = []
     for split, items, kept in (("training", train, train_kept), ("validation", val, val_kept)):
-        total = Counter(i.source for i in items)
-        used = Counter(items[k].source for k in kept)
+        total, used = _usage(items, kept)
         for src in sorted(s for s in total if s is not None):
             if 0 < used[src] < total[src] / 2:
                 out.append(f"{src}: only {used[src]} of its {total[src]} {split} images could be "
                            "used (see the skipped files)")
-    used_val = Counter(val[k].source for k in val_kept)
+    used_val = _usage(val, val_kept)[1]
     few = sorted((n, s) for s, n in used_val.items() if s is not None and n < FEW_VALIDATION_IMAGES)
     if few and few_validation:
         listed = ", ".join(f"{s} ({n})" for n, s in few)
@@ -138,15 +141,18 @@ def _leave_one_out_accuracy(values: Sequence[str], labels: Sequence[str]) -> tup
     for v, label in zip(values, labels, strict=True):
         by_value.setdefault(v, Counter())[label] += 1
     total = Counter(labels)
+
+    def guess(counts: Counter[str], label: str) -> str | None:
+        """The most common source of ``counts`` without one image of ``label`` (None if empty)."""
+        others = counts.copy()
+        others[label] -= 1
+        return others.most_common(1)[0][0] if sum(others.values()) > 0 else None
+
+    # the guesses depend only on (value, label), not on the image: computed once per pair
+    by_label = {label: guess(total, label) for label in total}
+    by_pair = {(v, label): guess(c, label) for v, c in by_value.items() for label in c}
     named = chance = 0
     for v, label in zip(values, labels, strict=True):
-        others = total.copy()
-        others[label] -= 1
-        guess = others.most_common(1)[0][0]
-        chance += guess == label
-        same = by_value[v].copy()
-        same[label] -= 1
-        if sum(same.values()) > 0:
-            guess = same.most_common(1)[0][0]
-        named += guess == label
+        chance += by_label[label] == label
+        named += (by_pair[v, label] or by_label[label]) == label
     return named / len(labels), chance / len(labels)

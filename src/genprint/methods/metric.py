@@ -322,7 +322,7 @@ class MetricAttributor(Attributor):
         if self.references == "proxies":
             self.references_ = proxies(bundle)[: len(loss_parent)]  # not the pseudo-sources'
             self.reference_sources_ = loss_parent
-        if self.references == "proxies":  # only the training images kept as samples are embedded
+            # only the training images kept as samples need embedding
             sub = refs.sample_subset(y, refs.SAMPLES_PER_SOURCE, self.seed)
             train_emb, train_y = self.embed([train_images[i] for i in sub]), y[sub]
         else:
@@ -404,16 +404,19 @@ class MetricAttributor(Attributor):
         (:func:`genprint.methods.metric_refs.decide_sources`): an image the trained sources
         accept is never made ``unknown`` by an enrolment, and an enrolled source also takes the
         images its separator claims (then the score may lie outside its threshold)."""
-        enrolled = self.enrolled_sources
-        if not enrolled:
+        mask = self._enrolled_mask()
+        if not mask.any():
             return super().decide(prediction)
-        mask = np.array([c in enrolled for c in self.classes_])
         margins = None if prediction.margins is None else prediction.margins[None, :]
         label = int(refs.decide_sources(-np.asarray(prediction.scores)[None, :],
                                         -np.asarray(self.thresholds_), mask, margins)[0])
         if label < 0:
             return super().decide(prediction)
         return (label, float(prediction.scores[label]), float(self.thresholds_[label]), False)
+
+    def _enrolled_mask(self, *extra: str) -> np.ndarray:
+        """Which of ``classes_`` are enrolled (booleans), counting ``extra`` names as enrolled."""
+        return np.isin(self.classes_, [*self.enrolled_sources, *extra])
 
     @property
     def enrolled_sources(self) -> set[str]:
@@ -451,7 +454,7 @@ class MetricAttributor(Attributor):
             tile_emb, owner, image_emb, k=self.refs_per_class, seed=self.seed,
             target_accept=self.target_accept, references=self.references_,
             reference_sources=self.reference_sources_, thresholds=-np.asarray(self.thresholds_),
-            enrolled=np.isin(self.classes_, list(self.enrolled_sources)),
+            enrolled=self._enrolled_mask(),
             classes=list(self.classes_),
             separators=getattr(self, "separators_", None),
             samples=samples if separator else None)
@@ -482,7 +485,7 @@ class MetricAttributor(Attributor):
                 self.samples_, self.sample_sources_, references=self.references_,
                 reference_sources=self.reference_sources_,
                 thresholds=-np.asarray(self.thresholds_),
-                enrolled=np.isin(self.classes_, [*self.enrolled_sources, source]),
+                enrolled=self._enrolled_mask(source),
                 separators=self.separators_, classes=list(self.classes_), new=k))
         record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
@@ -567,7 +570,7 @@ def _samples_of(contents: ModelContents, model: MetricAttributor
             or seps.shape != (n, dim + 1) or (len(sources) and not 0 <= sources.min() <= sources.max() < n)
             or not np.all(np.isfinite(samples))):
         raise ModelFormatError("sample embeddings or separators do not fit the model")
-    enrolled = [c in model.enrolled_sources for c in model.classes_]
+    enrolled = model._enrolled_mask()
     rows_ok = np.isfinite(seps).all(axis=1) | np.isnan(seps).all(axis=1)
     if not rows_ok.all() or any(not e and np.isfinite(r).all() for e, r in zip(enrolled, seps, strict=True)):
         raise ModelFormatError("a separator is malformed or belongs to a trained source")

@@ -77,6 +77,9 @@ class ProtocolView:
     train: list[Item] = field(default_factory=list)
     val: list[Item] = field(default_factory=list)
     test: list[Item] = field(default_factory=list)
+    left_out_test: list[Item] = field(default_factory=list)
+    """Test rows of the benchmark whose source the protocol lists neither as known nor as
+    unknown (not evaluated)."""
 
     def is_unknown(self, item: Item) -> bool:
         """Whether ``item`` comes from a source unknown to this protocol."""
@@ -108,6 +111,6 @@ def protocol_view(bench_dir: str | os.PathLike[str], name: str) -> ProtocolView:
                 view.val.append(item)
             elif item.split == "test":
                 view.test.append(item)
-        elif item.source in protocol.unknown and item.split == "test":
-            view.test.append(item)
+        elif item.split == "test":
+            (view.test if item.source in protocol.unknown else view.left_out_test).append(item)
     return view

@@ -14,6 +14,7 @@ from genprint.io.sources import (
     read_folder,
     read_manifest,
     scan_inputs,
+    source_name_problem,
     with_split,
 )
 
@@ -131,3 +132,31 @@ def test_with_split_is_seeded_and_per_source(toy_sources: Path) -> None:
         splits = [i.split for i in a.items if i.source == src]
         assert splits.count("train") == 12 and splits.count("val") == 6
     assert np.mean([i.split == "test" for i in a.items]) == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("name", ["", " gan", "gan ", "gan\nx", "gan\tx", "gan\u200bx", "Unknown",
+                                  "UNKNOWN", "x" * 101])
+def test_unusable_source_names_are_named(name: str) -> None:
+    assert source_name_problem(name)
+
+
+@pytest.mark.parametrize("name", ["real", "gan-a", "midjourney/v6", "Stable Diffusion 1.5",
+                                  "caméra-ü", "x" * 100, "unknown"])
+def test_usable_source_names_pass(name: str) -> None:
+    assert source_name_problem(name) is None
+
+
+def test_manifest_and_folder_refuse_unusable_source_names(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    m = tmp_path / "m.csv"
+    m.write_text("path,source,split\na.png,real,train\na.png,Unknown,test\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:3: .*'Unknown'"):
+        read_manifest(m)
+    m.write_text('path,source,split\na.png,"gan\u200b",train\n', encoding="utf-8")
+    with pytest.raises(ManifestError, match="U\\+200B"):
+        read_manifest(m)
+    layout = tmp_path / "layout"
+    _img(layout / "real" / "a.png")
+    _img(layout / "gan " / "b.png")
+    with pytest.raises(ManifestError, match="sub-folder names a source.*trailing spaces"):
+        read_folder(layout)

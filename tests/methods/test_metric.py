@@ -102,6 +102,8 @@ def test_a_source_without_validation_images_is_refused() -> None:
         MetricAttributor(**TINY).fit(images, labels, images[:2], labels[:2])
     with pytest.raises(ValueError, match="reserved"):
         MetricAttributor(**TINY).fit(images, ["unknown"] * len(images), images, labels)
+    with pytest.raises(ValueError, match="leading or trailing"):
+        MetricAttributor(**TINY).fit(images, [s + " " for s in labels], images, labels)
 
 
 def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
@@ -120,6 +122,13 @@ def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
     assert np.mean([r.label == "p5" for r in results]) >= 0.7
     with pytest.raises(ValueError, match="already known"):
         m.enroll(new, "p5")
+
+
+def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:
+    images, _ = toy(1, 7)
+    for name in ("unknown", "Unknown", "", "gan\nx", model.classes_[0]):
+        with pytest.raises(ValueError):
+            copy.deepcopy(model).enroll(images[:3], name)
 
 
 def test_enrolment_points_follow_the_trained_sources_rule(model: MetricAttributor) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +40,50 @@ MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
 
 class ManifestError(ValueError):
     """A manifest or data folder that cannot be used as it is, with the reason."""
+
+
+MAX_SOURCE_NAME = 100
+"""Longest source name accepted, in characters."""
+
+
+def source_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a source, or None when it can.
+
+    A source name is printed in tables, written to CSV / JSON / HTML and typed on command lines,
+    so it must be a non-empty string of at most :data:`MAX_SOURCE_NAME` visible characters,
+    without leading or trailing spaces and without control or invisible (format) characters.
+    Spelling variants of the reserved ``unknown`` (``Unknown``, ``UNKNOWN``) are refused so that
+    no known source reads like the open-set answer; ``unknown`` itself passes here, and the
+    callers decide where it is allowed. Anything else goes, ``/`` included (names never become
+    file names).
+    """
+    if not isinstance(name, str) or not name:
+        return "a source name must be a non-empty text"
+    if name != name.strip():
+        return f"the source name {name!r} has leading or trailing spaces"
+    bad = [c for c in name if unicodedata.category(c).startswith("C")]
+    if bad:
+        return (f"the source name {name!r} contains a control or invisible character "
+                f"(U+{ord(bad[0]):04X})")
+    if len(name) > MAX_SOURCE_NAME:
+        return (f"the source name {name[:40]!r}... is {len(name)} characters long "
+                f"(at most {MAX_SOURCE_NAME})")
+    if name.casefold() == UNKNOWN and name != UNKNOWN:
+        return (f"the source name {name!r} would read as the reserved label {UNKNOWN!r}; write "
+                f"{UNKNOWN!r} exactly for images of unseen sources, or choose another name")
+    return None
+
+
+def check_source_names(names: Iterable[str], *, allow_unknown: bool = False) -> None:
+    """Raise ``ValueError`` naming the first unusable source name (see
+    :func:`source_name_problem`); ``unknown`` is refused unless ``allow_unknown``."""
+    for name in names:
+        problem = source_name_problem(name)
+        if problem is None and name == UNKNOWN and not allow_unknown:
+            problem = (f"the label {UNKNOWN!r} is reserved for sources never seen in training "
+                       "and cannot name a known source")
+        if problem:
+            raise ValueError(problem)
 
 
 @dataclass(frozen=True)
@@ -179,6 +224,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
         p = p if p.is_absolute() else base / p
         source = (row.get(label_col) or "").strip() or None if label_col else None
         split = _normalise_split(row.get("split"), where)
+        if source is not None and (problem := source_name_problem(source)):
+            raise ManifestError(f"{where}: {problem}")
         if source == UNKNOWN and split == "train":
             raise ManifestError(
                 f"{where}: the label 'unknown' is reserved for sources never seen in training "
@@ -208,6 +255,9 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
     loose = [p for p in sorted(folder.iterdir())
              if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
     items: list[Item] = []
+    for d in subdirs:
+        if problem := source_name_problem(d.name):
+            raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
     if subdirs:
         for d in subdirs:  # a folder called `unknown` holds images of unseen sources
             items.extend(Item(p, d.name) for p in _walk_images(d))

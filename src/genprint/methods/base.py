@@ -35,9 +35,14 @@ _BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric
                            "genprint.methods.invert", "genprint.methods.probe")
 
 
-def require_validation(classes: list[str], val_labels: list[str]) -> None:
-    """Refuse to fit when a source has training images but no validation images: every
-    method's thresholds are calibrated on validation data only."""
+def check_training_labels(classes: list[str], val_labels: list[str]) -> None:
+    """Refuse to fit on unusable source names (see
+    :func:`genprint.io.sources.source_name_problem`; ``unknown`` cannot be trained on), or
+    when a source has training images but no validation images: every method's thresholds are
+    calibrated on validation data only."""
+    from genprint.io.sources import check_source_names
+
+    check_source_names(classes)
     missing = sorted(set(classes) - set(val_labels))
     if missing:
         raise ValueError(

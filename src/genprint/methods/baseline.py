@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from genprint.io.crops import tiles
-from genprint.methods.base import METHODS, Attributor, Prediction, require_validation
+from genprint.methods.base import METHODS, Attributor, Prediction, check_training_labels
 from genprint.storage.model_dir import ModelContents
 
 
@@ -85,7 +85,7 @@ class BaselineAttributor(Attributor):
         classes = sorted(set(train_labels))
         if len(classes) < 1:
             raise ValueError("no training images")
-        require_validation(classes, list(val_labels))
+        check_training_labels(classes, list(val_labels))
         feats = self.features(train_images)
         self.mean_ = feats.mean(axis=0)
         self.std_ = feats.std(axis=0) + 1e-6

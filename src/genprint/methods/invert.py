@@ -91,11 +91,13 @@ class InvertAttributor(Attributor):
             val_images: Sequence[np.ndarray] = (), val_labels: Sequence[str] = ()
             ) -> InvertAttributor:
         """Calibrate every known source that is a generator (images are not used; see doc)."""
+        from genprint.io.sources import check_source_names
         from genprint.verify.calibration import Calibration, CalibrationError, calibrate
         from genprint.verify.generators import resolve_one
         from genprint.verify.verifier import Verifier
 
         sources = sorted(set(train_labels) | set(val_labels))
+        check_source_names(sources)
         verifiers, skipped, reused = [], [], []
         for source in sources:
             spec = self._spec_for(source)

@@ -53,7 +53,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from genprint import UNKNOWN
 from genprint.backbones.forensic_cnn import (
     ForensicCNN,
     ForensicCNNConfig,
@@ -62,13 +61,14 @@ from genprint.backbones.forensic_cnn import (
     state_tensors,
 )
 from genprint.io.crops import tiles
+from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import (
     METHODS,
     Attributor,
     NotFittedError,
     Prediction,
-    require_validation,
+    check_training_labels,
 )
 from genprint.methods.metric_enrol_check import known_overlap, leave_one_out_check
 from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
@@ -291,9 +291,7 @@ class MetricAttributor(Attributor):
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
-        if UNKNOWN in classes:
-            raise ValueError(f"the label {UNKNOWN!r} is reserved and cannot be trained on")
-        require_validation(classes, list(val_labels))
+        check_training_labels(classes, list(val_labels))
         if len(classes) < 2:
             raise ValueError("metric learning needs at least 2 known sources")
         t0 = time.perf_counter()
@@ -436,8 +434,7 @@ class MetricAttributor(Attributor):
         can separate from this source.
         """
         self._check_fitted()
-        if not source or source == UNKNOWN:
-            raise ValueError(f"cannot enrol a source called {source!r}")
+        check_source_names([source])
         if source in self.classes_:
             raise ValueError(f"source {source!r} is already known to this model")
         if len(images) == 0:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from genprint.methods.base import METHODS, Attributor, Prediction, require_validation
+from genprint.methods.base import METHODS, Attributor, Prediction, check_training_labels
 from genprint.methods.probe_heads import DEFAULT_SCORE, HEADS, SCORES, LayerProbe
 from genprint.methods.probe_select import LAYER_SELECT, choose_layer, criterion, loso_auroc, sweep
 from genprint.storage.model_dir import ModelContents, ModelFormatError
@@ -215,7 +215,7 @@ class ProbeAttributor(Attributor):
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
-        require_validation(classes, list(val_labels))
+        check_training_labels(classes, list(val_labels))
         keep = cap_per_class(train_labels, self.per_class, self.seed)
         train_images = [train_images[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -253,6 +254,13 @@ def test_camera_init_starts_from_the_checkpoint(tmp_path: Path) -> None:
     m.fit(images, labels, images, labels)
     for name, value in pre.net.state_dict().items():
         torch.testing.assert_close(m.net_.state_dict()[name], value)
+    # the saved card names the checkpoint without this machine's folders, and hashes it
+    m.save(tmp_path / "model")
+    card = json.loads((tmp_path / "model" / "card.json").read_text())
+    assert card["params"]["camera_ckpt"] == "ckpt"
+    assert str(tmp_path) not in (tmp_path / "model" / "card.json").read_text()
+    assert card["training"]["camera_ckpt_sha256"] == hashlib.sha256(
+        (tmp_path / "ckpt" / "card.json").read_bytes()).hexdigest()
     with pytest.raises(ValueError, match="architecture"):
         MetricAttributor(width=8, embedding_dim=16, epochs=0, init="camera",
                          camera_ckpt=str(tmp_path / "ckpt")).fit(images, labels, images, labels)
@@ -361,3 +369,21 @@ def test_enrolment_never_makes_an_accepted_image_unknown(model: MetricAttributor
     for b, a in zip(before, after, strict=True):
         if not b.is_unknown:
             assert a.label in (b.label, "new")
+
+
+def test_a_card_naming_the_shipped_checkpoint_rebuilds_from_it() -> None:
+    from genprint.methods.camera_pretrain import checkpoint_architecture, default_camera_checkpoint
+
+    shipped = default_camera_checkpoint()
+    if shipped is None:
+        pytest.skip("no shipped camera checkpoint in this checkout")
+    arch = checkpoint_architecture(shipped)
+    m = MetricAttributor(init="camera", camera_ckpt="shipped", width=arch.width,
+                         embedding_dim=arch.embedding_dim, blocks=arch.blocks)
+    net = m._initial_network()
+    from genprint.backbones.forensic_cnn import ForensicCNN, load_weights
+
+    ref = ForensicCNN(net.config)
+    load_weights(ref, str(shipped))
+    for name, value in ref.state_dict().items():
+        torch.testing.assert_close(net.state_dict()[name], value)

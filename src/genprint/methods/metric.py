@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -81,7 +82,7 @@ from genprint.methods.metric_train import (
     symmetry_views,
     train_metric,
 )
-from genprint.storage.model_dir import ModelContents, ModelFormatError
+from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_file
 
 INITS = ("scratch", "camera")
 REFERENCE_KINDS = ("kmeans", "proxies")
@@ -224,7 +225,7 @@ class MetricAttributor(Attributor):
                                      "`genprint pretrain camera` and pass its path, or use "
                                      "init='scratch'")
                 self.camera_ckpt = str(shipped)
-            load_weights(net, self.camera_ckpt)
+            load_weights(net, _checkpoint_path(self.camera_ckpt))
         return net
 
     def _embed_tiles(self, images: Sequence[np.ndarray], batch: int = 512
@@ -338,7 +339,7 @@ class MetricAttributor(Attributor):
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
-            "loss": self.loss, "init": self.init, "camera_ckpt": self.camera_ckpt,
+            "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind,
             "reference_points": self.references, "epochs": self.epochs,
@@ -495,7 +496,7 @@ class MetricAttributor(Attributor):
     # ------------------------------------------------------------------ persistence
     def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
         card = {
-            "params": self.get_params(),
+            "params": {**self.get_params(), "camera_ckpt": _portable(self.camera_ckpt)},
             "backbone": self.net_.card(),
             "reference_points": {"kind": self.references,
                                  "per_source": np.bincount(self.reference_sources_,
@@ -546,6 +547,41 @@ class MetricAttributor(Attributor):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
         model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
         return model
+
+
+SHIPPED_CAMERA = "shipped"
+"""How a card names the camera checkpoint shipped with genprint (any machine resolves it)."""
+
+
+def _checkpoint_path(ckpt: str) -> str:
+    """The directory a ``camera_ckpt`` parameter refers to (``shipped`` = the packaged one)."""
+    if ckpt == SHIPPED_CAMERA:
+        from genprint.methods.camera_pretrain import SHIPPED_CHECKPOINT
+
+        return str(SHIPPED_CHECKPOINT)
+    return ckpt
+
+
+def _portable(ckpt: str | None) -> str | None:
+    """``camera_ckpt`` as a card records it: ``shipped`` for the packaged checkpoint, else the
+    directory's name only, so that no machine's folder layout is written into a model that may
+    be shared (the checkpoint's hash, in the training record, identifies it)."""
+    if ckpt is None or ckpt == SHIPPED_CAMERA:
+        return ckpt
+    from genprint.methods.camera_pretrain import SHIPPED_CHECKPOINT
+
+    path = Path(ckpt).resolve()
+    return SHIPPED_CAMERA if path == SHIPPED_CHECKPOINT else path.name
+
+
+def _checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
+    """The training record's ``camera_ckpt`` (portable name) and ``camera_ckpt_sha256`` (hash
+    of the checkpoint's ``card.json``, which lists the hash of each of its files)."""
+    if ckpt is None:
+        return {"camera_ckpt": None}
+    card = Path(_checkpoint_path(ckpt)) / "card.json"
+    digest = sha256_file(card) if card.is_file() else None
+    return {"camera_ckpt": _portable(ckpt), "camera_ckpt_sha256": digest}
 
 
 def _samples_of(contents: ModelContents, model: MetricAttributor

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -56,8 +57,12 @@ def list_(
 def train(
     names: Annotated[list[str], typer.Argument(help="Generators of the catalogue to train "
                                                    "(see `genprint zoo list --all`).")],
-    out: Annotated[Path | None, typer.Option(help="Where weights and cards go (default: the "
-                                                  "package's zoo_weights folder).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Where weights and cards go (default: "
+                                                  "$GENPRINT_ZOO_DIR). genprint finds them "
+                                                  "there when GENPRINT_ZOO_DIR names the "
+                                                  "folder. Maintainers rebuild the shipped "
+                                                  "weights with --out src/genprint/zoo_weights "
+                                                  "in a source checkout.")] = None,
     work: Annotated[Path, typer.Option(help="Checkpoints (training resumes from them).")] =
         Path(".genprint-work/zoo"),
     threads: Annotated[int, typer.Option(help="Torch threads (results are reproducible for a "
@@ -66,7 +71,7 @@ def train(
 ) -> None:
     """Train zoo generators on the simulated cameras (deterministic, resumable)."""
     from genprint.world import zoo
-    from genprint.world.zoo.store import package_weights_dir
+    from genprint.world.zoo.store import weights_dirs
     from genprint.world.zoo.train import train_generator
 
     specs = []
@@ -76,6 +81,13 @@ def train(
         except KeyError as exc:
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
+    if out is None:
+        if not os.environ.get("GENPRINT_ZOO_DIR"):
+            console.print("[red]error:[/red] say where the weights go: --out DIR (and set "
+                          "GENPRINT_ZOO_DIR=DIR so that genprint finds them), or set "
+                          "GENPRINT_ZOO_DIR. Nothing is written into the installed package.")
+            raise typer.Exit(2)
+        out = Path(os.environ["GENPRINT_ZOO_DIR"])
     cards = []
     for spec in specs:
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
@@ -84,14 +96,16 @@ def train(
             def progress(done: int, total: int, loss: float, _t: object = task) -> None:
                 bar.update(_t, completed=done, total=total)  # type: ignore[arg-type]
 
-            card = train_generator(spec, out or package_weights_dir(), work, threads=threads,
-                                   on_progress=progress)
+            card = train_generator(spec, out, work, threads=threads, on_progress=progress)
         cards.append(card)
         if not json_out:
             console.print(f"[green]trained[/green] {spec.name}: {card['training_steps']} steps in "
                           f"{card['train_seconds']} s, {card['parameters']} parameters")
     if json_out:
         print_json(cards)
+    elif out.resolve() not in {d.resolve() for d in weights_dirs()}:
+        console.print(f"note: genprint looks for zoo weights in $GENPRINT_ZOO_DIR, then the "
+                      f"shipped ones; set GENPRINT_ZOO_DIR={esc(str(out))} to use these.")
 
 
 @zoo_app.command("sample")

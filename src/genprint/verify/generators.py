@@ -212,15 +212,15 @@ def check_interface(obj: Any, where: str) -> None:
 
 def _zoo(name: str) -> GeneratorHandle:
     from genprint.world import zoo
-    from genprint.world.zoo.store import find_card, read_card
+    from genprint.world.zoo.store import find_card, read_card, train_hint
 
     if name not in zoo.ZOO:
         raise GeneratorSpecError(f"unknown zoo generator {name!r}; known: "
                                  f"{', '.join(zoo.ZOO.names())}")
     card_path = find_card(name)
     if card_path is None:
-        raise GeneratorSpecError(f"zoo generator {name!r} has no trained weights yet; run "
-                                 f"`genprint zoo train {name}`")
+        raise GeneratorSpecError(f"zoo generator {name!r} has no trained weights yet; "
+                                 f"{train_hint(name)}")
     try:
         gen = zoo.load(name)
     except (FileNotFoundError, ValueError) as exc:
@@ -288,8 +288,10 @@ def split_specs(spec: str) -> list[str]:
         if part == "zoo:*":
             names = trained_zoo_names()
             if not names:
+                from genprint.world.zoo.store import train_hint
+
                 raise GeneratorSpecError("zoo:* matches no generator: the zoo has no trained "
-                                         "weights (run `genprint zoo train NAME`)")
+                                         f"weights ({train_hint()})")
             out.extend(f"zoo:{n}" for n in names)
         else:
             out.append(part)

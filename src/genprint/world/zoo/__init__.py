@@ -18,7 +18,13 @@ from typing import Any
 
 from genprint.world.zoo.catalogue import ZOO
 from genprint.world.zoo.generator import FAMILIES, GeneratorSpec, ZooGenerator
-from genprint.world.zoo.store import find_card, load_generator, read_card, weights_dirs
+from genprint.world.zoo.store import (
+    find_card,
+    load_generator,
+    read_card,
+    train_hint,
+    weights_dirs,
+)
 
 __all__ = ["FAMILIES", "ZOO", "GeneratorSpec", "ZooGenerator", "list_generators", "load",
            "spec", "untrained", "weights_dirs"]
@@ -48,7 +54,7 @@ def load(name: str) -> ZooGenerator:
     card_path = find_card(name)
     if card_path is None:
         raise FileNotFoundError(
-            f"zoo generator {name!r} has no trained weights; run `genprint zoo train {name}`")
+            f"zoo generator {name!r} has no trained weights; {train_hint(name)}")
     return load_generator(card_path)
 
 

@@ -23,6 +23,12 @@ def package_weights_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "zoo_weights"
 
 
+def train_hint(name: str = "NAME") -> str:
+    """How to give a zoo generator weights (said by every "has no trained weights" error)."""
+    return (f"train it with `genprint zoo train {name} --out DIR` and set GENPRINT_ZOO_DIR=DIR "
+            "so that genprint finds the weights")
+
+
 def weights_dirs() -> list[Path]:
     """Where zoo weights are looked up: ``$GENPRINT_ZOO_DIR`` (if set), then the shipped ones."""
     dirs = []

@@ -189,3 +189,19 @@ def test_file_names_that_are_not_utf8_are_written_escaped(toy_sources: Path,
         assert next(csv.DictReader(fh))["path"].endswith("bad\\xff.png")
     assert pq.read_table(tmp_path / "r.parquet").to_pylist()[0]["path"].endswith("bad\\xff.png")
     assert json.loads((tmp_path / "r.json").read_text())[0]["path"].endswith("bad\\xff.png")
+
+
+def test_the_table_shows_what_differs_in_the_paths(toy_sources: Path, tmp_path: Path) -> None:
+    model = _train(toy_sources, tmp_path)
+    deep = tmp_path / "a-rather-long-folder-name" / "and-another-one"
+    for src in ("alpha", "beta"):
+        (deep / src).mkdir(parents=True)
+        (deep / src / "x.png").write_bytes((toy_sources / src / "00.png").read_bytes())
+    out = runner.invoke(app, ["attribute", str(model), str(deep)], env={"COLUMNS": "80"})
+    assert out.exit_code == 0, out.output
+    assert f"paths relative to {deep}\n" in out.output
+    assert "│ alpha/x.png" in out.output and "│ beta/x.png" in out.output
+    assert "error" not in out.output  # no error column when every file was read
+    (deep / "beta" / "bad.png").write_text("not an image")
+    out = runner.invoke(app, ["attribute", str(model), str(deep)], env={"COLUMNS": "80"})
+    assert "error" in out.output and "not" in out.output

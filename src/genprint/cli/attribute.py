@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
 
 
 @app.command("attribute")
@@ -88,21 +88,35 @@ def attribute(
 
 
 def _print_table(results: list) -> None:
+    """One row per image. Paths are shown relative to the folder they share (said above the
+    table); the tiles and error columns appear only when they say something."""
+    from rich.console import Console
     from rich.table import Table
 
+    folder, shown = shortened_paths([r.path for r in results])
+    show_tiles = any(r.ok and r.n_tiles > 1 for r in results)
+    show_error = any(not r.ok for r in results)
     table = Table(title="attribution", show_lines=False)
-    for col in ("path", "label", "candidate", "score", "threshold", "tiles (agree)", "error"):
+    table.add_column("path", overflow="fold", ratio=1)
+    for col in ("label", "candidate"):
         table.add_column(col, overflow="fold")
-    for r in results:
+    for col in ("score", "threshold", *(["tiles (agree)"] if show_tiles else [])):
+        table.add_column(col, no_wrap=True, justify="right")
+    if show_error:
+        table.add_column("error", overflow="fold")
+    for r, path in zip(results, shown, strict=True):
         if r.ok:
             label = (f"[bold magenta]{esc(r.label)}[/bold magenta]" if r.is_unknown
                      else esc(r.label))
             if r.accepted_by == "separator":  # outside the threshold, claimed by a separator
                 label += " (separator)"
-            table.add_row(esc(r.path), label, esc(r.candidate), f"{r.score:.3f}",
-                          f"{r.threshold:.3f}", f"{r.n_tiles} ({r.tile_agreement:.0%})", "")
+            cells = [label, esc(r.candidate), f"{r.score:.3f}", f"{r.threshold:.3f}"]
+            cells += [f"{r.n_tiles} ({r.tile_agreement:.0%})"] if show_tiles else []
+            cells += [""] if show_error else []
         else:
-            table.add_row(esc(r.path), "", "", "", "", "", f"[red]{esc(r.error)}[/red]")
-    from rich.console import Console
-
-    Console(emoji=False).print(table)
+            cells = ["", "", "", "", *([""] if show_tiles else []), f"[red]{esc(r.error)}[/red]"]
+        table.add_row(esc(path), *cells)
+    out = Console(emoji=False)
+    if folder:
+        out.print(f"paths relative to {esc(folder)}", soft_wrap=True)
+    out.print(table)

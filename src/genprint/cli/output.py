@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -118,3 +119,18 @@ def format_metric(value: Any) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
     return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def shortened_paths(paths: Sequence[str]) -> tuple[str | None, list[str]]:
+    """``(folder, rest)``: the folder every path lies in (None when there is none, or for a
+    single path) and each path relative to it, so that a table's path column shows what
+    differs. Tables say the folder above them; files and ``--json`` keep full paths."""
+    if len(paths) < 2:
+        return None, list(paths)
+    try:
+        common = os.path.commonpath([os.path.dirname(p) for p in paths])
+    except ValueError:  # absolute and relative paths mixed, or different drives
+        return None, list(paths)
+    if not common or common == os.sep:
+        return None, list(paths)
+    return common, [os.path.relpath(p, common) if os.path.dirname(p) else p for p in paths]

@@ -20,7 +20,7 @@ import typer
 from typer.core import TyperGroup
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json, progress_bar
+from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
 
 
 class _RunByDefault(TyperGroup):
@@ -311,18 +311,22 @@ def _print_table(rows: list[Any], multi: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    folder, shown = shortened_paths([r.path for r in rows])
     table = Table(title="verification")
     cols = ["path", *(["label"] if multi else []), "generator", "loss", "calibrated score",
             "p-value", "belongs", "note / error"]
     for c in cols:
-        table.add_column(c, overflow="fold")
-    for r in rows:
+        table.add_column(c, overflow="fold", ratio=1 if c == "path" else None)
+    for r, path in zip(rows, shown, strict=True):
         if not r.ok:
-            table.add_row(esc(r.path), *([""] if multi else []), "", "", "", "", "",
+            table.add_row(esc(path), *([""] if multi else []), "", "", "", "", "",
                           f"[red]{esc(r.error)}[/red]")
             continue
-        table.add_row(esc(r.path), *([esc(r.label)] if multi else []), esc(r.generator),
+        table.add_row(esc(path), *([esc(r.label)] if multi else []), esc(r.generator),
                       f"{r.loss:.3g}", f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
                       "yes" if r.belongs else "[bold magenta]no[/bold magenta]",
                       esc(r.note or ""))
-    Console(emoji=False).print(table)
+    out = Console(emoji=False)
+    if folder:
+        out.print(f"paths relative to {esc(folder)}", soft_wrap=True)
+    out.print(table)

@@ -6,13 +6,26 @@ import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from genprint.io.images import AnimatedPolicy, ImageError, read_image_with_info
 
-LoadResult = tuple[Path, np.ndarray | ImageError, str | None]
-"""(path, pixels or the error, hex sha256 of the bytes read — None if none could be read)."""
+
+class LoadResult(NamedTuple):
+    """One file read by :func:`iter_images` (a tuple, so ``path, pixels, sha256 = r`` works)."""
+
+    path: Path
+    pixels: np.ndarray | ImageError
+    """The RGB pixels, or the error that says why the file could not be used."""
+    sha256: str | None
+    """Hex sha256 of the bytes read (None when none could be read)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when the file was read as an image."""
+        return not isinstance(self.pixels, ImageError)
 
 
 SMALL_FILE_BYTES = 8 * 1024
@@ -41,7 +54,7 @@ def iter_images(
     animated: AnimatedPolicy = "refuse",
     max_pixels: int | None = None,
 ) -> Iterator[LoadResult]:
-    """Yield ``(path, pixels, sha256)`` or ``(path, ImageError, sha256)`` for every path, in
+    """Yield a :class:`LoadResult` ``(path, pixels or ImageError, sha256)`` for every path, in
     input order (``sha256`` of the file's bytes, None when they could not be read).
 
     ``workers=None`` picks the thread count with :func:`auto_workers`. Files are read and
@@ -57,9 +70,9 @@ def iter_images(
     def load(p: str | os.PathLike[str]) -> LoadResult:
         try:
             pixels, info = read_image_with_info(p, **kwargs)  # type: ignore[arg-type]
-            return Path(p), pixels, info.sha256
+            return LoadResult(Path(p), pixels, info.sha256)
         except ImageError as exc:
-            return Path(p), exc, exc.sha256
+            return LoadResult(Path(p), exc, exc.sha256)
 
     if workers <= 1:
         for p in paths:

@@ -1,0 +1,54 @@
+"""Reading many files: input order kept, one result per file, errors per file, hashes."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genprint.io.batches import iter_images, load_items
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(40):  # more than one chunk of 16, so the pool's ordering is exercised
+        p = tmp_path / f"{k:02d}.png"
+        if k % 7 == 3:
+            p.write_bytes(b"" if k % 2 else b"not an image at all")
+        else:
+            Image.fromarray(rng.integers(0, 256, (8 + k % 5, 12, 3), dtype=np.uint8)).save(p)
+        paths.append(p)
+    paths.append(tmp_path / "missing.png")
+    return paths
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_one_result_per_file_in_input_order(mixed: list[Path], workers: int) -> None:
+    results = list(iter_images(mixed, workers=workers))
+    assert [r.path for r in results] == mixed
+    for r in results:
+        if r.path.name == "missing.png":
+            assert not r.ok and r.sha256 is None
+            continue
+        assert r.sha256 == hashlib.sha256(r.path.read_bytes()).hexdigest()
+        k = int(r.path.stem)
+        assert r.ok == (k % 7 != 3)
+        if r.ok:
+            assert r.pixels.shape == (8 + k % 5, 12, 3)
+            np.testing.assert_array_equal(r.pixels, np.asarray(Image.open(r.path)))
+    path, _pixels, digest = results[0]  # still a plain 3-tuple for unpacking
+    assert path == mixed[0] and digest == results[0].sha256
+
+
+def test_load_items_keeps_indices_and_errors(mixed: list[Path]) -> None:
+    images, kept, errors = load_items(mixed, min_size=10)
+    bad = {p for p in mixed if p.name == "missing.png" or int(p.stem) % 7 == 3
+           or 8 + int(p.stem) % 5 < 10}
+    assert {p for p, _ in errors} == bad
+    assert [mixed[k] for k in kept] == [p for p in mixed if p not in bad]
+    assert all(img.shape[0] >= 10 for img in images)

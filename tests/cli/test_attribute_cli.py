@@ -205,3 +205,17 @@ def test_the_table_shows_what_differs_in_the_paths(toy_sources: Path, tmp_path: 
     (deep / "beta" / "bad.png").write_text("not an image")
     out = runner.invoke(app, ["attribute", str(model), str(deep)], env={"COLUMNS": "80"})
     assert "error" in out.output and "not" in out.output
+
+
+def test_overwrite_never_replaces_a_folder_of_user_files(toy_sources: Path, tmp_path: Path) -> None:
+    victim = tmp_path / "my-notes"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("important")
+    out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",
+                              str(victim), "--overwrite"], env={"COLUMNS": "300"})
+    assert out.exit_code == 2 and "not a genprint model directory" in out.output
+    assert (victim / "notes.txt").read_text() == "important"
+    (tmp_path / "f").write_text("x")  # an impossible output is refused before training
+    out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",
+                              str(tmp_path / "f" / "model")], env={"COLUMNS": "300"})
+    assert out.exit_code == 2 and "not a folder" in out.output

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,8 @@ import pytest
 from genprint.storage.model_dir import (
     FORMAT_VERSION,
     ModelFormatError,
+    check_output_dir,
+    model_lock,
     read_model_dir,
     write_model_dir,
 )
@@ -87,3 +91,67 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_model_dir(tmp_path / "m", {"nan": float("nan")})  # NaN is not valid JSON
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_replaces_only_genprint_outputs(tmp_path: Path) -> None:
+    mine = tmp_path / "my-photos"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("important")
+    with pytest.raises(FileExistsError, match="not a genprint model directory"):
+        _write(mine, overwrite=True)
+    assert (mine / "notes.txt").read_text() == "important"
+    a_file = tmp_path / "image.png"
+    a_file.write_bytes(b"png")
+    with pytest.raises(FileExistsError, match="is a file"):
+        _write(a_file, overwrite=True)
+    assert a_file.read_bytes() == b"png"
+    (tmp_path / "empty").mkdir()
+    _write(tmp_path / "empty", overwrite=True)  # an empty folder may be filled
+    assert read_model_dir(tmp_path / "empty").card["method"] == "toy"
+
+
+def test_output_problems_are_found_before_any_work(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="not a folder"):
+        check_output_dir(tmp_path / "file" / "model", overwrite=False)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        check_output_dir(tmp_path / "file", overwrite=False)
+    assert check_output_dir(tmp_path / "new" / "model", overwrite=False) == tmp_path / "new" / "model"
+    assert not any(p.name.startswith(".") for p in (tmp_path / "new").iterdir())
+
+
+def test_a_symlinked_model_is_updated_behind_its_link(tmp_path: Path) -> None:
+    real = _write(tmp_path / "real-model")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    write_model_dir(link, {"method": "toy", "classes": ["a", "b", "c"]}, overwrite=True)
+    assert link.is_symlink()
+    assert read_model_dir(real).card["classes"] == ["a", "b", "c"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_non_finite_training_figures_are_saved_as_null(tmp_path: Path) -> None:
+    out = write_model_dir(tmp_path / "m", {"method": "toy", "classes": ["a", "b"],
+                                           "training": {"val_loso_auroc": float("nan"),
+                                                        "rows": [{"x": float("inf")}, 1.5]}})
+    training = read_model_dir(out).card["training"]
+    assert training == {"val_loso_auroc": None, "rows": [{"x": None}, 1.5]}
+    with pytest.raises(ValueError):  # anything else non-finite is a broken model: not saved
+        write_model_dir(tmp_path / "m2", {"method": "toy", "thresholds": [float("nan")]})
+
+
+def test_model_lock_makes_updates_take_turns(tmp_path: Path) -> None:
+    model = _write(tmp_path / "m")
+    order: list[str] = []
+
+    def second() -> None:
+        with model_lock(model):
+            order.append("second")
+
+    with model_lock(model):
+        t = threading.Thread(target=second)
+        t.start()
+        time.sleep(0.2)
+        order.append("first done")
+    t.join(5)
+    assert order == ["first done", "second"]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json
+from genprint.cli.output import check_out_dir, console, esc, print_json
 
 
 @app.command("enroll")
@@ -39,35 +39,36 @@ def enroll_cmd(
     from genprint.cli.train import report_bad_files
     from genprint.io.batches import load_items
     from genprint.io.sources import scan_inputs
-    from genprint.storage.model_dir import ModelFormatError
+    from genprint.storage.model_dir import ModelFormatError, model_lock
 
-    target = model if out is None else out
-    if out is not None and out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it",
-                                 param_hint="--out")
-    try:
-        attributor = genprint.load(model)
-    except ModelFormatError as exc:
-        console.print(f"[red]error:[/red] {esc(str(exc))}")
-        raise typer.Exit(2) from None
-    if not hasattr(attributor, "enroll"):
-        console.print(f"[red]error:[/red] method {attributor.method!r} does not support "
-                      "enrolment (use a `metric` model)")
-        raise typer.Exit(2)
-    paths = scan_inputs(images)
-    loaded, _, errors = load_items(paths, min_size=attributor.min_size)
-    report_bad_files(errors)
-    if not loaded:
-        console.print("[red]error:[/red] none of the images could be used")
-        raise typer.Exit(1)
-    try:
-        record = attributor.enroll(loaded, source, separator=separator)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--source") from None
-    if separator and record.get("separator", "").startswith("none"):
-        console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
-                      f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
-    attributor.save(target, overwrite=True)
+    if out is not None:
+        target = check_out_dir(out, overwrite)
+    else:  # in place: a missing model is reported by load below, without creating folders
+        target = check_out_dir(model, True, "MODEL") if model.exists() else model
+    with model_lock(target):  # a second enrol into the same model waits, then sees this one
+        try:
+            attributor = genprint.load(model)
+        except ModelFormatError as exc:
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
+            raise typer.Exit(2) from None
+        if not hasattr(attributor, "enroll"):
+            console.print(f"[red]error:[/red] method {attributor.method!r} does not support "
+                          "enrolment (use a `metric` model)")
+            raise typer.Exit(2)
+        paths = scan_inputs(images)
+        loaded, _, errors = load_items(paths, min_size=attributor.min_size)
+        report_bad_files(errors)
+        if not loaded:
+            console.print("[red]error:[/red] none of the images could be used")
+            raise typer.Exit(1)
+        try:
+            record = attributor.enroll(loaded, source, separator=separator)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--source") from None
+        if separator and record.get("separator", "").startswith("none"):
+            console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
+                          f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
+        attributor.save(target, overwrite=True)
     summary = {"model": str(target), **record, "n_skipped": len(errors),
                "classes": list(attributor.classes_)}
     if json_out:

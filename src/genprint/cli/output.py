@@ -134,3 +134,17 @@ def shortened_paths(paths: Sequence[str]) -> tuple[str | None, list[str]]:
     if not common or common == os.sep:
         return None, list(paths)
     return common, [os.path.relpath(p, common) if os.path.dirname(p) else p for p in paths]
+
+
+def check_out_dir(out: Any, overwrite: bool, option: str = "--out") -> Any:
+    """Check an output model folder before any work (see
+    :func:`genprint.storage.model_dir.check_output_dir`); a clear ``BadParameter`` otherwise.
+    Returns the folder to write (a symbolic link is followed)."""
+    import typer
+
+    from genprint.storage.model_dir import check_output_dir
+
+    try:
+        return check_output_dir(out, overwrite)
+    except OSError as exc:  # FileExistsError, NotADirectoryError, PermissionError, ...
+        raise typer.BadParameter(str(exc), param_hint=option) from None

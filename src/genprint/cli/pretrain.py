@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json, progress_bar
+from genprint.cli.output import check_out_dir, console, esc, print_json, progress_bar
 
 pretrain_app = typer.Typer(help="Pretrain networks before attribution training.",
                            no_args_is_help=True)
@@ -38,8 +38,7 @@ def pretrain_camera_cmd(
     from genprint.io.batches import load_items
     from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
 
-    if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    check_out_dir(out, overwrite)
     train, val = training_items(None, bench, "camera", 0.2, seed, None)
     if not train:
         raise typer.BadParameter(f"{bench} holds no camera training images", param_hint="--bench")

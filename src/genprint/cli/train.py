@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json
+from genprint.cli.output import check_out_dir, console, esc, print_json
 
 train_app = typer.Typer(help="Train an attributor on labelled images.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
@@ -119,8 +119,7 @@ def train_baseline(
     from genprint.methods.baseline import BaselineAttributor
     from genprint.methods.fitting import fit_on_items
 
-    if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    check_out_dir(out, overwrite)
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
     if not train_items:
         raise no_training_images(data)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from genprint.cli.output import console, esc, print_json, progress_bar
+from genprint.cli.output import check_out_dir, console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
@@ -86,8 +86,7 @@ def train_metric_cmd(
     from genprint.methods.metric_train import SYMMETRIES
     from genprint.storage.model_dir import ModelFormatError
 
-    if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    check_out_dir(out, overwrite)
     if init not in INITS:
         raise typer.BadParameter(f"choose one of {', '.join(INITS)}", param_hint="--init")
     if symmetries not in SYMMETRIES:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from genprint.cli.output import console, esc, print_json, progress_bar
+from genprint.cli.output import check_out_dir, console, esc, print_json, progress_bar
 from genprint.cli.train import (
     BenchOption,
     DataOption,
@@ -108,8 +108,7 @@ def train_probe_cmd(
     from genprint.methods.fitting import fit_on_items
     from genprint.methods.probe import ProbeAttributor, cap_per_class
 
-    if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists; pass --overwrite to replace it", param_hint="--out")
+    check_out_dir(out, overwrite)
     options = {"model_name": backbone_model} if backbone_model else {}
     try:
         model = ProbeAttributor(

@@ -24,7 +24,8 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,80 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid file name in a model directory: {name!r}")
 
 
+def replaceable(target: Path, marker: str, what: str) -> None:
+    """Refuse to replace ``target`` unless it is absent, an empty folder, or a folder holding
+    ``marker`` (a genprint model's ``card.json``, a benchmark's ``bench.json``): ``--overwrite``
+    replaces genprint's own outputs, never a folder of the user's files or a file."""
+    if not target.exists():
+        return
+    if not target.is_dir():
+        raise FileExistsError(f"{target} is a file, not {what}: refusing to replace it")
+    if any(target.iterdir()) and not (target / marker).is_file():
+        raise FileExistsError(f"{target} is a folder that is not {what} (it has no {marker}): "
+                              "refusing to replace it; choose another output folder")
+
+
+def check_output_dir(path: str | os.PathLike[str], overwrite: bool, *,
+                     marker: str = CARD_NAME, what: str = "a genprint model directory") -> Path:
+    """Check, before any long work, that ``path`` can receive an output folder: its parent is
+    (or can be made) a writable folder, and an existing ``path`` may be replaced (``overwrite``
+    and :func:`replaceable`). Returns the folder that will be written: a symbolic link is
+    followed, so the link keeps pointing to the updated folder. Raises ``FileExistsError`` or
+    ``OSError`` with the reason."""
+    target = Path(path)
+    if target.is_symlink():
+        target = target.resolve()
+    if target.exists():
+        if not overwrite:
+            raise FileExistsError(f"{target} already exists (replace it with --overwrite, or "
+                                  "overwrite=True in Python)")
+        replaceable(target, marker, what)
+    parent = target.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {target}: {parent} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{target.name}.check-", dir=parent))
+    except OSError as exc:
+        raise OSError(f"cannot write {target}: {exc.strerror or exc}") from None
+    return target
+
+
+@contextmanager
+def model_lock(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an exclusive lock for a read-modify-write of the model folder ``path`` (e.g.
+    ``genprint enroll``), so two processes updating it wait for each other instead of one
+    silently losing the other's change. The lock is taken on the folder that holds the model
+    (it is not replaced by the atomic swap, and no lock file is left behind), so updates of
+    models in the same folder take turns. Without POSIX file locks this does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    parent = Path(path).parent
+    if not parent.is_dir():  # nothing to protect yet (and no folder is created here)
+        yield
+        return
+    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float replaced by ``None`` (strict JSON), recursively."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, Mapping):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
 def write_model_dir(
     path: str | os.PathLike[str],
     card: Mapping[str, Any],
@@ -114,15 +189,14 @@ def write_model_dir(
     ``tensors`` go into ``weights.safetensors``; each entry of ``arrays`` becomes ``NAME.npy``;
     each entry of ``extra_files`` (e.g. a JSON table for people to read) is written as is under
     its name and checksummed like the others (loading does not read it). The card gets
-    ``format_version``, ``created`` and ``files`` (name → sha256) added.
-    An existing directory is replaced only with ``overwrite=True``.
+    ``format_version``, ``created`` and ``files`` (name → sha256) added; non-finite numbers in
+    its ``training`` record (e.g. a figure undefined for two sources) are written as ``null``.
+    An existing directory is replaced only with ``overwrite=True``, and only if it is a model
+    directory (or empty); a symbolic link to one is followed (see :func:`check_output_dir`).
     """
     from safetensors.numpy import save_file
 
-    target = Path(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target} already exists (pass overwrite=True to replace it)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_output_dir(path, overwrite)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         files: dict[str, str] = {}
@@ -141,6 +215,8 @@ def write_model_dir(
             (tmp / name).write_bytes(data)
             files[name] = sha256_file(tmp / name)
         full_card = dict(card)
+        if "training" in full_card:
+            full_card["training"] = finite_json(full_card["training"])
         full_card["format_version"] = FORMAT_VERSION
         full_card.setdefault("created", creation_info())
         full_card["files"] = files

@@ -37,6 +37,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from genprint.storage.model_dir import check_output_dir
 from genprint.world.protocols import REAL, make_protocols
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -104,10 +105,10 @@ def build_bench(
     if settings.random_cameras and settings.task != "camera":
         raise ValueError("random cameras are for the camera task only (--task camera)")
     target = Path(out)
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise FileExistsError(f"{target} exists and is not empty (replace it with --overwrite, or "
-                              "overwrite=True in Python)")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.is_dir() and not any(target.iterdir()):
+        overwrite = True  # an empty folder is simply filled
+    target = check_output_dir(target, overwrite, marker="bench.json",
+                              what="a genprint benchmark folder")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     rows: list[dict[str, str]] = []
     ext = "png" if settings.format == "png" else "jpg"

@@ -52,3 +52,19 @@ def test_load_items_keeps_indices_and_errors(mixed: list[Path]) -> None:
     assert {p for p, _ in errors} == bad
     assert [mixed[k] for k in kept] == [p for p in mixed if p not in bad]
     assert all(img.shape[0] >= 10 for img in images)
+
+
+def test_unusable_paths_are_reported_per_file(tmp_path: Path) -> None:
+    from genprint.io.sources import read_manifest, scan_inputs
+
+    good = tmp_path / "good.png"
+    Image.new("RGB", (8, 8)).save(good)
+    loop = tmp_path / "loop.png"
+    loop.symlink_to(loop)
+    paths = [loop, good / "x.png", tmp_path / ("n" * 300 + ".png"), good]
+    results = list(iter_images(scan_inputs(paths)))
+    assert [r.ok for r in results] == [False, False, False, True]
+    assert all(r.pixels.code == "unreadable" for r in results[:3])
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,source\n" + "".join(f"{p},a\n" for p in paths))
+    assert len(read_manifest(manifest).missing()) == 3

@@ -379,6 +379,8 @@ def read_image_with_info(
         raise ImageError("unreadable", "permission denied", name) from None
     except IsADirectoryError:
         raise ImageError("unreadable", "is a directory", name) from None
+    except OSError as exc:  # a symlink loop, a file name too long, a path through a file, I/O
+        raise ImageError("unreadable", exc.strerror or str(exc), name) from None
     digest = hashlib.sha256(data).hexdigest()
     try:
         pixels, info = decode_image(data, max_pixels=max_pixels, animated=animated,

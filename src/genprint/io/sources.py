@@ -125,7 +125,23 @@ class Dataset:
 
     def missing(self) -> list[Path]:
         """Paths listed but not present on disk."""
-        return [i.path for i in self.items if not i.path.exists()]
+        return [i.path for i in self.items if not _is_present(i.path)]
+
+
+def _is_present(path: Path) -> bool:
+    """Whether ``path`` exists; False when the path itself is unusable (a name too long, a
+    symbolic link loop, a path through a file), whose load then reports the reason."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
+
+
+def _is_folder(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def is_image_file(path: Path) -> bool:
@@ -160,7 +176,7 @@ def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     paths: list[Path] = []
     for raw in inputs:
         p = Path(raw)
-        if p.is_dir():
+        if _is_folder(p):
             paths.extend(_walk_images(p))
         else:
             paths.append(p)

@@ -85,7 +85,8 @@ RESULT_SUFFIXES = (".csv", ".parquet", ".json")
 
 def check_results_path(path: str | os.PathLike[str]) -> Path:
     """``path`` as a :class:`Path` if results can be written there, else ``ValueError`` (a
-    suffix other than :data:`RESULT_SUFFIXES`, or an existing directory). Callers check it
+    suffix other than :data:`RESULT_SUFFIXES`, an existing directory, or a place that cannot be
+    written; the parent folder is created). Callers check it
     before the work whose results it will hold."""
     out = Path(path)
     if out.suffix.lower() not in RESULT_SUFFIXES:
@@ -93,6 +94,12 @@ def check_results_path(path: str | os.PathLike[str]) -> Path:
     if out.is_dir():
         raise ValueError(f"{out} is a directory; give a file name ending in .csv, .parquet "
                          "or .json")
+    from genprint.storage.atomic import check_output_file
+
+    try:
+        check_output_file(out)
+    except OSError as exc:
+        raise ValueError(str(exc)) from None
     return out
 
 

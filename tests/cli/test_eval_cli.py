@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -357,3 +360,30 @@ def test_eval_data_warns_when_it_is_the_unsplit_training_data(tmp_path: Path) ->
     other = _make_folder(tmp_path / "other", {"a": 2, "b": 3}, n=4)
     out = runner.invoke(app, ["eval", str(model), "--data", str(other)], env={"COLUMNS": "200"})
     assert out.exit_code == 0 and "trained on this data" not in _flat(out.output)
+
+
+def test_output_files_are_checked_before_evaluating(world: dict[str, Path],
+                                                    tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    for option in ("--json", "--report"):
+        out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                                  option, str(tmp_path / "f" / "out")], env={"COLUMNS": "300"})
+        assert out.exit_code == 2 and "not a folder" in out.output, option
+    out = runner.invoke(app, ["compare", str(world["all"]), "--bench", str(world["bench"]),
+                              "--markdown", str(tmp_path)], env={"COLUMNS": "300"})
+    assert out.exit_code == 2 and "is a folder" in out.output
+    nested = tmp_path / "new" / "m.json"  # parents are created, as for --report
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(world["bench"]),
+                              "--json", str(nested)])
+    assert out.exit_code == 0 and json.loads(nested.read_text())["method"] == "baseline"
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses non-UTF-8 file names")
+def test_report_of_a_model_with_a_non_utf8_name(world: dict[str, Path], tmp_path: Path) -> None:
+    odd = Path(os.fsdecode(bytes(tmp_path) + b"/m\xff"))
+    shutil.copytree(world["all"], odd)
+    report = tmp_path / "r.html"
+    out = runner.invoke(app, ["eval", str(odd), "--bench", str(world["bench"]),
+                              "--report", str(report)])
+    assert out.exit_code == 0, out.output
+    assert "m\\xff" in report.read_text(encoding="utf-8")

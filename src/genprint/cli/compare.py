@@ -14,7 +14,16 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, format_metric, print_json, to_json, warnings_as_notes
+from genprint.cli.output import (
+    check_out_file,
+    console,
+    esc,
+    format_metric,
+    print_json,
+    to_json,
+    warnings_as_notes,
+)
+from genprint.storage.atomic import write_text_atomic
 
 CELL_KEYS = ("closed_set_accuracy", "auroc", "oscr")
 CELL_LEGEND = ("cells: closed-set accuracy / AUROC known vs unknown / OSCR, on the test split "
@@ -95,6 +104,8 @@ def compare_cmd(
     if unknown:
         raise typer.BadParameter(f"{', '.join(unknown)}: not a protocol of {bench} "
                                  f"(it has: {', '.join(available)})", param_hint="--protocol")
+    check_out_file(json_path, "--json")
+    check_out_file(markdown, "--markdown")
     rows: list[dict[str, Any]] = []
     for path in models:
         try:
@@ -124,14 +135,14 @@ def compare_cmd(
     shown = [p for p in wanted if any(r["protocol"] == p for r in rows)]
     header, body = comparison_grid(rows, shown)
     if markdown is not None:
-        markdown.write_text(to_markdown(header, body), encoding="utf-8")
+        write_text_atomic(markdown, to_markdown(header, body))
         console.print(f"Markdown table written to {esc(str(markdown))}")
     if json_path == "-":
         print_json(rows)
         return
     _print_table(header, body)
     if json_path:
-        Path(json_path).write_text(to_json(rows) + "\n", encoding="utf-8")
+        write_text_atomic(json_path, to_json(rows) + "\n")
         console.print(f"metrics written to {esc(str(json_path))}")
 
 

@@ -10,6 +10,7 @@ import typer
 
 from genprint.cli.app import app
 from genprint.cli.output import (
+    check_out_file,
     console,
     esc,
     format_metric,
@@ -19,6 +20,7 @@ from genprint.cli.output import (
     warnings_as_notes,
 )
 from genprint.evaluation.report import SUMMARY_ROWS
+from genprint.storage.atomic import write_text_atomic
 
 METRIC_ROWS = SUMMARY_ROWS  # the same labels as the HTML report's summary table
 
@@ -60,6 +62,8 @@ def evaluate_cmd(
     if data is not None and protocol is not None:
         raise typer.BadParameter("--protocol applies to --bench only; with --data, known "
                                  "sources are the model's", param_hint="--protocol")
+    check_out_file(json_path, "--json")
+    check_out_file(report, "--report")
     try:
         conditions = expand_perturbations(perturb or [])
     except RegistryError as exc:
@@ -124,7 +128,7 @@ def evaluate_cmd(
         if conditions:
             print_perturbation_table(metrics, perturbed)
         if json_path:
-            Path(json_path).write_text(to_json(metrics) + "\n", encoding="utf-8")
+            write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
 
 

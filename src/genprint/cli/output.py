@@ -148,3 +148,18 @@ def check_out_dir(out: Any, overwrite: bool, option: str = "--out") -> Any:
         return check_output_dir(out, overwrite)
     except OSError as exc:  # FileExistsError, NotADirectoryError, PermissionError, ...
         raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def check_out_file(path: Any, option: str) -> None:
+    """Check an output file option (``--json``, ``--report``, ...) before any work; a clear
+    ``BadParameter`` otherwise (``-`` meaning stdout and ``None`` pass)."""
+    import typer
+
+    from genprint.storage.atomic import check_output_file
+
+    if path is None or str(path) == "-":
+        return
+    try:
+        check_output_file(path)
+    except OSError as exc:
+        raise typer.BadParameter(str(exc), param_hint=option) from None

@@ -107,7 +107,10 @@ def _data(run: EvaluationRun) -> _Data:
 
 # ------------------------------------------------------------------------------ HTML pieces
 def _e(text: object) -> str:
-    return html.escape(str(text))
+    """HTML-escaped text; bytes of a file name that are not UTF-8 shown as ``\\xNN``."""
+    from genprint.results import printable
+
+    return html.escape(printable(str(text)))
 
 
 def _note(key: str, text: str) -> str:

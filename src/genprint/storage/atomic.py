@@ -58,3 +58,30 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_output_file(path: str | os.PathLike[str]) -> Path:
+    """Check, before the work whose output it will hold, that a file can be written at
+    ``path``: it is not a folder, its parent is (or can be made) a folder we can write in.
+    Raises ``OSError`` with the reason; creates the parent folder."""
+    out = Path(path)
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder; give a file name")
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise NotADirectoryError(f"cannot write {out}: {parent} is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{out.name}.check-", dir=parent)
+        os.close(fd)
+        os.unlink(name)
+    except OSError as exc:
+        raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
+    return out
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)

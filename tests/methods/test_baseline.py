@@ -91,3 +91,14 @@ def test_batch_with_bad_files_reports_each_and_keeps_the_good(toy_sources: Path,
     codes = [r.error_code for r in results]
     assert codes == [None, "empty", None, "not_an_image", "too_small", "not_found", None]
     assert all(r.label is not None and r.scores for r in results if r.ok)
+
+
+def test_attribute_takes_one_path_or_a_folder_as_the_cli_does(toy_sources: Path) -> None:
+    model = _fit(toy_sources)
+    one = min((toy_sources / "beta").glob("*.png"))
+    for given in (one, str(one)):
+        results = model.attribute(given)
+        assert [r.path for r in results] == [str(one)] and results[0].ok
+    folder = model.attribute(toy_sources / "gamma")
+    assert [r.path for r in folder] == [str(p) for p in sorted((toy_sources / "gamma").glob("*.png"))]
+    assert all(r.ok for r in folder)

@@ -174,21 +174,28 @@ class Attributor(ABC):
 
     def attribute(
         self,
-        inputs: Sequence[str | os.PathLike[str]],
+        inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         *,
         batch_size: int = 64,
         workers: int | None = None,
         animated: AnimatedPolicy = "refuse",
         on_progress: Callable[[int], None] | None = None,
     ) -> list[Attribution]:
-        """Attribute image files: one :class:`Attribution` per input path, in input order.
+        """Attribute image files: one :class:`Attribution` per image, in input order.
 
-        A file that cannot be used gets a row with its ``error`` and ``error_code``; the rest of
-        the batch goes on. ``on_progress(n)`` is called after each processed chunk of ``n`` files.
+        ``inputs`` is one path or a list of paths, as on the command line: a folder stands for
+        every image file below it (sorted, hidden files skipped), any other path is read as an
+        image. A file that cannot be used gets a row with its ``error`` and ``error_code``; the
+        rest of the batch goes on. ``on_progress(n)`` is called after each processed chunk of
+        ``n`` files.
         """
         from genprint.io.batches import iter_images
+        from genprint.io.sources import scan_inputs
 
         self._check_fitted()
+        if isinstance(inputs, str | os.PathLike):  # one path, not a sequence of characters
+            inputs = [inputs]
+        inputs = scan_inputs(list(inputs))
         results: list[Attribution] = []
         pending_imgs: list[np.ndarray] = []
         pending_slots: list[int] = []

@@ -53,8 +53,11 @@ def resolve_path(name_or_path: str, **kwargs: Any) -> Backbone:
     if path.exists():
         raise ValueError(f"{path}: neither a checkpoint file nor a transformers model folder")
     known = ", ".join(BACKBONES.names()) or "(none)"
+    from genprint.plugins import PLUGIN_HINT
+
     raise ValueError(f"unknown backbone {name_or_path!r}: not a registered name ({known}), an "
-                     "existing local path, nor a repository id in the local Hugging Face cache")
+                     "existing local path, nor a repository id in the local Hugging Face "
+                     f"cache; {PLUGIN_HINT}")
 
 
 def resolve_backbone(name_or_path: str, **kwargs: Any) -> Backbone:

@@ -37,8 +37,24 @@ def _root(
                      "(default 64 000 000; larger files are refused per file as "
                      "too_many_pixels). Same as the GENPRINT_MAX_PIXELS variable."),
     ] = None,
+    plugin: Annotated[
+        list[str] | None,
+        typer.Option("--plugin", help="Import a module that registers parts of your own "
+                     "(backbones, losses, ...) before the command runs: a module name or a "
+                     ".py file; repeatable. Same as the GENPRINT_PLUGINS variable "
+                     "(comma-separated); installed 'genprint.plugins' entry points are always "
+                     "imported."),
+    ] = None,
 ) -> None:
     """genprint command line."""
+    if not {"--help", "-h"} & set(sys.argv[1:]) or plugin:
+        from genprint.plugins import PluginError, load_plugins
+
+        try:
+            load_plugins(plugin or [])
+        except PluginError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
     if max_pixels is None:
         # a bad GENPRINT_MAX_PIXELS is an error before any work, not a crash (help still shows)
         from genprint.io.images import default_max_pixels

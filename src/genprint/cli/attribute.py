@@ -67,11 +67,15 @@ def attribute(
         raise typer.Exit(2)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("attributing", total=len(paths))
-        results = attributor.attribute(
-            paths, batch_size=batch_size, workers=workers,
-            animated="first" if first_frame else "refuse",
-            on_progress=lambda n: bar.advance(task, n),
-        )
+        try:
+            results = attributor.attribute(
+                paths, batch_size=batch_size, workers=workers,
+                animated="first" if first_frame else "refuse",
+                on_progress=lambda n: bar.advance(task, n),
+            )
+        except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
+            raise typer.Exit(2) from None
     if out is not None:
         write_results(results, out)
     failed = [r for r in results if not r.ok]

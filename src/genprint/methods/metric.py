@@ -192,8 +192,10 @@ class MetricAttributor(Attributor):
     # ------------------------------------------------------------------ building blocks
     def _check_params(self) -> None:
         if self.loss not in METRIC_LOSSES:
+            from genprint.plugins import PLUGIN_HINT
+
             raise ValueError(f"unknown loss {self.loss!r}; choose one of "
-                             f"{', '.join(METRIC_LOSSES)}")
+                             f"{', '.join(METRIC_LOSSES)} ({PLUGIN_HINT})")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.references not in REFERENCE_KINDS:

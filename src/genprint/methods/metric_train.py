@@ -103,7 +103,10 @@ def has_proxies(name: str) -> bool:
 def build_loss(name: str, n_classes: int, embedding_dim: int) -> LossBundle:
     """The loss (and miner) called ``name``; see :data:`METRIC_LOSSES`."""
     if name not in METRIC_LOSSES:
-        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(METRIC_LOSSES)}")
+        from genprint.plugins import PLUGIN_HINT
+
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(METRIC_LOSSES)} "
+                         f"({PLUGIN_HINT})")
     return METRIC_LOSSES.get(name)(n_classes, embedding_dim)
 
 

@@ -186,8 +186,16 @@ class ProbeAttributor(Attributor):
                                            self.input_size, **self.backbone_options)
             backbone = with_padding(backbone, self.pad)
         else:
-            backbone = backbone_for_images(spec["name"], None, spec["input_size"],
-                                           **spec["options"])
+            try:
+                backbone = backbone_for_images(spec["name"], None, spec["input_size"],
+                                               **spec["options"])
+            except ValueError as exc:
+                plugin = spec.get("module")
+                hint = (f"; it is registered by the plugin module {plugin!r}: run with "
+                        f"`genprint --plugin {plugin}` (or GENPRINT_PLUGINS={plugin}), or import "
+                        "it first in Python" if plugin else "")
+                raise ModelFormatError(f"cannot rebuild this model's backbone "
+                                       f"{spec['name']!r}: {exc}{hint}") from None
             backbone = with_padding(backbone, spec.get("pad", "none"))
             if weights_id(backbone) != spec["weights_id"]:
                 raise ModelFormatError(
@@ -278,6 +286,7 @@ class ProbeAttributor(Attributor):
             "name": spec_path(self.backbone), "options": self.backbone_options,
             "input_size": backbone.preprocessing.input_size, "weights_id": weights_id(backbone),
             "pad": self.pad, "min_side": getattr(self, "_min_side", None),
+            "module": _plugin_module(self.backbone),
         }
         self.backbone_card_ = backbone.card()
         self.layer_probes_ = probes  # every layer's fitted probe, for layer studies (not saved)
@@ -381,3 +390,14 @@ def _finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows with NaN / inf replaced by ``None`` (strict JSON)."""
     return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
              for k, v in r.items()} for r in rows]
+
+
+def _plugin_module(name: str) -> str | None:
+    """The module that registered the backbone ``name``, when it is not part of genprint (so
+    that a model can say which plugin it needs); None otherwise."""
+    from genprint.backbones.base import BACKBONES
+
+    if name not in BACKBONES:
+        return None
+    module = getattr(BACKBONES.get(name), "__module__", None)
+    return None if module is None or module.split(".")[0] == "genprint" else module

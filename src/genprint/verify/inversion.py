@@ -104,7 +104,10 @@ class InversionSettings:
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.loss not in INVERSION_LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(INVERSION_LOSSES)}")
+            from genprint.plugins import PLUGIN_HINT
+
+            raise ValueError(f"loss {self.loss!r} is not registered in this process; known: "
+                             f"{', '.join(INVERSION_LOSSES)} ({PLUGIN_HINT})")
         if self.init not in INITS:
             raise ValueError(f"init must be one of {', '.join(INITS)}")
         if self.keep_restarts < 1:

@@ -67,5 +67,8 @@ LOSSES = tuple(INVERSION_LOSSES.names())
 def get_loss(name: str) -> LossFn:
     """The per-sample loss called ``name`` (see :data:`INVERSION_LOSSES`)."""
     if name not in INVERSION_LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(INVERSION_LOSSES)}, got {name!r}")
+        from genprint.plugins import PLUGIN_HINT
+
+        raise ValueError(f"loss {name!r} is not registered in this process; known: "
+                         f"{', '.join(INVERSION_LOSSES)} ({PLUGIN_HINT})")
     return INVERSION_LOSSES.get(name)

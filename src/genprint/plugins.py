@@ -1,0 +1,122 @@
+"""Plugins: your own backbones, losses, methods and perturbations, usable by name everywhere.
+
+genprint's pluggable parts live in registries (:mod:`genprint.registry`): ``BACKBONES``,
+``METRIC_LOSSES``, ``INVERSION_LOSSES``, ``METHODS``, ``PERTURBATIONS``. A part is registered
+when the module that registers it is imported. In your own Python code, import that module
+first. The ``genprint`` command imports, before it runs any verb:
+
+1. the entry points of the group ``genprint.plugins`` of every installed package (a package
+   declares ``[project.entry-points."genprint.plugins"] mine = "my_package.genprint_parts"``);
+2. the modules listed in the ``GENPRINT_PLUGINS`` variable (comma-separated);
+3. the modules given with ``genprint --plugin MODULE`` (repeatable).
+
+A module is named as for ``import`` (``my_package.parts``, found on ``PYTHONPATH`` or installed)
+or by the path of a ``.py`` file (``./my_parts.py``; its folder is put on ``sys.path`` so that it
+can import its neighbours). Each module is imported once. A plugin that cannot be imported is an
+error that names it, not a silent skip: a model that needs it would otherwise fail later, with
+a less clear message.
+
+Generators for ``verify`` and ``invert`` need no plugin: their spec
+(``package.module:factory``) names the module to import.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+
+PLUGINS_ENV = "GENPRINT_PLUGINS"
+"""Environment variable: comma-separated plugin modules imported by the ``genprint`` command."""
+
+ENTRY_POINT_GROUP = "genprint.plugins"
+"""Entry-point group through which installed packages provide plugins."""
+
+PLUGIN_HINT = ("a part of your own must be registered by a plugin module: genprint --plugin "
+               f"MODULE, the {PLUGINS_ENV} variable, or a '{ENTRY_POINT_GROUP}' entry point "
+               "(see genprint.plugins)")
+"""Said by errors about names that are not registered."""
+
+_loaded: dict[str, ModuleType] = {}
+
+
+class PluginError(ImportError):
+    """A plugin module that could not be imported, with the reason."""
+
+
+def load_plugin(spec: str) -> ModuleType:
+    """Import one plugin module, named as for ``import`` or by a ``.py`` file path."""
+    spec = spec.strip()
+    if not spec:
+        raise PluginError("empty plugin name")
+    if spec in _loaded:
+        return _loaded[spec]
+    try:
+        if spec.endswith(".py") or os.sep in spec or (os.altsep and os.altsep in spec):
+            module = _import_file(Path(spec))
+        else:
+            module = importlib.import_module(spec)
+    except PluginError:
+        raise
+    except Exception as exc:  # the plugin's own code failed: say which plugin, and why
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name == spec.split(".")[0]:
+            hint = (" (install it, put its folder on PYTHONPATH, or give the path of the .py "
+                    "file)")
+        raise PluginError(f"cannot import plugin {spec!r}: {type(exc).__name__}: {exc}{hint}") \
+            from exc
+    _loaded[spec] = module
+    return module
+
+
+def _import_file(path: Path) -> ModuleType:
+    if not path.is_file():
+        raise PluginError(f"plugin file {str(path)!r} not found")
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = path.stem
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:  # pragma: no cover - not a Python file
+        raise PluginError(f"cannot import plugin file {str(path)!r}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def plugin_specs(extra: Sequence[str] = ()) -> list[str]:
+    """The plugin modules the command line imports: ``GENPRINT_PLUGINS`` then ``extra``."""
+    from_env = [s for s in os.environ.get(PLUGINS_ENV, "").split(",") if s.strip()]
+    return [*from_env, *extra]
+
+
+def load_plugins(extra: Sequence[str] = ()) -> list[str]:
+    """Import the installed entry points, then ``GENPRINT_PLUGINS`` and ``extra``; returns the
+    names imported. Raises :class:`PluginError` naming the first that fails."""
+    from importlib.metadata import entry_points
+
+    names: list[str] = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.value in _loaded:
+            continue
+        try:
+            _loaded[ep.value] = ep.load()
+        except Exception as exc:
+            raise PluginError(f"cannot load plugin entry point {ep.name!r} ({ep.value}): "
+                              f"{type(exc).__name__}: {exc}") from exc
+        names.append(ep.value)
+    for spec in plugin_specs(extra):
+        load_plugin(spec)
+        names.append(spec.strip())
+    return names

@@ -40,6 +40,47 @@ FACTORY = textwrap.dedent('''
         raise RuntimeError("weights missing")
 
     not_callable = 3
+
+    class Bad(Plain):
+        def __init__(self, kind, seed=0):
+            self.kind = kind
+            torch.manual_seed(seed)
+            self.net = torch.nn.Linear(4, 4)
+        def sample_latent(self, n, seed):
+            z = super().sample_latent(n, seed)
+            return z.numpy() if self.kind == "numpy" else z
+        def decode(self, z):
+            x = torch.sigmoid(self.net(z).sum(1)).view(-1, 1, 1, 1).expand(-1, 3, 8, 8)
+            if self.kind == "tanh":  # a common GAN output range, [-1, 1]
+                return torch.tanh(4 * self.net(z)).repeat(1, 12)[:, :48].view(-1, 3, 4, 4)
+            if self.kind == "hwc":
+                return x.permute(0, 2, 3, 1)
+            if self.kind == "gray":
+                return x[:, :1]
+            if self.kind == "nograd":
+                return x.detach()
+            return x
+
+    def bad_tanh():
+        return Bad("tanh")
+
+    def bad_hwc():
+        return Bad("hwc")
+
+    def bad_gray():
+        return Bad("gray")
+
+    def bad_nograd():
+        return Bad("nograd")
+
+    def bad_numpy():
+        return Bad("numpy")
+
+    def good():
+        return Bad("good")
+
+    def good_other_weights():
+        return Bad("good", seed=1)
 ''')
 
 
@@ -84,6 +125,38 @@ def test_bad_specs(spec: str, message: str) -> None:
 def test_bad_factories(user_module: str, attr: str, message: str) -> None:
     with pytest.raises(GeneratorSpecError, match=message):
         resolve_one(f"{user_module}:{attr}")
+
+
+@pytest.mark.parametrize(("attr", "message"), [
+    ("bad_tanh", r"values in \[-.*images must be in \[0, 1\]"),
+    ("bad_hwc", "expected N×3×H×W"),
+    ("bad_gray", "expected N×3×H×W"),
+    ("bad_nograd", "gradients do not flow"),
+    ("bad_numpy", "must return a torch tensor, got ndarray"),
+])
+def test_generators_that_break_the_contract_are_refused(user_module: str, attr: str,
+                                                        message: str) -> None:
+    with pytest.raises(GeneratorSpecError, match=message):
+        resolve_one(f"{user_module}:{attr}")
+
+
+def test_a_calibration_is_tied_to_its_generators_weights(user_module: str,
+                                                         tmp_path: Path) -> None:
+    from genprint.verify.calibration import CalibrationError, calibrate
+    from genprint.verify.inversion import InversionSettings
+
+    good = resolve_one(f"{user_module}:good")
+    assert good.sha256 is not None and good.sha256 == resolve_one(f"{user_module}:good").sha256
+    other = resolve_one(f"{user_module}:good_other_weights")
+    assert other.sha256 != good.sha256
+    settings = InversionSettings(steps=2, restarts=1)
+    cal = calibrate(good, 4, settings)
+    cal.check(good, settings)
+    with pytest.raises(CalibrationError, match="other weights"):
+        cal.check(other, settings)
+    cal.sha256 = None  # a calibration without a checksum: the generator's name must match
+    with pytest.raises(CalibrationError, match="made for the generator"):
+        cal.check(resolve_one(f"{user_module}:plain"), settings)
 
 
 def test_zoo_specs(monkeypatch: pytest.MonkeyPatch) -> None:

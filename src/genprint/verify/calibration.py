@@ -226,6 +226,12 @@ class Calibration:
                 f"{_condition_text(self.condition)}, not for {_condition_text(condition)}; "
                 f"calibrate with `genprint verify calibrate --generator {gen.spec}"
                 + (f" --condition {condition}`" if condition else "`"))
+        if not (self.sha256 and gen.sha256) and self.generator != gen.name:
+            raise CalibrationError(
+                f"this calibration was made for the generator {self.generator!r} "
+                f"({self.spec}), not for {gen.name!r} ({gen.spec}), and no weights checksum "
+                f"shows they are the same; calibrate with `genprint verify calibrate "
+                f"--generator {gen.spec}`")
         if self.sha256 and gen.sha256 and self.sha256 != gen.sha256:
             raise CalibrationError(
                 f"the calibration of {gen.name} was made for other weights (sha256 "

@@ -56,7 +56,8 @@ class GeneratorHandle:
     calibration_path: Path | None = None
     """Default place of its calibration JSON (None: the user must give one)."""
     sha256: str | None = None
-    """Checksum of the weights (zoo generators), stored in calibrations to catch stale ones."""
+    """Checksum of the weights (a zoo card's, the object's ``sha256``, or
+    :func:`weights_fingerprint`), stored in calibrations to catch stale ones."""
 
     def __post_init__(self) -> None:
         freeze(self.obj)
@@ -210,6 +211,77 @@ def check_interface(obj: Any, where: str) -> None:
         raise GeneratorSpecError(f"{where}: decode and sample_latent must be callable")
 
 
+def weights_fingerprint(obj: Any) -> str | None:
+    """sha256 of a generator's weights, to tie a calibration to them: the tensors of ``obj``
+    if it is a ``torch.nn.Module``, else of the modules among its attributes (by attribute
+    name). None when it holds no module (the calibration then cannot check its weights)."""
+    import hashlib
+
+    from torch import nn
+
+    if isinstance(obj, nn.Module):
+        modules = [("", obj)]
+    else:
+        modules = sorted((k, v) for k, v in vars(obj).items() if isinstance(v, nn.Module)) \
+            if hasattr(obj, "__dict__") else []
+    if not modules:
+        return None
+    digest = hashlib.sha256()
+    for prefix, module in modules:
+        for key, tensor in sorted(module.state_dict().items()):
+            digest.update(f"{prefix}.{key}".encode() + b"\0")
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def check_contract(obj: Any, where: str) -> None:
+    """One-latent check of what inversion relies on: ``sample_latent`` gives a tensor of
+    ``latent_shape``, and ``decode`` maps it to a finite N×3×H×W tensor in [0, 1] through which
+    gradients flow. A :class:`GeneratorSpecError` says what is wrong (a calibration of a
+    generator that breaks it would be meaningless)."""
+    try:
+        z = obj.sample_latent(1, 0)
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise GeneratorSpecError(f"{where}: sample_latent(1, 0) failed: "
+                                 f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(z, torch.Tensor):
+        raise GeneratorSpecError(f"{where}: sample_latent must return a torch tensor, got "
+                                 f"{type(z).__name__}")
+    expected = (1, *(int(v) for v in obj.latent_shape))
+    if tuple(z.shape) != expected:
+        raise GeneratorSpecError(f"{where}: sample_latent(1, 0) has shape {tuple(z.shape)}, "
+                                 f"latent_shape says {expected[1:]}")
+    z = z.detach().clone().float().requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            x = obj.decode(z)
+            grad_ok = isinstance(x, torch.Tensor) and x.requires_grad
+            if grad_ok:
+                x.float().sum().backward()
+                grad_ok = z.grad is not None
+    except Exception as exc:  # noqa: BLE001 - user code
+        raise GeneratorSpecError(f"{where}: decode(z) failed, or gradients do not flow through "
+                                 f"it: {type(exc).__name__}: {exc}") from None
+    if not isinstance(x, torch.Tensor):
+        raise GeneratorSpecError(f"{where}: decode must return a torch tensor, got "
+                                 f"{type(x).__name__}")
+    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
+        raise GeneratorSpecError(f"{where}: decode(z) has shape {tuple(x.shape)}; expected "
+                                 "N×3×H×W (channels first, RGB)")
+    if not grad_ok:
+        raise GeneratorSpecError(f"{where}: gradients do not flow from decode(z) back to z (is "
+                                 "decode under torch.no_grad(), or detached?); inversion needs "
+                                 "them")
+    values = x.detach()
+    if not torch.isfinite(values).all():
+        raise GeneratorSpecError(f"{where}: decode(z) gave NaN or infinite values")
+    lo, hi = float(values.min()), float(values.max())
+    if lo < -0.02 or hi > 1.02:
+        raise GeneratorSpecError(f"{where}: decode(z) gave values in [{lo:.3g}, {hi:.3g}]; "
+                                 "images must be in [0, 1] (e.g. (x + 1) / 2 for a tanh "
+                                 "output)")
+
+
 def _zoo(name: str) -> GeneratorHandle:
     from genprint.world import zoo
     from genprint.world.zoo.store import find_card, read_card, train_hint
@@ -258,6 +330,7 @@ def _factory(spec: str) -> GeneratorHandle:
         raise GeneratorSpecError(f"{spec}: calling {attr}() failed: "
                                  f"{type(exc).__name__}: {exc}") from None
     check_interface(obj, f"{spec} ({attr}())")
+    check_contract(obj, f"{spec} ({attr}())")
     name = str(getattr(obj, "name", "") or spec)
     cal = getattr(obj, "calibration_path", None)
     if cal is None:
@@ -267,7 +340,7 @@ def _factory(spec: str) -> GeneratorHandle:
             cal = Path(module_file).with_name(f"{module_name.rsplit('.', 1)[-1]}.{attr}"
                                               ".calibration.json")
     return GeneratorHandle(name, obj, spec, Path(cal) if cal else None,
-                           getattr(obj, "sha256", None))
+                           getattr(obj, "sha256", None) or weights_fingerprint(obj))
 
 
 def trained_zoo_names() -> list[str]:

@@ -86,6 +86,7 @@ def _register_verbs() -> None:
         evaluate,
         pretrain,
         train,
+        train_invert,
         train_metric,
         train_probe,
         verify,

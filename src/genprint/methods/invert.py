@@ -94,7 +94,7 @@ class InvertAttributor(Attributor):
         from genprint.io.sources import check_source_names
         from genprint.verify.calibration import Calibration, CalibrationError, calibrate
         from genprint.verify.generators import resolve_one
-        from genprint.verify.verifier import Verifier
+        from genprint.verify.verifier import Verifier, check_alpha_reachable
 
         sources = sorted(set(train_labels) | set(val_labels))
         check_source_names(sources)
@@ -122,6 +122,7 @@ class InvertAttributor(Attributor):
                 cal = calibrate(handle, self.calibration_n, settings, self.complexity,
                                 self.pvalue)
             cal.pvalue = self.pvalue
+            check_alpha_reachable(cal, self.alpha, source)  # else every image would "belong"
             verifiers.append(Verifier(handle, cal, self.batch_size))
         if not verifiers:
             raise ValueError("invert needs at least one known source that is a generator with "

@@ -226,7 +226,8 @@ class Calibration:
                 f"{_condition_text(self.condition)}, not for {_condition_text(condition)}; "
                 f"calibrate with `genprint verify calibrate --generator {gen.spec}"
                 + (f" --condition {condition}`" if condition else "`"))
-        if not (self.sha256 and gen.sha256) and self.generator != gen.name:
+        if not (self.sha256 and gen.sha256) and self.generator != gen.name \
+                and self.spec != gen.spec:
             raise CalibrationError(
                 f"this calibration was made for the generator {self.generator!r} "
                 f"({self.spec}), not for {gen.name!r} ({gen.spec}), and no weights checksum "

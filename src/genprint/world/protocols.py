@@ -88,11 +88,28 @@ class ProtocolView:
 
 def read_protocols(bench_dir: str | os.PathLike[str]) -> dict[str, Protocol]:
     """Protocols stored in ``BENCH/protocols.json``."""
-    path = Path(bench_dir) / "protocols.json"
+    folder = Path(bench_dir)
+    if not folder.is_dir():
+        raise ManifestError(f"{bench_dir}: no such benchmark folder")
+    path = folder / "protocols.json"
     if not path.is_file():
         raise ManifestError(f"{bench_dir}: no protocols.json (build it with `genprint bench build`)")
-    raw = json.loads(path.read_text(encoding="utf-8"))
-    return {k: Protocol(k, tuple(v["known"]), tuple(v["unknown"])) for k, v in raw.items()}
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: not valid JSON ({exc})") from None
+    shape = ('an object {"PROTOCOL": {"known": [SOURCES], "unknown": [SOURCES]}, ...}')
+    if not isinstance(raw, dict) or not raw:
+        raise ManifestError(f"{path}: expected {shape}")
+    protocols = {}
+    for name, value in raw.items():
+        lists = [value.get(key) if isinstance(value, dict) else None
+                 for key in ("known", "unknown")]
+        if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+            raise ManifestError(f"{path}: protocol {name!r} needs 'known' and 'unknown' lists of "
+                                f"source names; expected {shape}")
+        protocols[name] = Protocol(name, tuple(lists[0]), tuple(lists[1]))  # type: ignore[arg-type]
+    return protocols
 
 
 def protocol_view(bench_dir: str | os.PathLike[str], name: str) -> ProtocolView:

@@ -102,3 +102,24 @@ def test_attribute_takes_one_path_or_a_folder_as_the_cli_does(toy_sources: Path)
     folder = model.attribute(toy_sources / "gamma")
     assert [r.path for r in folder] == [str(p) for p in sorted((toy_sources / "gamma").glob("*.png"))]
     assert all(r.ok for r in folder)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda c: c.update(thresholds="x"), "usable baseline model"),
+    (lambda c: c.update(thresholds=c["thresholds"][:-1]), "threshold"),
+    (lambda c: c["thresholds"].__setitem__(0, float("nan")), "finite"),
+    (lambda c: c["classes"].__setitem__(1, c["classes"][0]), "twice"),
+    (lambda c: c["classes"].__setitem__(0, "Unknown"), "reserved"),
+])
+def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path, edit,
+                                               message: str) -> None:
+    import json
+
+    from genprint.storage.model_dir import ModelFormatError
+
+    out = _fit(toy_sources).save(tmp_path / "m")
+    card = json.loads((out / "card.json").read_text())
+    edit(card)
+    (out / "card.json").write_text(json.dumps(card))  # NaN is written as the JSON extension NaN
+    with pytest.raises(ModelFormatError, match=message):
+        genprint.load(out)

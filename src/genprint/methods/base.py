@@ -277,6 +277,33 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
             f"{path}: card names method {name!r}, which this genprint does not provide "
             f"(available: {', '.join(METHODS.names())})"
         )
-    attributor = METHODS.get(name)._from_contents(contents)
+    try:
+        attributor = METHODS.get(name)._from_contents(contents)
+        _check_card_consistency(attributor)
+    except ModelFormatError as exc:
+        raise ModelFormatError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, IndexError) as exc:  # a card edited by hand, ...
+        raise ModelFormatError(f"{path}: the card does not describe a usable {name} model "
+                               f"({type(exc).__name__}: {exc})") from None
     attributor.model_sha256_ = contents.card_sha256
     return attributor
+
+
+def _check_card_consistency(attributor: Attributor) -> None:
+    """What every method's card must satisfy: distinct, usable source names, and one finite
+    threshold per source (a NaN threshold would silently never accept its source)."""
+    from genprint.io.sources import check_source_names
+
+    classes = list(attributor.classes_)
+    if len(set(classes)) != len(classes):
+        raise ModelFormatError(f"the card lists a source twice: {classes}")
+    try:
+        check_source_names(classes)
+    except ValueError as exc:
+        raise ModelFormatError(f"the card's classes: {exc}") from None
+    thresholds = np.asarray(attributor.thresholds_, dtype=np.float64)
+    if thresholds.shape != (len(classes),):
+        raise ModelFormatError(f"the card has {thresholds.size} threshold(s) for "
+                               f"{len(classes)} source(s)")
+    if not np.isfinite(thresholds).all():
+        raise ModelFormatError("the card has a threshold that is not a finite number")

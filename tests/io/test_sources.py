@@ -160,3 +160,35 @@ def test_manifest_and_folder_refuse_unusable_source_names(tmp_path: Path) -> Non
     _img(layout / "gan " / "b.png")
     with pytest.raises(ManifestError, match="sub-folder names a source.*trailing spaces"):
         read_folder(layout)
+
+
+def test_repeated_rows_count_once_and_a_file_in_two_splits_is_refused(tmp_path: Path) -> None:
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    m = tmp_path / "m.csv"
+    m.write_text("path,source,split\na.png,real,train\nb.png,real,val\na.png,real,train\n")
+    ds = read_manifest(m)
+    assert [i.path.name for i in ds.items] == ["a.png", "b.png"]
+    assert any("repeat" in p for p in ds.problems)
+    m.write_text("path,source,split\na.png,real,train\na.png,real,test\n")
+    with pytest.raises(ManifestError, match=r"m\.csv:3: .*two splits .*line 2"):
+        read_manifest(m)
+
+
+def test_damaged_manifests_say_what_is_wrong(tmp_path: Path) -> None:
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("path,source\ncaf\xe9.png,real\n".encode("latin-1"))
+    with pytest.raises(ManifestError, match="not UTF-8"):
+        read_manifest(latin)
+    pytest.importorskip("pyarrow")
+    broken = tmp_path / "m.parquet"
+    broken.write_bytes(b"PAR1 this is not parquet")
+    with pytest.raises(ManifestError, match="not a readable Parquet file"):
+        read_manifest(broken)
+
+
+def test_an_empty_source_folder_is_noted(tmp_path: Path) -> None:
+    _img(tmp_path / "real" / "a.png")
+    (tmp_path / "gan").mkdir()
+    ds = read_folder(tmp_path)
+    assert ds.sources() == ["real"] and any("gan" in p for p in ds.problems)

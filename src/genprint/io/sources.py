@@ -196,11 +196,17 @@ def _normalise_split(value: str | None, where: str) -> str | None:
 def _read_rows(path: Path) -> list[dict[str, str | None]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            reader = csv.DictReader(fh)
-            if reader.fieldnames is None:
-                raise ManifestError(f"{path}: the manifest is empty (no header row)")
-            return [dict(row) for row in reader]
+        try:
+            with path.open(newline="", encoding="utf-8-sig") as fh:
+                reader = csv.DictReader(fh)
+                if reader.fieldnames is None:
+                    raise ManifestError(f"{path}: the manifest is empty (no header row)")
+                return [dict(row) for row in reader]
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{path}: not UTF-8 text (byte {exc.start}); save the manifest "
+                                "as UTF-8") from None
+        except csv.Error as exc:
+            raise ManifestError(f"{path}: not a readable CSV file ({exc})") from None
     if suffix == ".parquet":
         try:
             import pyarrow.parquet as pq
@@ -208,7 +214,12 @@ def _read_rows(path: Path) -> list[dict[str, str | None]]:
             raise ManifestError(
                 "reading a Parquet manifest needs pyarrow: pip install 'genprint[parquet]'"
             ) from None
-        table = pq.read_table(path)
+        import pyarrow as pa
+
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError, ValueError) as exc:  # a damaged or foreign file
+            raise ManifestError(f"{path}: not a readable Parquet file ({exc})") from None
         return [
             {k: (None if v is None else str(v)) for k, v in row.items()}
             for row in table.to_pylist()
@@ -230,7 +241,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
     label_col = "source" if "source" in columns else ("label" if "label" in columns else None)
     base = manifest.parent
     items: list[Item] = []
-    seen: dict[Path, str | None] = {}
+    seen: dict[Path, tuple[str | None, str | None, int]] = {}  # path -> (source, split, line)
+    duplicates = 0
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{manifest}:{n}"
         raw_path = (row.get("path") or "").strip()
@@ -247,13 +259,26 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
                 f"{where}: the label 'unknown' is reserved for sources never seen in training "
                 "and cannot appear in the train split"
             )
-        if p in seen and seen[p] != source:
-            raise ManifestError(f"{where}: {raw_path} is listed twice with different sources")
-        seen[p] = source
+        if p in seen:
+            first_source, first_split, line = seen[p]
+            if first_source != source:
+                raise ManifestError(f"{where}: {raw_path} is listed twice with different "
+                                    f"sources (line {line}: {first_source!r})")
+            if first_split != split:
+                raise ManifestError(
+                    f"{where}: {raw_path} is listed in two splits ({first_split} on line "
+                    f"{line}, {split} here): an image in both training and evaluation would "
+                    "make the figures optimistic")
+            duplicates += 1  # the same row again: counted once
+            continue
+        seen[p] = (source, split, n)
         kind = (row.get("kind") or "").strip() or None
         origin = (row.get("origin") or "").strip() or None
         items.append(Item(p, source, split, kind, origin))
     dataset = Dataset(items, str(manifest))
+    if duplicates:
+        dataset.problems.append(f"{duplicates} row(s) repeat an earlier row of the same file; "
+                                "each file is used once")
     missing = dataset.missing()
     if missing:
         shown = ", ".join(str(m) for m in missing[:5])
@@ -274,10 +299,16 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
     for d in subdirs:
         if problem := source_name_problem(d.name):
             raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
-    if subdirs:
-        for d in subdirs:  # a folder called `unknown` holds images of unseen sources
-            items.extend(Item(p, d.name) for p in _walk_images(d))
+    empty = []
+    for d in subdirs:  # a folder called `unknown` holds images of unseen sources
+        found = _walk_images(d)
+        items.extend(Item(p, d.name) for p in found)
+        if not found:
+            empty.append(d.name)
     dataset = Dataset(items + [Item(p) for p in loose], str(folder))
+    if empty:
+        dataset.problems.append(f"source sub-folder(s) without image files, left out: "
+                                f"{', '.join(empty)}")
     if subdirs and loose:
         dataset.problems.append(
             f"{len(loose)} image(s) directly in {folder} have no source sub-folder (unlabelled)"

@@ -224,3 +224,16 @@ def test_padded_input_save_load_and_min_size(tmp_path: Path, toy_data: dict[str,
     assert plain.backbone_spec_["input_size"] == 32 and plain.min_size == 32
     with pytest.raises(ValueError, match="pad"):
         ProbeAttributor(pad="zeros")
+
+
+def test_one_small_image_does_not_shrink_the_input_for_all(tmp_path: Path,
+                                                           toy_data: dict[str, list]) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip.pt")
+    big = [np.tile(i, (2, 2, 1)) for i in toy_data["tr"]]  # 64×64 images
+    tiny = toy_data["tr"][0][:1, :1]  # and one 1×1 image
+    model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
+    model.fit([*big, tiny], [*toy_data["trl"], toy_data["trl"][0]],
+              [np.tile(i, (2, 2, 1)) for i in toy_data["va"]], toy_data["val"])
+    assert model.backbone_spec_["min_side"] == 64  # sized on the 64×64 images, not the 1×1
+    warnings = model.training_info_["warnings"]
+    assert len(warnings) == 1 and "1 image(s)" in warnings[0] and "smallest 1 px" in warnings[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -74,8 +75,22 @@ def training_items(
     except ManifestError as exc:
         raise typer.BadParameter(str(exc)) from None
     if sources:
+        available = sorted({i.source for i in [*train, *val] if i.source})
+        missing = [s for s in sources if s not in available]
+        if missing:
+            raise typer.BadParameter(f"{', '.join(missing)}: not a source of the training data "
+                                     f"(it has: {', '.join(available) or 'none'})",
+                                     param_hint="--source")
         train = [i for i in train if i.source in set(sources)]
         val = [i for i in val if i.source in set(sources)]
+    if not train and data is not None:
+        splits = Counter(i.split for i in dataset.items if i.source and i.source != UNKNOWN)
+        if splits:
+            found = ", ".join(f"{n} {s or 'unsplit'}" for s, n in sorted(
+                splits.items(), key=lambda kv: str(kv[0])))
+            raise typer.BadParameter(f"the data has labelled images, but none in the train "
+                                     f"split ({found}); give training rows split 'train'",
+                                     param_hint="--data")
     return train, val
 
 

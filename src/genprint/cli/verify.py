@@ -75,6 +75,20 @@ def _resolve(spec: str) -> list[Any]:
         raise _fail(str(exc)) from None
 
 
+def _check_condition(condition: str | None) -> None:
+    """An unknown --condition is refused before any work, with the known names."""
+    if condition is None:
+        return
+    from genprint.evaluation.perturb import PERTURBATIONS, expand_perturbations
+    from genprint.registry import RegistryError
+
+    try:
+        expand_perturbations([condition])
+    except RegistryError:
+        raise _fail(f"--condition {condition!r} is not a perturbation; known: "
+                    f"{', '.join(PERTURBATIONS.names())}") from None
+
+
 def _threads(n: int | None) -> None:
     if n is not None:
         import torch
@@ -137,6 +151,7 @@ def calibrate_cmd(
     from genprint.verify.calibration import calibrate, condition_path
     from genprint.verify.inversion import default_settings
 
+    _check_condition(condition)
     _threads(threads)
     handles = _resolve(generator)
     if out is not None and len(handles) > 1:
@@ -227,6 +242,7 @@ def run_cmd(
 
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
+    _check_condition(condition)
     _threads(threads)
     if out is not None:
         from genprint.results import check_results_path

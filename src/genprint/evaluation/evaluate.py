@@ -63,6 +63,11 @@ def score_results(
     from genprint.evaluation.metrics import OpenSetMetrics, real_vs_generated_auroc
 
     ok = [k for k, r in enumerate(results) if r.ok]
+    if not ok:
+        reasons = Counter(r.error for r in results)
+        shown = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
+        raise ValueError(f"none of the {len(results)} test image(s) could be used ({shown}): "
+                         "nothing to evaluate")
     items = [items[k] for k in ok]
     results = [results[k] for k in ok]
     y_true = _labels(items, classes)

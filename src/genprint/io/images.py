@@ -39,6 +39,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 import threading
 import warnings
 import zlib
@@ -323,8 +324,14 @@ def decode_image(
         pixels, info = _decode(data, limit, animated)
     except ImageError:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ImageError("too_many_pixels", f"decompression bomb refused: {exc}") from None
+    except Image.DecompressionBombError as exc:  # over Pillow's own cap, checked before ours
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1))} pixels" if found else "more pixels than Pillow allows"
+        raise ImageError(
+            "too_many_pixels",
+            f"image is {size}, over the limit of {limit} (possible decompression bomb); to "
+            f"allow it, raise the limit with `genprint --max-pixels N ...`, {MAX_PIXELS_ENV}=N "
+            "or max_pixels=N in Python") from None
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a per-file error
         message = f"{type(exc).__name__}: {exc}"
         code = "truncated" if "truncated" in message.lower() else "corrupt"

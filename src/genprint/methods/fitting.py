@@ -36,7 +36,8 @@ def fit_on_items(
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
-        "warnings": [*data_warnings(train, tr_idx, val, va_idx,
+        "warnings": [*getattr(attributor, "fit_warnings_", []),
+                     *data_warnings(train, tr_idx, val, va_idx,
                                     few_validation=attributor.thresholds_from_validation),
                      *confound_warnings([train[k] for k in tr_idx], tr_imgs)],
     }
@@ -62,14 +63,17 @@ def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
         return
     by_path = {str(p): e for p, e in errors}
     parts = []
+    too_small = False
     for src in lost:
-        reasons = Counter(by_path[str(i.path)].reason for i in items
-                          if i.source == src and str(i.path) in by_path)
+        errs = [by_path[str(i.path)] for i in items if i.source == src and str(i.path) in by_path]
+        reasons = Counter(e.reason for e in errs)
+        too_small |= any(e.code == "too_small" for e in errs)
         reason = reasons.most_common(1)[0][0] if reasons else "unreadable"
         parts.append(f"{src!r} ({total[src]} file(s); e.g. {reason})")
     raise ValueError(f"every {split} image of these sources was refused: {'; '.join(parts)}. "
-                     "Fix or replace the files (or choose a smaller patch size) rather than "
-                     "train without them")
+                     "Fix or replace the files"
+                     + (" (or choose a smaller patch size)" if too_small else "")
+                     + " rather than train without them")
 
 
 def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequence[Item],

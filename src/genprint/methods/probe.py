@@ -230,6 +230,10 @@ class ProbeAttributor(Attributor):
         known = [i for i, lab in enumerate(val_labels) if lab in classes]
         val_images = [val_images[i] for i in known]
         val_labels = [val_labels[i] for i in known]
+        self.fit_warnings_: list[str] = []
+        if self.pad == "none":
+            train_images, train_labels, val_images, val_labels = self._drop_small_outliers(
+                train_images, train_labels, val_images, val_labels, classes)
         sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
@@ -238,6 +242,33 @@ class ProbeAttributor(Attributor):
         train_feats = self.extract(train_images, on_progress)
         val_feats = self.extract(val_images, on_progress)
         return self.fit_features(train_feats, train_labels, val_feats, val_labels)
+
+    def _drop_small_outliers(self, train_images: list, train_labels: list, val_images: list,
+                             val_labels: list, classes: list[str]) -> tuple[list, list, list, list]:
+        """Without padding, the backbone's input is the largest size every image can be
+        cropped to, so one small image would shrink it for all. Images whose shorter side is
+        under half the median one are left out instead, with a warning (``--pad`` keeps them)."""
+        sides = np.array([min(i.shape[:2]) for i in (*train_images, *val_images)])
+        if not len(sides):
+            return train_images, train_labels, val_images, val_labels
+        cut = float(np.median(sides)) / 2
+        small = sides < cut
+        if not small.any():
+            return train_images, train_labels, val_images, val_labels
+        n_tr = len(train_images)
+        keep_tr = [k for k in range(n_tr) if not small[k]]
+        keep_va = [k for k in range(len(val_images)) if not small[n_tr + k]]
+        lost = sorted(set(classes) - {train_labels[k] for k in keep_tr})
+        if lost:
+            raise ValueError(f"the training images of {', '.join(lost)} are all much smaller "
+                             f"than the others (shorter side under {cut:.0f} px, half the "
+                             "median); use --pad reflect, or images of similar sizes")
+        self.fit_warnings_.append(
+            f"{int(small.sum())} image(s) with a shorter side under {cut:.0f} px (half the "
+            f"median, {2 * cut:.0f} px; smallest {int(sides.min())} px) were left out, so that "
+            "they do not shrink the backbone's input for every image; --pad reflect keeps them")
+        return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
+                [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
 
     def fit_features(self, train_feats: Sequence[np.ndarray], train_labels: Sequence[str],
                      val_feats: Sequence[np.ndarray], val_labels: Sequence[str]) \
@@ -294,6 +325,7 @@ class ProbeAttributor(Attributor):
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
             "n_train_used": len(y_tr), "n_val_used": len(y_va),
+            "warnings": list(getattr(self, "fit_warnings_", [])),
             "layer": self.layer_name_, "hp": self.probe_.hp,
             "val_accuracy": rows[chosen]["val_accuracy"],
             "val_loso_auroc": rows[chosen]["val_loso_auroc"],

@@ -100,6 +100,10 @@ def test_verify_members_against_random(tiny_gan: GeneratorHandle,
     assert rows[7].error_code == "too_small" and rows[7].loss is None
     with pytest.raises(ValueError, match="smaller"):
         fit_to_resolution(small, 32)
+    flat = [np.full((32, 32, 3), v, np.uint8) for v in (0, 128, 255)]
+    flat_rows = verify_arrays([Verifier(tiny_gan, calibration)], flat, alpha=0.05)
+    assert all(r.error_code == "no_content" and not r.belongs and "uniform" in r.error
+               for r in flat_rows)
 
 
 def test_alpha_below_the_smallest_p_value_is_refused(tiny_gan: GeneratorHandle) -> None:

@@ -113,6 +113,15 @@ class ImageTooSmall(ValueError):
     """An image smaller than the generator's resolution (images are never upsampled)."""
 
 
+class ImageWithoutContent(ValueError):
+    """A (nearly) uniform image: every generator reconstructs it almost perfectly, so a test of
+    "this generator made it" says nothing about it."""
+
+
+FLAT_STD = 0.5
+"""Below this pixel standard deviation (in 0–255 levels) a crop is refused as uniform."""
+
+
 def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
     """The centre ``size``×``size`` crop of ``image`` and a note when it was cropped."""
     h, w = image.shape[:2]
@@ -157,14 +166,23 @@ def verify_arrays(
     per: list[dict[str, Verdict]] = [{} for _ in images]
     notes: list[set[str]] = [set() for _ in images]
     errors: list[str | None] = [None] * len(images)
+    codes: list[str] = ["too_small"] * len(images)
     for v in verifiers:
         size = v.generator.resolution
         ok, crops = [], []
         for i, img in enumerate(images):
             try:
                 crop, note = fit_to_resolution(img, size)
+                if float(crop.std()) < FLAT_STD:
+                    raise ImageWithoutContent(
+                        "the image is uniform (pixel standard deviation under "
+                        f"{FLAT_STD} levels): any generator reconstructs it, so inversion "
+                        "cannot test who made it")
             except ImageTooSmall as exc:
                 errors[i] = errors[i] or str(exc)
+                continue
+            except ImageWithoutContent as exc:
+                errors[i], codes[i] = errors[i] or str(exc), "no_content"
                 continue
             ok.append(i)
             crops.append(crop)
@@ -180,14 +198,15 @@ def verify_arrays(
         for k, i in enumerate(ok):
             per[i][v.name] = Verdict(float(result.loss[k]), float(scores[k]), float(pvals[k]),
                                      bool(pvals[k] >= alpha), float(zs[k]))
-    return [_row(names[i], per[i], notes[i], errors[i], alpha) for i in range(len(images))]
+    return [_row(names[i], per[i], notes[i], errors[i], alpha, codes[i])
+            for i in range(len(images))]
 
 
 def _row(name: str, verdicts: dict[str, Verdict], notes: set[str], error: str | None,
-         alpha: float) -> VerifyRow:
+         alpha: float, code: str = "too_small") -> VerifyRow:
     if not verdicts:
         return VerifyRow(name, error=error or "no generator could verify the image",
-                         error_code="too_small")
+                         error_code=code)
     best = min(verdicts, key=lambda g: (-verdicts[g].p_value, verdicts[g].z))
     v = verdicts[best]
     note = "; ".join(sorted(notes)) or None

@@ -111,7 +111,9 @@ def calibrate_cmd(
     restarts: Annotated[int | None, typer.Option(help="Starts per image.")] = None,
     lr: Annotated[float | None, typer.Option(help="Initial learning rate.")] = None,
     schedule: Annotated[str | None, typer.Option(help="cosine, step or constant.")] = None,
-    loss: Annotated[str | None, typer.Option(help="mse, l1 or ssim.")] = None,
+    loss: Annotated[str | None, typer.Option(help="Reconstruction loss: mse, l1, ssim, or one "
+                                                  "registered in INVERSION_LOSSES by a "
+                                                  "plugin (genprint --plugin).")] = None,
     init: Annotated[str | None, typer.Option(help="auto (encoder where available), random, "
                                                   "encoder.")] = None,
     ddim_steps: Annotated[int | None, typer.Option(help="DDIM chain length for diffusion "

@@ -98,3 +98,20 @@ def test_a_model_on_a_plugin_backbone_names_the_plugin_it_needs(tmp_path: Path) 
     again = genprint.load(tmp_path / "model")
     with pytest.raises(ModelFormatError, match=f"--plugin {__name__}"):
         again.attribute_arrays(images[:1])
+
+
+def test_a_plugin_file_never_replaces_or_hides_a_module_of_the_same_name(tmp_path: Path) -> None:
+    import json
+    import sys
+
+    name = "plugin-loss-named-like-json"
+    (tmp_path / "json.py").write_text(PLUGIN.format(name=name))
+    try:
+        module = load_plugin(str(tmp_path / "json.py"))
+        assert name in METRIC_LOSSES  # its code ran ...
+        assert sys.modules["json"] is json and module is not json  # ... stdlib json untouched
+        stdlib = str(Path(json.__file__).parent.parent)  # the folder holding the json package
+        assert sys.path.index(str(tmp_path)) > sys.path.index(stdlib)
+    finally:
+        if name in METRIC_LOSSES:
+            METRIC_LOSSES.remove(name)

@@ -11,10 +11,13 @@ first. The ``genprint`` command imports, before it runs any verb:
 3. the modules given with ``genprint --plugin MODULE`` (repeatable).
 
 A module is named as for ``import`` (``my_package.parts``, found on ``PYTHONPATH`` or installed)
-or by the path of a ``.py`` file (``./my_parts.py``; its folder is put on ``sys.path`` so that it
-can import its neighbours). Each module is imported once. A plugin that cannot be imported is an
-error that names it, not a silent skip: a model that needs it would otherwise fail later, with
-a less clear message.
+or by the path of a ``.py`` file (``./my_parts.py``; it is imported under a name of its own, so
+it never replaces a module of the same name, and its folder is added at the end of
+``sys.path`` so that it can import its neighbours without shadowing installed libraries). Each
+module is imported once. A plugin that was asked for (variable or option) and cannot be
+imported is an error that names it, not a silent skip: a model that needs it would otherwise
+fail later, with a less clear message. An installed entry point that fails is a warning, so
+that one broken package does not stop every command.
 
 Generators for ``verify`` and ``invert`` need no plugin: their spec
 (``package.module:factory``) names the module to import.
@@ -73,16 +76,25 @@ def load_plugin(spec: str) -> ModuleType:
     return module
 
 
+FILE_PLUGIN_PREFIX = "genprint_plugin_"
+"""Module names of plugins imported from a file start with this (then the file's stem and a
+hash of its path), so that a plugin never replaces, or is hidden by, a module of the same name."""
+
+
 def _import_file(path: Path) -> ModuleType:
+    import hashlib
+
     if not path.is_file():
         raise PluginError(f"plugin file {str(path)!r} not found")
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
-    name = path.stem
+    real = path.resolve()
+    folder = str(real.parent)
+    if folder not in sys.path:  # after everything else: its neighbours never shadow a library
+        sys.path.append(folder)
+    digest = hashlib.sha256(str(real).encode()).hexdigest()[:10]
+    name = f"{FILE_PLUGIN_PREFIX}{real.stem}_{digest}"
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
+    spec = importlib.util.spec_from_file_location(name, real)
     if spec is None or spec.loader is None:  # pragma: no cover - not a Python file
         raise PluginError(f"cannot import plugin file {str(path)!r}")
     module = importlib.util.module_from_spec(spec)
@@ -104,6 +116,7 @@ def plugin_specs(extra: Sequence[str] = ()) -> list[str]:
 def load_plugins(extra: Sequence[str] = ()) -> list[str]:
     """Import the installed entry points, then ``GENPRINT_PLUGINS`` and ``extra``; returns the
     names imported. Raises :class:`PluginError` naming the first that fails."""
+    import warnings
     from importlib.metadata import entry_points
 
     names: list[str] = []
@@ -112,9 +125,11 @@ def load_plugins(extra: Sequence[str] = ()) -> list[str]:
             continue
         try:
             _loaded[ep.value] = ep.load()
-        except Exception as exc:
-            raise PluginError(f"cannot load plugin entry point {ep.name!r} ({ep.value}): "
-                              f"{type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - an installed package's code
+            # not asked for by this command: a broken package must not stop every command
+            warnings.warn(f"plugin entry point {ep.name!r} ({ep.value}) of an installed package "
+                          f"could not be loaded: {type(exc).__name__}: {exc}", stacklevel=2)
+            continue
         names.append(ep.value)
     for spec in plugin_specs(extra):
         load_plugin(spec)

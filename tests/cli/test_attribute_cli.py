@@ -213,7 +213,7 @@ def test_overwrite_never_replaces_a_folder_of_user_files(toy_sources: Path, tmp_
     (victim / "notes.txt").write_text("important")
     out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",
                               str(victim), "--overwrite"], env={"COLUMNS": "300"})
-    assert out.exit_code == 2 and "not a genprint model directory" in out.output
+    assert out.exit_code == 2 and "not only a genprint model directory" in out.output
     assert (victim / "notes.txt").read_text() == "important"
     (tmp_path / "f").write_text("x")  # an impossible output is refused before training
     out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",

@@ -67,7 +67,13 @@ def test_train_invert_refuses_an_alpha_its_calibration_cannot_test(
                               "--calibration-n", "10", "--out", str(tmp_path / "m")],
                         env={"COLUMNS": "300"})
     assert out.exit_code == 2 and "cannot be tested" in out.output
+    assert "--calibration-n 20 or more" in out.output
     assert not (tmp_path / "m").exists()
+    for alpha in ("0", "1.5"):
+        out = runner.invoke(app, ["train", "invert", "--generator", f"mine={gens}:make",
+                                  "--alpha", alpha, "--out", str(tmp_path / "m")],
+                            env={"COLUMNS": "300"})
+        assert out.exit_code == 2 and "between 0 and 1" in out.output
 
 
 def test_train_invert_needs_generators(tmp_path: Path) -> None:

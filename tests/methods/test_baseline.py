@@ -108,8 +108,7 @@ def test_attribute_takes_one_path_or_a_folder_as_the_cli_does(toy_sources: Path)
     (lambda c: c.update(thresholds="x"), "usable baseline model"),
     (lambda c: c.update(thresholds=c["thresholds"][:-1]), "threshold"),
     (lambda c: c["thresholds"].__setitem__(0, float("nan")), "finite"),
-    (lambda c: c["classes"].__setitem__(1, c["classes"][0]), "twice"),
-    (lambda c: c["classes"].__setitem__(0, "Unknown"), "reserved"),
+    (lambda c: c["classes"].__setitem__(1, c["classes"][0]), "distinct"),
 ])
 def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path, edit,
                                                message: str) -> None:

@@ -226,14 +226,29 @@ def test_padded_input_save_load_and_min_size(tmp_path: Path, toy_data: dict[str,
         ProbeAttributor(pad="zeros")
 
 
-def test_one_small_image_does_not_shrink_the_input_for_all(tmp_path: Path,
-                                                           toy_data: dict[str, list]) -> None:
+def test_images_too_small_for_the_backbone_are_left_out_with_a_warning(
+        tmp_path: Path, toy_data: dict[str, list]) -> None:
     ckpt = save_open_clip_checkpoint(tmp_path / "clip.pt")
-    big = [np.tile(i, (2, 2, 1)) for i in toy_data["tr"]]  # 64×64 images
-    tiny = toy_data["tr"][0][:1, :1]  # and one 1×1 image
+    tiny = toy_data["tr"][0][:1, :1]  # a 1×1 image among 32×32 ones: it used to stop training
     model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
-    model.fit([*big, tiny], [*toy_data["trl"], toy_data["trl"][0]],
-              [np.tile(i, (2, 2, 1)) for i in toy_data["va"]], toy_data["val"])
-    assert model.backbone_spec_["min_side"] == 64  # sized on the 64×64 images, not the 1×1
+    model.fit([*toy_data["tr"], tiny], [*toy_data["trl"], toy_data["trl"][0]],
+              [*toy_data["va"], tiny], [*toy_data["val"], toy_data["val"][0]])
+    assert model.backbone_spec_["min_side"] == 32
     warnings = model.training_info_["warnings"]
-    assert len(warnings) == 1 and "1 image(s)" in warnings[0] and "smallest 1 px" in warnings[0]
+    assert len(warnings) == 1 and warnings[0].startswith("2 image(s) with a side under")
+    only_tiny = [toy_data["va"][0][:1, :1]] * len(toy_data["va"])  # every validation image
+    with pytest.raises(ValueError, match="smaller than this backbone's smallest input"):
+        ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False).fit(
+            toy_data["tr"], toy_data["trl"], only_tiny, toy_data["val"])
+
+
+def test_a_few_small_images_setting_the_input_size_are_reported(
+        tmp_path: Path, toy_data: dict[str, list]) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip48.pt", image=48)  # native input 48
+    big = [np.tile(i, (2, 2, 1)) for i in toy_data["tr"]]  # 64×64 images, and one 20×20
+    model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
+    model.fit([*big, toy_data["tr"][0][:20, :20]], [*toy_data["trl"], toy_data["trl"][0]],
+              [np.tile(i, (2, 2, 1)) for i in toy_data["va"]], toy_data["val"])
+    assert model.backbone_spec_["input_size"] < 32  # the small image sets the size for all ...
+    assert any("set by the smallest image(s) (20 px" in w  # ... and the user is told
+               for w in model.training_info_["warnings"])

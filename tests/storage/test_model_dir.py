@@ -97,7 +97,7 @@ def test_overwrite_replaces_only_genprint_outputs(tmp_path: Path) -> None:
     mine = tmp_path / "my-photos"
     mine.mkdir()
     (mine / "notes.txt").write_text("important")
-    with pytest.raises(FileExistsError, match="not a genprint model directory"):
+    with pytest.raises(FileExistsError, match="not only a genprint model directory"):
         _write(mine, overwrite=True)
     assert (mine / "notes.txt").read_text() == "important"
     a_file = tmp_path / "image.png"
@@ -155,3 +155,29 @@ def test_model_lock_makes_updates_take_turns(tmp_path: Path) -> None:
         order.append("first done")
     t.join(5)
     assert order == ["first done", "second"]
+
+
+def test_replacing_a_model_keeps_hidden_files_and_needs_a_real_card(tmp_path: Path) -> None:
+    out = _write(tmp_path / "m")
+    (out / ".git").mkdir()
+    (out / ".git" / "HEAD").write_text("ref")
+    _write(out, overwrite=True)
+    assert (out / ".git" / "HEAD").read_text() == "ref"
+    read_model_dir(out)  # hidden entries do not make the model untrustworthy
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "card.json").write_text("my notes, not a card")
+    (fake / "data.csv").write_text("1,2")
+    with pytest.raises(FileExistsError, match="no readable card.json"):
+        _write(fake, overwrite=True)
+    (fake / "card.json").write_text('{"hello": 1}')  # JSON, but not a genprint card
+    with pytest.raises(FileExistsError, match="not a genprint model card"):
+        _write(fake, overwrite=True)
+    (out / "notes.txt").write_text("mine")  # a real model with a file of the user's in it
+    with pytest.raises(FileExistsError, match=r"did not write there \(notes.txt\)"):
+        _write(out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    with pytest.raises(OSError, match="cannot write"):
+        check_output_dir(loop, overwrite=True)

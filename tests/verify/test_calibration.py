@@ -101,6 +101,8 @@ def test_verify_members_against_random(tiny_gan: GeneratorHandle,
     with pytest.raises(ValueError, match="smaller"):
         fit_to_resolution(small, 32)
     flat = [np.full((32, 32, 3), v, np.uint8) for v in (0, 128, 255)]
+    flat += [np.broadcast_to(np.array(c, np.uint8), (32, 32, 3)).copy()
+             for c in ((255, 0, 0), (10, 200, 90))]  # solid colours, not only greys
     flat_rows = verify_arrays([Verifier(tiny_gan, calibration)], flat, alpha=0.05)
     assert all(r.error_code == "no_content" and not r.belongs and "uniform" in r.error
                for r in flat_rows)

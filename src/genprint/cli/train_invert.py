@@ -68,6 +68,14 @@ def train_invert(
     from genprint.verify.generators import GeneratorSpecError
 
     check_out_dir(out, overwrite)
+    if not 0 < alpha < 1:
+        raise typer.BadParameter("must be between 0 and 1", param_hint="--alpha")
+    if alpha <= 1 / (calibration_n + 1):  # the smallest p-value of N calibration scores
+        raise typer.BadParameter(
+            f"alpha = {alpha:g} cannot be tested with --calibration-n {calibration_n}: p-values "
+            f"from N samples are at least 1/(N+1) = {1 / (calibration_n + 1):.3g}; use "
+            f"--calibration-n {int(1 / alpha)} or more, or a larger --alpha",
+            param_hint="--alpha")
     specs = _parse_generators(generators or [])
     if bench is not None:
         from genprint.io.sources import ManifestError

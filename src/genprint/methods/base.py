@@ -290,17 +290,13 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
 
 
 def _check_card_consistency(attributor: Attributor) -> None:
-    """What every method's card must satisfy: distinct, usable source names, and one finite
-    threshold per source (a NaN threshold would silently never accept its source)."""
-    from genprint.io.sources import check_source_names
-
+    """What every method's card must satisfy: distinct source names, and one finite threshold
+    per source (a NaN threshold would silently never accept its source). The rules for new
+    source names are checked at fit and enrol time, not here, so that models saved before them
+    still load."""
     classes = list(attributor.classes_)
-    if len(set(classes)) != len(classes):
-        raise ModelFormatError(f"the card lists a source twice: {classes}")
-    try:
-        check_source_names(classes)
-    except ValueError as exc:
-        raise ModelFormatError(f"the card's classes: {exc}") from None
+    if len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
+        raise ModelFormatError(f"the card's classes must be distinct names: {classes}")
     thresholds = np.asarray(attributor.thresholds_, dtype=np.float64)
     if thresholds.shape != (len(classes),):
         raise ModelFormatError(f"the card has {thresholds.size} threshold(s) for "

@@ -24,8 +24,10 @@ The candidate is the head's prediction; ``scores`` hold every source's open-set 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -231,44 +233,69 @@ class ProbeAttributor(Attributor):
         val_images = [val_images[i] for i in known]
         val_labels = [val_labels[i] for i in known]
         self.fit_warnings_: list[str] = []
-        if self.pad == "none":
-            train_images, train_labels, val_images, val_labels = self._drop_small_outliers(
-                train_images, train_labels, val_images, val_labels, classes)
-        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
-        self.build_backbone(min(sides))
+        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+        try:
+            self.build_backbone(min(sides))
+        except ValueError:
+            kept = (self._drop_too_small(train_images, train_labels, val_images, val_labels,
+                                         classes) if self.pad == "none" else None)
+            if kept is None:  # not a question of a few small images
+                raise
+            train_images, train_labels, val_images, val_labels = kept
+            sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+            self.build_backbone(min(sides))
+        if self.pad == "none":
+            self._warn_if_shrunk(sides)
         on_progress = on_progress or self.on_progress
         train_feats = self.extract(train_images, on_progress)
         val_feats = self.extract(val_images, on_progress)
         return self.fit_features(train_feats, train_labels, val_feats, val_labels)
 
-    def _drop_small_outliers(self, train_images: list, train_labels: list, val_images: list,
-                             val_labels: list, classes: list[str]) -> tuple[list, list, list, list]:
-        """Without padding, the backbone's input is the largest size every image can be
-        cropped to, so one small image would shrink it for all. Images whose shorter side is
-        under half the median one are left out instead, with a warning (``--pad`` keeps them)."""
-        sides = np.array([min(i.shape[:2]) for i in (*train_images, *val_images)])
-        if not len(sides):
-            return train_images, train_labels, val_images, val_labels
-        cut = float(np.median(sides)) / 2
-        small = sides < cut
-        if not small.any():
-            return train_images, train_labels, val_images, val_labels
+    def _drop_too_small(self, train_images: list, train_labels: list, val_images: list,
+                        val_labels: list, classes: list[str]
+                        ) -> tuple[list, list, list, list] | None:
+        """Without padding, every image is cropped to one input size, which must fit the
+        smallest image; images below the backbone's smallest input are left out, with a
+        warning, instead of stopping the training (``--pad`` keeps them). None when no image
+        is that small."""
+        from genprint.backbones.common import size_rules
+        from genprint.backbones.resolve import resolve_backbone
+
+        _, multiple, smallest = size_rules(
+            resolve_backbone(self.backbone, **self.backbone_options).preprocessing)
+        need = max(smallest, multiple, 1)
         n_tr = len(train_images)
-        keep_tr = [k for k in range(n_tr) if not small[k]]
-        keep_va = [k for k in range(len(val_images)) if not small[n_tr + k]]
-        lost = sorted(set(classes) - {train_labels[k] for k in keep_tr})
+        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+        if min(sides, default=need) >= need:
+            return None
+        keep_tr = [k for k in range(n_tr) if sides[k] >= need]
+        keep_va = [k for k in range(len(val_images)) if sides[n_tr + k] >= need]
+        lost = sorted((set(classes) - {train_labels[k] for k in keep_tr})
+                      | (set(classes) - {val_labels[k] for k in keep_va}))
         if lost:
-            raise ValueError(f"the training images of {', '.join(lost)} are all much smaller "
-                             f"than the others (shorter side under {cut:.0f} px, half the "
-                             "median); use --pad reflect, or images of similar sizes")
+            raise ValueError(f"the training or validation images of {', '.join(lost)} are all "
+                             f"smaller than this backbone's smallest input ({need} px; images "
+                             "are never upsampled); use --pad reflect, or larger images")
         self.fit_warnings_.append(
-            f"{int(small.sum())} image(s) with a shorter side under {cut:.0f} px (half the "
-            f"median, {2 * cut:.0f} px; smallest {int(sides.min())} px) were left out, so that "
-            "they do not shrink the backbone's input for every image; --pad reflect keeps them")
+            f"{len(sides) - len(keep_tr) - len(keep_va)} image(s) with a side under {need} px, "
+            "the backbone's smallest input, were left out (images are never upsampled; --pad "
+            "reflect keeps them)")
         return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
                 [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
+
+    def _warn_if_shrunk(self, sides: Sequence[int]) -> None:
+        """Say so when a few small images set a much smaller input than most images allow."""
+        size = int(self.build_backbone().preprocessing.input_size)
+        median = float(np.median(sides))
+        small = int(np.sum(np.asarray(sides) < median / 2))
+        if small and size < median / 2:
+            self.fit_warnings_.append(
+                f"the backbone input is {size} px, set by the smallest image(s) ({min(sides)} px "
+                f"side; {small} image(s) under half the median side of {median:.0f} px): every "
+                "image is cropped to it. Leave the small images out, or use --pad, to use more "
+                "of each image")
 
     def fit_features(self, train_feats: Sequence[np.ndarray], train_labels: Sequence[str],
                      val_feats: Sequence[np.ndarray], val_labels: Sequence[str]) \
@@ -431,5 +458,13 @@ def _plugin_module(name: str) -> str | None:
 
     if name not in BACKBONES:
         return None
-    module = getattr(BACKBONES.get(name), "__module__", None)
-    return None if module is None or module.split(".")[0] == "genprint" else module
+    from genprint.plugins import FILE_PLUGIN_PREFIX
+
+    factory = BACKBONES.get(name)
+    module = getattr(factory, "__module__", None)
+    if module is None or module == "__main__" or module.split(".")[0] == "genprint":
+        return None  # built in, or registered by a script: nothing a plugin option can load
+    if module.startswith(FILE_PLUGIN_PREFIX):  # imported from a file: name the file
+        path = getattr(sys.modules.get(module), "__file__", None)
+        return f"path/to/{Path(path).name}" if path else None
+    return module

@@ -102,34 +102,71 @@ def _check_name(name: str) -> None:
         raise ValueError(f"invalid file name in a model directory: {name!r}")
 
 
-def replaceable(target: Path, marker: str, what: str) -> None:
-    """Refuse to replace ``target`` unless it is absent, an empty folder, or a folder holding
-    ``marker`` (a genprint model's ``card.json``, a benchmark's ``bench.json``): ``--overwrite``
-    replaces genprint's own outputs, never a folder of the user's files or a file."""
+BENCH_ENTRIES = frozenset({"bench.json", "manifest.csv", "protocols.json", "images"})
+"""What a benchmark folder written by ``genprint bench build`` holds."""
+
+
+def _why_not_ours(target: Path, kind: str) -> str | None:
+    """Why the folder ``target`` is not wholly a genprint output of ``kind`` (``model`` or
+    ``benchmark``), or None when it is: its card / ``bench.json`` is a genprint one and every
+    entry (hidden ones aside, which are kept) is a file genprint wrote there."""
+    marker = CARD_NAME if kind == "model" else "bench.json"
+    try:
+        info = json.loads((target / marker).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"it has no readable {marker}"
+    if kind == "model":
+        if not isinstance(info, dict) or not isinstance(info.get("format_version"), int) \
+                or not isinstance(info.get("files"), dict):
+            return f"its {marker} is not a genprint model card"
+        ours = {CARD_NAME, *info["files"]}
+    else:
+        if not isinstance(info, dict) or "per_class" not in info:
+            return f"its {marker} is not a genprint benchmark description"
+        ours = set(BENCH_ENTRIES)
+    foreign = sorted(p.name for p in target.iterdir()
+                     if not p.name.startswith(".") and p.name not in ours)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        return f"it also holds files genprint did not write there ({shown})"
+    return None
+
+
+def refuse_unless_replaceable(target: Path, kind: str = "model") -> None:
+    """Raise ``FileExistsError`` unless ``target`` is absent, an empty folder, or wholly a
+    genprint ``kind`` output (see :func:`_why_not_ours`): ``--overwrite`` replaces genprint's
+    own outputs, never a file or a folder holding anything of the user's."""
+    what = "a genprint model directory" if kind == "model" else "a genprint benchmark folder"
     if not target.exists():
         return
     if not target.is_dir():
         raise FileExistsError(f"{target} is a file, not {what}: refusing to replace it")
-    if any(target.iterdir()) and not (target / marker).is_file():
-        raise FileExistsError(f"{target} is a folder that is not {what} (it has no {marker}): "
-                              "refusing to replace it; choose another output folder")
+    if not any(target.iterdir()):
+        return
+    reason = _why_not_ours(target, kind)
+    if reason:
+        raise FileExistsError(f"{target} is not only {what} ({reason}): refusing to replace "
+                              "it; choose another output folder, or move those files")
 
 
 def check_output_dir(path: str | os.PathLike[str], overwrite: bool, *,
-                     marker: str = CARD_NAME, what: str = "a genprint model directory") -> Path:
+                     kind: str = "model") -> Path:
     """Check, before any long work, that ``path`` can receive an output folder: its parent is
-    (or can be made) a writable folder, and an existing ``path`` may be replaced (``overwrite``
-    and :func:`replaceable`). Returns the folder that will be written: a symbolic link is
-    followed, so the link keeps pointing to the updated folder. Raises ``FileExistsError`` or
-    ``OSError`` with the reason."""
+    (or can be made) a writable folder, and an existing ``path`` may be replaced
+    (``overwrite`` and :func:`refuse_unless_replaceable`). Returns the folder that will be
+    written: a symbolic link is followed, so the link keeps pointing to the updated folder.
+    Raises ``FileExistsError`` or ``OSError`` with the reason."""
     target = Path(path)
     if target.is_symlink():
-        target = target.resolve()
+        try:
+            target = target.resolve(strict=False)
+        except (RuntimeError, OSError) as exc:  # a symlink loop
+            raise OSError(f"cannot write {path}: {exc}") from None
     if target.exists():
         if not overwrite:
             raise FileExistsError(f"{target} already exists (replace it with --overwrite, or "
                                   "overwrite=True in Python)")
-        replaceable(target, marker, what)
+        refuse_unless_replaceable(target, kind)
     parent = target.parent
     if parent.exists() and not parent.is_dir():
         raise NotADirectoryError(f"cannot write {target}: {parent} is not a folder")
@@ -157,7 +194,11 @@ def model_lock(path: str | os.PathLike[str]) -> Iterator[None]:
     if not parent.is_dir():  # nothing to protect yet (and no folder is created here)
         yield
         return
-    fd = os.open(parent, os.O_RDONLY)
+    try:
+        fd = os.open(parent, os.O_RDONLY)
+    except OSError:  # an unreadable folder: writing there will say what is wrong
+        yield
+        return
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -235,6 +276,8 @@ def write_model_dir(
             backup.rmdir()
             os.replace(target, backup)
             os.replace(tmp, target)
+            for hidden in backup.glob(".*"):  # e.g. .git, .dvc: not ours, kept as they were
+                os.replace(hidden, target / hidden.name)  # (if this fails, the backup stays)
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp, target)

@@ -118,8 +118,16 @@ class ImageWithoutContent(ValueError):
     "this generator made it" says nothing about it."""
 
 
-FLAT_STD = 0.5
-"""Below this pixel standard deviation (in 0–255 levels) a crop is refused as uniform."""
+UNIFORM_SHARE = 0.99
+"""A crop whose most common colour covers at least this share of its pixels is refused as
+uniform (a solid colour, give or take a few pixels)."""
+
+
+def is_uniform(crop: np.ndarray) -> bool:
+    """Whether one exact colour covers at least :data:`UNIFORM_SHARE` of ``crop``'s pixels."""
+    flat = crop.reshape(-1, crop.shape[-1]).astype(np.int64)
+    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
+    return bool(np.unique(packed, return_counts=True)[1].max() >= UNIFORM_SHARE * len(packed))
 
 
 def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
@@ -138,6 +146,8 @@ def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | N
 def check_alpha_reachable(calibration: Any, alpha: float, name: str) -> None:
     """Refuse an α the calibration cannot test: an empirical p-value from N calibration scores
     is never below 1 / (N + 1), so with α ≤ 1 / (N + 1) every image would "belong"."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha:g}")
     if getattr(calibration, "pvalue", "ecdf") != "ecdf":
         return
     n = len(calibration.scores)
@@ -173,16 +183,15 @@ def verify_arrays(
         for i, img in enumerate(images):
             try:
                 crop, note = fit_to_resolution(img, size)
-                if float(crop.std()) < FLAT_STD:
+                if is_uniform(crop):
                     raise ImageWithoutContent(
-                        "the image is uniform (pixel standard deviation under "
-                        f"{FLAT_STD} levels): any generator reconstructs it, so inversion "
-                        "cannot test who made it")
-            except ImageTooSmall as exc:
-                errors[i] = errors[i] or str(exc)
-                continue
-            except ImageWithoutContent as exc:
-                errors[i], codes[i] = errors[i] or str(exc), "no_content"
+                        f"the image is uniform (one colour covers ≥ {UNIFORM_SHARE:.0%} of its "
+                        "pixels): any generator reconstructs it, so inversion cannot test who "
+                        "made it")
+            except (ImageTooSmall, ImageWithoutContent) as exc:
+                if errors[i] is None:  # the first reason, with its code
+                    errors[i] = str(exc)
+                    codes[i] = "no_content" if isinstance(exc, ImageWithoutContent) else "too_small"
                 continue
             ok.append(i)
             crops.append(crop)

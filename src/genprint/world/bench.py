@@ -107,8 +107,7 @@ def build_bench(
     target = Path(out)
     if target.is_dir() and not any(target.iterdir()):
         overwrite = True  # an empty folder is simply filled
-    target = check_output_dir(target, overwrite, marker="bench.json",
-                              what="a genprint benchmark folder")
+    target = check_output_dir(target, overwrite, kind="benchmark")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     rows: list[dict[str, str]] = []
     ext = "png" if settings.format == "png" else "jpg"

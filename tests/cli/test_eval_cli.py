@@ -341,7 +341,7 @@ def test_eval_bench_refuses_a_model_trained_for_other_sources(world: dict[str, P
 
     bench = tmp_path / "bench"
     shutil.copytree(world["bench"], bench)
-    protocols = {"u": {"known": ["gan-u"], "unknown": ["gan-x"]}}
+    protocols = {"u": {"known": ["gan-u"], "unknown": []}}
     (bench / "protocols.json").write_text(json.dumps(protocols), encoding="utf-8")
     out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--protocol",
                               "u"])
@@ -387,3 +387,14 @@ def test_report_of_a_model_with_a_non_utf8_name(world: dict[str, Path], tmp_path
                               "--report", str(report)])
     assert out.exit_code == 0, out.output
     assert "m\\xff" in report.read_text(encoding="utf-8")
+
+
+def test_eval_with_no_usable_test_image_says_why(world: dict[str, Path], tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for source in ("real", "gan-a"):
+        (data / source).mkdir(parents=True)
+        (data / source / "x.png").write_text("not an image")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data)],
+                        env={"COLUMNS": "300"})
+    assert out.exit_code == 2
+    assert "none of the 2 test image(s) could be used (2 × not an image" in out.output

@@ -64,3 +64,24 @@ def test_unknown_sources_appear_in_test_only(tmp_path: Path, name: str) -> None:
     assert {i.source for i in view.test} >= unknown
     assert {i.source for i in view.train} == set(view.protocol.known)
     assert sum(view.is_unknown(i) for i in view.test) == len(unknown)
+
+
+def test_protocols_naming_missing_or_doubled_sources_are_refused(tmp_path: Path) -> None:
+    import json
+
+    from genprint.io.sources import ManifestError
+    from genprint.world.protocols import protocol_view, read_protocols
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "manifest.csv").write_text("path,source,split\nreal/a.png,real,train\n")
+    (tmp_path / "protocols.json").write_text(json.dumps(
+        {"p": {"known": ["real", "nosuch"], "unknown": []}}))
+    with pytest.raises(ManifestError, match="without any image in its manifest: nosuch"):
+        protocol_view(tmp_path, "p")
+    (tmp_path / "protocols.json").write_text(json.dumps(
+        {"p": {"known": ["real"], "unknown": ["real"]}}))
+    with pytest.raises(ManifestError, match="both known and unknown"):
+        read_protocols(tmp_path)
+    (tmp_path / "protocols.json").write_text('{"p": "real"}')
+    with pytest.raises(ManifestError, match="needs 'known' and 'unknown' lists"):
+        read_protocols(tmp_path)

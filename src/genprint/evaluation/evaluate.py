@@ -277,9 +277,15 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
                         where=where)
     chosen = cap_test_items(view.test, max_per_source)
     images, kept, errors = load_items([i.path for i in chosen], min_size=attributor.min_size)
+    if chosen and not kept:
+        reasons = Counter(e.reason for _, e in errors)
+        shown = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
+        raise ValueError(f"none of the {len(chosen)} test image(s) could be used ({shown}): "
+                         "nothing to evaluate")
     if errors:
-        warnings.warn(f"{len(errors)} test file(s) could not be read and are left out; first: "
-                      f"{errors[0][0]}: {errors[0][1].reason}", stacklevel=3)
+        warnings.warn(f"{len(errors)} test file(s) could not be used (unreadable, or too small "
+                      f"for this model) and are left out; first: {errors[0][0]}: "
+                      f"{errors[0][1].reason}", stacklevel=3)
     items = [chosen[k] for k in kept]
     try:
         from genprint.world.cameras import camera_names

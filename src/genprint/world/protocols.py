@@ -108,6 +108,10 @@ def read_protocols(bench_dir: str | os.PathLike[str]) -> dict[str, Protocol]:
         if not all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
             raise ManifestError(f"{path}: protocol {name!r} needs 'known' and 'unknown' lists of "
                                 f"source names; expected {shape}")
+        both = sorted(set(lists[0]) & set(lists[1]))  # type: ignore[arg-type]
+        if both:
+            raise ManifestError(f"{path}: protocol {name!r} lists {', '.join(both)} as both "
+                                "known and unknown")
         protocols[name] = Protocol(name, tuple(lists[0]), tuple(lists[1]))  # type: ignore[arg-type]
     return protocols
 
@@ -130,4 +134,9 @@ def protocol_view(bench_dir: str | os.PathLike[str], name: str) -> ProtocolView:
                 view.test.append(item)
         elif item.split == "test":
             (view.test if item.source in protocol.unknown else view.left_out_test).append(item)
+    present = {i.source for i in dataset.items}
+    absent = [s for s in (*protocol.known, *protocol.unknown) if s not in present]
+    if absent:
+        raise ManifestError(f"protocol {name!r} of {bench_dir} names source(s) without any "
+                            f"image in its manifest: {', '.join(absent)}")
     return view

@@ -173,6 +173,12 @@ def test_repeated_rows_count_once_and_a_file_in_two_splits_is_refused(tmp_path: 
     m.write_text("path,source,split\na.png,real,train\na.png,real,test\n")
     with pytest.raises(ManifestError, match=r"m\.csv:3: .*two splits .*line 2"):
         read_manifest(m)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link.png").symlink_to(tmp_path / "a.png")
+    for other in (f"{tmp_path}/sub/../a.png", "link.png"):  # the same file, spelled otherwise
+        m.write_text(f"path,source,split\na.png,real,train\n{other},real,test\n")
+        with pytest.raises(ManifestError, match="two splits"):
+            read_manifest(m)
 
 
 def test_damaged_manifests_say_what_is_wrong(tmp_path: Path) -> None:

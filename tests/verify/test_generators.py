@@ -59,6 +59,10 @@ FACTORY = textwrap.dedent('''
                 return x[:, :1]
             if self.kind == "nograd":
                 return x.detach()
+            if self.kind == "batch1":  # ignores the batch
+                return x[:1]
+            if self.kind == "f64":
+                return x.double()
             return x
 
     def bad_tanh():
@@ -75,6 +79,17 @@ FACTORY = textwrap.dedent('''
 
     def bad_numpy():
         return Bad("numpy")
+
+    def bad_batch1():
+        return Bad("batch1")
+
+    def bad_f64():
+        return Bad("f64")
+
+    def bad_bf16():  # weights in bfloat16 (numpy has no such type): hashed all the same
+        gen = Bad("good")
+        gen.extra = torch.nn.Linear(2, 2).to(torch.bfloat16)
+        return gen
 
     def good():
         return Bad("good")
@@ -129,10 +144,12 @@ def test_bad_factories(user_module: str, attr: str, message: str) -> None:
 
 @pytest.mark.parametrize(("attr", "message"), [
     ("bad_tanh", r"values in \[-.*images must be in \[0, 1\]"),
-    ("bad_hwc", "expected N×3×H×W"),
-    ("bad_gray", "expected N×3×H×W"),
+    ("bad_hwc", r"expected 2×3×H×W \(one image per latent, channels first"),
+    ("bad_gray", "expected 2×3×H×W"),
     ("bad_nograd", "gradients do not flow"),
     ("bad_numpy", "must return a torch tensor, got ndarray"),
+    ("bad_batch1", "one image per latent"),
+    ("bad_f64", "float64"),
 ])
 def test_generators_that_break_the_contract_are_refused(user_module: str, attr: str,
                                                         message: str) -> None:
@@ -145,6 +162,7 @@ def test_a_calibration_is_tied_to_its_generators_weights(user_module: str,
     from genprint.verify.calibration import CalibrationError, calibrate
     from genprint.verify.inversion import InversionSettings
 
+    assert resolve_one(f"{user_module}:bad_bf16").sha256  # bfloat16 weights are hashed too
     good = resolve_one(f"{user_module}:good")
     assert good.sha256 is not None and good.sha256 == resolve_one(f"{user_module}:good").sha256
     other = resolve_one(f"{user_module}:good_other_weights")
@@ -154,7 +172,10 @@ def test_a_calibration_is_tied_to_its_generators_weights(user_module: str,
     cal.check(good, settings)
     with pytest.raises(CalibrationError, match="other weights"):
         cal.check(other, settings)
-    cal.sha256 = None  # a calibration without a checksum: the generator's name must match
+    cal.sha256 = None  # a calibration without a checksum (older genprint): trusted, with a
+    with pytest.warns(UserWarning, match="records no weights checksum"):  # warning
+        cal.check(good, settings)
+    # ... and the generator's name must match
     with pytest.raises(CalibrationError, match="made for the generator"):
         cal.check(resolve_one(f"{user_module}:plain"), settings)
 

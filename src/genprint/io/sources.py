@@ -259,8 +259,9 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
                 f"{where}: the label 'unknown' is reserved for sources never seen in training "
                 "and cannot appear in the train split"
             )
-        if p in seen:
-            first_source, first_split, line = seen[p]
+        key = Path(os.path.realpath(p))  # one file however it is spelled (.., links)
+        if key in seen:
+            first_source, first_split, line = seen[key]
             if first_source != source:
                 raise ManifestError(f"{where}: {raw_path} is listed twice with different "
                                     f"sources (line {line}: {first_source!r})")
@@ -271,7 +272,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
                     "make the figures optimistic")
             duplicates += 1  # the same row again: counted once
             continue
-        seen[p] = (source, split, n)
+        seen[key] = (source, split, n)
         kind = (row.get("kind") or "").strip() or None
         origin = (row.get("origin") or "").strip() or None
         items.append(Item(p, source, split, kind, origin))

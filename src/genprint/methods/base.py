@@ -193,9 +193,9 @@ class Attributor(ABC):
         from genprint.io.sources import scan_inputs
 
         self._check_fitted()
-        if isinstance(inputs, str | os.PathLike):  # one path, not a sequence of characters
+        if isinstance(inputs, str | bytes | os.PathLike):  # one path, not a sequence
             inputs = [inputs]
-        inputs = scan_inputs(list(inputs))
+        inputs = scan_inputs([os.fsdecode(p) if isinstance(p, bytes) else p for p in inputs])
         results: list[Attribution] = []
         pending_imgs: list[np.ndarray] = []
         pending_slots: list[int] = []

@@ -112,7 +112,8 @@ class InvertAttributor(Attributor):
                 try:
                     cal = Calibration.load(handle.calibration_path)
                     cal.check(handle, settings)
-                    if cal.complexity != self.complexity or cal.n < self.calibration_n:
+                    if cal.complexity != self.complexity or cal.n < self.calibration_n \
+                            or (handle.sha256 and not cal.sha256):  # not tied to the weights
                         cal = None
                     else:
                         reused.append(source)
@@ -201,7 +202,8 @@ class InvertAttributor(Attributor):
                 cal.check(handle)
             except (KeyError, GeneratorSpecError, CalibrationError) as exc:
                 raise ModelFormatError(f"invert model: generator {name!r} cannot be restored: "
-                                       f"{exc}") from None
+                                       f"{exc} (an invert model is rebuilt with `genprint "
+                                       "train invert`)") from None
             verifiers.append(Verifier(handle, cal, model.batch_size))
         model.verifiers_ = verifiers
         model.classes_ = list(card["classes"])

@@ -286,16 +286,20 @@ class ProbeAttributor(Attributor):
                 [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
 
     def _warn_if_shrunk(self, sides: Sequence[int]) -> None:
-        """Say so when a few small images set a much smaller input than most images allow."""
-        size = int(self.build_backbone().preprocessing.input_size)
-        median = float(np.median(sides))
-        small = int(np.sum(np.asarray(sides) < median / 2))
-        if small and size < median / 2:
+        """Say so when some images set a smaller input than the median image allows."""
+        from genprint.backbones.common import fit_input_size, size_rules
+
+        backbone = self.build_backbone()
+        size = int(backbone.preprocessing.input_size)
+        median = int(np.median(sides))
+        typical = fit_input_size(*size_rules(backbone.preprocessing), median)
+        if size < typical:
+            small = int(np.sum(np.asarray(sides) < typical))
             self.fit_warnings_.append(
                 f"the backbone input is {size} px, set by the smallest image(s) ({min(sides)} px "
-                f"side; {small} image(s) under half the median side of {median:.0f} px): every "
-                "image is cropped to it. Leave the small images out, or use --pad, to use more "
-                "of each image")
+                f"side); the median image ({median} px) would allow {typical} px. Every image "
+                f"is cropped to {size} px: leave out the {small} image(s) under {typical} px, "
+                "or use --pad, to use more of each image")
 
     def fit_features(self, train_feats: Sequence[np.ndarray], train_labels: Sequence[str],
                      val_feats: Sequence[np.ndarray], val_labels: Sequence[str]) \

@@ -233,6 +233,13 @@ class Calibration:
                 f"({self.spec}), not for {gen.name!r} ({gen.spec}), and no weights checksum "
                 f"shows they are the same; calibrate with `genprint verify calibrate "
                 f"--generator {gen.spec}`")
+        if gen.sha256 and not self.sha256:
+            import warnings
+
+            warnings.warn(f"the calibration of {gen.name} records no weights checksum (made by "
+                          "an older genprint): it cannot tell whether the weights changed; "
+                          f"recalibrate with `genprint verify calibrate --generator {gen.spec}` "
+                          "to tie it to them", stacklevel=2)
         if self.sha256 and gen.sha256 and self.sha256 != gen.sha256:
             raise CalibrationError(
                 f"the calibration of {gen.name} was made for other weights (sha256 "

@@ -229,28 +229,29 @@ def weights_fingerprint(obj: Any) -> str | None:
     digest = hashlib.sha256()
     for prefix, module in modules:
         for key, tensor in sorted(module.state_dict().items()):
-            digest.update(f"{prefix}.{key}".encode() + b"\0")
-            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            raw = tensor.detach().cpu().contiguous().reshape(-1)
+            digest.update(f"{prefix}.{key}:{raw.dtype}".encode() + b"\0")
+            digest.update(raw.view(torch.uint8).numpy().tobytes())  # any dtype (bf16 too)
     return digest.hexdigest()
 
 
 def check_contract(obj: Any, where: str) -> None:
-    """One-latent check of what inversion relies on: ``sample_latent`` gives a tensor of
-    ``latent_shape``, and ``decode`` maps it to a finite N×3×H×W tensor in [0, 1] through which
-    gradients flow. A :class:`GeneratorSpecError` says what is wrong (a calibration of a
+    """Two-latent check of what inversion relies on: ``sample_latent`` gives a tensor of
+    ``latent_shape`` per latent, and ``decode`` maps them to a finite float32 N×3×H×W tensor in
+    [0, 1], one image per latent, through which gradients flow. A :class:`GeneratorSpecError` says what is wrong (a calibration of a
     generator that breaks it would be meaningless)."""
     try:
-        z = obj.sample_latent(1, 0)
+        z = obj.sample_latent(2, 0)
     except Exception as exc:  # noqa: BLE001 - user code
-        raise GeneratorSpecError(f"{where}: sample_latent(1, 0) failed: "
+        raise GeneratorSpecError(f"{where}: sample_latent(2, 0) failed: "
                                  f"{type(exc).__name__}: {exc}") from None
     if not isinstance(z, torch.Tensor):
         raise GeneratorSpecError(f"{where}: sample_latent must return a torch tensor, got "
                                  f"{type(z).__name__}")
-    expected = (1, *(int(v) for v in obj.latent_shape))
+    expected = (2, *(int(v) for v in obj.latent_shape))
     if tuple(z.shape) != expected:
-        raise GeneratorSpecError(f"{where}: sample_latent(1, 0) has shape {tuple(z.shape)}, "
-                                 f"latent_shape says {expected[1:]}")
+        raise GeneratorSpecError(f"{where}: sample_latent(2, 0) has shape {tuple(z.shape)}, "
+                                 f"latent_shape says {expected[1:]} per latent")
     z = z.detach().clone().float().requires_grad_(True)
     try:
         with torch.enable_grad():
@@ -265,9 +266,12 @@ def check_contract(obj: Any, where: str) -> None:
     if not isinstance(x, torch.Tensor):
         raise GeneratorSpecError(f"{where}: decode must return a torch tensor, got "
                                  f"{type(x).__name__}")
-    if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] != 3:
-        raise GeneratorSpecError(f"{where}: decode(z) has shape {tuple(x.shape)}; expected "
-                                 "N×3×H×W (channels first, RGB)")
+    if x.ndim != 4 or x.shape[0] != 2 or x.shape[1] != 3:
+        raise GeneratorSpecError(f"{where}: decode of 2 latents has shape {tuple(x.shape)}; "
+                                 "expected 2×3×H×W (one image per latent, channels first, RGB)")
+    if x.dtype != torch.float32:
+        raise GeneratorSpecError(f"{where}: decode(z) returns {x.dtype}; inversion runs in "
+                                 "float32 (return x.float())")
     if not grad_ok:
         raise GeneratorSpecError(f"{where}: gradients do not flow from decode(z) back to z (is "
                                  "decode under torch.no_grad(), or detached?); inversion needs "

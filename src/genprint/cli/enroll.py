@@ -69,7 +69,7 @@ def enroll_cmd(
             console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
                           f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
         attributor.save(target, overwrite=True)
-    summary = {"model": str(target), **record, "n_skipped": len(errors),
+    summary = {"model": str(out if out is not None else model), **record, "n_skipped": len(errors),
                "classes": list(attributor.classes_)}
     if json_out:
         print_json(summary)

@@ -35,7 +35,7 @@ import numpy as np
 from genprint.methods.base import METHODS, Attributor, Prediction, check_training_labels
 from genprint.methods.probe_heads import DEFAULT_SCORE, HEADS, SCORES, LayerProbe
 from genprint.methods.probe_select import LAYER_SELECT, choose_layer, criterion, loso_auroc, sweep
-from genprint.storage.model_dir import ModelContents, ModelFormatError
+from genprint.storage.model_dir import ModelContents, ModelFormatError, finite_json
 
 Progress = Callable[[int], None]
 MEMO_SIZE = 4096
@@ -410,7 +410,7 @@ class ProbeAttributor(Attributor):
         return [dict(r) for r in self.layer_table_]
 
     def _extra_files(self) -> dict[str, bytes]:
-        table = json.dumps(_finite(self.layer_table_), indent=2, allow_nan=False)
+        table = json.dumps(finite_json(self.layer_table_), indent=2, allow_nan=False)
         return {"layers.json": table.encode("utf-8")}
 
     def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -419,7 +419,7 @@ class ProbeAttributor(Attributor):
             "backbone": {**self.backbone_card_, "spec": self.backbone_spec_},
             "probe": self.probe_.card(),
             "layer": {"index": self.layer_index_, "name": self.layer_name_},
-            "layers": _finite(self.layer_table_),
+            "layers": finite_json(self.layer_table_),
             "score": f"{self.score} of the candidate source (higher = more like it); candidate = "
                      f"{self.head} head's prediction",
         }
@@ -447,12 +447,6 @@ class ProbeAttributor(Attributor):
         if model.probe_.n_classes != len(model.classes_):
             raise ModelFormatError("the probe and the classes in the card disagree")
         return model
-
-
-def _finite(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows with NaN / inf replaced by ``None`` (strict JSON)."""
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v)
-             for k, v in r.items()} for r in rows]
 
 
 def _plugin_module(name: str) -> str | None:

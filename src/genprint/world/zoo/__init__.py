@@ -7,8 +7,9 @@
 
 Every generator exposes ``latent_shape``, ``sample_latent(n, seed)``, a differentiable
 ``decode(z)`` returning images in [0, 1], ``encode(x)`` where it has an encoder, and
-``sample(n, seed)``. The catalogue is :data:`ZOO`; weights and cards live in
-``genprint/zoo_weights`` (or ``$GENPRINT_ZOO_DIR``) and are produced by ``genprint zoo train``.
+``sample(n, seed)``. The catalogue is :data:`ZOO`; the shipped weights and cards live in
+``genprint/zoo_weights``, and ``genprint zoo train NAME --out DIR`` writes others, found when
+``$GENPRINT_ZOO_DIR`` names ``DIR`` (looked up first).
 """
 
 from __future__ import annotations

@@ -181,3 +181,22 @@ def test_replacing_a_model_keeps_hidden_files_and_needs_a_real_card(tmp_path: Pa
     loop.symlink_to(loop)
     with pytest.raises(OSError, match="cannot write"):
         check_output_dir(loop, overwrite=True)
+
+
+def test_a_card_listing_outside_files_or_a_damaged_array_is_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    out = _write(tmp_path / "m")
+    card = json.loads((out / "card.json").read_text())
+    card["files"]["../../etc/passwd"] = "0" * 64
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="invalid file name"):
+        read_model_dir(out)
+    out = _write(tmp_path / "m2")
+    weights = out / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:20])  # truncated, with its checksum updated
+    card = json.loads((out / "card.json").read_text())
+    card["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="cannot be read"):
+        read_model_dir(out)

@@ -329,7 +329,10 @@ def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) 
     card = card if card is not None else read_card(folder)
     listed: dict[str, str] = dict(card["files"])
     for name, expected in listed.items():
-        _check_name(name)
+        try:
+            _check_name(name)
+        except ValueError as exc:  # e.g. '../../etc/passwd' in an edited card
+            raise ModelFormatError(f"{folder}: {exc}") from None
         f = folder / name
         if not f.is_file():
             raise ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is missing")
@@ -358,8 +361,13 @@ def read_model_dir(path: str | os.PathLike[str]) -> ModelContents:
     verify(folder, card)
     contents = ModelContents(card=card, path=folder, card_sha256=card_sha256)
     for name in card["files"]:
-        if name == "weights.safetensors":
-            contents.tensors = load_file(str(folder / name))
-        elif name.endswith(".npy"):
-            contents.arrays[name[: -len(".npy")]] = np.load(folder / name, allow_pickle=False)
+        try:
+            if name == "weights.safetensors":
+                contents.tensors = load_file(str(folder / name))
+            elif name.endswith(".npy"):
+                contents.arrays[name[: -len(".npy")]] = np.load(folder / name,
+                                                                allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - damaged though its checksum matches
+            raise ModelFormatError(f"{folder / name}: cannot be read ({type(exc).__name__}: "
+                                   f"{exc})") from None
     return contents

@@ -83,3 +83,7 @@ def test_train_invert_needs_generators(tmp_path: Path) -> None:
     out = runner.invoke(app, ["train", "invert", "--generator", "my_pkg:make",
                               "--out", str(tmp_path / "m")], env={"COLUMNS": "200"})
     assert out.exit_code == 2 and "NAME=SPEC" in out.output
+    out = runner.invoke(app, ["train", "invert", "--generator", "a=my_pkg:make", "--generator",
+                              "b=my_pkg:make", "--out", str(tmp_path / "m")],
+                        env={"COLUMNS": "200"})
+    assert out.exit_code == 2 and "name the same generator" in out.output

@@ -32,6 +32,10 @@ def _parse_generators(values: list[str]) -> dict[str, str]:
         name, spec = name.strip(), spec.strip()
         if name in out:
             raise typer.BadParameter(f"source {name!r} is given twice", param_hint="--generator")
+        twin = next((n for n, sp in out.items() if sp == spec), None)
+        if twin is not None:  # one generator, two labels: every image would tie between them
+            raise typer.BadParameter(f"{name!r} and {twin!r} name the same generator ({spec})",
+                                     param_hint="--generator")
         out[name] = spec
     return out
 

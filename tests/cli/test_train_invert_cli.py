@@ -87,3 +87,21 @@ def test_train_invert_needs_generators(tmp_path: Path) -> None:
                               "b=my_pkg:make", "--out", str(tmp_path / "m")],
                         env={"COLUMNS": "200"})
     assert out.exit_code == 2 and "name the same generator" in out.output
+
+
+def test_train_invert_from_a_benchmark_protocol_reuses_shipped_calibrations(
+        tmp_path: Path) -> None:
+    from genprint.world.zoo.store import package_weights_dir
+
+    if not (package_weights_dir() / "gan-tconv-s0.calibration.json").is_file():
+        pytest.skip("no shipped zoo calibration in this checkout")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "protocols.json").write_text(json.dumps(
+        {"all": {"known": ["real", "gan-tconv-s0"], "unknown": ["vae-tconv-s0"]}}))
+    out = runner.invoke(app, ["train", "invert", "--bench", str(bench), "--out",
+                              str(tmp_path / "m"), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["classes"] == ["gan-tconv-s0"] and summary["not_generators"] == ["real"]
+    assert summary["calibrations_reused"] == ["gan-tconv-s0"]

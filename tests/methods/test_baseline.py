@@ -109,6 +109,9 @@ def test_attribute_takes_one_path_or_a_folder_as_the_cli_does(toy_sources: Path)
     (lambda c: c.update(thresholds=c["thresholds"][:-1]), "threshold"),
     (lambda c: c["thresholds"].__setitem__(0, float("nan")), "finite"),
     (lambda c: c["classes"].__setitem__(1, c["classes"][0]), "distinct"),
+    (lambda c: c["params"].update(patch_size=0), "positive whole number"),
+    (lambda c: c["params"].update(max_tiles="x"), "usable baseline model|positive whole"),
+    (lambda c: c["params"].update(patch_size=16), "does not match"),
 ])
 def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path, edit,
                                                message: str) -> None:

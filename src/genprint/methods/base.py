@@ -297,6 +297,12 @@ def _check_card_consistency(attributor: Attributor) -> None:
     classes = list(attributor.classes_)
     if len(set(classes)) != len(classes) or not all(isinstance(c, str) for c in classes):
         raise ModelFormatError(f"the card's classes must be distinct names: {classes}")
+    for name in ("patch_size", "max_tiles", "batch_size"):  # sizes every method reads
+        value = getattr(attributor, name, None)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                  or value < 1):
+            raise ModelFormatError(f"the card's {name} must be a positive whole number, got "
+                                   f"{value!r}")
     thresholds = np.asarray(attributor.thresholds_, dtype=np.float64)
     if thresholds.shape != (len(classes),):
         raise ModelFormatError(f"the card has {thresholds.size} threshold(s) for "

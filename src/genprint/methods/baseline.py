@@ -148,8 +148,14 @@ class BaselineAttributor(Attributor):
         model.classes_ = list(contents.card["classes"])
         model.thresholds_ = np.asarray(contents.card["thresholds"], dtype=np.float64)
         model.training_info_ = dict(contents.card.get("training", {}))
-        if model.centroids_.shape[0] != len(model.classes_):
-            from genprint.storage.model_dir import ModelFormatError
+        from genprint.storage.model_dir import ModelFormatError
 
+        if model.centroids_.shape[0] != len(model.classes_):
             raise ModelFormatError("centroids and classes disagree in the card")
+        if isinstance(model.patch_size, int) and model.patch_size > 0:
+            probe = model._tile_features(np.zeros((model.patch_size,) * 2 + (3,), np.uint8))
+            if probe.shape[-1] != model.mean_.shape[-1] or \
+                    model.centroids_.shape[-1] != model.mean_.shape[-1]:
+                raise ModelFormatError(f"the card's patch_size {model.patch_size} does not match "
+                                       "the stored feature statistics")
         return model

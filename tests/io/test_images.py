@@ -184,3 +184,24 @@ def test_missing_file_and_directory_give_reasons(tmp_path: Path) -> None:
 def test_info_describes_the_stored_image(rgb_png: Path) -> None:
     _, info = read_image_with_info(rgb_png)
     assert (info.format, info.mode, info.width, info.height) == ("PNG", "RGB", 50, 40)
+
+
+def test_a_large_file_is_identified_before_it_is_read_whole(tmp_path: Path) -> None:
+    import hashlib
+
+    from genprint.io.images import IDENTIFY_FIRST_BYTES
+
+    garbage = tmp_path / "big.png"
+    with open(garbage, "wb") as fh:  # sparse: large on paper, cheap on disk
+        fh.write(b"not an image")
+        fh.truncate(IDENTIFY_FIRST_BYTES + 1024)
+    with pytest.raises(ImageError) as info:
+        read_image_with_info(garbage)
+    assert info.value.code == "not_an_image"
+    assert info.value.sha256 == hashlib.sha256(garbage.read_bytes()).hexdigest()
+    side = int((IDENTIFY_FIRST_BYTES / 3) ** 0.5) + 8  # an uncompressed BMP over the size
+    big = tmp_path / "big.bmp"
+    Image.new("RGB", (side, side), (10, 20, 30)).save(big)
+    assert big.stat().st_size > IDENTIFY_FIRST_BYTES
+    pixels, meta = read_image_with_info(big)
+    assert pixels.shape == (side, side, 3) and meta.sha256

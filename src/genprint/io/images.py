@@ -74,6 +74,10 @@ def default_max_pixels() -> int:
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """Largest file accepted, in bytes."""
 
+IDENTIFY_FIRST_BYTES = 16 * 1024 * 1024
+"""Files larger than this are identified by Pillow from the file (it reads only the header it
+needs) before they are read whole, so a large file that is no image never fills memory."""
+
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".ppm",
      ".pgm", ".pbm", ".pnm", ".tga", ".jp2", ".j2k", ".avif", ".heic", ".heif"}
@@ -360,6 +364,27 @@ def read_image(
     )[0]
 
 
+def _identifies_as_image(path: Path) -> bool:
+    """Whether Pillow recognises the file's format from what it reads of it (the header)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with open(path, "rb") as fh, Image.open(fh):
+                return True
+        except UnidentifiedImageError:
+            return False
+        except Exception:  # noqa: BLE001 - too many pixels, a damaged header, ...: the full
+            return True  # read reports it with the usual reasons
+
+
+def _stream_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_image_with_info(
     path: str | os.PathLike[str],
     *,
@@ -379,6 +404,10 @@ def read_image_with_info(
             raise ImageError(
                 "file_too_large", f"file is {size} bytes, over the limit of {max_bytes}", name
             )
+        if size > IDENTIFY_FIRST_BYTES and not _identifies_as_image(p):
+            exc = ImageError("not_an_image", "not an image file Pillow can decode", name)
+            exc.sha256 = _stream_sha256(p)  # the hash of refused files too, in bounded memory
+            raise exc
         data = p.read_bytes()
     except FileNotFoundError:
         raise ImageError("not_found", "file not found", name) from None

@@ -12,7 +12,7 @@ non-members, vs real only, vs other generators only), the false-rejection rate a
 fresh members (should be close to α) and the false-acceptance rate on non-members.
 
     python benchmarks/invert_auc.py [--generators gan-tconv-s0 ...] [--n 200] [--members 100]
-                                    [--real 100] [--per-other 20] [--alpha 0.05] [--reuse] [--save]
+                                    [--real 100] [--per-other 20] [--alpha 0.05] [--reuse] [--save [--overwrite]]
 
 With ``--condition jpeg75`` (any size-keeping perturbation of ``genprint.evaluation.perturb``)
 every member and non-member goes through that perturbation, and the calibration is made under the
@@ -49,7 +49,8 @@ from genprint.verify.verifier import Verifier, verify_arrays
 
 def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bool,
                  condition: str | None = None, model_n: int | None = None,
-                 detail: bool | None = None) -> tuple[Calibration, str]:
+                 detail: bool | None = None, overwrite: bool = False
+                 ) -> tuple[Calibration, str]:
     path = gen.calibration_path
     if path is not None:
         path = condition_path(path, condition)
@@ -64,6 +65,9 @@ def _calibration(gen, n: int, settings: InversionSettings, reuse: bool, save: bo
             pass
     cal = calibrate(gen, n, settings, condition=condition, model_n=model_n, detail=detail)
     if save and path is not None:
+        if path.is_file() and not overwrite:  # e.g. the calibrations shipped with genprint
+            raise SystemExit(f"{path} exists (N = {Calibration.load(path).n}); --save replaces "
+                             "it only with --overwrite")
         cal.save(path)
         return cal, f"saved {path.name}"
     return cal, "in memory"
@@ -77,7 +81,7 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     t0 = time.perf_counter()
     cal_condition = None if args.calibrate_clean else args.condition
     cal, how = _calibration(gen, args.n, settings, args.reuse, args.save, cal_condition,
-                            args.model_n, args.detail)
+                            args.model_n, args.detail, args.overwrite)
     t_cal = time.perf_counter() - t0
     prefix = "" if args.split == "test" else "val-"
     mem = samples(name, args.members, prefix + "members")
@@ -125,7 +129,10 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="use stored calibrations whose "
                                                              "settings match")
     parser.add_argument("--save", action="store_true", help="store new calibrations next to the "
-                                                            "weights")
+                                                            "weights (an existing one, e.g. a "
+                                                            "shipped one, only with --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="with --save: replace existing calibration files")
     parser.add_argument("--settings", type=json.loads, default={},
                         help="inversion settings overrides as JSON")
     parser.add_argument("--model-n", type=int, default=None, help="stage noise: samples the "

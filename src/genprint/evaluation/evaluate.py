@@ -243,8 +243,11 @@ def check_model_sources(classes: Sequence[str], view: ProtocolView, *,
     known = set(protocol.known)
     absent = [c for c in classes if c not in known]
     if not protocol.known and protocol.unknown:
-        warnings.warn(f"{where} holds only sources the model does not know: only the share of "
-                      "them called unknown (unknown_rejected) is defined", stacklevel=3)
+        warnings.warn(f"{where} holds only sources the model does not know "
+                      f"({', '.join(sorted(protocol.unknown))}; the model knows "
+                      f"{', '.join(classes)}): only the share of them called unknown "
+                      "(unknown_rejected) is defined; check you gave the right model",
+                      stacklevel=3)
     elif absent and len(absent) == len(classes):
         data_sources = sorted(set(protocol.known) | set(protocol.unknown))
         message = (f"none of the model's sources ({', '.join(classes)}) is a known source of "

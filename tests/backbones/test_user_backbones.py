@@ -132,3 +132,10 @@ def test_transformers_dinov2_folder_and_cache_entry(tmp_path: Path,
     assert by_id.weights_id == backbone.weights_id  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="unknown backbone"):
         resolve_backbone("acme/not-cached")
+
+
+def test_a_model_name_that_contradicts_the_tensors_is_refused(tmp_path: Path) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "tiny.pt")  # width 64, patch 8
+    with pytest.raises(ValueError, match="says patch 16, width 768.*tensors say patch 8"):
+        get_backbone(str(ckpt), model_name="ViT-B-16-quickgelu")
+    assert get_backbone(str(ckpt), model_name="ViT-tiny-quickgelu").config["quickgelu"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -164,6 +165,26 @@ def tower_config(sd: dict[str, torch.Tensor], quickgelu: bool) -> dict[str, Any]
     }
 
 
+VIT_WIDTHS = {"S": 384, "B": 768, "L": 1024, "H": 1280}
+"""Transformer width of open_clip's named ViT sizes (for checking --backbone-model)."""
+
+
+def _check_model_name(model_name: str | None, cfg: dict[str, Any], path: Path) -> None:
+    """Refuse a model name (e.g. ``ViT-B-16-quickgelu``) that contradicts the tensors: the
+    architecture is read from them, so a wrong name would only mislabel the model card."""
+    found = re.match(r"ViT-([A-Za-z]+)-(\d+)", model_name or "")
+    if not found:
+        return
+    size, patch = found.group(1).upper(), int(found.group(2))
+    width = VIT_WIDTHS.get(size)
+    if patch != cfg["patch"] or (width is not None and width != cfg["width"]):
+        raise ValueError(f"{path}: --backbone-model {model_name} says patch {patch}"
+                         + (f", width {width}" if width else "")
+                         + f", but the checkpoint's tensors say patch {cfg['patch']}, width "
+                         f"{cfg['width']} (the architecture is read from the tensors; the name "
+                         "only selects the activation)")
+
+
 class OpenClipBackbone(Backbone):
     """CLIP ViT vision tower of an open_clip checkpoint file (see module doc)."""
     dynamic_input = True
@@ -182,6 +203,7 @@ class OpenClipBackbone(Backbone):
         quickgelu = act == "quickgelu" if act else (
             torchscript or bool(model_name and model_name.endswith("-quickgelu")))
         cfg = tower_config(sd, quickgelu)
+        _check_model_name(model_name, cfg, self.path)
         if heads:
             cfg["heads"] = int(heads)
         self.config = cfg

@@ -20,7 +20,14 @@ import typer
 from typer.core import TyperGroup
 
 from genprint.cli.app import app
-from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
+from genprint.cli.output import (
+    console,
+    esc,
+    print_json,
+    progress_bar,
+    shortened_paths,
+    warnings_as_notes,
+)
 
 
 class _RunByDefault(TyperGroup):
@@ -260,7 +267,8 @@ def run_cmd(
     verifiers = []
     for h in handles:
         try:
-            v = Verifier.load(h, calibration, batch_size=batch_size, condition=condition)
+            with warnings_as_notes():  # e.g. a calibration without a weights checksum
+                v = Verifier.load(h, calibration, batch_size=batch_size, condition=condition)
             given = _overrides(steps=steps, restarts=restarts, lr=lr, ddim_steps=ddim_steps)
             if given:
                 v.calibration.check(h, v.calibration.settings.with_(**given), condition)
@@ -331,17 +339,21 @@ def _print_table(rows: list[Any], multi: bool) -> None:
 
     folder, shown = shortened_paths([r.path for r in rows])
     table = Table(title="verification")
-    cols = ["path", *(["label"] if multi else []), "generator", "loss", "calibrated score",
-            "p-value", "belongs", "note / error"]
-    for c in cols:
-        table.add_column(c, overflow="fold", ratio=1 if c == "path" else None)
+    longest = max((len(str(r.generator or "")) for r in rows), default=0)
+    table.add_column("path", overflow="fold", ratio=2)
+    if multi:
+        table.add_column("label", overflow="fold")
+    table.add_column("generator", overflow="fold", min_width=min(longest, 12) or None)
+    for c in ("loss", "score", "p-value", "belongs"):  # short cells: never wrapped
+        table.add_column(c, no_wrap=True, justify="right" if c != "belongs" else "left")
+    table.add_column("note / error", overflow="fold", ratio=3)
     for r, path in zip(rows, shown, strict=True):
         if not r.ok:
             table.add_row(esc(path), *([""] if multi else []), "", "", "", "", "",
                           f"[red]{esc(r.error)}[/red]")
             continue
         table.add_row(esc(path), *([esc(r.label)] if multi else []), esc(r.generator),
-                      f"{r.loss:.3g}", f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
+                      f"{r.loss:.2g}", f"{r.calibrated_score:.3f}", f"{r.p_value:.3f}",
                       "yes" if r.belongs else "[bold magenta]no[/bold magenta]",
                       esc(r.note or ""))
     out = Console(emoji=False)

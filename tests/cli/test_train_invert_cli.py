@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,19 +13,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from genprint.cli.app import app
+from tests.verify.test_generators import FACTORY  # `make`: a tiny zoo GAN
 
 runner = CliRunner()
-
-FACTORY = textwrap.dedent('''
-    import dataclasses
-    import torch
-    from genprint.world import zoo
-
-    def make():
-        spec = dataclasses.replace(zoo.spec("gan-tconv-s0"), width=16, latent_dim=8)
-        torch.manual_seed(0)
-        return zoo.ZooGenerator(spec)
-''')
 
 
 @pytest.fixture

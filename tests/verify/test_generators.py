@@ -14,6 +14,7 @@ from genprint.verify.generators import GeneratorSpecError, resolve, resolve_one
 
 FACTORY = textwrap.dedent('''
     import dataclasses
+    import functools
     import torch
     from genprint.world import zoo
 
@@ -65,37 +66,17 @@ FACTORY = textwrap.dedent('''
                 return x.double()
             return x
 
-    def bad_tanh():
-        return Bad("tanh")
-
-    def bad_hwc():
-        return Bad("hwc")
-
-    def bad_gray():
-        return Bad("gray")
-
-    def bad_nograd():
-        return Bad("nograd")
-
-    def bad_numpy():
-        return Bad("numpy")
-
-    def bad_batch1():
-        return Bad("batch1")
-
-    def bad_f64():
-        return Bad("f64")
+    bad_tanh, bad_hwc, bad_gray, bad_nograd, bad_numpy, bad_batch1, bad_f64 = (
+        functools.partial(Bad, kind) for kind in
+        ("tanh", "hwc", "gray", "nograd", "numpy", "batch1", "f64"))
+    good = functools.partial(Bad, "good")
+    good_other_weights = functools.partial(Bad, "good", seed=1)
 
     def bad_bf16():  # weights in bfloat16 (numpy has no such type): hashed all the same
         gen = Bad("good")
         gen.extra = torch.nn.Linear(2, 2).to(torch.bfloat16)
         return gen
 
-    def good():
-        return Bad("good")
-
-    def good_other_weights():
-        return Bad("good", seed=1)
 ''')
 
 

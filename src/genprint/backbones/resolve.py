@@ -97,13 +97,9 @@ def weights_id(backbone: Backbone) -> str:
     given = getattr(backbone, "weights_id", None)
     if isinstance(given, str) and given:
         return given
-    import hashlib
+    from genprint.storage.model_dir import tensors_sha256
 
-    digest = hashlib.sha256()
-    for key, tensor in sorted(backbone.state_dict().items()):
-        digest.update(key.encode() + b"\0")
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+    return tensors_sha256(sorted(backbone.state_dict().items()))
 
 
 def spec_path(name_or_path: str) -> str:

@@ -64,10 +64,7 @@ def score_results(
 
     ok = [k for k, r in enumerate(results) if r.ok]
     if not ok:
-        reasons = Counter(r.error for r in results)
-        shown = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
-        raise ValueError(f"none of the {len(results)} test image(s) could be used ({shown}): "
-                         "nothing to evaluate")
+        raise _nothing_to_evaluate([r.error for r in results])
     items = [items[k] for k in ok]
     results = [results[k] for k in ok]
     y_true = _labels(items, classes)
@@ -93,6 +90,13 @@ def score_results(
     )
     out["n_held_out_camera_test"] = len(held)
     return out
+
+
+def _nothing_to_evaluate(reasons: Sequence[str | None]) -> ValueError:
+    """The error when no test image could be used, with the commonest reasons."""
+    shown = "; ".join(f"{n} × {reason}" for reason, n in Counter(reasons).most_common(3))
+    return ValueError(f"none of the {len(reasons)} test image(s) could be used ({shown}): "
+                      "nothing to evaluate")
 
 
 def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
@@ -281,10 +285,7 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
     chosen = cap_test_items(view.test, max_per_source)
     images, kept, errors = load_items([i.path for i in chosen], min_size=attributor.min_size)
     if chosen and not kept:
-        reasons = Counter(e.reason for _, e in errors)
-        shown = "; ".join(f"{n} × {reason}" for reason, n in reasons.most_common(3))
-        raise ValueError(f"none of the {len(chosen)} test image(s) could be used ({shown}): "
-                         "nothing to evaluate")
+        raise _nothing_to_evaluate([e.reason for _, e in errors])
     if errors:
         warnings.warn(f"{len(errors)} test file(s) could not be used (unreadable, or too small "
                       f"for this model) and are left out; first: {errors[0][0]}: "

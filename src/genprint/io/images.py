@@ -377,14 +377,6 @@ def _identifies_as_image(path: Path) -> bool:
             return True  # read reports it with the usual reasons
 
 
-def _stream_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_image_with_info(
     path: str | os.PathLike[str],
     *,
@@ -406,7 +398,9 @@ def read_image_with_info(
             )
         if size > IDENTIFY_FIRST_BYTES and not _identifies_as_image(p):
             exc = ImageError("not_an_image", "not an image file Pillow can decode", name)
-            exc.sha256 = _stream_sha256(p)  # the hash of refused files too, in bounded memory
+            from genprint.storage.model_dir import sha256_file
+
+            exc.sha256 = sha256_file(p)  # the hash of refused files too, in bounded memory
             raise exc
         data = p.read_bytes()
     except FileNotFoundError:

@@ -67,6 +67,13 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     out = Path(path)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give a file name")
+    check_parent_writable(out)
+    return out
+
+
+def check_parent_writable(out: Path) -> None:
+    """Check that ``out``'s parent is (or can be made) a folder we can write in, by creating
+    and removing a temporary file there; ``OSError`` with the reason otherwise."""
     parent = out.parent
     if parent.exists() and not parent.is_dir():
         raise NotADirectoryError(f"cannot write {out}: {parent} is not a folder")
@@ -77,7 +84,6 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
         os.unlink(name)
     except OSError as exc:
         raise OSError(f"cannot write {out}: {exc.strerror or exc}") from None
-    return out
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -24,7 +24,7 @@ import platform
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 import genprint
-from genprint.storage.atomic import dir_mode, file_mode
+from genprint.storage.atomic import check_parent_writable, dir_mode, file_mode
 
 FORMAT_VERSION = 1
 """Version of the attributor directory format written by this genprint."""
@@ -51,6 +51,19 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     with open(path, "rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
+    return digest.hexdigest()
+
+
+def tensors_sha256(named: Iterable[tuple[str, Any]]) -> str:
+    """Hex sha256 of ``(name, torch tensor)`` pairs in the order given: each name, a zero
+    byte, then the tensor's raw bytes (any dtype, bfloat16 included). Identifies weights."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in named:
+        digest.update(name.encode() + b"\0")
+        raw = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(raw.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -167,14 +180,7 @@ def check_output_dir(path: str | os.PathLike[str], overwrite: bool, *,
             raise FileExistsError(f"{target} already exists (replace it with --overwrite, or "
                                   "overwrite=True in Python)")
         refuse_unless_replaceable(target, kind)
-    parent = target.parent
-    if parent.exists() and not parent.is_dir():
-        raise NotADirectoryError(f"cannot write {target}: {parent} is not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        os.rmdir(tempfile.mkdtemp(prefix=f".{target.name}.check-", dir=parent))
-    except OSError as exc:
-        raise OSError(f"cannot write {target}: {exc.strerror or exc}") from None
+    check_parent_writable(target)
     return target
 
 

@@ -215,9 +215,9 @@ def weights_fingerprint(obj: Any) -> str | None:
     """sha256 of a generator's weights, to tie a calibration to them: the tensors of ``obj``
     if it is a ``torch.nn.Module``, else of the modules among its attributes (by attribute
     name). None when it holds no module (the calibration then cannot check its weights)."""
-    import hashlib
-
     from torch import nn
+
+    from genprint.storage.model_dir import tensors_sha256
 
     if isinstance(obj, nn.Module):
         modules = [("", obj)]
@@ -226,28 +226,28 @@ def weights_fingerprint(obj: Any) -> str | None:
             if hasattr(obj, "__dict__") else []
     if not modules:
         return None
-    digest = hashlib.sha256()
-    for prefix, module in modules:
-        for key, tensor in sorted(module.state_dict().items()):
-            raw = tensor.detach().cpu().contiguous().reshape(-1)
-            digest.update(f"{prefix}.{key}:{raw.dtype}".encode() + b"\0")
-            digest.update(raw.view(torch.uint8).numpy().tobytes())  # any dtype (bf16 too)
-    return digest.hexdigest()
+    return tensors_sha256((f"{prefix}.{key}:{tensor.dtype}", tensor)
+                          for prefix, module in modules
+                          for key, tensor in sorted(module.state_dict().items()))
+
+
+def _need_tensor(value: Any, method: str, where: str) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise GeneratorSpecError(f"{where}: {method} must return a torch tensor, got "
+                                 f"{type(value).__name__}")
 
 
 def check_contract(obj: Any, where: str) -> None:
     """Two-latent check of what inversion relies on: ``sample_latent`` gives a tensor of
     ``latent_shape`` per latent, and ``decode`` maps them to a finite float32 N×3×H×W tensor in
-    [0, 1], one image per latent, through which gradients flow. A :class:`GeneratorSpecError` says what is wrong (a calibration of a
-    generator that breaks it would be meaningless)."""
+    [0, 1], one image per latent, through which gradients flow. A :class:`GeneratorSpecError`
+    says what is wrong (a calibration of a generator that breaks it would be meaningless)."""
     try:
         z = obj.sample_latent(2, 0)
     except Exception as exc:  # noqa: BLE001 - user code
         raise GeneratorSpecError(f"{where}: sample_latent(2, 0) failed: "
                                  f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(z, torch.Tensor):
-        raise GeneratorSpecError(f"{where}: sample_latent must return a torch tensor, got "
-                                 f"{type(z).__name__}")
+    _need_tensor(z, "sample_latent", where)
     expected = (2, *(int(v) for v in obj.latent_shape))
     if tuple(z.shape) != expected:
         raise GeneratorSpecError(f"{where}: sample_latent(2, 0) has shape {tuple(z.shape)}, "
@@ -263,9 +263,7 @@ def check_contract(obj: Any, where: str) -> None:
     except Exception as exc:  # noqa: BLE001 - user code
         raise GeneratorSpecError(f"{where}: decode(z) failed, or gradients do not flow through "
                                  f"it: {type(exc).__name__}: {exc}") from None
-    if not isinstance(x, torch.Tensor):
-        raise GeneratorSpecError(f"{where}: decode must return a torch tensor, got "
-                                 f"{type(x).__name__}")
+    _need_tensor(x, "decode", where)
     if x.ndim != 4 or x.shape[0] != 2 or x.shape[1] != 3:
         raise GeneratorSpecError(f"{where}: decode of 2 latents has shape {tuple(x.shape)}; "
                                  "expected 2×3×H×W (one image per latent, channels first, RGB)")

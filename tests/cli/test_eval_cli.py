@@ -194,6 +194,12 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     assert row["path"].endswith(f"gan-a/{broken.name}") and row["error_code"] == "truncated"
     page = report.read_text(encoding="utf-8")
     assert "test files that could not be read (left out)" in page and broken.name in page
+    gone = bench / "gan-b" / f"{SPLITS.index('test'):02d}.png"  # a missing test file is
+    gone.unlink()  # counted apart from the unreadable one, not lumped in with it
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench)])
+    assert out.exit_code == 0, out.output
+    assert ("1 test file(s) could not be used (unreadable, or too small for this model) and "
+            "are left out, besides 1 missing file(s)") in _flat(out.output)
 
 
 # --- `genprint eval MODEL --data PATH`: labelled images of one's own ---------------------------

@@ -41,3 +41,22 @@ def test_zoo_list_keeps_names_whole_on_a_narrow_terminal() -> None:
     out = CliRunner().invoke(app, ["zoo", "list"], env={"COLUMNS": "80"})
     assert out.exit_code == 0, out.output
     assert all(name in out.output for name in names)
+
+
+def test_help_reflows_docstrings_and_lists_commands_by_their_first_sentence() -> None:
+    from typer.testing import CliRunner
+
+    from genprint.cli.app import app
+
+    runner = CliRunner()
+    listing = runner.invoke(app, ["train", "--help"], env={"COLUMNS": "80"})
+    assert listing.exit_code == 0, listing.output
+    # the docstring breaks after "reference"; the listing wraps at the terminal's width instead
+    assert "metric-learning loss, reference points per source" in " ".join(
+        line.strip("│ ") for line in listing.output.splitlines())
+    assert not any(line.rstrip("│ ").endswith("reference") for line in listing.output.splitlines())
+    top = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert "without retraining (method `metric`)." in top.output
+    assert "leave-one-out" not in top.output  # only the first sentence is listed
+    page = runner.invoke(app, ["enroll", "--help"], env={"COLUMNS": "200"})
+    assert "leave-one-out self-check (3–30 images) says how many of the images" in page.output

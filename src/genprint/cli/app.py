@@ -94,7 +94,33 @@ def _register_verbs() -> None:
     )
 
 
+def _reflow(doc: str) -> str:
+    """A docstring with each paragraph on one line (the terminal wraps it to its width)."""
+    import inspect
+
+    return "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+def _reflow_helps(typer_app: typer.Typer) -> None:
+    # Help is shown with the docstring's own line breaks, and docstrings are wrapped at 100
+    # columns: each paragraph is joined into one line, and the command lists get the first
+    # sentence.
+    import re
+
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if doc:
+            info.help = _reflow(doc)
+            if info.short_help is None:
+                first = info.help.split("\n\n")[0]
+                info.short_help = re.split(r"(?<=\.)\s", first, maxsplit=1)[0]
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _reflow_helps(group.typer_instance)
+
+
 _register_verbs()
+_reflow_helps(app)
 
 
 def main() -> None:

@@ -29,12 +29,14 @@ def enroll_cmd(
                                                  "directory.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
 ) -> None:
-    """Enrol a new source from one or more of its images: reference points and a threshold are
-    added, the other sources are left untouched, and the model directory is replaced atomically
-    (a complete new directory is written, then swapped into place), or written to --out. A
-    leave-one-out self-check (3–30 images) says how many of the images are recognised when the
-    source is enrolled from the others: a rough (± 0.1) estimate of the recall to expect. An overlap check says which
-    share of the model's stored images of its other sources the new source would take."""
+    """Enrol a new source from one or more of its images, without retraining (method `metric`).
+
+    Reference points and a threshold are added, the other sources are left untouched, and the
+    model directory is replaced atomically (a complete new directory is written, then swapped
+    into place), or written to --out. A leave-one-out self-check (3–30 images) says how many of
+    the images are recognised when the source is enrolled from the others: a rough (± 0.1)
+    estimate of the recall to expect. An overlap check says which share of the model's stored
+    images of its other sources the new source would take."""
     import genprint
     from genprint.cli.train import report_bad_files
     from genprint.io.batches import load_items

@@ -286,10 +286,16 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
     images, kept, errors = load_items([i.path for i in chosen], min_size=attributor.min_size)
     if chosen and not kept:
         raise _nothing_to_evaluate([e.reason for _, e in errors])
-    if errors:
-        warnings.warn(f"{len(errors)} test file(s) could not be used (unreadable, or too small "
-                      f"for this model) and are left out; first: {errors[0][0]}: "
-                      f"{errors[0][1].reason}", stacklevel=3)
+    others = [(path, err) for path, err in errors if err.code != "not_found"]
+    n_missing = len(errors) - len(others)
+    if others:  # missing files counted apart: reading the data has already named them
+        also = f", besides {n_missing} missing file(s)" if n_missing else ""
+        warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, or too small "
+                      f"for this model) and are left out{also}; first: {others[0][0]}: "
+                      f"{others[0][1].reason}", stacklevel=3)
+    elif n_missing:
+        warnings.warn(f"{n_missing} test file(s) are missing and left out; first: "
+                      f"{errors[0][0]}", stacklevel=3)
     items = [chosen[k] for k in kept]
     try:
         from genprint.world.cameras import camera_names

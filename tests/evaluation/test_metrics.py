@@ -178,6 +178,13 @@ def test_compute_matches_functions_and_sklearn() -> None:
     assert out["tnr_at_tpr95"] == tnr_at_tpr(known, score)
     assert out["oscr"] == oscr(y, cand, score)
     assert out["per_unknown_auroc"] == {}
+    # a source with no known test image that still takes some (e.g. an enrolled one) counts
+    m = OpenSetMetrics()
+    y2, c2 = np.array([0, 0, 1, 1, -1]), np.array([0, 2, 1, 1, 0])
+    m.update(y2, c2, c2, np.arange(5.0))
+    f1 = m.compute()["macro_f1"]
+    assert f1 == pytest.approx(f1_score(y2[:4], c2[:4], average="macro"))
+    assert f1 == pytest.approx((2 / 3 + 1 + 0) / 3)  # before: (2/3 + 1) / 2, source 2 ignored
     assert out["known_correct"] == pytest.approx(np.mean(pred[known] == y[known]))
     assert out["unknown_rejected"] == pytest.approx(np.mean(pred[~known] == -1))
 

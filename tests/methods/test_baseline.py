@@ -12,6 +12,7 @@ from genprint.io.batches import load_items
 from genprint.io.sources import load_dataset, with_split
 from genprint.methods.base import NotFittedError
 from genprint.methods.baseline import BaselineAttributor
+from genprint.methods.thresholds import score_threshold
 from tests.conftest import textured
 
 
@@ -47,10 +48,11 @@ def test_thresholds_come_from_validation_images_only(toy_sources: Path) -> None:
     b = BaselineAttributor().fit(tr_imgs, tr_lab, va_imgs[::3], va_lab[::3])  # type: ignore[arg-type]
     np.testing.assert_array_equal(a.centroids_, b.centroids_)  # same training data
     assert not np.allclose(a.thresholds_, b.thresholds_)  # thresholds follow validation data
-    # each threshold accepts ≈ 95% of that source's validation images
+    # each threshold is the shared finite-sample rule on that source's validation scores
     scores = a._scores(a.features(va_imgs))
     for k, c in enumerate(a.classes_):
         own = scores[np.array(va_lab) == c, k]
+        assert a.thresholds_[k] == score_threshold(own, 0.95)
         assert np.mean(own >= a.thresholds_[k]) >= 0.9
 
 

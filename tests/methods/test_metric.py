@@ -74,6 +74,21 @@ def test_thresholds_accept_the_target_share_of_validation_images(model: MetricAt
         assert np.mean(-own >= model.thresholds_[k]) >= 0.9
 
 
+def test_an_image_gets_the_same_scores_alone_as_in_any_batch(model: MetricAttributor,
+                                                               data: dict) -> None:
+    images = data["test"][0] + data["val"][0]  # 30 images of 4 tiles + 36 of 1: several chunks
+    together = np.stack([p.scores for p in model.predict_arrays(images)])
+    alone = np.stack([model.predict_arrays([img])[0].scores for img in images])
+    np.testing.assert_array_equal(alone, together)  # bit for bit, not just close
+    # with 12 validation images a source's threshold is its farthest one, which must stay
+    # accepted when scored on its own (ties are accepted)
+    val_images, val_labels = data["val"]
+    for k, c in enumerate(model.classes_):
+        own = [model.predict_arrays([img])[0].scores[k]
+               for img, lab in zip(val_images, val_labels, strict=True) if lab == c]
+        assert min(own) == model.thresholds_[k]
+
+
 def test_acceptance_threshold_is_the_finite_sample_quantile() -> None:
     d = np.arange(1.0, 201.0)  # 200 held-out distances 1 … 200
     assert refs.acceptance_threshold(d, 0.95) == 191.0  # rank ⌈201 × 0.95⌉

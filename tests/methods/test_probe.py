@@ -116,6 +116,13 @@ def test_fit_save_load_attribute(tmp_path: Path, toy_data: dict[str, list]) -> N
                                                               strict=True)])
     assert accuracy >= 0.9
     assert model.embed(toy_data["te"][:3]).shape == (3, 64)
+    # 8 validation images per source: each threshold is its source's worst validation score
+    # (the rule every method shares), so every validation image is accepted again
+    val_results = model.attribute_arrays(toy_data["va"])
+    for k, c in enumerate(model.classes_):
+        own = [r.scores[c] for r, lab in zip(val_results, toy_data["val"], strict=True)
+               if lab == c]
+        assert min(own) == pytest.approx(model.thresholds_[k], abs=1e-5)
 
     out = model.save(tmp_path / "model")
     table = json.loads((out / "layers.json").read_text())

@@ -336,7 +336,9 @@ class OpenSetMetrics:
 
             yk, ck = y[known], c[known]
             out["closed_set_accuracy"] = float(np.mean(ck == yk))
-            out["macro_f1"] = float(f1_score(yk, ck, labels=np.unique(yk), average="macro",
+            # over every source that is a true label or a candidate (scikit-learn's default): a
+            # source with no test image that still takes known images counts, with F1 = 0
+            out["macro_f1"] = float(f1_score(yk, ck, labels=np.union1d(yk, ck), average="macro",
                                              zero_division=0))
         else:
             warnings.warn("no known test images: closed-set and open-set metrics are undefined "

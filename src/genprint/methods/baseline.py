@@ -24,6 +24,7 @@ import numpy as np
 
 from genprint.io.crops import tiles
 from genprint.methods.base import METHODS, Attributor, Prediction, check_training_labels
+from genprint.methods.thresholds import score_threshold
 from genprint.storage.model_dir import ModelContents
 
 
@@ -98,7 +99,7 @@ class BaselineAttributor(Attributor):
         val_scores = self._scores(self.features([val_images[i] for i in known]))
         val_idx = np.array([classes.index(val_labels[i]) for i in known])
         self.thresholds_ = np.array([
-            np.quantile(val_scores[val_idx == k, k], 1.0 - self.target_accept)
+            score_threshold(val_scores[val_idx == k, k], self.target_accept)
             for k in range(len(classes))
         ])
         return self

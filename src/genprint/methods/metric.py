@@ -86,6 +86,8 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_f
 
 INITS = ("scratch", "camera")
 REFERENCE_KINDS = ("kmeans", "proxies")
+FORWARD_CHUNK = 64
+"""Tiles per network forward at inference (see :meth:`MetricAttributor._embed_tiles`)."""
 
 
 def training_classes(labels: Sequence[str], origins: Sequence[str | None] | None,
@@ -230,11 +232,15 @@ class MetricAttributor(Attributor):
             load_weights(net, _checkpoint_path(self.camera_ckpt))
         return net
 
-    def _embed_tiles(self, images: Sequence[np.ndarray], batch: int = 512
-                     ) -> tuple[np.ndarray, np.ndarray]:
+    def _embed_tiles(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of every tile of every image (T×D) and the image index of each tile.
 
-        With ``symmetries``, a tile's embedding is the re-normalised mean over its views."""
+        Tiles go through the network in chunks of exactly :data:`FORWARD_CHUNK` (the last one
+        padded with blank tiles), so a tile's embedding is the same bit for bit whatever else is
+        in the call: the CPU kernels choose their algorithm by batch size, and a different one
+        moves the embedding by ~1e-7. With ``symmetries``, a tile's embedding is the
+        re-normalised mean over its views."""
+        batch = FORWARD_CHUNK
         all_tiles = [tiles(img, self.patch_size, self.max_tiles) for img in images]
         owner = np.concatenate([np.full(len(t), i, dtype=np.int64)
                                 for i, t in enumerate(all_tiles)])
@@ -246,9 +252,13 @@ class MetricAttributor(Attributor):
         with torch.inference_mode():
             for i in range(0, len(stacked), batch):
                 chunk = stacked[i : i + batch]
+                n = len(chunk)
+                if n < batch:
+                    chunk = np.concatenate([chunk, np.zeros((batch - n, *chunk.shape[1:]),
+                                                            chunk.dtype)])
                 for k in views:
                     seen = chunk if k == 0 else np.stack([symmetry_view(t, k) for t in chunk])
-                    out[i : i + batch] += self.net_.embed(patches_to_tensor(seen)).numpy()
+                    out[i : i + n] += self.net_.embed(patches_to_tensor(seen)).numpy()[:n]
         if len(views) > 1:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out, owner

@@ -50,10 +50,11 @@ split: docs/metric.md, "Enrolment".)
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np
+
+from genprint.methods.thresholds import distance_threshold
 
 SEPARATOR_C = 10.0
 """Inverse L2 strength of an enrolled source's separator. Chosen on the validation folds among
@@ -71,9 +72,20 @@ def normalise(v: np.ndarray) -> np.ndarray:
 
 
 def distances(embeddings: np.ndarray, references: np.ndarray) -> np.ndarray:
-    """Euclidean distances (N×R) between unit embeddings and unit reference points."""
-    cos = np.clip(embeddings @ references.T, -1.0, 1.0)
-    return np.sqrt(np.maximum(2.0 - 2.0 * cos, 0.0))
+    """Euclidean distances (N×R, float64) between unit embeddings and unit reference points.
+
+    Computed as the norm of the difference, in float64 and row by row, so that an image's
+    distances do not depend on the other rows: ``sqrt(2 − 2·cos)`` in float32 is off by up to
+    ~3e-5, and a matrix product may sum in another order for another number of rows, which
+    could move an image that sits exactly on a threshold across it."""
+    e = np.asarray(embeddings, dtype=np.float64)
+    r = np.asarray(references, dtype=np.float64)
+    out = np.empty((len(e), len(r)), dtype=np.float64)
+    step = max(1, 2_000_000 // max(1, r.size))  # rows per block: about 16 MB of differences
+    for i in range(0, len(e), step):
+        diff = e[i : i + step, None, :] - r[None, :, :]
+        out[i : i + step] = np.sqrt(np.einsum("nrd,nrd->nr", diff, diff))
+    return out
 
 
 def source_distances(embeddings: np.ndarray, references: np.ndarray,
@@ -112,23 +124,10 @@ def class_references(embeddings: np.ndarray, labels: np.ndarray, n_classes: int,
 
 
 def acceptance_threshold(held_out: np.ndarray, target_accept: float) -> float:
-    """The threshold that accepts a share ``target_accept`` of new images like ``held_out``.
-
-    The finite-sample (split-conformal) quantile: the ⌈(n + 1)·target⌉-th smallest of the n
-    held-out distances, so that a new image exchangeable with them is accepted with probability
-    at least ``target_accept``. When that rank exceeds n (fewer than 19 values for 95%), no
-    order statistic guarantees the target and the largest value is used: its expected acceptance
-    is n / (n + 1). With 200 validation images it differs from the plain 95% quantile by about one
-    rank; with 10 enrolment images, the plain quantile would accept only ≈ 0.87 in expectation
-    and the largest value accepts 10/11 ≈ 0.91.
-    """
-    d = np.sort(np.asarray(held_out, dtype=np.float64).ravel())
-    if len(d) == 0:
-        raise ValueError("no held-out distances to set a threshold from")
-    if not 0.0 < target_accept <= 1.0:
-        raise ValueError(f"target_accept must be in (0, 1], got {target_accept}")
-    rank = math.ceil((len(d) + 1) * target_accept - 1e-9)
-    return float(d[min(rank, len(d)) - 1])
+    """The distance threshold that accepts a share ``target_accept`` of new images like
+    ``held_out``: :func:`genprint.methods.thresholds.distance_threshold`, the rule every method
+    uses."""
+    return distance_threshold(held_out, target_accept)
 
 
 def calibrate_thresholds(own_distances: np.ndarray, labels: np.ndarray, n_classes: int,

@@ -35,6 +35,7 @@ import numpy as np
 from genprint.methods.base import METHODS, Attributor, Prediction, check_training_labels
 from genprint.methods.probe_heads import DEFAULT_SCORE, HEADS, SCORES, LayerProbe
 from genprint.methods.probe_select import LAYER_SELECT, choose_layer, criterion, loso_auroc, sweep
+from genprint.methods.thresholds import score_threshold
 from genprint.storage.model_dir import ModelContents, ModelFormatError, finite_json
 
 Progress = Callable[[int], None]
@@ -68,9 +69,9 @@ def cap_per_class(labels: Sequence[str], cap: int | None, seed: int) -> list[int
 def calibrate(probe: LayerProbe, val_feats: np.ndarray, val_y: np.ndarray,
               target_accept: float) -> np.ndarray:
     """Per-source thresholds: each accepts ``target_accept`` of that source's validation images
-    (on their own source's score)."""
+    (on their own source's score), by the rule of :mod:`genprint.methods.thresholds`."""
     _, scores = probe.source_scores(np.asarray(val_feats))
-    return np.array([np.quantile(scores[val_y == c, c], 1.0 - target_accept)
+    return np.array([score_threshold(scores[val_y == c, c], target_accept)
                      for c in range(probe.n_classes)])
 
 

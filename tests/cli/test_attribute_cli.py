@@ -219,3 +219,42 @@ def test_overwrite_never_replaces_a_folder_of_user_files(toy_sources: Path, tmp_
     out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",
                               str(tmp_path / "f" / "model")], env={"COLUMNS": "300"})
     assert out.exit_code == 2 and "not a folder" in out.output
+
+
+def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
+        toy_sources: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genprint.methods.baseline import BaselineAttributor
+
+    model = _train(toy_sources, tmp_path)
+    alpha = toy_sources / "alpha"
+    (tmp_path / "bad.png").write_text("not an image")
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), str(tmp_path / "bad.png"),
+                              "--out", str(tmp_path / "r.csv")], env={"COLUMNS": "120"})
+    assert out.exit_code == 0, out.output
+    n_alpha = len(list(alpha.glob("*.png")))
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == n_alpha + 1
+    assert f"attribution of {n_alpha + 1} file(s)" in out.output
+    assert "error: not_an_image" in out.output and "00.png" not in out.output  # no per-row table
+
+    real = BaselineAttributor.attribute_arrays
+    calls = []
+
+    def interrupted(self, images, names=None):  # the second batch is interrupted
+        calls.append(len(images))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, images, names)
+
+    monkeypatch.setattr(BaselineAttributor, "attribute_arrays", interrupted)
+    target = tmp_path / "stopped.csv"
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
+                              "--batch-size", "2"])
+    assert out.exit_code == 130, out.output
+    assert not target.exists()
+    with open(tmp_path / "stopped.partial.csv", newline="", encoding="utf-8") as fh:
+        kept = list(csv.DictReader(fh))
+    assert [Path(r["path"]).name for r in kept] == [Path(r["path"]).name for r in rows[:2]]
+    assert all(r["label"] for r in kept)
+    assert f"interrupted after 2 of {n_alpha} file(s)" in " ".join(out.output.split())

@@ -14,6 +14,7 @@ from genprint.io.sources import (
     read_folder,
     read_manifest,
     scan_inputs,
+    scan_inputs_report,
     source_name_problem,
     with_split,
 )
@@ -110,6 +111,19 @@ def test_scan_inputs_keeps_explicit_files_and_walks_folders(tmp_path: Path) -> N
     paths = scan_inputs([tmp_path / "d", odd, tmp_path / "missing.png"])
     names = [p.name for p in paths]
     assert names == ["x.png", "y.png", "odd.dat", "missing.png"]
+
+
+def test_scan_reads_each_file_once_and_counts_what_it_left_out(tmp_path: Path) -> None:
+    _img(tmp_path / "d" / "x.png"), _img(tmp_path / "d" / "ext" / "a.png")
+    (tmp_path / "d" / "notes.txt").write_text("x")
+    (tmp_path / "d" / "ext" / "carved").write_bytes(b"x")  # no extension
+    (tmp_path / "d" / ".DS_Store").write_bytes(b"x")  # hidden: not counted
+    (tmp_path / "alias").symlink_to(tmp_path / "d" / "x.png")
+    scan = scan_inputs_report([tmp_path / "d" / "ext", tmp_path / "d",
+                               tmp_path / "d" / "ext" / "a.png", tmp_path / "alias"])
+    assert [p.name for p in scan.paths] == ["a.png", "x.png"]  # where each first appears
+    assert scan.repeated == 3  # a.png in d, a.png named again, x.png through its link
+    assert scan.not_images == 2  # carved (reached twice, counted once) and notes.txt
 
 
 def test_scan_follows_linked_folders_once_and_skips_hidden_files(tmp_path: Path) -> None:

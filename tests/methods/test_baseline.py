@@ -93,6 +93,21 @@ def test_batch_with_bad_files_reports_each_and_keeps_the_good(toy_sources: Path,
     codes = [r.error_code for r in results]
     assert codes == [None, "empty", None, "not_an_image", "too_small", "not_found", None]
     assert all(r.label is not None and r.scores for r in results if r.ok)
+    # row by row: the same rows in the same order when a batch also ends at a pixel budget
+    # (here after every image), and a row comes out as soon as it and those before it are done
+    from genprint.methods import base
+
+    original = base.BATCH_PIXELS
+    base.BATCH_PIXELS = 1
+    try:
+        rows = model.iter_attribute(paths, batch_size=64)
+        assert next(rows).path == str(paths[0])
+        assert next(rows).error_code == "empty"
+        again = list(rows)
+    finally:
+        base.BATCH_PIXELS = original
+    assert [r.path for r in again] == [str(p) for p in paths[2:]]
+    assert [(r.label, r.score) for r in again] == [(r.label, r.score) for r in results[2:]]
 
 
 def test_attribute_takes_one_path_or_a_folder_as_the_cli_does(toy_sources: Path) -> None:

@@ -17,7 +17,9 @@ def attribute(
     inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched "
                                                       "recursively for image files).")],
     out: Annotated[Path | None, typer.Option(help="Write results to a .csv, .parquet or .json "
-                                                  "file.")] = None,
+                                                  "file (the console then shows counts per "
+                                                  "answer; on Ctrl-C the finished rows go to "
+                                                  "NAME.partial.EXT).")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print results as JSON on stdout.")] = False,
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any input failed.")] = False,
     first_frame: Annotated[bool, typer.Option(help="Analyse the first frame of animated images "
@@ -37,7 +39,7 @@ def attribute(
     every input failed, 2 for a bad model or no inputs.
     """
     import genprint
-    from genprint.io.sources import scan_inputs
+    from genprint.io.sources import scan_inputs_report
     from genprint.results import check_results_path, write_results
     from genprint.storage.model_dir import ModelFormatError
 
@@ -61,26 +63,41 @@ def attribute(
                           f"{attributor.max_tiles}; the model's hash (model_sha256) does not "
                           "record this setting, so keep it with the results")
         attributor.max_tiles = max_tiles
-    paths = scan_inputs(inputs)
+    paths, repeated, not_images = scan_inputs_report(inputs)
     if not paths:
-        console.print("[red]error:[/red] no image files found in the inputs")
+        console.print("[red]error:[/red] no image files found in the inputs"
+                      + (f" ({not_images} file(s) without an image extension)" if not_images
+                         else ""))
         raise typer.Exit(2)
+    if repeated:
+        console.print(f"note: {repeated} path(s) name a file already among the inputs "
+                      "(overlapping folders or links): each file is attributed once")
+    if not_images:
+        console.print(f"note: {not_images} file(s) in the folders have no image extension "
+                      "and were left out; name a file explicitly to have it read whatever its "
+                      "extension")
+    results: list = []
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("attributing", total=len(paths))
         try:
-            results = attributor.attribute(
-                paths, batch_size=batch_size, workers=workers,
-                animated="first" if first_frame else "refuse",
-                on_progress=lambda n: bar.advance(task, n),
-            )
+            for row in attributor.iter_attribute(
+                    paths, batch_size=batch_size, workers=workers,
+                    animated="first" if first_frame else "refuse",
+                    on_progress=lambda n: bar.advance(task, n)):
+                results.append(row)  # noqa: PERF402 - kept row by row for Ctrl-C
         except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            _save_interrupted(results, len(paths), out)
+            raise typer.Exit(130) from None
     if out is not None:
         write_results(results, out)
     failed = [r for r in results if not r.ok]
     if json_out:
         print_json([r.to_dict() for r in results])
+    elif out is not None:
+        _print_summary(results)  # the rows are in the file; the console gets the counts
     else:
         _print_table(results)
     if failed:
@@ -89,6 +106,40 @@ def attribute(
         console.print(f"results written to {esc(str(out))}")
     if len(failed) == len(results) or (strict and failed):
         raise typer.Exit(1)
+
+
+def partial_path(out: Path) -> Path:
+    """Where the rows of an interrupted run go: ``results.partial.csv`` for ``results.csv``."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def _save_interrupted(results: list, total: int, out: Path | None) -> None:
+    """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it."""
+    from genprint.results import write_results
+
+    said = f"interrupted after {len(results)} of {total} file(s)"
+    if out is None or not results:
+        console.print(f"[yellow]{said}; nothing was written[/yellow]")
+        return
+    partial = partial_path(out)
+    write_results(results, partial)
+    console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} was "
+                  "not written). Attribute the remaining files to finish.[/yellow]")
+
+
+def _print_summary(results: list) -> None:
+    """Counts per answer (label, or the error code of files that could not be used)."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    counts = Counter(r.label if r.ok else f"error: {r.error_code}" for r in results)
+    table = Table(title=f"attribution of {len(results)} file(s)")
+    table.add_column("answer", overflow="fold")
+    table.add_column("files", justify="right", no_wrap=True)
+    for answer, n in sorted(counts.items(), key=lambda kv: (kv[0].startswith("error"), -kv[1])):
+        table.add_row(esc(answer), str(n))
+    console.print(table)
 
 
 def _print_table(results: list) -> None:

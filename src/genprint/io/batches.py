@@ -32,16 +32,26 @@ SMALL_FILE_BYTES = 8 * 1024
 """Below this median file size, decoding is faster on one thread than on a pool."""
 
 
-def auto_workers(paths: Sequence[str | os.PathLike[str]], sample: int = 32) -> int:
-    """Threads worth using for ``paths``: 1 for small files (thread overhead and the GIL cost
-    more than decoding them), else up to 4 bounded by the CPU count."""
+CHUNK_BYTES = 4 * 1024 * 1024
+"""Bytes of files one task of the read-ahead pool reads (at most 16 files): large files go one
+per task, so only a few large images are decoded ahead of the consumer."""
+
+
+def _median_size(paths: Sequence[str | os.PathLike[str]], sample: int = 32) -> float | None:
     sizes = []
     for p in paths[:sample]:
         try:
             sizes.append(os.stat(p).st_size)
         except OSError:
             continue
-    if not sizes or float(np.median(sizes)) < SMALL_FILE_BYTES:
+    return float(np.median(sizes)) if sizes else None
+
+
+def auto_workers(paths: Sequence[str | os.PathLike[str]], sample: int = 32) -> int:
+    """Threads worth using for ``paths``: 1 for small files (thread overhead and the GIL cost
+    more than decoding them), else up to 4 bounded by the CPU count."""
+    median = _median_size(paths, sample)
+    if median is None or median < SMALL_FILE_BYTES:
         return 1
     return max(1, min(4, os.cpu_count() or 1))
 
@@ -58,8 +68,10 @@ def iter_images(
     input order (``sha256`` of the file's bytes, None when they could not be read).
 
     ``workers=None`` picks the thread count with :func:`auto_workers`. Files are read and
-    decoded by a small thread pool (Pillow releases the GIL while decoding),
-    in chunks of 16 files, at most ``2 × workers`` chunks ahead of the consumer, so memory stays bounded on large folders.
+    decoded by a small thread pool (Pillow releases the GIL while decoding), in chunks of up
+    to 16 files and :data:`CHUNK_BYTES` (one file per chunk when files are large), at most
+    ``workers + 1`` chunks ahead of the consumer, so memory stays bounded on large folders and
+    large files. When the consumer stops early (an interrupt), queued chunks are cancelled.
     """
     if workers is None:
         workers = auto_workers(paths)
@@ -79,10 +91,12 @@ def iter_images(
             yield load(p)
         return
     # Files go to the pool in chunks: one future per tiny file costs more than decoding it.
-    chunk = 16
-    window = 2 * workers
+    median = _median_size(paths) or 0.0
+    chunk = max(1, min(16, int(CHUNK_BYTES // max(median, 1.0))))
+    window = workers + 1
     groups = (paths[i : i + chunk] for i in range(0, len(paths), chunk))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
         pending: list = []
         for group in groups:
             pending.append(pool.submit(lambda g: [load(p) for p in g], group))
@@ -90,6 +104,8 @@ def iter_images(
                 yield from pending.pop(0).result()
         for fut in pending:
             yield from fut.result()
+    finally:  # on an early stop, drop what is queued and wait only for what is running
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def load_items(

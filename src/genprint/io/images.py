@@ -120,17 +120,33 @@ class ImageInfo:
     """Hex sha256 of the file's bytes as read (the bytes that were decoded)."""
 
 
+STRIP_BYTES = 4 * 1024 * 1024
+"""Pixels are copied out of Pillow in strips of about this size: converting a whole image at once
+holds Pillow's buffer, its ``tobytes()`` copy and the array together (3× the image)."""
+
+
+def _strips_rgb8(img: Image.Image) -> np.ndarray:
+    """The first three channels of an 8-bit RGB/RGBA/RGBX image, copied strip by strip."""
+    width, height = img.size
+    out = np.empty((height, width, 3), dtype=np.uint8)
+    rows = max(1, STRIP_BYTES // max(1, width * len(img.getbands())))
+    for top in range(0, height, rows):
+        strip = img.crop((0, top, width, min(height, top + rows)))
+        out[top : top + strip.height] = np.asarray(strip, dtype=np.uint8)[:, :, :3]
+    return out
+
+
 def _to_rgb8(img: Image.Image) -> np.ndarray:
     """Convert a decoded Pillow image to an (H, W, 3) uint8 array without resampling."""
     mode = img.mode
-    if mode == "RGB":
-        return np.asarray(img, dtype=np.uint8).copy()
+    if mode in ("RGB", "RGBA", "RGBX"):
+        return _strips_rgb8(img)
     if mode in ("L", "1"):
         grey = np.asarray(img.convert("L"), dtype=np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if mode in ("P", "PA"):
         return np.asarray(img.convert("RGBA"), dtype=np.uint8)[:, :, :3].copy()
-    if mode in ("RGBA", "RGBa", "RGBX"):
+    if mode == "RGBa":
         return np.asarray(img, dtype=np.uint8)[:, :, :3].copy()
     if mode in ("LA", "La"):
         grey = np.asarray(img, dtype=np.uint8)[:, :, 0]

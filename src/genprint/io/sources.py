@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from genprint import UNKNOWN
 from genprint.io.images import IMAGE_EXTENSIONS
@@ -149,9 +150,10 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: Path) -> list[Path]:
-    """Image files below ``folder``: hidden files and folders (names starting with ``.``) are
-    skipped; symbolic links to folders are followed, each real folder visited once (no loops)."""
+def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files below ``folder``, and the other (not hidden) files, left out:
+    hidden files and folders (names starting with ``.``) are skipped; symbolic links to folders
+    are followed, each real folder visited once (no loops)."""
     found: list[Path] = []
     seen: set[str] = set()
     for root, dirs, files in os.walk(folder, followlinks=True):
@@ -162,7 +164,42 @@ def _walk_images(folder: Path) -> list[Path]:
         seen.add(real)
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
-    return [p for p in found if is_image_file(p)]
+    return [p for p in found if is_image_file(p)], [p for p in found if not is_image_file(p)]
+
+
+class Scan(NamedTuple):
+    """What :func:`scan_inputs_report` found."""
+
+    paths: list[Path]
+    """Image paths, in input order, each file once."""
+    repeated: int
+    """Paths left out because an earlier input already named the same file (overlapping
+    folders, a file also inside a given folder, links)."""
+    not_images: int
+    """Files inside the given folders left out for their extension (not hidden ones)."""
+
+
+def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]]) -> Scan:
+    """:func:`scan_inputs`, with the counts of what it left out (for a note to the user)."""
+    paths: list[Path] = []
+    seen: set[str] = set()
+    left_out: set[str] = set()
+    repeated = 0
+    for raw in inputs:
+        p = Path(raw)
+        if _is_folder(p):
+            found, others = _walk_images(p)
+            left_out.update(os.path.realpath(o) for o in others)
+        else:
+            found = [p]
+        for f in found:
+            key = os.path.realpath(f)
+            if key in seen:
+                repeated += 1
+                continue
+            seen.add(key)
+            paths.append(f)
+    return Scan(paths, repeated, len(left_out - seen))
 
 
 def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -171,16 +208,10 @@ def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     A folder contributes every file with an image extension below it (recursively, sorted;
     hidden files and folders skipped, linked folders followed once); a path given explicitly is
     always kept, even with another extension or when it does not exist, so that
-    its problem is reported for that file rather than skipped.
+    its problem is reported for that file rather than skipped. A file reached twice (overlapping
+    inputs, links) is kept once, where it first appears.
     """
-    paths: list[Path] = []
-    for raw in inputs:
-        p = Path(raw)
-        if _is_folder(p):
-            paths.extend(_walk_images(p))
-        else:
-            paths.append(p)
-    return paths
+    return scan_inputs_report(inputs).paths
 
 
 def _normalise_split(value: str | None, where: str) -> str | None:
@@ -302,7 +333,7 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
             raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
     empty = []
     for d in subdirs:  # a folder called `unknown` holds images of unseen sources
-        found = _walk_images(d)
+        found, _ = _walk_images(d)
         items.extend(Item(p, d.name) for p in found)
         if not found:
             empty.append(d.name)

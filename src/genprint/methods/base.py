@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,6 +30,10 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, read_mod
 
 METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
+
+BATCH_PIXELS = 32_000_000
+"""Decoded pixels :meth:`Attributor.iter_attribute` holds before attributing them: a batch ends
+at ``batch_size`` images or at this many pixels (a few large photographs, ~100 MB)."""
 
 _BUILTIN_METHOD_MODULES = ("genprint.methods.baseline", "genprint.methods.metric",
                            "genprint.methods.invert", "genprint.methods.probe")
@@ -187,7 +191,26 @@ class Attributor(ABC):
         every image file below it (sorted, hidden files skipped), any other path is read as an
         image. A file that cannot be used gets a row with its ``error`` and ``error_code``; the
         rest of the batch goes on. ``on_progress(n)`` is called after each processed chunk of
-        ``n`` files.
+        ``n`` files. :meth:`iter_attribute` gives the same rows as they are ready.
+        """
+        return list(self.iter_attribute(inputs, batch_size=batch_size, workers=workers,
+                                        animated=animated, on_progress=on_progress))
+
+    def iter_attribute(
+        self,
+        inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+        *,
+        batch_size: int = 64,
+        workers: int | None = None,
+        animated: AnimatedPolicy = "refuse",
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[Attribution]:
+        """:meth:`attribute`, one row at a time in input order, each as soon as it is ready.
+
+        Rows already yielded are final, so a caller that stops early (an interrupt) keeps
+        them. Decoded images wait for a batch of ``batch_size`` or of :data:`BATCH_PIXELS`
+        pixels, whichever comes first, so a folder of large photographs holds a few of them
+        in memory, not ``batch_size``.
         """
         from genprint.io.batches import iter_images
         from genprint.io.sources import scan_inputs
@@ -196,38 +219,51 @@ class Attributor(ABC):
         if isinstance(inputs, str | bytes | os.PathLike):  # one path, not a sequence
             inputs = [inputs]
         inputs = scan_inputs([os.fsdecode(p) if isinstance(p, bytes) else p for p in inputs])
-        results: list[Attribution] = []
+        rows: dict[int, Attribution] = {}  # finished or waiting rows not yet yielded
         pending_imgs: list[np.ndarray] = []
         pending_slots: list[int] = []
+        pixels = 0
+        next_out = 0
         model_id = getattr(self, "model_sha256_", None)
 
         def flush() -> None:
+            nonlocal pixels
             if not pending_imgs:
                 return
-            out = self.attribute_arrays(pending_imgs, [results[i].path for i in pending_slots])
+            out = self.attribute_arrays(pending_imgs, [rows[i].path for i in pending_slots])
             for slot, res in zip(pending_slots, out, strict=True):
-                res.sha256 = results[slot].sha256
-                results[slot] = res
+                res.sha256 = rows[slot].sha256
+                rows[slot] = res
             if on_progress:
                 on_progress(len(pending_imgs))
             pending_imgs.clear()
             pending_slots.clear()
+            pixels = 0
 
-        for path, loaded, digest in iter_images(inputs, workers=workers,
-                                                min_size=self.min_size, animated=animated):
+        def ready() -> Iterator[Attribution]:
+            nonlocal next_out
+            waiting = set(pending_slots)
+            while next_out in rows and next_out not in waiting:
+                yield rows.pop(next_out)
+                next_out += 1
+
+        for slot, (path, loaded, digest) in enumerate(iter_images(
+                inputs, workers=workers, min_size=self.min_size, animated=animated)):
             if isinstance(loaded, ImageError):
-                results.append(Attribution(str(path), sha256=digest, model_sha256=model_id,
-                                           error=loaded.reason, error_code=loaded.code))
+                rows[slot] = Attribution(str(path), sha256=digest, model_sha256=model_id,
+                                         error=loaded.reason, error_code=loaded.code)
                 if on_progress:
                     on_progress(1)
-                continue
-            results.append(Attribution(str(path), sha256=digest))
-            pending_imgs.append(loaded)
-            pending_slots.append(len(results) - 1)
-            if len(pending_imgs) >= batch_size:
-                flush()
+            else:
+                rows[slot] = Attribution(str(path), sha256=digest)
+                pending_imgs.append(loaded)
+                pending_slots.append(slot)
+                pixels += loaded.shape[0] * loaded.shape[1]
+                if len(pending_imgs) >= batch_size or pixels >= BATCH_PIXELS:
+                    flush()
+            yield from ready()
         flush()
-        return results
+        yield from ready()
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Save the fitted attributor as a model directory (atomic; see genprint.storage)."""

@@ -75,7 +75,7 @@ def printable(value: Any) -> Any:
 
 def _flat_row(result: Attribution) -> dict[str, Any]:
     row = result.to_dict()
-    row["scores"] = json.dumps(result.scores, sort_keys=True) if result.ok else ""
+    row["scores"] = json.dumps(result.scores, sort_keys=True)  # "{}" for a file not read
     return row
 
 
@@ -110,6 +110,16 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
     """
     return write_table(path, RESULT_COLUMN_TYPES, [_flat_row(r) for r in results],
                        [r.to_dict() for r in results])
+
+
+def write_labelled_results(results: Sequence[Attribution], sources: Sequence[str | None],
+                           path: str | os.PathLike[str]) -> Path:
+    """:func:`write_results` with a first column ``true_source``: the label of each image in the
+    evaluation data (``genprint eval --results``), so every figure can be audited row by row."""
+    columns = (("true_source", "string"), *RESULT_COLUMN_TYPES)
+    flat = [{"true_source": s, **_flat_row(r)} for r, s in zip(results, sources, strict=True)]
+    rows = [{"true_source": s, **r.to_dict()} for r, s in zip(results, sources, strict=True)]
+    return write_table(path, columns, flat, rows)
 
 
 def write_table(path: str | os.PathLike[str], columns: Sequence[tuple[str, str]],

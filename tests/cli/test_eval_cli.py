@@ -133,6 +133,31 @@ def test_evaluate_conditions_all_is_deterministic(world: dict[str, Path]) -> Non
     assert [r.score for r in again.results] != [r.score for r in run.results]
 
 
+def test_a_test_set_too_large_to_keep_is_read_again_with_the_same_figures(
+        world: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import genprint
+    from genprint.evaluation import evaluate as ev
+
+    bench = tmp_path / "bench"
+    shutil.copytree(world["bench"], bench)
+    (bench / "gan-a" / f"{SPLITS.index('test'):02d}.png").write_bytes(b"broken")
+    model = genprint.load(world["all"])
+    with pytest.warns(UserWarning, match="1 test file"):
+        kept, kept_conditions = evaluate_conditions(model, bench, "all", ["jpeg75", "crop"])
+    monkeypatch.setattr(ev, "KEEP_PIXELS", 1)  # nothing fits: each pass reads the files again
+    reads = []
+    real_iter = ev.iter_images
+    monkeypatch.setattr(ev, "iter_images", lambda paths, **kw: (reads.append(len(paths))
+                                                                or real_iter(paths, **kw)))
+    with pytest.warns(UserWarning, match="1 test file"):
+        again, again_conditions = evaluate_conditions(model, bench, "all", ["jpeg75", "crop"])
+    assert reads == [16, 15, 15]  # the clean pass reads all; the others only the usable ones
+    same = json.dumps([again.metrics, again_conditions], sort_keys=True, default=str)
+    assert same == json.dumps([kept.metrics, kept_conditions], sort_keys=True, default=str)
+    assert [r.score for r in again.results] == [r.score for r in kept.results]
+    assert again.metrics["n_unreadable_test"] == 1
+
+
 def test_evaluate_keeps_embeddings_when_the_method_has_embed(world: dict[str, Path]) -> None:
     import genprint
 
@@ -200,6 +225,26 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     assert out.exit_code == 0, out.output
     assert ("1 test file(s) could not be used (unreadable, or too small for this model) and "
             "are left out, besides 1 missing file(s)") in _flat(out.output)
+    # every answer behind the figures, row by row, with the files left out
+    per_image = tmp_path / "answers.csv"
+    out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--json", "-",
+                              "--results", str(per_image)])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    with open(per_image, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 16 and sum(r["error_code"] != "" for r in rows) == 2
+    scored = [r for r in rows if not r["error_code"]]
+    known = [r for r in scored if r["true_source"] in ("real", "gan-a", "gan-b")]
+    assert len(known) == metrics["n_known_test"]
+    accuracy = np.mean([r["candidate"] == r["true_source"] for r in known])
+    assert accuracy == pytest.approx(metrics["closed_set_accuracy"])
+    assert all(len(r["sha256"]) == 64 for r in scored)
+    assert {r["true_source"] for r in rows if r["error_code"]} == {"gan-a", "gan-b"}
+    assert all(json.loads(r["scores"]) == {} for r in rows if r["error_code"])
+    bad = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--results",
+                              str(tmp_path / "answers.txt")])
+    assert bad.exit_code == 2 and "--results" in bad.output
 
 
 # --- `genprint eval MODEL --data PATH`: labelled images of one's own ---------------------------

@@ -123,7 +123,7 @@ def compare_cmd(
         for name in targets:
             with warnings_as_notes(), console.status(f"evaluating {path} on protocol {name}"):
                 try:
-                    run = evaluate(attributor, bench, name)
+                    run = evaluate(attributor, bench, name, embed=False)
                 except (ManifestError, ValueError) as exc:
                     console.print(f"[red]error:[/red] {esc(str(path))} on {esc(str(name))}: "
                                   f"{esc(str(exc))}")

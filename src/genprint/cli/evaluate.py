@@ -46,6 +46,10 @@ def evaluate_cmd(
                           "noise).")] = None,
     report: Annotated[Path | None, typer.Option(help="Write a self-contained HTML report "
                                                      "(plots and tables) to this file.")] = None,
+    results: Annotated[Path | None, typer.Option(
+        "--results", help="Write the answer for every test image (clean run) to a .csv, "
+                          ".parquet or .json file: attribute's columns plus true_source, and "
+                          "a row with the reason for each file left out.")] = None,
 ) -> None:
     """Evaluate a model on a protocol's test split, or on labelled data of your own
     (thresholds were fixed on validation data)."""
@@ -64,6 +68,13 @@ def evaluate_cmd(
                                  "sources are the model's", param_hint="--protocol")
     check_out_file(json_path, "--json")
     check_out_file(report, "--report")
+    if results is not None:
+        from genprint.results import check_results_path
+
+        try:
+            check_results_path(results)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--results") from None
     try:
         conditions = expand_perturbations(perturb or [])
     except RegistryError as exc:
@@ -103,12 +114,14 @@ def evaluate_cmd(
     with progress_bar(disable=json_path == "-" or not console.is_terminal) as bar:
         label = "evaluating" + (f" (clean + {len(conditions)} perturbations)" if conditions
                                 else "")
-        task = bar.add_task(label, total=None)
+        n_test = _count_test_images(target, protocol)
+        task = bar.add_task(label, total=None if n_test is None
+                            else n_test * (1 + len(conditions)))
         try:
             with warnings_as_notes():
                 run, perturbed = evaluate_conditions(
                     attributor, target, protocol, conditions, root=root, require_overlap=True,
-                    on_progress=lambda n: bar.advance(task, n))
+                    on_progress=lambda n: bar.advance(task, n), embed=report is not None)
         except (ManifestError, ValueError) as exc:
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
@@ -121,6 +134,8 @@ def evaluate_cmd(
         write_report(run, report, perturbations=perturbed or None,
                      title=f"{attributor.method} on {subject} ({model.name})")
         console.print(f"report written to {esc(str(report))}")
+    if results is not None:
+        _write_per_image(run, metrics, results)
     if json_path == "-":
         print_json(metrics)
     else:
@@ -130,6 +145,36 @@ def evaluate_cmd(
         if json_path:
             write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
+
+
+def _count_test_images(target: Any, protocol: str) -> int | None:
+    """How many test images the evaluation will read (for the progress bar), if cheap to say."""
+    import warnings
+
+    from genprint.evaluation.evaluate import bench_view
+    from genprint.world.protocols import ProtocolView
+
+    try:
+        with warnings.catch_warnings():  # evaluate_conditions gives them, once
+            warnings.simplefilter("ignore")
+            view = target if isinstance(target, ProtocolView) else bench_view(target, protocol)
+    except Exception:  # noqa: BLE001 - evaluate_conditions reports the real problem
+        return None
+    return len(view.test)
+
+
+def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:
+    """Every test image's answer beside its true source, then the files left out."""
+    from genprint.results import Attribution, write_labelled_results
+
+    rows = list(run.results)
+    sources = [i.source for i in run.items]
+    for bad in metrics.get("unreadable_test") or []:
+        rows.append(Attribution(bad["path"], error=bad["reason"], error_code=bad["error_code"],
+                                sha256=bad.get("sha256")))
+        sources.append(bad.get("source"))
+    write_labelled_results(rows, sources, path)
+    console.print(f"per-image answers written to {esc(str(path))}")
 
 
 def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[str, Any]]) -> None:

@@ -17,7 +17,7 @@ import os
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from genprint.evaluation.perturb import Perturbation
-from genprint.io.batches import load_items
+from genprint.io.batches import iter_images
+from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import Attributor
 from genprint.results import Attribution
@@ -114,15 +115,107 @@ def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
     return zlib.crc32(name.encode("utf-8", "surrogateescape"))
 
 
+KEEP_PIXELS = 100_000_000
+"""Decoded test pixels kept in memory between the clean run and the perturbed ones (~300 MB);
+a larger test set is read again for each perturbation instead, so memory stays bounded."""
+
+
 @dataclass
 class _TestSet:
     view: ProtocolView
     items: list[Item]
-    images: list[np.ndarray]
+    """The test items chosen (some may turn out unreadable)."""
     seeds: list[int]
     held_out_cameras: list[str]
-    unreadable: list[dict[str, str]]
+    min_size: int
+    kept: list[int] | None = None
+    """Indices into ``items`` of the files that could be used; known after the first pass."""
+    unreadable: list[dict[str, str]] = field(default_factory=list)
     """Test files that could not be read (left out): path, error code and reason."""
+    cache: list[np.ndarray] | None = None
+    """The kept images, when they fit in :data:`KEEP_PIXELS`."""
+    sha256: dict[int, str | None] = field(default_factory=dict)
+    """sha256 of each file's bytes as first read, by index into ``items``."""
+
+    def chunks(self, size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        """``(indices into items, pixels)`` of the usable test images, ``size`` at a time.
+
+        The first pass reads every file, sets :attr:`kept` and :attr:`unreadable` (with a
+        warning), and keeps the pixels if they fit; later passes reuse them or read the kept
+        files again."""
+        if self.kept is None:
+            yield from self._first_pass(size)
+        elif self.cache is not None:
+            for start in range(0, len(self.kept), size):
+                yield self.kept[start : start + size], self.cache[start : start + size]
+        else:
+            paths = [self.items[k].path for k in self.kept]
+            idx: list[int] = []
+            imgs: list[np.ndarray] = []
+            for k, (path, loaded, _) in zip(self.kept, iter_images(paths,
+                                                                   min_size=self.min_size),
+                                            strict=True):
+                if isinstance(loaded, ImageError):
+                    raise RuntimeError(f"{path} was read earlier in this evaluation but not "  # noqa: TRY004
+                                       f"now ({loaded.reason}): did it change?")
+                idx.append(k)
+                imgs.append(loaded)
+                if len(imgs) == size:
+                    yield idx, imgs
+                    idx, imgs = [], []
+            if imgs:
+                yield idx, imgs
+
+    def _first_pass(self, size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+        kept: list[int] = []
+        errors: list[tuple[Path, ImageError]] = []
+        cache: list[np.ndarray] | None = []
+        pixels = 0
+        idx: list[int] = []
+        imgs: list[np.ndarray] = []
+        where: list[int] = []
+        for k, (path, loaded, digest) in enumerate(iter_images([i.path for i in self.items],
+                                                               min_size=self.min_size)):
+            self.sha256[k] = digest
+            if isinstance(loaded, ImageError):
+                errors.append((path, loaded))
+                where.append(k)
+                continue
+            kept.append(k)
+            idx.append(k)
+            imgs.append(loaded)
+            if cache is not None:
+                pixels += loaded.shape[0] * loaded.shape[1]
+                if pixels <= KEEP_PIXELS:
+                    cache.append(loaded)
+                else:  # too large to keep: later passes read the files again
+                    cache = None
+            if len(imgs) == size:
+                yield idx, imgs
+                idx, imgs = [], []
+        if imgs:
+            yield idx, imgs
+        if self.items and not kept:
+            raise _nothing_to_evaluate([e.reason for _, e in errors])
+        self.kept, self.cache = kept, cache
+        self.unreadable = [{"path": str(path), "source": self.items[k].source,
+                            "error_code": err.code, "reason": err.reason,
+                            "sha256": self.sha256.get(k)}
+                           for (path, err), k in zip(errors, where, strict=True)]
+        _warn_unusable(errors)
+
+
+def _warn_unusable(errors: Sequence[tuple[Path, ImageError]]) -> None:
+    others = [(path, err) for path, err in errors if err.code != "not_found"]
+    n_missing = len(errors) - len(others)
+    if others:  # missing files counted apart: reading the data has already named them
+        also = f", besides {n_missing} missing file(s)" if n_missing else ""
+        warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, or too small "
+                      f"for this model) and are left out{also}; first: {others[0][0]}: "
+                      f"{others[0][1].reason}", stacklevel=2)
+    elif n_missing:
+        warnings.warn(f"{n_missing} test file(s) are missing and left out; first: "
+                      f"{errors[0][0]}", stacklevel=2)
 
 
 def cap_test_items(items: Sequence[Item], per_source: int | None) -> list[Item]:
@@ -283,50 +376,37 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
     check_model_sources(attributor.classes_, view, require_overlap=require_overlap,
                         where=where)
     chosen = cap_test_items(view.test, max_per_source)
-    images, kept, errors = load_items([i.path for i in chosen], min_size=attributor.min_size)
-    if chosen and not kept:
-        raise _nothing_to_evaluate([e.reason for _, e in errors])
-    others = [(path, err) for path, err in errors if err.code != "not_found"]
-    n_missing = len(errors) - len(others)
-    if others:  # missing files counted apart: reading the data has already named them
-        also = f", besides {n_missing} missing file(s)" if n_missing else ""
-        warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, or too small "
-                      f"for this model) and are left out{also}; first: {others[0][0]}: "
-                      f"{others[0][1].reason}", stacklevel=3)
-    elif n_missing:
-        warnings.warn(f"{n_missing} test file(s) are missing and left out; first: "
-                      f"{errors[0][0]}", stacklevel=3)
-    items = [chosen[k] for k in kept]
     try:
         from genprint.world.cameras import camera_names
 
         held_out = camera_names(held_out=True)
     except ImportError:  # pragma: no cover - world extra not installed
         held_out = []
-    unreadable = [{"path": str(path), "error_code": err.code, "reason": err.reason}
-                  for path, err in errors]
-    return _TestSet(view, items, images, [_image_seed(i, root) for i in items],
-                    held_out, unreadable)
+    return _TestSet(view, chosen, [_image_seed(i, root) for i in chosen], held_out,
+                    attributor.min_size)
 
 
 def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,
                batch_size: int, on_progress: Callable[[int], None] | None,
                embed: bool) -> tuple[list[Attribution], np.ndarray | None, int]:
-    """Answers, embeddings (if asked and available) and how many images ``perturb`` changed."""
+    """Answers for the usable test images (in :attr:`_TestSet.kept` order), embeddings (if
+    asked and available) and how many images ``perturb`` changed."""
     results: list[Attribution] = []
     embeddings: list[np.ndarray] = []
     changed = 0
     embed = embed and callable(getattr(attributor, "embed", None))
-    for start in range(0, len(test.images), batch_size):
-        chunk = test.images[start : start + batch_size]
+    for idx, chunk in test.chunks(batch_size):
         if perturb is not None:
-            seeds = test.seeds[start : start + batch_size]
+            seeds = [test.seeds[k] for k in idx]
             before = chunk
             chunk = [perturb(img, s) for img, s in zip(chunk, seeds, strict=True)]
             changed += sum(a.shape != b.shape or not np.array_equal(a, b)
                            for a, b in zip(before, chunk, strict=True))
-        names = [str(i.path) for i in test.items[start : start + batch_size]]
-        results.extend(attributor.attribute_arrays(chunk, names))
+        names = [str(test.items[k].path) for k in idx]
+        answers = attributor.attribute_arrays(chunk, names)
+        for k, answer in zip(idx, answers, strict=True):
+            answer.sha256 = test.sha256.get(k)
+        results.extend(answers)
         if embed:
             embeddings.append(np.asarray(attributor.embed(chunk)))  # type: ignore[attr-defined]
         if on_progress:
@@ -348,12 +428,13 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
     fn = _resolve(perturb, attributor.min_size)
     results, embeddings, changed = _attribute(attributor, test, fn, batch_size, on_progress,
                                               embed)
-    metrics = score_results(test.items, results, attributor.classes_, test.held_out_cameras)
+    items = [test.items[k] for k in test.kept or []]
+    metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
     metrics = {"method": attributor.method, "protocol": protocol, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable}
     if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
-        metrics["perturbed_share"] = changed / max(len(test.images), 1)
-    return EvaluationRun(list(test.items), results, _labels(test.items, attributor.classes_),
+        metrics["perturbed_share"] = changed / max(len(items), 1)
+    return EvaluationRun(items, results, _labels(items, attributor.classes_),
                          list(attributor.classes_), metrics, embeddings)
 
 
@@ -368,6 +449,7 @@ def evaluate(
     max_per_source: int | None = None,
     root: str | os.PathLike[str] | None = None,
     require_overlap: bool = False,
+    embed: bool = True,
 ) -> EvaluationRun:
     """Attribute every test image of ``protocol`` and compute the open-set metrics.
 
@@ -376,7 +458,8 @@ def evaluate(
     the crc32 of its path relative to the benchmark. Sources the attributor knows but the
     protocol calls unknown are an error: the model was trained for another protocol. When the
     attributor has a method ``embed(images) -> array``, the unperturbed run also keeps one
-    embedding per image in :attr:`EvaluationRun.embeddings` (for the report's 2-D map).
+    embedding per image in :attr:`EvaluationRun.embeddings` (for the report's 2-D map;
+    ``embed=False`` skips them).
     ``max_per_source`` evaluates only the first test images of each source in path order
     (:func:`cap_test_items`), for methods too slow for the whole split; the metrics' ``n_*``
     counts say how many were used.
@@ -390,7 +473,7 @@ def evaluate(
     test = _load_test_set(attributor, bench_dir, protocol, max_per_source, root,
                           require_overlap)
     run = _run(attributor, test, protocol, perturb, batch_size, on_progress,
-               embed=perturb is None)
+               embed=embed and perturb is None)
     if isinstance(perturb, str):
         run.metrics["perturbation"] = perturb
     return run
@@ -406,6 +489,7 @@ def evaluate_conditions(
     on_progress: Callable[[int], None] | None = None,
     root: str | os.PathLike[str] | None = None,
     require_overlap: bool = False,
+    embed: bool = True,
 ) -> tuple[EvaluationRun, dict[str, dict[str, Any]]]:
     """The clean evaluation plus the metrics under each named perturbation.
 
@@ -414,13 +498,15 @@ def evaluate_conditions(
     ``perturbations`` may contain ``all``. Returns the clean :class:`EvaluationRun` and
     ``{name: metrics}`` in the order asked (each metrics dict has the clean run's keys, plus
     ``perturbed_share``: the share of test images the perturbation changed). ``bench``, ``root``
-    and ``require_overlap`` are as in :func:`evaluate`.
+    and ``require_overlap`` are as in :func:`evaluate`; ``embed=False`` skips the embeddings
+    of the clean run (only the report's 2-D map needs them, and they cost a second pass of the
+    network for methods that do not keep them).
     """
     from genprint.evaluation.perturb import expand_perturbations
 
     names = expand_perturbations(perturbations)
     test = _load_test_set(attributor, bench, protocol, None, root, require_overlap)
-    run = _run(attributor, test, protocol, None, batch_size, on_progress, embed=True)
+    run = _run(attributor, test, protocol, None, batch_size, on_progress, embed=embed)
     conditions: dict[str, dict[str, Any]] = {}
     for name in names:
         with warnings.catch_warnings():

@@ -28,7 +28,7 @@ from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
-from genprint.methods.base import Attributor
+from genprint.methods.base import BATCH_PIXELS, Attributor
 from genprint.results import Attribution
 from genprint.world.protocols import REAL, Protocol, ProtocolView, protocol_view
 
@@ -146,7 +146,7 @@ class _TestSet:
         if self.kept is None:
             yield from self._first_pass(size)
         elif self.cache is not None:
-            for start in range(0, len(self.kept), size):
+            for start in range(0, len(self.kept), size):  # fits in memory: any chunk size
                 yield self.kept[start : start + size], self.cache[start : start + size]
         else:
             paths = [self.items[k].path for k in self.kept]
@@ -160,7 +160,7 @@ class _TestSet:
                                        f"now ({loaded.reason}): did it change?")
                 idx.append(k)
                 imgs.append(loaded)
-                if len(imgs) == size:
+                if len(imgs) == size or _pixels(imgs) >= BATCH_PIXELS:
                     yield idx, imgs
                     idx, imgs = [], []
             if imgs:
@@ -190,7 +190,7 @@ class _TestSet:
                     cache.append(loaded)
                 else:  # too large to keep: later passes read the files again
                     cache = None
-            if len(imgs) == size:
+            if len(imgs) == size or _pixels(imgs) >= BATCH_PIXELS:
                 yield idx, imgs
                 idx, imgs = [], []
         if imgs:
@@ -203,6 +203,10 @@ class _TestSet:
                             "sha256": self.sha256.get(k)}
                            for (path, err), k in zip(errors, where, strict=True)]
         _warn_unusable(errors)
+
+
+def _pixels(images: Sequence[np.ndarray]) -> int:
+    return sum(img.shape[0] * img.shape[1] for img in images)
 
 
 def _warn_unusable(errors: Sequence[tuple[Path, ImageError]]) -> None:

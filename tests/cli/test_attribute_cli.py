@@ -258,3 +258,17 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     assert [Path(r["path"]).name for r in kept] == [Path(r["path"]).name for r in rows[:2]]
     assert all(r["label"] for r in kept)
     assert f"interrupted after 2 of {n_alpha} file(s)" in " ".join(out.output.split())
+    # SIGTERM (a scheduler's `kill`) is handled the same way, with its own exit code
+    import signal
+
+    from genprint.cli.app import Terminated, _terminate
+
+    with pytest.raises(Terminated):
+        _terminate(signal.SIGTERM, None)
+    calls.clear()
+    monkeypatch.setattr(BaselineAttributor, "attribute_arrays", lambda self, images, names=None:
+                        _terminate(signal.SIGTERM, None))
+    (tmp_path / "stopped.partial.csv").unlink()
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
+    assert out.exit_code == 143 and not target.exists()
+    assert "interrupted after 0 of" in " ".join(out.output.split())

@@ -123,6 +123,18 @@ _register_verbs()
 _reflow_helps(app)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler) raised as an interrupt: clean-up code runs (no
+    half-written temporary file stays behind) and ``attribute`` keeps its finished rows."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main() -> None:
     """Entry point of the ``genprint`` console script."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _terminate)
     app()

@@ -88,9 +88,9 @@ def attribute(
         except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
             _save_interrupted(results, len(paths), out)
-            raise typer.Exit(130) from None
+            raise typer.Exit(143 if type(stop).__name__ == "Terminated" else 130) from None
     if out is not None:
         write_results(results, out)
     failed = [r for r in results if not r.ok]

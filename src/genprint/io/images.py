@@ -86,7 +86,7 @@ IMAGE_EXTENSIONS = frozenset(
 
 ERROR_CODES = (
     "not_found", "unreadable", "empty", "file_too_large", "not_an_image", "truncated", "corrupt",
-    "animated", "too_many_pixels", "unsupported_mode", "too_small",
+    "animated", "too_many_pixels", "unsupported_mode", "too_small", "no_content",
 )
 
 AnimatedPolicy = Literal["refuse", "first"]

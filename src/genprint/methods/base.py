@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from genprint import UNKNOWN
+from genprint.io.content import UNIFORM_SHARE, is_uniform
 from genprint.io.images import AnimatedPolicy, ImageError
 from genprint.registry import Registry
 from genprint.results import Attribution
@@ -151,6 +152,10 @@ class Attributor(ABC):
                     names[i], error=f"image is {w}×{h}, smaller than the required "
                     f"{self.min_size}×{self.min_size} crop (images are never upsampled)",
                     error_code="too_small"))
+            elif is_uniform(img):
+                results.append(Attribution(
+                    names[i], error=f"one colour covers ≥ {UNIFORM_SHARE:.0%} of the image: it "
+                    "has no trace to attribute", error_code="no_content"))
             else:
                 results.append(Attribution(names[i]))
                 good.append(i)

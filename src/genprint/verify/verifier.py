@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from genprint import UNKNOWN
+from genprint.io.content import UNIFORM_SHARE, is_uniform
 from genprint.verify.calibration import Calibration, CalibrationError, condition_path
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, invert
@@ -116,18 +117,6 @@ class ImageTooSmall(ValueError):
 class ImageWithoutContent(ValueError):
     """A (nearly) uniform image: every generator reconstructs it almost perfectly, so a test of
     "this generator made it" says nothing about it."""
-
-
-UNIFORM_SHARE = 0.99
-"""A crop whose most common colour covers at least this share of its pixels is refused as
-uniform (a solid colour, give or take a few pixels)."""
-
-
-def is_uniform(crop: np.ndarray) -> bool:
-    """Whether one exact colour covers at least :data:`UNIFORM_SHARE` of ``crop``'s pixels."""
-    flat = crop.reshape(-1, crop.shape[-1]).astype(np.int64)
-    packed = (flat[:, 0] << 16) | (flat[:, 1] << 8) | flat[:, 2]
-    return bool(np.unique(packed, return_counts=True)[1].max() >= UNIFORM_SHARE * len(packed))
 
 
 def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:

@@ -26,11 +26,14 @@ RESULT_COLUMNS = tuple(name for name, _ in RESULT_COLUMN_TYPES)
 class Attribution:
     """What genprint says about one image.
 
-    ``label`` is the attributed source or ``"unknown"``; ``candidate`` is the nearest known source
-    (what a closed-set classifier would say; with ``metric`` enrolled sources, the source the
-    decision took, which may be an enrolled one that is not the nearest); ``score`` is the open-set confidence (higher = more
-    like a known source) compared with the candidate's ``threshold``; ``scores`` holds one score per
-    known source. ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
+    ``label`` is the attributed source or ``"unknown"``; ``candidate`` is the known source the
+    method ranks first (what a closed-set classifier would say: the nearest source for
+    ``metric`` and ``baseline``, the highest p-value for ``invert``, the head's top class for
+    ``probe``; with ``metric`` enrolled sources, the source the decision took, which may be an
+    enrolled one that is not the nearest); ``score`` is ``scores[candidate]``, the open-set
+    confidence (higher = more like the candidate) compared with the candidate's ``threshold``;
+    ``scores`` holds one score per known source (for ``probe`` with a Mahalanobis or k-NN
+    score, rejection scores that need not rank the candidate first). ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
     is within the candidate's threshold) or ``"separator"`` (``metric`` only: an enrolled
     source's separator claimed an image outside its distance threshold); it is empty for
     ``unknown``. For provenance, ``sha256`` is the hash of the file's bytes as read and

@@ -205,3 +205,16 @@ def test_a_large_file_is_identified_before_it_is_read_whole(tmp_path: Path) -> N
     assert big.stat().st_size > IDENTIFY_FIRST_BYTES
     pixels, meta = read_image_with_info(big)
     assert pixels.shape == (side, side, 3) and meta.sha256
+
+
+def test_a_heic_photo_without_its_plugin_says_what_to_install(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pillow_heif", None)  # as if not installed
+    photo = tmp_path / "IMG_0001.HEIC"
+    photo.write_bytes(b"\x00\x00\x00\x1cftypheic\x00\x00\x00\x00mif1heic" + bytes(200))
+    with pytest.raises(ImageError) as caught:
+        read_image(photo)
+    assert caught.value.code == "unsupported_format"
+    assert "pillow-heif" in caught.value.reason and "genprint[heif]" in caught.value.reason

@@ -86,8 +86,25 @@ IMAGE_EXTENSIONS = frozenset(
 
 ERROR_CODES = (
     "not_found", "unreadable", "empty", "file_too_large", "not_an_image", "truncated", "corrupt",
-    "animated", "too_many_pixels", "unsupported_mode", "too_small", "no_content",
+    "animated", "too_many_pixels", "unsupported_mode", "unsupported_format", "too_small",
+    "no_content",
 )
+
+HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif")
+"""ISO-BMFF brands of HEIC / HEIF files (iPhone photos): Pillow needs the pillow-heif plugin."""
+
+
+def _heif_decoder_ready(data: bytes) -> bool:
+    """For a HEIC / HEIF file: register pillow-heif with Pillow if it is installed, and say
+    whether it is (other files: True, nothing to do)."""
+    if data[4:8] != b"ftyp" or data[8:12] not in HEIF_BRANDS:
+        return True
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    pillow_heif.register_heif_opener()
+    return True
 
 AnimatedPolicy = Literal["refuse", "first"]
 
@@ -282,6 +299,9 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
     with warnings.catch_warnings():
         # We enforce our own pixel limit below; Pillow's global limit must not decide for us.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if not _heif_decoder_ready(data):
+            raise ImageError("unsupported_format", "HEIC/HEIF image: decoding it needs the "
+                             "pillow-heif plugin (pip install 'genprint[heif]')")
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
@@ -382,6 +402,10 @@ def read_image(
 
 def _identifies_as_image(path: Path) -> bool:
     """Whether Pillow recognises the file's format from what it reads of it (the header)."""
+    with open(path, "rb") as fh:
+        head = fh.read(16)
+    if not _heif_decoder_ready(head):
+        return True  # a HEIC photo: the full read says what to install
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from typer.testing import CliRunner
 
 from genprint.cli.app import app
@@ -16,3 +18,24 @@ def test_zoo_train_needs_a_destination(monkeypatch) -> None:
     assert "--out DIR" in out.output and "GENPRINT_ZOO_DIR" in out.output
     assert sorted(p.name for p in package_weights_dir().glob("*")) == before
 
+
+
+def test_zoo_sample_json_lists_the_files_it_wrote(tmp_path) -> None:
+    import json
+
+    from genprint.world import zoo
+
+    names = [c["name"] for c in zoo.list_generators(trained_only=True)]
+    if not names:
+        import pytest
+
+        pytest.skip("no trained zoo generators in this checkout")
+    out = CliRunner().invoke(app, ["zoo", "sample", names[0], "--out", str(tmp_path / "s"),
+                                   "--n", "2", "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["n"] == 2 and len(summary["files"]) == 2
+    assert all(Path(f).is_file() and Path(f).parent == tmp_path / "s" for f in summary["files"])
+    (tmp_path / "file").write_text("x")
+    bad = CliRunner().invoke(app, ["zoo", "sample", names[0], "--out", str(tmp_path / "file")])
+    assert bad.exit_code == 2 and "is a file" in bad.output

@@ -114,6 +114,8 @@ def sample(
     out: Annotated[Path, typer.Option(help="Folder for the PNG samples.")],
     n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Latent seed.")] = 0,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the files written as JSON.")
+                        ] = False,
 ) -> None:
     """Write --n samples of a zoo generator as lossless PNG files."""
     from PIL import Image
@@ -125,10 +127,18 @@ def sample(
     except (KeyError, FileNotFoundError, ValueError) as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/red] --out {esc(str(out))} is a file; give a folder")
+        raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
+    files = []
     for k, img in enumerate(gen.sample(n, seed)):
-        Image.fromarray(img).save(out / f"{name}-{seed}-{k:05d}.png")
-    console.print(f"wrote {n} samples of {esc(str(name))} to {esc(str(out))}")
+        files.append(out / f"{name}-{seed}-{k:05d}.png")
+        Image.fromarray(img).save(files[-1])
+    if json_out:
+        print_json({"generator": name, "seed": seed, "n": n, "files": [str(f) for f in files]})
+    else:
+        console.print(f"wrote {n} samples of {esc(str(name))} to {esc(str(out))}")
 
 
 KNOWN_LIMITS = [
@@ -151,6 +161,8 @@ def sheet(
     out: Annotated[Path, typer.Option(help="Folder for the contact sheets.")] = Path("docs/zoo"),
     n: Annotated[int, typer.Option("--n", help="Samples per sheet.")] = 32,
     zoom: Annotated[int, typer.Option(help="Nearest-neighbour zoom for viewing.")] = 3,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the files written as JSON.")
+                        ] = False,
 ) -> None:
     """Contact sheets: for each generator a PNG grid of samples (left) beside real images (right)."""
     from genprint.world import zoo
@@ -164,13 +176,19 @@ def sheet(
     header = ("| name | family | architecture | seed | parameters | training steps | "
               "training time (s, 1 thread) | sha256 (first 12) |")
     lines = ["# The genprint zoo", "", intro, "", header, "|---|---|---|---|---|---|---|---|"]
+    sheets = []
     for card in cards:
         path = write_contact_sheet(card["name"], out / f"{card['name']}.png", n=n, zoom=zoom)
-        console.print(f"wrote {esc(str(path))}")
+        sheets.append(str(path))
+        if not json_out:
+            console.print(f"wrote {esc(str(path))}")
         lines.append(f"| {card['name']} | {card['family']} | {card['architecture']} | "
                      f"{card['seed']} | {card['parameters']:,} | {card['training_steps']} | "
                      f"{card.get('train_seconds', '')} | `{card['sha256'][:12]}` |")
     lines += ["", *KNOWN_LIMITS, ""]
     lines += [f"## {c['name']}\n\n![{c['name']}]({c['name']}.png)\n" for c in cards]
     (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    console.print(f"wrote {esc(str(out / 'README.md'))}")
+    if json_out:
+        print_json({"sheets": sheets, "readme": str(out / "README.md")})
+    else:
+        console.print(f"wrote {esc(str(out / 'README.md'))}")

@@ -272,3 +272,28 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
     assert out.exit_code == 143 and not target.exists()
     assert "interrupted after 0 of" in " ".join(out.output.split())
+
+
+def test_main_turns_sigterm_into_exit_143_and_puts_the_handler_back(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import signal
+    import time
+
+    import genprint.cli.app as cli_app
+
+    cleaned = []
+
+    def command() -> None:  # a command killed while it works: its clean-up still runs
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(cli_app, "app", command)
+    with pytest.raises(SystemExit) as stop:
+        cli_app.main()
+    assert stop.value.code == 143 and cleaned == [True]
+    assert signal.getsignal(signal.SIGTERM) == before

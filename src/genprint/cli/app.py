@@ -9,6 +9,21 @@ import typer
 
 import genprint
 
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, a job scheduler) raised as an interrupt: clean-up code runs (no
+    half-written temporary file stays behind) and ``attribute`` keeps its finished rows."""
+
+
+_terminated = False
+
+
+def _terminate(signum: int, frame: object) -> None:
+    global _terminated
+    _terminated = True
+    raise Terminated
+
+
 app = typer.Typer(
     name="genprint",
     help="Open-set source attribution for AI-generated images: which generator made an image, "
@@ -123,18 +138,27 @@ _register_verbs()
 _reflow_helps(app)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (``kill``, a job scheduler) raised as an interrupt: clean-up code runs (no
-    half-written temporary file stays behind) and ``attribute`` keeps its finished rows."""
-
-
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def main() -> None:
-    """Entry point of the ``genprint`` console script."""
-    import signal
+    """Entry point of the ``genprint`` console script.
 
-    signal.signal(signal.SIGTERM, _terminate)
-    app()
+    SIGTERM interrupts the command like Ctrl-C (so clean-up runs) and exits with 143, as a
+    process killed by it would; the previous handler is put back afterwards."""
+    import signal
+    import threading
+
+    global _terminated
+    _terminated = False
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        app()
+    except SystemExit as exc:
+        if _terminated:
+            raise SystemExit(143) from None
+        raise exc from None
+    except Terminated:  # outside typer's handling
+        raise SystemExit(143) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from genprint.cli.app import app
+from genprint.cli.app import Terminated, app
 from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
 
 
@@ -89,8 +89,8 @@ def attribute(
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
-            _save_interrupted(results, len(paths), out)
-            raise typer.Exit(143 if type(stop).__name__ == "Terminated" else 130) from None
+            _save_interrupted(results, len(paths), out, json_out)
+            raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
     if out is not None:
         write_results(results, out)
     failed = [r for r in results if not r.ok]
@@ -113,11 +113,16 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix}")
 
 
-def _save_interrupted(results: list, total: int, out: Path | None) -> None:
-    """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it."""
+def _save_interrupted(results: list, total: int, out: Path | None, json_out: bool) -> None:
+    """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it; with
+    --json alone, print them."""
     from genprint.results import write_results
 
     said = f"interrupted after {len(results)} of {total} file(s)"
+    if out is None and json_out and results:
+        print_json([r.to_dict() for r in results])
+        console.print(f"[yellow]{said}; their rows were printed[/yellow]")
+        return
     if out is None or not results:
         console.print(f"[yellow]{said}; nothing was written[/yellow]")
         return

@@ -179,8 +179,10 @@ class Scan(NamedTuple):
     """Files inside the given folders left out for their extension (not hidden ones)."""
 
 
-def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]]) -> Scan:
-    """:func:`scan_inputs`, with the counts of what it left out (for a note to the user)."""
+def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]], *, unique: bool = True) -> Scan:
+    """:func:`scan_inputs` for the command line: with ``unique``, a file reached twice
+    (overlapping folders, a file also inside a given folder, links) is kept once, where it
+    first appears; and the counts of what was left out, for a note to the user."""
     paths: list[Path] = []
     seen: set[str] = set()
     left_out: set[str] = set()
@@ -194,7 +196,7 @@ def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]]) -> Scan:
             found = [p]
         for f in found:
             key = os.path.realpath(f)
-            if key in seen:
+            if unique and key in seen:
                 repeated += 1
                 continue
             seen.add(key)
@@ -208,10 +210,11 @@ def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     A folder contributes every file with an image extension below it (recursively, sorted;
     hidden files and folders skipped, linked folders followed once); a path given explicitly is
     always kept, even with another extension or when it does not exist, so that
-    its problem is reported for that file rather than skipped. A file reached twice (overlapping
-    inputs, links) is kept once, where it first appears.
+    its problem is reported for that file rather than skipped. Every path found is kept, so a
+    caller gets one entry per input file, repeats included (the command line reads each file
+    once: :func:`scan_inputs_report`).
     """
-    return scan_inputs_report(inputs).paths
+    return scan_inputs_report(inputs, unique=False).paths
 
 
 def _normalise_split(value: str | None, where: str) -> str | None:

@@ -39,8 +39,9 @@ class Attribution:
     ``unknown``. For provenance, ``sha256`` is the hash of the file's bytes as read and
     analysed (files only), and ``model_sha256`` the hash of the saved model's ``card.json``,
     which lists the sha256 of every other file of the model (empty for a model never saved or
-    loaded). For an image that could not be read, every field but ``path``, ``error``, the
-    hashes and ``error_code`` is empty.
+    loaded). For an image that could not be used, every field but ``path``, ``error``, the
+    hashes and ``error_code`` is empty (``scores`` is ``{}``, written ``"{}"`` in CSV and
+    Parquet).
     """
 
     path: str

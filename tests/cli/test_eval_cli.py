@@ -152,6 +152,13 @@ def test_a_test_set_too_large_to_keep_is_read_again_with_the_same_figures(
     with pytest.warns(UserWarning, match="1 test file"):
         again, again_conditions = evaluate_conditions(model, bench, "all", ["jpeg75", "crop"])
     assert reads == [16, 15, 15]  # the clean pass reads all; the others only the usable ones
+    with pytest.warns(UserWarning, match="1 test file"):
+        evaluate_conditions(model, bench, "all", [])  # nothing follows: nothing kept
+    monkeypatch.setattr(ev, "KEEP_PIXELS", 10**9)
+    reads.clear()
+    with pytest.warns(UserWarning, match="1 test file"):
+        evaluate_conditions(model, bench, "all", ["jpeg75", "crop"])
+    assert reads == [16]  # kept: the perturbed runs reuse the clean run's pixels
     same = json.dumps([again.metrics, again_conditions], sort_keys=True, default=str)
     assert same == json.dumps([kept.metrics, kept_conditions], sort_keys=True, default=str)
     assert [r.score for r in again.results] == [r.score for r in kept.results]
@@ -223,8 +230,8 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     gone.unlink()  # counted apart from the unreadable one, not lumped in with it
     out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench)])
     assert out.exit_code == 0, out.output
-    assert ("1 test file(s) could not be used (unreadable, or too small for this model) and "
-            "are left out, besides 1 missing file(s)") in _flat(out.output)
+    assert ("1 test file(s) could not be used (unreadable, too small for this model, or of one "
+            "colour) and are left out, besides 1 missing file(s)") in _flat(out.output)
     # every answer behind the figures, row by row, with the files left out
     per_image = tmp_path / "answers.csv"
     out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--json", "-",
@@ -449,3 +456,20 @@ def test_eval_with_no_usable_test_image_says_why(world: dict[str, Path], tmp_pat
                         env={"COLUMNS": "300"})
     assert out.exit_code == 2
     assert "none of the 2 test image(s) could be used (2 × not an image" in out.output
+
+
+def test_a_uniform_test_image_is_counted_as_left_out_in_every_condition(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    import genprint
+
+    bench = tmp_path / "bench"
+    shutil.copytree(world["bench"], bench)
+    flat = bench / "gan-u" / f"{SPLITS.index('test'):02d}.png"
+    Image.fromarray(np.full((36, 40, 3), 90, np.uint8)).save(flat)
+    model = genprint.load(world["all"])
+    with pytest.warns(UserWarning, match="of one colour"):
+        run, conditions = evaluate_conditions(model, bench, "all", ["jpeg75"])
+    [row] = run.metrics["unreadable_test"]
+    assert row["error_code"] == "no_content" and row["path"].endswith(flat.name)
+    assert run.metrics["n_unknown_test"] == 3
+    assert conditions["jpeg75"]["n_unknown_test"] == 3  # the same images in every condition

@@ -23,13 +23,21 @@ def test_uniform_means_one_exact_colour_on_99_percent() -> None:
     assert not is_uniform(grey_ramp)  # smooth, not uniform
 
 
-def test_large_images_are_screened_then_counted_exactly() -> None:
-    big = np.full((1100, 1000, 3), 128, np.uint8)  # over the exact-count size
+def test_large_images_are_counted_exactly_whatever_the_layout() -> None:
+    big = np.full((1100, 1000, 3), 128, np.uint8)
     assert is_uniform(big)
-    big[:, :20] = 0  # 2% of another colour, away from most sampled pixels
+    big[:, :20] = 0  # 2% of another colour in one band
     assert not is_uniform(big)
+    framed = np.full((1008, 2048, 3), 50, np.uint8)  # 99.9% one colour, other first and last
+    framed[:, 0] = framed[:, -1] = 200  # columns (a regular grid of samples could see only them)
+    assert is_uniform(framed)
     noisy = np.random.default_rng(1).integers(0, 256, (1100, 1000, 3), dtype=np.uint8)
     assert not is_uniform(noisy)
+    exactly = np.full((100, 100, 3), 9, np.uint8)
+    exactly.reshape(-1, 3)[:100] = 1  # exactly 99% one colour: uniform
+    assert is_uniform(exactly)
+    exactly.reshape(-1, 3)[100] = 1  # one pixel more of the other: not
+    assert not is_uniform(exactly)
 
 
 def test_every_method_refuses_a_uniform_image(toy_sources: Path) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
+from genprint.io.content import is_uniform
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import BATCH_PIXELS, Attributor
@@ -128,6 +129,8 @@ class _TestSet:
     seeds: list[int]
     held_out_cameras: list[str]
     min_size: int
+    keep: bool = False
+    """Keep the decoded images for later passes (perturbations), if they fit."""
     kept: list[int] | None = None
     """Indices into ``items`` of the files that could be used; known after the first pass."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
@@ -152,12 +155,12 @@ class _TestSet:
             paths = [self.items[k].path for k in self.kept]
             idx: list[int] = []
             imgs: list[np.ndarray] = []
-            for k, (path, loaded, _) in zip(self.kept, iter_images(paths,
-                                                                   min_size=self.min_size),
-                                            strict=True):
-                if isinstance(loaded, ImageError):
-                    raise RuntimeError(f"{path} was read earlier in this evaluation but not "  # noqa: TRY004
-                                       f"now ({loaded.reason}): did it change?")
+            for k, (path, loaded, digest) in zip(self.kept, iter_images(
+                    paths, min_size=self.min_size), strict=True):
+                if isinstance(loaded, ImageError) or digest != self.sha256.get(k):
+                    why = loaded.reason if isinstance(loaded, ImageError) else "other bytes"
+                    raise RuntimeError(f"{path} changed during this evaluation ({why}); "
+                                       "evaluate again once the files stay put")
                 idx.append(k)
                 imgs.append(loaded)
                 if len(imgs) == size or _pixels(imgs) >= BATCH_PIXELS:
@@ -169,7 +172,7 @@ class _TestSet:
     def _first_pass(self, size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         kept: list[int] = []
         errors: list[tuple[Path, ImageError]] = []
-        cache: list[np.ndarray] | None = []
+        cache: list[np.ndarray] | None = [] if self.keep else None
         pixels = 0
         idx: list[int] = []
         imgs: list[np.ndarray] = []
@@ -177,8 +180,9 @@ class _TestSet:
         for k, (path, loaded, digest) in enumerate(iter_images([i.path for i in self.items],
                                                                min_size=self.min_size)):
             self.sha256[k] = digest
-            if isinstance(loaded, ImageError):
-                errors.append((path, loaded))
+            if isinstance(loaded, ImageError) or is_uniform(loaded):
+                errors.append((path, loaded if isinstance(loaded, ImageError) else ImageError(
+                    "no_content", "one colour covers ≥ 99% of the image: nothing to attribute")))
                 where.append(k)
                 continue
             kept.append(k)
@@ -214,8 +218,9 @@ def _warn_unusable(errors: Sequence[tuple[Path, ImageError]]) -> None:
     n_missing = len(errors) - len(others)
     if others:  # missing files counted apart: reading the data has already named them
         also = f", besides {n_missing} missing file(s)" if n_missing else ""
-        warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, or too small "
-                      f"for this model) and are left out{also}; first: {others[0][0]}: "
+        warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, too small "
+                      f"for this model, or of one colour) and are left out{also}; first: "
+                      f"{others[0][0]}: "
                       f"{others[0][1].reason}", stacklevel=2)
     elif n_missing:
         warnings.warn(f"{n_missing} test file(s) are missing and left out; first: "
@@ -438,6 +443,12 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable}
     if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
         metrics["perturbed_share"] = changed / max(len(items), 1)
+        lost = sum(not r.ok for r in results)  # e.g. a crop that leaves one colour
+        if lost:
+            metrics["n_left_out_by_perturbation"] = lost
+            warnings.warn(f"{lost} test image(s) could not be attributed once perturbed "
+                          f"({results[[r.ok for r in results].index(False)].error}); the "
+                          "figures of this condition leave them out", stacklevel=3)
     return EvaluationRun(items, results, _labels(items, attributor.classes_),
                          list(attributor.classes_), metrics, embeddings)
 
@@ -510,6 +521,7 @@ def evaluate_conditions(
 
     names = expand_perturbations(perturbations)
     test = _load_test_set(attributor, bench, protocol, None, root, require_overlap)
+    test.keep = bool(names)  # the clean run's pixels serve the perturbed runs
     run = _run(attributor, test, protocol, None, batch_size, on_progress, embed=embed)
     conditions: dict[str, dict[str, Any]] = {}
     for name in names:

@@ -46,8 +46,8 @@ def fit_on_items(
 
 FEW_VALIDATION_IMAGES = 20
 """Below this many validation images, a source's threshold is flagged as uncertain: the 95%
-acceptance is then set by a handful of images (with 19 or fewer, by the worst one; the rule is
-:mod:`genprint.methods.thresholds`, the same for every method)."""
+acceptance is then set by a handful of images (at 95%, by the worst one for every n ≤ 38; the
+rule is :mod:`genprint.methods.thresholds`)."""
 
 
 def _usage(items: Sequence[Item], kept: Sequence[int]) -> tuple[Counter, Counter]:

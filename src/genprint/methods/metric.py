@@ -86,7 +86,7 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_f
 
 INITS = ("scratch", "camera")
 REFERENCE_KINDS = ("kmeans", "proxies")
-FORWARD_CHUNK = 64
+FORWARD_CHUNK = 16
 """Tiles per network forward at inference (see :meth:`MetricAttributor._embed_tiles`)."""
 
 

@@ -1,10 +1,12 @@
-"""The one rule every method sets its per-source thresholds by (validation data only).
+"""The rule ``metric``, ``baseline`` and ``probe`` set per-source thresholds by (validation data
+only; ``invert`` thresholds p-values at its test level α instead).
 
 A source's threshold is chosen so that a new image of that source, exchangeable with its
 ``n`` held-out (validation) images, is accepted with probability at least ``target_accept``:
 the finite-sample (split-conformal) quantile, i.e. the ⌈(n + 1)·target⌉-th best held-out score.
 When that rank exceeds ``n`` (fewer than 19 images for 95%), no order statistic guarantees the
-target and the worst held-out score is used: its expected acceptance is n / (n + 1).
+target and the worst held-out score is used: its expected acceptance is n / (n + 1). (At 95%
+the rank is n, the worst score, for every n ≤ 38.)
 
 With 200 validation images this is the plain 95% quantile give or take one rank; with 10 images
 the plain interpolated quantile would accept only ≈ 0.87 of new images in expectation, the worst

@@ -7,9 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-from genprint.storage.atomic import atomic_file
+from typing import Any, Self
 
 RESULT_COLUMN_TYPES = (
     ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
@@ -126,41 +124,137 @@ def write_labelled_results(results: Sequence[Attribution], sources: Sequence[str
     return write_table(path, columns, flat, rows)
 
 
-def write_table(path: str | os.PathLike[str], columns: Sequence[tuple[str, str]],
-                flat_rows: Sequence[dict[str, Any]], json_rows: Sequence[Any]) -> Path:
-    """Write one table to ``.csv``, ``.parquet`` or ``.json``, atomically.
+class TableWriter:
+    """A ``.csv``, ``.parquet`` or ``.json`` table written row by row, atomically.
 
-    ``columns`` are (name, pyarrow type name) pairs; CSV and Parquet take those columns of
-    ``flat_rows`` (text written by :func:`printable`), JSON writes ``json_rows`` as they are
-    (nested values allowed). Parquet needs pyarrow (``RuntimeError`` without it).
+    Rows go to a temporary file beside ``path`` as they come, so memory does not grow with the
+    number of rows. :meth:`commit` completes the file and renames it to ``path``;
+    :meth:`keep_as` completes it under another name (the rows of an interrupted run);
+    :meth:`abandon` removes it. Used as a context manager, an error abandons it. ``columns``
+    are (name, pyarrow type name) pairs; CSV and Parquet take those columns of each flat row
+    (text written by :func:`printable`), JSON writes the JSON row as it is (nested values
+    allowed). Parquet needs pyarrow (``RuntimeError`` without it) and is written in row groups
+    of :attr:`GROUP` rows.
     """
-    import csv
 
-    out = check_results_path(path)
-    suffix = out.suffix.lower()
-    names = [name for name, _ in columns]
-    with atomic_file(out) as tmp:
-        if suffix == ".json":
-            from genprint.cli.output import to_json
+    GROUP = 10_000
 
-            tmp.write_text(to_json(list(json_rows)) + "\n", encoding="utf-8")
-        elif suffix == ".csv":
-            with tmp.open("w", newline="", encoding="utf-8") as fh:
-                writer = csv.DictWriter(fh, fieldnames=names)
-                writer.writeheader()
-                for r in flat_rows:
-                    writer.writerow({k: "" if r.get(k) is None else printable(r.get(k))
-                                     for k in names})
-        else:
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[tuple[str, str]]) -> None:
+        import tempfile
+
+        self.path = check_results_path(path)
+        self.kind = self.path.suffix.lower()
+        self.columns = list(columns)
+        self.names = [name for name, _ in columns]
+        self.count = 0
+        self._buffer: list[dict[str, Any]] = []
+        self._parquet: Any = None
+        if self.kind == ".parquet":
             try:
                 import pyarrow as pa
-                import pyarrow.parquet as pq
             except ImportError:
                 raise RuntimeError(
-                    "writing Parquet needs pyarrow: pip install 'genprint[parquet]'"
-                ) from None
-            schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns])
-            table = pa.Table.from_pylist(
-                [{k: printable(r.get(k)) for k in names} for r in flat_rows], schema=schema)
-            pq.write_table(table, tmp)
-    return out
+                    "writing Parquet needs pyarrow: pip install 'genprint[parquet]'") from None
+            self._schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in columns])
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.name}.tmp-", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(name)
+        self._fh: Any = None
+        if self.kind == ".csv":
+            import csv
+
+            self._fh = self.tmp.open("w", newline="", encoding="utf-8")
+            self._csv = csv.DictWriter(self._fh, fieldnames=self.names)
+            self._csv.writeheader()
+        elif self.kind == ".json":
+            self._fh = self.tmp.open("w", encoding="utf-8")
+
+    def write(self, flat_row: dict[str, Any], json_row: Any) -> None:
+        """Add one row (``flat_row`` for CSV / Parquet, ``json_row`` for JSON)."""
+        if self.kind == ".csv":
+            self._csv.writerow({k: "" if flat_row.get(k) is None else printable(flat_row.get(k))
+                                for k in self.names})
+        elif self.kind == ".json":
+            from genprint.cli.output import to_json
+
+            self._fh.write(("[\n  " if self.count == 0 else ",\n  ")
+                           + to_json(json_row).replace("\n", "\n  "))
+        else:
+            self._buffer.append({k: printable(flat_row.get(k)) for k in self.names})
+            if len(self._buffer) >= self.GROUP:
+                self._flush_parquet()
+        self.count += 1
+
+    def _flush_parquet(self) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self._parquet is None:
+            self._parquet = pq.ParquetWriter(self.tmp, self._schema)
+        if self._buffer:
+            self._parquet.write_table(pa.Table.from_pylist(self._buffer, schema=self._schema))
+            self._buffer = []
+
+    def _finish(self) -> None:
+        if self.kind == ".json":
+            self._fh.write("[]\n" if self.count == 0 else "\n]\n")
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        if self.kind == ".parquet":
+            self._flush_parquet()
+            self._parquet.close()
+            self._parquet = None
+
+    def keep_as(self, path: str | os.PathLike[str]) -> Path:
+        """Complete the file and give it the name ``path`` (e.g. ``results.partial.csv``)."""
+        from genprint.storage.atomic import file_mode
+
+        self._finish()
+        os.chmod(self.tmp, file_mode())
+        os.replace(self.tmp, path)
+        return Path(path)
+
+    def commit(self) -> Path:
+        """Complete the file and rename it to its path."""
+        return self.keep_as(self.path)
+
+    def abandon(self) -> None:
+        """Remove the temporary file; the path is left as it was."""
+        import contextlib
+
+        for handle in (self._fh, self._parquet):
+            if handle is not None:
+                with contextlib.suppress(Exception):  # the file is being thrown away
+                    handle.close()
+        self._fh = self._parquet = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: object, exc: object, tb: object) -> None:
+        if self.tmp.exists():  # neither committed nor kept: an error, or left unfinished
+            self.abandon()
+
+
+class ResultsWriter(TableWriter):
+    """:class:`TableWriter` of :class:`Attribution` rows with the columns of
+    :data:`RESULT_COLUMN_TYPES` (what ``genprint attribute --out`` streams to)."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        super().__init__(path, RESULT_COLUMN_TYPES)
+
+    def add(self, result: Attribution) -> None:
+        """Add one result."""
+        self.write(_flat_row(result), result.to_dict())
+
+
+def write_table(path: str | os.PathLike[str], columns: Sequence[tuple[str, str]],
+                flat_rows: Sequence[dict[str, Any]], json_rows: Sequence[Any]) -> Path:
+    """Write one table to ``.csv``, ``.parquet`` or ``.json``, atomically (a
+    :class:`TableWriter` fed every row)."""
+    with TableWriter(path, columns) as writer:
+        for flat, row in zip(flat_rows, json_rows, strict=True):
+            writer.write(flat, row)
+        return writer.commit()

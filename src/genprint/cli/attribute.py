@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from genprint.cli.app import Terminated, app
 from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
+from genprint.results import ResultsWriter
 
 
 @app.command("attribute")
@@ -40,7 +42,7 @@ def attribute(
     """
     import genprint
     from genprint.io.sources import scan_inputs_report
-    from genprint.results import check_results_path, write_results
+    from genprint.results import check_results_path
     from genprint.storage.model_dir import ModelFormatError
 
     if out is not None:  # before any work, not after it
@@ -76,7 +78,12 @@ def attribute(
         console.print(f"note: {not_images} file(s) in the folders have no image extension "
                       "and were left out; name a file explicitly to have it read whatever its "
                       "extension")
+    # With --out, rows stream to the file (memory does not grow with the number of images);
+    # they are kept in memory only for what the console shows: the table or --json.
+    keep_rows = json_out or out is None
     results: list = []
+    counts: Counter[str] = Counter()
+    writer = ResultsWriter(out) if out is not None else None
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("attributing", total=len(paths))
         try:
@@ -84,27 +91,38 @@ def attribute(
                     paths, batch_size=batch_size, workers=workers,
                     animated="first" if first_frame else "refuse",
                     on_progress=lambda n: bar.advance(task, n)):
-                results.append(row)  # noqa: PERF402 - kept row by row for Ctrl-C
+                counts[row.label if row.ok else f"error: {row.error_code}"] += 1
+                if writer is not None:
+                    writer.add(row)
+                if keep_rows:
+                    results.append(row)
         except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
+            if writer is not None:
+                writer.abandon()
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
-            _save_interrupted(results, len(paths), out, json_out)
+            _save_interrupted(results, sum(counts.values()), len(paths), out, writer, json_out)
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
-    if out is not None:
-        write_results(results, out)
-    failed = [r for r in results if not r.ok]
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            raise
+    if writer is not None:
+        writer.commit()
+    n_done = sum(counts.values())
+    n_failed = sum(n for answer, n in counts.items() if answer.startswith("error: "))
     if json_out:
         print_json([r.to_dict() for r in results])
     elif out is not None:
-        _print_summary(results)  # the rows are in the file; the console gets the counts
+        _print_summary(counts)  # the rows are in the file; the console gets the counts
     else:
         _print_table(results)
-    if failed:
-        console.print(f"[yellow]{len(failed)} of {len(results)} file(s) could not be used[/yellow]")
+    if n_failed:
+        console.print(f"[yellow]{n_failed} of {n_done} file(s) could not be used[/yellow]")
     if out is not None:
         console.print(f"results written to {esc(str(out))}")
-    if len(failed) == len(results) or (strict and failed):
+    if n_failed == n_done or (strict and n_failed):
         raise typer.Exit(1)
 
 
@@ -113,33 +131,30 @@ def partial_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.partial{out.suffix}")
 
 
-def _save_interrupted(results: list, total: int, out: Path | None, json_out: bool) -> None:
+def _save_interrupted(results: list, n_done: int, total: int, out: Path | None,
+                      writer: ResultsWriter | None, json_out: bool) -> None:
     """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it; with
     --json alone, print them."""
-    from genprint.results import write_results
-
-    said = f"interrupted after {len(results)} of {total} file(s)"
-    if out is None and json_out and results:
+    said = f"interrupted after {n_done} of {total} file(s)"
+    if writer is not None and n_done:
+        partial = writer.keep_as(partial_path(writer.path))
+        console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} "
+                      "was not written). Attribute the remaining files to finish.[/yellow]")
+        return
+    if writer is not None:
+        writer.abandon()
+    if json_out and results:
         print_json([r.to_dict() for r in results])
         console.print(f"[yellow]{said}; their rows were printed[/yellow]")
         return
-    if out is None or not results:
-        console.print(f"[yellow]{said}; nothing was written[/yellow]")
-        return
-    partial = partial_path(out)
-    write_results(results, partial)
-    console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} was "
-                  "not written). Attribute the remaining files to finish.[/yellow]")
+    console.print(f"[yellow]{said}; nothing was written[/yellow]")
 
 
-def _print_summary(results: list) -> None:
+def _print_summary(counts: Counter[str]) -> None:
     """Counts per answer (label, or the error code of files that could not be used)."""
-    from collections import Counter
-
     from rich.table import Table
 
-    counts = Counter(r.label if r.ok else f"error: {r.error_code}" for r in results)
-    table = Table(title=f"attribution of {len(results)} file(s)")
+    table = Table(title=f"attribution of {sum(counts.values())} file(s)")
     table.add_column("answer", overflow="fold")
     table.add_column("files", justify="right", no_wrap=True)
     for answer, n in sorted(counts.items(), key=lambda kv: (kv[0].startswith("error"), -kv[1])):

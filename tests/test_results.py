@@ -1,0 +1,63 @@
+"""Results tables: written row by row, atomically, the same in every format as in one go."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from genprint.cli.output import to_json
+from genprint.results import Attribution, ResultsWriter, write_results
+
+
+def _rows() -> list[Attribution]:
+    good = Attribution("a.png", label="x", candidate="x", score=-0.1, threshold=-0.5,
+                       is_unknown=False, scores={"x": -0.1, "y": -0.9}, n_tiles=4,
+                       tile_agreement=1.0, accepted_by="threshold", sha256="ab" * 32)
+    bad = Attribution("b\udcff.png", error="file not found", error_code="not_found")
+    return [good, bad, good]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv", ".parquet"])
+def test_streamed_rows_make_the_same_file_and_nothing_before_commit(tmp_path: Path,
+                                                                   suffix: str) -> None:
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    rows = _rows()
+    whole = write_results(rows, tmp_path / f"whole{suffix}")
+    target = tmp_path / f"streamed{suffix}"
+    writer = ResultsWriter(target)
+    writer.GROUP = 2  # several Parquet row groups
+    for r in rows:
+        writer.add(r)
+    assert not target.exists()  # nothing at the final name until complete
+    writer.commit()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        assert pq.read_table(target).to_pylist() == pq.read_table(whole).to_pylist()
+    else:
+        assert target.read_bytes() == whole.read_bytes()
+    if suffix == ".json":
+        assert target.read_text(encoding="utf-8") == to_json([r.to_dict() for r in rows]) + "\n"
+        assert json.loads(target.read_text(encoding="utf-8"))[1]["scores"] == {}
+    if suffix == ".csv":
+        with open(target, newline="", encoding="utf-8") as fh:
+            assert [json.loads(r["scores"]) for r in csv.DictReader(fh)][1] == {}
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_kept_partial_rows_and_abandoned_writers_leave_no_temporary_file(tmp_path: Path) -> None:
+    writer = ResultsWriter(tmp_path / "r.json")
+    writer.add(_rows()[0])
+    kept = writer.keep_as(tmp_path / "r.partial.json")
+    assert len(json.loads(kept.read_text(encoding="utf-8"))) == 1
+    assert not (tmp_path / "r.json").exists()
+    with pytest.raises(RuntimeError), ResultsWriter(tmp_path / "s.csv") as w:
+        w.add(_rows()[0])
+        raise RuntimeError("stopped")
+    empty = ResultsWriter(tmp_path / "e.json")
+    assert json.loads(empty.commit().read_text(encoding="utf-8")) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "r.partial.json"]

@@ -467,8 +467,11 @@ def test_a_uniform_test_image_is_counted_as_left_out_in_every_condition(
     flat = bench / "gan-u" / f"{SPLITS.index('test'):02d}.png"
     Image.fromarray(np.full((36, 40, 3), 90, np.uint8)).save(flat)
     model = genprint.load(world["all"])
+    progress: list[int] = []
     with pytest.warns(UserWarning, match="of one colour"):
-        run, conditions = evaluate_conditions(model, bench, "all", ["jpeg75"])
+        run, conditions = evaluate_conditions(model, bench, "all", ["jpeg75"],
+                                              on_progress=progress.append)
+    assert sum(progress) == 2 * 16  # every test file of both passes, left-out ones included
     [row] = run.metrics["unreadable_test"]
     assert row["error_code"] == "no_content" and row["path"].endswith(flat.name)
     assert run.metrics["n_unknown_test"] == 3

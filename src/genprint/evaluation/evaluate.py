@@ -140,15 +140,20 @@ class _TestSet:
     sha256: dict[int, str | None] = field(default_factory=dict)
     """sha256 of each file's bytes as first read, by index into ``items``."""
 
-    def chunks(self, size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    def chunks(self, size: int, on_skip: Callable[[int], None] | None = None
+               ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         """``(indices into items, pixels)`` of the usable test images, ``size`` at a time.
 
         The first pass reads every file, sets :attr:`kept` and :attr:`unreadable` (with a
         warning), and keeps the pixels if they fit; later passes reuse them or read the kept
-        files again."""
+        files again. ``on_skip(n)`` is told of the ``n`` test files a pass leaves out (for a
+        progress bar)."""
         if self.kept is None:
-            yield from self._first_pass(size)
-        elif self.cache is not None:
+            yield from self._first_pass(size, on_skip)
+            return
+        if on_skip and len(self.items) > len(self.kept):
+            on_skip(len(self.items) - len(self.kept))
+        if self.cache is not None:
             for start in range(0, len(self.kept), size):  # fits in memory: any chunk size
                 yield self.kept[start : start + size], self.cache[start : start + size]
         else:
@@ -169,7 +174,8 @@ class _TestSet:
             if imgs:
                 yield idx, imgs
 
-    def _first_pass(self, size: int) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    def _first_pass(self, size: int, on_skip: Callable[[int], None] | None
+                    ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         kept: list[int] = []
         errors: list[tuple[Path, ImageError]] = []
         cache: list[np.ndarray] | None = [] if self.keep else None
@@ -184,6 +190,8 @@ class _TestSet:
                 errors.append((path, loaded if isinstance(loaded, ImageError) else ImageError(
                     "no_content", "one colour covers ≥ 99% of the image: nothing to attribute")))
                 where.append(k)
+                if on_skip:
+                    on_skip(1)
                 continue
             kept.append(k)
             idx.append(k)
@@ -404,7 +412,7 @@ def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | N
     embeddings: list[np.ndarray] = []
     changed = 0
     embed = embed and callable(getattr(attributor, "embed", None))
-    for idx, chunk in test.chunks(batch_size):
+    for idx, chunk in test.chunks(batch_size, on_progress):
         if perturb is not None:
             seeds = [test.seeds[k] for k in idx]
             before = chunk

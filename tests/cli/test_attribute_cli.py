@@ -268,10 +268,12 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     calls.clear()
     monkeypatch.setattr(BaselineAttributor, "attribute_arrays", lambda self, images, names=None:
                         _terminate(signal.SIGTERM, None))
-    (tmp_path / "stopped.partial.csv").unlink()
     out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
     assert out.exit_code == 143 and not target.exists()
-    assert "interrupted after 0 of" in " ".join(out.output.split())
+    said = " ".join(out.output.split())
+    assert "interrupted after 0 of" in said and "nothing was written" in said
+    assert "stopped.partial.csvisfromanearlierrun" in "".join(out.output.split())
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_main_turns_sigterm_into_exit_143_and_puts_the_handler_back(

@@ -147,7 +147,10 @@ def _save_interrupted(results: list, n_done: int, total: int, out: Path | None,
         print_json([r.to_dict() for r in results])
         console.print(f"[yellow]{said}; their rows were printed[/yellow]")
         return
-    console.print(f"[yellow]{said}; nothing was written[/yellow]")
+    older = partial_path(out) if out is not None else None
+    stale = (f" ({esc(str(older))} is from an earlier run)" if older is not None
+             and older.exists() else "")
+    console.print(f"[yellow]{said}; nothing was written{stale}[/yellow]")
 
 
 def _print_summary(counts: Counter[str]) -> None:

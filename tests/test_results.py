@@ -61,3 +61,20 @@ def test_kept_partial_rows_and_abandoned_writers_leave_no_temporary_file(tmp_pat
     empty = ResultsWriter(tmp_path / "e.json")
     assert json.loads(empty.commit().read_text(encoding="utf-8")) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "r.partial.json"]
+
+
+def test_a_row_interrupted_before_its_count_still_makes_valid_json(tmp_path: Path) -> None:
+    writer = ResultsWriter(tmp_path / "r.json")
+    writer.add(_rows()[0])
+    writer.count = 0  # as if the interrupt fell between the row's bytes and its count
+    kept = writer.keep_as(tmp_path / "r.partial.json")
+    assert len(json.loads(kept.read_text(encoding="utf-8"))) == 1
+
+
+def test_a_failed_completion_removes_the_temporary_file(tmp_path: Path) -> None:
+    (tmp_path / "r.partial.csv").mkdir()  # where the rows would go is a folder
+    writer = ResultsWriter(tmp_path / "r.csv")
+    writer.add(_rows()[0])
+    with pytest.raises(OSError):
+        writer.keep_as(tmp_path / "r.partial.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.partial.csv"]

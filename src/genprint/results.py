@@ -196,23 +196,30 @@ class TableWriter:
             self._buffer = []
 
     def _finish(self) -> None:
-        if self.kind == ".json":
-            self._fh.write("[]\n" if self.count == 0 else "\n]\n")
+        if self.kind == ".json" and self._fh is not None:
+            # from the file, not self.count: an interrupt may fall between a row and its count
+            self._fh.write("[]\n" if self._fh.tell() == 0 else "\n]\n")
         if self._fh is not None:
             self._fh.close()
             self._fh = None
-        if self.kind == ".parquet":
+        if self.kind == ".parquet" and self.tmp.exists():
             self._flush_parquet()
             self._parquet.close()
             self._parquet = None
 
     def keep_as(self, path: str | os.PathLike[str]) -> Path:
-        """Complete the file and give it the name ``path`` (e.g. ``results.partial.csv``)."""
+        """Complete the file and give it the name ``path`` (e.g. ``results.partial.csv``).
+        If that fails (a full disk, ``path`` a folder, an interrupt), the temporary file is
+        removed and the error raised."""
         from genprint.storage.atomic import file_mode
 
-        self._finish()
-        os.chmod(self.tmp, file_mode())
-        os.replace(self.tmp, path)
+        try:
+            self._finish()
+            os.chmod(self.tmp, file_mode())
+            os.replace(self.tmp, path)
+        except BaseException:
+            self.abandon()
+            raise
         return Path(path)
 
     def commit(self) -> Path:

@@ -274,6 +274,19 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     assert "interrupted after 0 of" in said and "nothing was written" in said
     assert "stopped.partial.csvisfromanearlierrun" in "".join(out.output.split())
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # the disk fills up while the file is completed: a clear error, no temporary file left
+    from genprint.results import ResultsWriter
+
+    monkeypatch.setattr(BaselineAttributor, "attribute_arrays", real)
+
+    def full(self):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ResultsWriter, "commit", full)
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
+    assert out.exit_code == 2 and "No space left on device" in out.output
+    assert not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 
 def test_main_turns_sigterm_into_exit_143_and_puts_the_handler_back(

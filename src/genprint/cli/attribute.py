@@ -91,11 +91,14 @@ def attribute(
                     paths, batch_size=batch_size, workers=workers,
                     animated="first" if first_frame else "refuse",
                     on_progress=lambda n: bar.advance(task, n)):
-                counts[row.label if row.ok else f"error: {row.error_code}"] += 1
                 if writer is not None:
                     writer.add(row)
+                counts[row.label if row.ok else f"error: {row.error_code}"] += 1
                 if keep_rows:
                     results.append(row)
+            if writer is not None:  # inside: an interrupt while completing keeps the rows
+                writer.commit()
+                writer = None
         except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
             if writer is not None:
                 writer.abandon()
@@ -104,12 +107,16 @@ def attribute(
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
             _save_interrupted(results, sum(counts.values()), len(paths), out, writer, json_out)
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+        except OSError as exc:  # e.g. the disk filled up while writing --out
+            if writer is not None:
+                writer.abandon()
+            console.print(f"[red]error:[/red] could not write {esc(str(out))}: "
+                          f"{esc(str(exc))}")
+            raise typer.Exit(2) from None
         except BaseException:
             if writer is not None:
                 writer.abandon()
             raise
-    if writer is not None:
-        writer.commit()
     n_done = sum(counts.values())
     n_failed = sum(n for answer, n in counts.items() if answer.startswith("error: "))
     if json_out:
@@ -136,8 +143,16 @@ def _save_interrupted(results: list, n_done: int, total: int, out: Path | None,
     """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it; with
     --json alone, print them."""
     said = f"interrupted after {n_done} of {total} file(s)"
+    if writer is not None and not writer.tmp.exists():  # interrupted just after completing
+        console.print(f"[yellow]interrupted after the last file; results written to "
+                      f"{esc(str(out))}[/yellow]")
+        return
     if writer is not None and n_done:
-        partial = writer.keep_as(partial_path(writer.path))
+        try:
+            partial = writer.keep_as(partial_path(writer.path))
+        except OSError as exc:
+            console.print(f"[red]{said}; the rows could not be kept: {esc(str(exc))}[/red]")
+            return
         console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} "
                       "was not written). Attribute the remaining files to finish.[/yellow]")
         return

@@ -116,6 +116,30 @@ def test_factory_generator_end_to_end(user_gens: Path, tmp_path: Path) -> None:
     bad = runner.invoke(app, ["verify", "run", "-g", "cli_gens:gen_a", "--calibration", str(cal),
                               str(images), "--steps", "31"])
     assert bad.exit_code == 2 and "steps=31" in bad.output
+    # a long verification stopped by Ctrl-C keeps the rows already verified (one per batch)
+    from genprint.methods import base
+    from genprint.verify import verifier
+
+    real, calls = verifier.verify_arrays, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    target = tmp_path / "stopped.json"
+    original = base.BATCH_PIXELS
+    base.BATCH_PIXELS, verifier.verify_arrays = 1, interrupted
+    try:
+        stop = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                                   str(images), "--threads", "1", "--out", str(target)])
+    finally:
+        base.BATCH_PIXELS, verifier.verify_arrays = original, real
+    assert stop.exit_code == 130 and not target.exists()
+    kept = json.loads((tmp_path / "stopped.partial.json").read_text(encoding="utf-8"))
+    assert [Path(r["path"]).name for r in kept] == ["broken.png", "member0.png"]
+    assert kept[1]["generator"] == "gen-a" and kept[0]["error_code"] == "not_an_image"
 
 
 def test_multi_generator_attribution(user_gens: Path, tmp_path: Path) -> None:

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from genprint.cli.app import Terminated, app
-from genprint.cli.output import console, esc, print_json, progress_bar, shortened_paths
+from genprint.cli.output import (
+    console,
+    esc,
+    print_json,
+    progress_bar,
+    save_interrupted,
+    shortened_paths,
+)
 from genprint.results import ResultsWriter
 
 
@@ -105,7 +112,8 @@ def attribute(
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
-            _save_interrupted(results, sum(counts.values()), len(paths), out, writer, json_out)
+            save_interrupted(writer, out, sum(counts.values()), len(paths),
+                             [r.to_dict() for r in results] if json_out else None)
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as exc:  # e.g. the disk filled up while writing --out
             if writer is not None:
@@ -131,41 +139,6 @@ def attribute(
         console.print(f"results written to {esc(str(out))}")
     if n_failed == n_done or (strict and n_failed):
         raise typer.Exit(1)
-
-
-def partial_path(out: Path) -> Path:
-    """Where the rows of an interrupted run go: ``results.partial.csv`` for ``results.csv``."""
-    return out.with_name(f"{out.stem}.partial{out.suffix}")
-
-
-def _save_interrupted(results: list, n_done: int, total: int, out: Path | None,
-                      writer: ResultsWriter | None, json_out: bool) -> None:
-    """On Ctrl-C: keep the finished rows (in input order) beside --out, never in it; with
-    --json alone, print them."""
-    said = f"interrupted after {n_done} of {total} file(s)"
-    if writer is not None and not writer.tmp.exists():  # interrupted just after completing
-        console.print(f"[yellow]interrupted after the last file; results written to "
-                      f"{esc(str(out))}[/yellow]")
-        return
-    if writer is not None and n_done:
-        try:
-            partial = writer.keep_as(partial_path(writer.path))
-        except OSError as exc:
-            console.print(f"[red]{said}; the rows could not be kept: {esc(str(exc))}[/red]")
-            return
-        console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} "
-                      "was not written). Attribute the remaining files to finish.[/yellow]")
-        return
-    if writer is not None:
-        writer.abandon()
-    if json_out and results:
-        print_json([r.to_dict() for r in results])
-        console.print(f"[yellow]{said}; their rows were printed[/yellow]")
-        return
-    older = partial_path(out) if out is not None else None
-    stale = (f" ({esc(str(older))} is from an earlier run)" if older is not None
-             and older.exists() else "")
-    console.print(f"[yellow]{said}; nothing was written{stale}[/yellow]")
 
 
 def _print_summary(counts: Counter[str]) -> None:

@@ -9,6 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
@@ -163,3 +164,40 @@ def check_out_file(path: Any, option: str) -> None:
         check_output_file(path)
     except OSError as exc:
         raise typer.BadParameter(str(exc), param_hint=option) from None
+
+
+def partial_path(out: Path) -> Path:
+    """Where the rows of an interrupted run go: ``results.partial.csv`` for ``results.csv``."""
+    return out.with_name(f"{out.stem}.partial{out.suffix}")
+
+
+def save_interrupted(writer: Any, out: Path | None, n_done: int, total: int,
+                     json_rows: list[Any] | None) -> None:
+    """After Ctrl-C or SIGTERM in a verb that streams rows to ``out`` through ``writer`` (a
+    :class:`genprint.results.TableWriter`, or None without --out): keep the finished rows (in
+    input order) as :func:`partial_path`, never as ``out``; with --json alone, print
+    ``json_rows``. Says what was kept."""
+    said = f"interrupted after {n_done} of {total} file(s)"
+    if writer is not None and not writer.tmp.exists():  # interrupted just after completing
+        console.print(f"[yellow]interrupted after the last file; results written to "
+                      f"{esc(str(out))}[/yellow]")
+        return
+    if writer is not None and n_done:
+        try:
+            partial = writer.keep_as(partial_path(writer.path))
+        except OSError as exc:
+            console.print(f"[red]{said}; the rows could not be kept: {esc(str(exc))}[/red]")
+            return
+        console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} "
+                      "was not written). Run the remaining files to finish.[/yellow]")
+        return
+    if writer is not None:
+        writer.abandon()
+    if json_rows:
+        print_json(json_rows)
+        console.print(f"[yellow]{said}; their rows were printed[/yellow]")
+        return
+    older = partial_path(out) if out is not None else None
+    stale = (f" ({esc(str(older))} is from an earlier run)" if older is not None
+             and older.exists() else "")
+    console.print(f"[yellow]{said}; nothing was written{stale}[/yellow]")

@@ -19,12 +19,13 @@ import click
 import typer
 from typer.core import TyperGroup
 
-from genprint.cli.app import app
+from genprint.cli.app import Terminated, app
 from genprint.cli.output import (
     console,
     esc,
     print_json,
     progress_bar,
+    save_interrupted,
     shortened_paths,
     warnings_as_notes,
 )
@@ -247,7 +248,7 @@ def run_cmd(
     """
     from genprint.io.sources import scan_inputs
     from genprint.verify.calibration import CalibrationError
-    from genprint.verify.verifier import Verifier, check_alpha_reachable, verify_files
+    from genprint.verify.verifier import Verifier, check_alpha_reachable, iter_verify_files
 
     if not 0 < alpha < 1:
         raise _fail("--alpha must be between 0 and 1")
@@ -289,15 +290,37 @@ def run_cmd(
     paths = scan_inputs(inputs)
     if not paths:
         raise _fail("no image files found in the inputs")
+    # Rows stream to --out as each is final, so stopping a long verification keeps them.
+    try:
+        writer = _rows_writer(out) if out is not None else None
+    except RuntimeError as exc:  # no pyarrow for Parquet
+        raise _fail(str(exc)) from None
+    rows: list[Any] = []
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("verifying", total=len(paths) * len(verifiers))
-        rows = verify_files(verifiers, paths, alpha=alpha,
-                            on_progress=lambda k: bar.advance(task, k))
-    dicts = [r.to_dict() for r in rows]
-    if out is not None:
-        _write_rows(dicts, out)
+        try:
+            for row in iter_verify_files(verifiers, paths, alpha=alpha,
+                                         on_progress=lambda k: bar.advance(task, k)):
+                if writer is not None:
+                    writer.write(*_flat_and_json(row.to_dict()))
+                rows.append(row)
+            if writer is not None:  # inside: an interrupt while completing keeps the rows
+                writer.commit()
+                writer = None
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
+            save_interrupted(writer, out, len(rows), len(paths),
+                             [r.to_dict() for r in rows] if json_out else None)
+            raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
+        except OSError as exc:  # e.g. the disk filled up while writing --out
+            if writer is not None:
+                writer.abandon()
+            raise _fail(f"could not write {out}: {exc}") from None
+        except BaseException:
+            if writer is not None:
+                writer.abandon()
+            raise
     if json_out:
-        print_json(dicts)
+        print_json([r.to_dict() for r in rows])
     else:
         _print_table(rows, len(verifiers) > 1)
     failed = [r for r in rows if not r.ok]
@@ -317,20 +340,22 @@ VERIFY_COLUMNS = (("path", "string"), ("label", "string"), ("generator", "string
 """The columns of ``verify --out`` files (``per_generator`` is a JSON object in CSV and Parquet)."""
 
 
-def _write_rows(rows: list[dict[str, Any]], out: Path) -> None:
-    """Write verify rows to .csv, .parquet or .json, atomically (``results.write_table``)."""
+def _flat_and_json(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A verify row for CSV / Parquet (``per_generator`` as a JSON object) and for JSON."""
     import json
 
-    from genprint.results import write_table
-
     names = [c for c, _ in VERIFY_COLUMNS]
-    flat = [{**{k: r.get(k) for k in names},
-             "per_generator": json.dumps(r.get("per_generator") or {}, sort_keys=True)}
-            for r in rows]
-    try:
-        write_table(out, VERIFY_COLUMNS, flat, rows)
-    except RuntimeError as exc:  # no pyarrow for Parquet
-        raise _fail(str(exc)) from None
+    flat = {**{k: row.get(k) for k in names},
+            "per_generator": json.dumps(row.get("per_generator") or {}, sort_keys=True)}
+    return flat, row
+
+
+def _rows_writer(out: Path) -> Any:
+    """A :class:`genprint.results.TableWriter` for verify rows (``RuntimeError`` without
+    pyarrow for Parquet)."""
+    from genprint.results import TableWriter
+
+    return TableWriter(out, VERIFY_COLUMNS)
 
 
 def _print_table(rows: list[Any], multi: bool) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 
 from genprint.io.images import AnimatedPolicy, ImageError, read_image_with_info
+
+R = TypeVar("R")
 
 
 class LoadResult(NamedTuple):
@@ -130,3 +132,58 @@ def load_items(
             images.append(loaded)
             kept.append(idx)
     return images, kept, errors
+
+
+def ordered_batches(
+    loaded: Iterable[LoadResult],
+    *,
+    batch_size: int,
+    batch_pixels: int,
+    error_row: Callable[[LoadResult], R],
+    placeholder: Callable[[LoadResult], R],
+    run: Callable[[list[np.ndarray], list[R]], list[R]],
+) -> Iterator[R]:
+    """Rows for read files, in input order, each yielded as soon as it and those before it are
+    final: the shared loop of ``attribute`` and ``verify``.
+
+    A file that could not be read gets ``error_row(result)`` at once; the pixels of the others
+    wait (with ``placeholder(result)``) for a batch of ``batch_size`` images or
+    ``batch_pixels`` pixels, whichever comes first, and ``run(images, placeholders)`` turns
+    the batch into its rows. A caller that stops early keeps every row already yielded.
+    """
+    rows: dict[int, R] = {}
+    images: list[np.ndarray] = []
+    slots: list[int] = []
+    pixels = 0
+    next_out = 0
+
+    def flush() -> None:
+        nonlocal pixels
+        if images:
+            for slot, row in zip(slots, run(list(images), [rows[s] for s in slots]),
+                                 strict=True):
+                rows[slot] = row
+            images.clear()
+            slots.clear()
+            pixels = 0
+
+    def ready() -> Iterator[R]:
+        nonlocal next_out
+        waiting = set(slots)
+        while next_out in rows and next_out not in waiting:
+            yield rows.pop(next_out)
+            next_out += 1
+
+    for slot, result in enumerate(loaded):
+        if result.ok:
+            rows[slot] = placeholder(result)
+            images.append(result.pixels)  # type: ignore[arg-type]
+            slots.append(slot)
+            pixels += result.pixels.shape[0] * result.pixels.shape[1]  # type: ignore[union-attr]
+            if len(images) >= batch_size or pixels >= batch_pixels:
+                flush()
+        else:
+            rows[slot] = error_row(result)
+        yield from ready()
+    flush()
+    yield from ready()

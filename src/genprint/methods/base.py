@@ -24,7 +24,7 @@ import numpy as np
 
 from genprint import UNKNOWN
 from genprint.io.content import UNIFORM_SHARE, is_uniform
-from genprint.io.images import AnimatedPolicy, ImageError
+from genprint.io.images import AnimatedPolicy
 from genprint.registry import Registry
 from genprint.results import Attribution
 from genprint.storage.model_dir import ModelContents, ModelFormatError, read_model_dir
@@ -217,58 +217,33 @@ class Attributor(ABC):
         pixels, whichever comes first, so a folder of large photographs holds a few of them
         in memory, not ``batch_size``.
         """
-        from genprint.io.batches import iter_images
+        from genprint.io.batches import iter_images, ordered_batches
         from genprint.io.sources import scan_inputs
 
         self._check_fitted()
         if isinstance(inputs, str | bytes | os.PathLike):  # one path, not a sequence
             inputs = [inputs]
         inputs = scan_inputs([os.fsdecode(p) if isinstance(p, bytes) else p for p in inputs])
-        rows: dict[int, Attribution] = {}  # finished or waiting rows not yet yielded
-        pending_imgs: list[np.ndarray] = []
-        pending_slots: list[int] = []
-        pixels = 0
-        next_out = 0
         model_id = getattr(self, "model_sha256_", None)
 
-        def flush() -> None:
-            nonlocal pixels
-            if not pending_imgs:
-                return
-            out = self.attribute_arrays(pending_imgs, [rows[i].path for i in pending_slots])
-            for slot, res in zip(pending_slots, out, strict=True):
-                res.sha256 = rows[slot].sha256
-                rows[slot] = res
+        def error_row(result: Any) -> Attribution:
             if on_progress:
-                on_progress(len(pending_imgs))
-            pending_imgs.clear()
-            pending_slots.clear()
-            pixels = 0
+                on_progress(1)
+            return Attribution(str(result.path), sha256=result.sha256, model_sha256=model_id,
+                               error=result.pixels.reason, error_code=result.pixels.code)
 
-        def ready() -> Iterator[Attribution]:
-            nonlocal next_out
-            waiting = set(pending_slots)
-            while next_out in rows and next_out not in waiting:
-                yield rows.pop(next_out)
-                next_out += 1
+        def run(images: list[np.ndarray], waiting: list[Attribution]) -> list[Attribution]:
+            out = self.attribute_arrays(images, [w.path for w in waiting])
+            for row, w in zip(out, waiting, strict=True):
+                row.sha256 = w.sha256
+            if on_progress:
+                on_progress(len(images))
+            return out
 
-        for slot, (path, loaded, digest) in enumerate(iter_images(
-                inputs, workers=workers, min_size=self.min_size, animated=animated)):
-            if isinstance(loaded, ImageError):
-                rows[slot] = Attribution(str(path), sha256=digest, model_sha256=model_id,
-                                         error=loaded.reason, error_code=loaded.code)
-                if on_progress:
-                    on_progress(1)
-            else:
-                rows[slot] = Attribution(str(path), sha256=digest)
-                pending_imgs.append(loaded)
-                pending_slots.append(slot)
-                pixels += loaded.shape[0] * loaded.shape[1]
-                if len(pending_imgs) >= batch_size or pixels >= BATCH_PIXELS:
-                    flush()
-            yield from ready()
-        flush()
-        yield from ready()
+        yield from ordered_batches(
+            iter_images(inputs, workers=workers, min_size=self.min_size, animated=animated),
+            batch_size=batch_size, batch_pixels=BATCH_PIXELS, error_row=error_row,
+            placeholder=lambda r: Attribution(str(r.path), sha256=r.sha256), run=run)
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Save the fitted attributor as a model directory (atomic; see genprint.storage)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,35 +228,39 @@ def verify_files(
     """Verify image files; unreadable files get a row with their reason, the rest goes on.
 
     ``on_progress(k)`` counts image × generator inversions done (unreadable files count as
-    done for every generator).
+    done for every generator). :func:`iter_verify_files` gives the same rows as they are ready.
     """
-    from genprint.io.batches import iter_images
-    from genprint.io.images import ImageError
+    return list(iter_verify_files(verifiers, paths, alpha, batch_size, on_progress))
+
+
+def iter_verify_files(
+    verifiers: Sequence[Verifier],
+    paths: Sequence[str | os.PathLike[str]],
+    alpha: float = DEFAULT_ALPHA,
+    batch_size: int = 64,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[VerifyRow]:
+    """:func:`verify_files`, one row at a time in input order, each as soon as it is final
+    (a batch ends at ``batch_size`` images or 32 megapixels): a long verification that is
+    stopped keeps the rows already yielded."""
+    from genprint.io.batches import iter_images, ordered_batches
+    from genprint.methods.base import BATCH_PIXELS
 
     min_side = min(v.generator.resolution for v in verifiers)
-    rows: list[VerifyRow] = []
-    pending: list[tuple[int, np.ndarray]] = []
 
-    def flush() -> None:
-        if not pending:
-            return
-        out = verify_arrays(verifiers, [img for _, img in pending],
-                            [rows[slot].path for slot, _ in pending], alpha, on_progress)
-        for (slot, _), row in zip(pending, out, strict=True):
-            row.sha256 = rows[slot].sha256
-            rows[slot] = row
-        pending.clear()
+    def error_row(result: Any) -> VerifyRow:
+        if on_progress:
+            on_progress(len(verifiers))
+        return VerifyRow(str(result.path), sha256=result.sha256, error=result.pixels.reason,
+                         error_code=result.pixels.code)
 
-    for path, loaded, digest in iter_images(paths, min_size=min_side):
-        if isinstance(loaded, ImageError):
-            rows.append(VerifyRow(str(path), sha256=digest, error=loaded.reason,
-                                  error_code=loaded.code))
-            if on_progress:
-                on_progress(len(verifiers))
-            continue
-        rows.append(VerifyRow(str(path), sha256=digest))
-        pending.append((len(rows) - 1, loaded))
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return rows
+    def run(images: list[np.ndarray], waiting: list[VerifyRow]) -> list[VerifyRow]:
+        out = verify_arrays(verifiers, images, [w.path for w in waiting], alpha, on_progress)
+        for row, w in zip(out, waiting, strict=True):
+            row.sha256 = w.sha256
+        return out
+
+    yield from ordered_batches(
+        iter_images(paths, min_size=min_side), batch_size=batch_size,
+        batch_pixels=BATCH_PIXELS, error_row=error_row,
+        placeholder=lambda r: VerifyRow(str(r.path), sha256=r.sha256), run=run)

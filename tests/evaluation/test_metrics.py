@@ -19,7 +19,8 @@ from genprint.evaluation.metrics import (
 )
 
 KEYS = {"closed_set_accuracy", "macro_f1", "auroc", "ap", "tnr_at_tpr95", "oscr",
-        "per_unknown_auroc", "n_known_test", "n_unknown_test", "known_correct", "unknown_rejected"}
+        "per_unknown_auroc", "n_known_test", "n_unknown_test", "known_correct",
+        "known_called_unknown", "unknown_rejected"}
 
 
 def _random_open_set(seed: int, n: int = 300, n_classes: int = 4, decimals: int = 1):
@@ -195,6 +196,7 @@ def test_operating_point_shares() -> None:
     m.update([0, 1, 1, -1, -1], [0, 0, -1, -1, 0], [0, 0, 1, 0, 0], [0.9, 0.8, 0.2, 0.1, 0.7])
     out = m.compute()
     assert out["known_correct"] == pytest.approx(1 / 3)
+    assert out["known_called_unknown"] == pytest.approx(1 / 3)  # the third known image
     assert out["unknown_rejected"] == pytest.approx(1 / 2)
     only_unknown = OpenSetMetrics()
     only_unknown.update([-1, -1], [-1, 2], [0, 2], [0.1, 0.9])

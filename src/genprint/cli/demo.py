@@ -120,6 +120,7 @@ METRIC_COLUMNS = [("closed_set_accuracy", "closed\nacc"), ("macro_f1", "macro-F1
                   ("held_out_camera_real_accuracy", "held-out\ncams real")]
 """Headers broken by hand so that the table fits an 80-column terminal without cutting words."""
 OPERATING_COLUMNS = [("known_correct", "known images given their source"),
+                     ("known_called_unknown", "known images called unknown"),
                      ("unknown_rejected", "unknown images called unknown")]
 COST_COLUMNS = [("n_known_test", "known test images"), ("n_unknown_test", "unknown test images"),
                 ("train_seconds", "train s"), ("eval_seconds", "eval s")]

@@ -310,8 +310,10 @@ class OpenSetMetrics:
         test images), ``auroc``, ``ap``, ``tnr_at_tpr95``, ``oscr`` (known = positive),
         ``per_unknown_auroc`` (source name -> AUROC of all knowns vs that unknown source; empty
         without source names), at the model's own thresholds ``known_correct`` (share of known
-        images given their true source) and ``unknown_rejected`` (share of unknown images
-        answered ``unknown``; defined without known images too), ``n_known_test`` and
+        images given their true source), ``known_called_unknown`` (share of known images
+        answered ``unknown``: how often ``unknown`` is a miss of a known source) and
+        ``unknown_rejected`` (share of unknown images answered ``unknown``; defined without
+        known images too), ``n_known_test`` and
         ``n_unknown_test``. Metrics that are
         undefined (no unknown or no known images) are NaN, with a warning.
 
@@ -371,6 +373,7 @@ class OpenSetMetrics:
         out["per_unknown_auroc"] = per_unknown
         # at the model's own thresholds (fixed on validation), not at a threshold chosen here
         out["known_correct"] = float(np.mean(p[known] == y[known])) if n_known else _NAN
+        out["known_called_unknown"] = float(np.mean(p[known] < 0)) if n_known else _NAN
         out["unknown_rejected"] = float(np.mean(p[~known] < 0)) if n_unknown else _NAN
         out["n_known_test"] = n_known
         out["n_unknown_test"] = n_unknown

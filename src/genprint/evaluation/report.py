@@ -36,6 +36,7 @@ SUMMARY_ROWS = (
     ("tnr_at_tpr95", "TNR at TPR 95%"),
     ("oscr", "OSCR"),
     ("known_correct", "known images given their source (model's thresholds)"),
+    ("known_called_unknown", "known images called unknown (model's thresholds)"),
     ("unknown_rejected", "unknown images called unknown (model's thresholds)"),
     ("real_vs_generated_auroc", "real vs generated AUROC"),
     ("held_out_camera_real_accuracy", "held-out cameras called real"),

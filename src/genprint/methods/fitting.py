@@ -94,7 +94,8 @@ def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequenc
         listed = ", ".join(f"{s} ({n})" for n, s in few)
         out.append(f"thresholds rest on fewer than {FEW_VALIDATION_IMAGES} validation images for: "
                    f"{listed}; how often such a source's new images are accepted is uncertain "
-                   "(add images, or a larger --val-fraction)")
+                   "(add validation images; for data without a split column, a larger "
+                   "--val-fraction holds out more)")
     return out
 
 

@@ -78,3 +78,16 @@ def test_a_failed_completion_removes_the_temporary_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         writer.keep_as(tmp_path / "r.partial.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r.partial.csv"]
+
+
+@pytest.mark.parametrize("suffix", [".json", ".csv", ".parquet"])
+def test_results_read_back_as_written(tmp_path: Path, suffix: str) -> None:
+    from genprint.results import read_results
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    rows = [r for r in _rows() if "\udcff" not in r.path]  # names written escaped stay escaped
+    assert read_results(write_results(rows, tmp_path / f"r{suffix}")) == rows
+    (tmp_path / f"bad{suffix}").write_text("not a table", encoding="utf-8")
+    with pytest.raises(ValueError, match="results"):
+        read_results(tmp_path / f"bad{suffix}")

@@ -124,6 +124,57 @@ def write_labelled_results(results: Sequence[Attribution], sources: Sequence[str
     return write_table(path, columns, flat, rows)
 
 
+def read_results(path: str | os.PathLike[str]) -> list[Attribution]:
+    """Read back a results file written by :func:`write_results` or a :class:`ResultsWriter`
+    (``.csv``, ``.parquet`` or ``.json``), e.g. the rows of an interrupted run to resume from.
+    ``ValueError`` if it is not such a file."""
+    import csv
+
+    src = Path(path)
+    kind = src.suffix.lower()
+    try:
+        if kind == ".json":
+            rows = json.loads(src.read_text(encoding="utf-8"))
+        elif kind == ".csv":
+            with src.open(newline="", encoding="utf-8") as fh:
+                reader = csv.DictReader(fh)
+                if not set(RESULT_COLUMNS) <= set(reader.fieldnames or ()):
+                    raise ValueError(f"{src}: not a genprint results file (its columns are not "
+                                     "attribute's)")
+                rows = [_typed(r) for r in reader]
+        elif kind == ".parquet":
+            import pyarrow.parquet as pq
+
+            rows = [_typed(r) for r in pq.read_table(src).to_pylist()]
+        else:
+            raise ValueError(f"{src}: results are .csv, .parquet or .json files")
+        return [Attribution(**{k: r.get(k) for k in RESULT_COLUMNS}) for r in rows]
+    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{src}: not a genprint results file ({exc})") from None
+
+
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """A CSV or Parquet row with the types of :class:`Attribution` (empty text = None)."""
+    out: dict[str, Any] = {}
+    for name, kind in RESULT_COLUMN_TYPES:
+        value = row.get(name)
+        if value in ("", None):
+            out[name] = None
+        elif kind == "float64":
+            out[name] = float(value)
+        elif kind == "int64":
+            out[name] = int(value)
+        elif kind == "bool_":
+            out[name] = value if isinstance(value, bool) else value == "True"
+        else:
+            out[name] = value
+    out["scores"] = json.loads(row.get("scores") or "{}")
+    return out
+
+
+
+
+
 class TableWriter:
     """A ``.csv``, ``.parquet`` or ``.json`` table written row by row, atomically.
 

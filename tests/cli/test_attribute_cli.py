@@ -258,6 +258,27 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     assert [Path(r["path"]).name for r in kept] == [Path(r["path"]).name for r in rows[:2]]
     assert all(r["label"] for r in kept)
     assert f"interrupted after 2 of {n_alpha} file(s)" in " ".join(out.output.split())
+    # --resume keeps those rows, skips their files and gives the file a straight run gives
+    monkeypatch.setattr(BaselineAttributor, "attribute_arrays", real)
+    calls.clear()
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
+                              "--resume"])
+    assert out.exit_code == 0, out.output
+    assert "resuming: 2 row(s) kept" in " ".join(out.output.split())
+    with open(target, newline="", encoding="utf-8") as fh:
+        resumed = list(csv.DictReader(fh))
+    straight = [r for r in rows if Path(r["path"]).parent == alpha]
+    assert resumed == straight and not (tmp_path / "stopped.partial.csv").exists()
+    target.unlink()
+    (tmp_path / "stopped.partial.csv").write_text(
+        (tmp_path / "r.csv").read_text(encoding="utf-8").replace(rows[0]["model_sha256"],
+                                                                  "f" * 64), encoding="utf-8")
+    other = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
+                                "--resume"])
+    assert other.exit_code == 2 and "another model" in other.output
+    (tmp_path / "stopped.partial.csv").write_text("from an earlier run", encoding="utf-8")
+    monkeypatch.setattr(BaselineAttributor, "attribute_arrays", interrupted)
+    calls.clear()
     # SIGTERM (a scheduler's `kill`) is handled the same way, with its own exit code
     import signal
 

@@ -12,12 +12,13 @@ from genprint.cli.app import Terminated, app
 from genprint.cli.output import (
     console,
     esc,
+    partial_path,
     print_json,
     progress_bar,
     save_interrupted,
     shortened_paths,
 )
-from genprint.results import ResultsWriter
+from genprint.results import ResultsWriter, printable
 
 
 @app.command("attribute")
@@ -40,6 +41,10 @@ def attribute(
         min=1, help="Tiling methods (metric, baseline): analyse at most this many tiles per "
                     "image, evenly spaced (default: the model's, 16). More tiles cover more of a "
                     "large image and cost time in proportion.")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run with the same --out: the rows of its "
+             "NAME.partial.EXT (made by the same model) are kept and their files skipped.")
+    ] = False,
 ) -> None:
     """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
     threshold, per-source scores, and the reason for any file that could not be used.
@@ -85,12 +90,21 @@ def attribute(
         console.print(f"note: {not_images} file(s) in the folders have no image extension "
                       "and were left out; name a file explicitly to have it read whatever its "
                       "extension")
+    done_rows = _rows_to_resume(out, attributor) if resume else []
+    if done_rows:
+        done = {r.path for r in done_rows}
+        paths = [p for p in paths if str(p) not in done and printable(str(p)) not in done]
+        console.print(f"resuming: {len(done_rows)} row(s) kept from "
+                      f"{esc(str(partial_path(out)))}, {len(paths)} file(s) left")
     # With --out, rows stream to the file (memory does not grow with the number of images);
     # they are kept in memory only for what the console shows: the table or --json.
     keep_rows = json_out or out is None
-    results: list = []
-    counts: Counter[str] = Counter()
+    results: list = list(done_rows) if keep_rows else []
+    counts: Counter[str] = Counter(r.label if r.ok else f"error: {r.error_code}"
+                                   for r in done_rows)
     writer = ResultsWriter(out) if out is not None else None
+    for row in done_rows:
+        writer.add(row)  # type: ignore[union-attr]
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("attributing", total=len(paths))
         try:
@@ -112,7 +126,7 @@ def attribute(
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
-            save_interrupted(writer, out, sum(counts.values()), len(paths),
+            save_interrupted(writer, out, sum(counts.values()), len(paths) + len(done_rows),
                              [r.to_dict() for r in results] if json_out else None)
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as exc:  # e.g. the disk filled up while writing --out
@@ -125,6 +139,8 @@ def attribute(
             if writer is not None:
                 writer.abandon()
             raise
+    if done_rows:  # its rows are in --out now
+        partial_path(out).unlink(missing_ok=True)  # type: ignore[arg-type]
     n_done = sum(counts.values())
     n_failed = sum(n for answer, n in counts.items() if answer.startswith("error: "))
     if json_out:
@@ -139,6 +155,34 @@ def attribute(
         console.print(f"results written to {esc(str(out))}")
     if n_failed == n_done or (strict and n_failed):
         raise typer.Exit(1)
+
+
+def _rows_to_resume(out: Path | None, attributor: object) -> list:
+    """The rows of the interrupted run to resume (``--resume``), checked to come from this
+    model; none (with a note) when there is no partial file."""
+    from genprint.results import read_results
+
+    if out is None:
+        raise typer.BadParameter("--resume continues an interrupted run with --out; give the "
+                                 "same --out", param_hint="--resume")
+    partial = partial_path(out)
+    if not partial.is_file():
+        console.print(f"note: no {esc(str(partial))} to resume from: starting from the first "
+                      "file")
+        return []
+    try:
+        rows = read_results(partial)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
+        raise typer.Exit(2) from None
+    current = getattr(attributor, "model_sha256_", None)
+    others = {r.model_sha256 for r in rows if r.model_sha256} - {current}
+    if others:
+        console.print(f"[red]error:[/red] {esc(str(partial))} was made by another model "
+                      f"(model_sha256 {min(others)[:12]}…, this one "
+                      f"{(current or 'unsaved')[:12]}…); answers of two models would be mixed")
+        raise typer.Exit(2)
+    return rows
 
 
 def _print_summary(counts: Counter[str]) -> None:

@@ -127,7 +127,8 @@ def attribute(
             raise typer.Exit(2) from None
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (cli.app.Terminated)
             save_interrupted(writer, out, sum(counts.values()), len(paths) + len(done_rows),
-                             [r.to_dict() for r in results] if json_out else None)
+                             [r.to_dict() for r in results] if json_out else None,
+                             "Run the same command with --resume to finish.")
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as exc:  # e.g. the disk filled up while writing --out
             if writer is not None:

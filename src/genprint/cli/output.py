@@ -172,7 +172,8 @@ def partial_path(out: Path) -> Path:
 
 
 def save_interrupted(writer: Any, out: Path | None, n_done: int, total: int,
-                     json_rows: list[Any] | None) -> None:
+                     json_rows: list[Any] | None,
+                     to_finish: str = "Run the remaining files to finish.") -> None:
     """After Ctrl-C or SIGTERM in a verb that streams rows to ``out`` through ``writer`` (a
     :class:`genprint.results.TableWriter`, or None without --out): keep the finished rows (in
     input order) as :func:`partial_path`, never as ``out``; with --json alone, print
@@ -189,7 +190,7 @@ def save_interrupted(writer: Any, out: Path | None, n_done: int, total: int,
             console.print(f"[red]{said}; the rows could not be kept: {esc(str(exc))}[/red]")
             return
         console.print(f"[yellow]{said}; their rows are in {esc(str(partial))} ({esc(str(out))} "
-                      "was not written). Run the remaining files to finish.[/yellow]")
+                      f"was not written). {to_finish}[/yellow]")
         return
     if writer is not None:
         writer.abandon()

@@ -18,7 +18,7 @@ from genprint.cli.output import (
     save_interrupted,
     shortened_paths,
 )
-from genprint.results import ResultsWriter, printable
+from genprint.results import Attribution, ResultsWriter, printable
 
 
 @app.command("attribute")
@@ -100,8 +100,7 @@ def attribute(
     # they are kept in memory only for what the console shows: the table or --json.
     keep_rows = json_out or out is None
     results: list = list(done_rows) if keep_rows else []
-    counts: Counter[str] = Counter(r.label if r.ok else f"error: {r.error_code}"
-                                   for r in done_rows)
+    counts: Counter[str] = Counter(_answer(r) for r in done_rows)
     writer = ResultsWriter(out) if out is not None else None
     for row in done_rows:
         writer.add(row)  # type: ignore[union-attr]
@@ -114,7 +113,7 @@ def attribute(
                     on_progress=lambda n: bar.advance(task, n)):
                 if writer is not None:
                     writer.add(row)
-                counts[row.label if row.ok else f"error: {row.error_code}"] += 1
+                counts[_answer(row)] += 1
                 if keep_rows:
                     results.append(row)
             if writer is not None:  # inside: an interrupt while completing keeps the rows
@@ -184,6 +183,11 @@ def _rows_to_resume(out: Path | None, attributor: object) -> list:
                       f"{(current or 'unsaved')[:12]}…); answers of two models would be mixed")
         raise typer.Exit(2)
     return rows
+
+
+def _answer(row: Attribution) -> str:
+    """What the counts table counts a row as: its label, or ``error: CODE``."""
+    return str(row.label) if row.ok else f"error: {row.error_code}"
 
 
 def _print_summary(counts: Counter[str]) -> None:

@@ -54,11 +54,12 @@ def evaluate_cmd(
     """Evaluate a model on a protocol's test split, or on labelled data of your own
     (thresholds were fixed on validation data)."""
     import genprint
-    from genprint.evaluation.evaluate import evaluate_conditions, load_eval_data
+    from genprint.evaluation.evaluate import bench_view, evaluate_conditions, load_eval_data
     from genprint.evaluation.perturb import expand_perturbations
     from genprint.io.sources import ManifestError
     from genprint.registry import RegistryError
     from genprint.storage.model_dir import ModelFormatError
+    from genprint.world.protocols import ProtocolView
 
     if (data is None) == (bench is None):
         raise typer.BadParameter("give exactly one of --data or --bench",
@@ -114,11 +115,12 @@ def evaluate_cmd(
     with progress_bar(disable=json_path == "-" or not console.is_terminal) as bar:
         label = "evaluating" + (f" (clean + {len(conditions)} perturbations)" if conditions
                                 else "")
-        n_test = _count_test_images(target, protocol)
-        task = bar.add_task(label, total=None if n_test is None
-                            else n_test * (1 + len(conditions)))
+        task = bar.add_task(label, total=None)
         try:
             with warnings_as_notes():
+                if not isinstance(target, ProtocolView):  # read once: its size sets the total
+                    target, root = bench_view(target, protocol), target
+                bar.update(task, total=len(target.test) * (1 + len(conditions)))
                 run, perturbed = evaluate_conditions(
                     attributor, target, protocol, conditions, root=root, require_overlap=True,
                     on_progress=lambda n: bar.advance(task, n), embed=report is not None)
@@ -145,22 +147,6 @@ def evaluate_cmd(
         if json_path:
             write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
-
-
-def _count_test_images(target: Any, protocol: str) -> int | None:
-    """How many test images the evaluation will read (for the progress bar), if cheap to say."""
-    import warnings
-
-    from genprint.evaluation.evaluate import bench_view
-    from genprint.world.protocols import ProtocolView
-
-    try:
-        with warnings.catch_warnings():  # evaluate_conditions gives them, once
-            warnings.simplefilter("ignore")
-            view = target if isinstance(target, ProtocolView) else bench_view(target, protocol)
-    except Exception:  # noqa: BLE001 - evaluate_conditions reports the real problem
-        return None
-    return len(view.test)
 
 
 def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:

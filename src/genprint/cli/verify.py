@@ -291,8 +291,10 @@ def run_cmd(
     if not paths:
         raise _fail("no image files found in the inputs")
     # Rows stream to --out as each is final, so stopping a long verification keeps them.
+    from genprint.results import TableWriter
+
     try:
-        writer = _rows_writer(out) if out is not None else None
+        writer = TableWriter(out, VERIFY_COLUMNS) if out is not None else None
     except RuntimeError as exc:  # no pyarrow for Parquet
         raise _fail(str(exc)) from None
     rows: list[Any] = []
@@ -348,14 +350,6 @@ def _flat_and_json(row: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     flat = {**{k: row.get(k) for k in names},
             "per_generator": json.dumps(row.get("per_generator") or {}, sort_keys=True)}
     return flat, row
-
-
-def _rows_writer(out: Path) -> Any:
-    """A :class:`genprint.results.TableWriter` for verify rows (``RuntimeError`` without
-    pyarrow for Parquet)."""
-    from genprint.results import TableWriter
-
-    return TableWriter(out, VERIFY_COLUMNS)
 
 
 def _print_table(rows: list[Any], multi: bool) -> None:

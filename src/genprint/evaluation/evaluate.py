@@ -17,7 +17,7 @@ import os
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,68 +157,75 @@ class _TestSet:
             for start in range(0, len(self.kept), size):  # fits in memory: any chunk size
                 yield self.kept[start : start + size], self.cache[start : start + size]
         else:
-            paths = [self.items[k].path for k in self.kept]
-            idx: list[int] = []
-            imgs: list[np.ndarray] = []
-            for k, (path, loaded, digest) in zip(self.kept, iter_images(
-                    paths, min_size=self.min_size), strict=True):
-                if isinstance(loaded, ImageError) or digest != self.sha256.get(k):
-                    why = loaded.reason if isinstance(loaded, ImageError) else "other bytes"
-                    raise RuntimeError(f"{path} changed during this evaluation ({why}); "
-                                       "evaluate again once the files stay put")
-                idx.append(k)
-                imgs.append(loaded)
-                if len(imgs) == size or _pixels(imgs) >= BATCH_PIXELS:
-                    yield idx, imgs
-                    idx, imgs = [], []
-            if imgs:
-                yield idx, imgs
+            yield from _in_batches(self._read_again(), size)
+
+    def _read_again(self) -> Iterator[tuple[int, np.ndarray]]:
+        """The kept images read again, each checked to be the bytes first read."""
+        assert self.kept is not None
+        paths = [self.items[k].path for k in self.kept]
+        for k, (path, loaded, digest) in zip(self.kept, iter_images(paths,
+                                                                    min_size=self.min_size),
+                                            strict=True):
+            if isinstance(loaded, ImageError) or digest != self.sha256.get(k):
+                why = loaded.reason if isinstance(loaded, ImageError) else "other bytes"
+                raise RuntimeError(f"{path} changed during this evaluation ({why}); "
+                                   "evaluate again once the files stay put")
+            yield k, loaded
 
     def _first_pass(self, size: int, on_skip: Callable[[int], None] | None
                     ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         kept: list[int] = []
-        errors: list[tuple[Path, ImageError]] = []
+        errors: list[tuple[int, Path, ImageError]] = []
         cache: list[np.ndarray] | None = [] if self.keep else None
         pixels = 0
-        idx: list[int] = []
-        imgs: list[np.ndarray] = []
-        where: list[int] = []
-        for k, (path, loaded, digest) in enumerate(iter_images([i.path for i in self.items],
-                                                               min_size=self.min_size)):
-            self.sha256[k] = digest
-            if isinstance(loaded, ImageError) or is_uniform(loaded):
-                errors.append((path, loaded if isinstance(loaded, ImageError) else ImageError(
-                    "no_content", "one colour covers ≥ 99% of the image: nothing to attribute")))
-                where.append(k)
-                if on_skip:
-                    on_skip(1)
-                continue
-            kept.append(k)
-            idx.append(k)
-            imgs.append(loaded)
-            if cache is not None:
-                pixels += loaded.shape[0] * loaded.shape[1]
-                if pixels <= KEEP_PIXELS:
-                    cache.append(loaded)
-                else:  # too large to keep: later passes read the files again
-                    cache = None
-            if len(imgs) == size or _pixels(imgs) >= BATCH_PIXELS:
-                yield idx, imgs
-                idx, imgs = [], []
-        if imgs:
-            yield idx, imgs
+
+        def usable() -> Iterator[tuple[int, np.ndarray]]:
+            nonlocal cache, pixels
+            for k, (path, loaded, digest) in enumerate(iter_images(
+                    [i.path for i in self.items], min_size=self.min_size)):
+                self.sha256[k] = digest
+                if isinstance(loaded, ImageError) or is_uniform(loaded):
+                    errors.append((k, path, loaded if isinstance(loaded, ImageError) else
+                                   ImageError("no_content", "one colour covers ≥ 99% of the "
+                                              "image: nothing to attribute")))
+                    if on_skip:
+                        on_skip(1)
+                    continue
+                kept.append(k)
+                if cache is not None:
+                    pixels += loaded.shape[0] * loaded.shape[1]
+                    if pixels <= KEEP_PIXELS:
+                        cache.append(loaded)
+                    else:  # too large to keep: later passes read the files again
+                        cache = None
+                yield k, loaded
+
+        yield from _in_batches(usable(), size)
         if self.items and not kept:
-            raise _nothing_to_evaluate([e.reason for _, e in errors])
+            raise _nothing_to_evaluate([e.reason for _, _, e in errors])
         self.kept, self.cache = kept, cache
         self.unreadable = [{"path": str(path), "source": self.items[k].source,
                             "error_code": err.code, "reason": err.reason,
-                            "sha256": self.sha256.get(k)}
-                           for (path, err), k in zip(errors, where, strict=True)]
-        _warn_unusable(errors)
+                            "sha256": self.sha256.get(k)} for k, path, err in errors]
+        _warn_unusable([(path, err) for _, path, err in errors])
 
 
-def _pixels(images: Sequence[np.ndarray]) -> int:
-    return sum(img.shape[0] * img.shape[1] for img in images)
+def _in_batches(pairs: Iterable[tuple[int, np.ndarray]], size: int
+                ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
+    """``(indices, images)`` batches of ``pairs``, each ending at ``size`` images or once it
+    holds :data:`BATCH_PIXELS` pixels."""
+    idx: list[int] = []
+    imgs: list[np.ndarray] = []
+    pixels = 0
+    for k, img in pairs:
+        idx.append(k)
+        imgs.append(img)
+        pixels += img.shape[0] * img.shape[1]
+        if len(imgs) == size or pixels >= BATCH_PIXELS:
+            yield idx, imgs
+            idx, imgs, pixels = [], [], 0
+    if imgs:
+        yield idx, imgs
 
 
 def _warn_unusable(errors: Sequence[tuple[Path, ImageError]]) -> None:

@@ -52,7 +52,10 @@ def _median_size(paths: Sequence[str | os.PathLike[str]], sample: int = 32) -> f
 def auto_workers(paths: Sequence[str | os.PathLike[str]], sample: int = 32) -> int:
     """Threads worth using for ``paths``: 1 for small files (thread overhead and the GIL cost
     more than decoding them), else up to 4 bounded by the CPU count."""
-    median = _median_size(paths, sample)
+    return _workers_for(_median_size(paths, sample))
+
+
+def _workers_for(median: float | None) -> int:
     if median is None or median < SMALL_FILE_BYTES:
         return 1
     return max(1, min(4, os.cpu_count() or 1))
@@ -75,8 +78,10 @@ def iter_images(
     ``workers + 1`` chunks ahead of the consumer, so memory stays bounded on large folders and
     large files. When the consumer stops early (an interrupt), queued chunks are cancelled.
     """
+    # file sizes, sampled once, set the threads (unless given) and the chunk size
+    median = None if workers is not None and workers <= 1 else _median_size(paths)
     if workers is None:
-        workers = auto_workers(paths)
+        workers = _workers_for(median)
     kwargs: dict[str, object] = {"min_size": min_size, "animated": animated}
     if max_pixels is not None:
         kwargs["max_pixels"] = max_pixels
@@ -93,8 +98,7 @@ def iter_images(
             yield load(p)
         return
     # Files go to the pool in chunks: one future per tiny file costs more than decoding it.
-    median = _median_size(paths) or 0.0
-    chunk = max(1, min(16, int(CHUNK_BYTES // max(median, 1.0))))
+    chunk = max(1, min(16, int(CHUNK_BYTES // max(median or 0.0, 1.0))))
     window = workers + 1
     groups = (paths[i : i + chunk] for i in range(0, len(paths), chunk))
     pool = ThreadPoolExecutor(max_workers=workers)

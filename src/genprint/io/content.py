@@ -25,7 +25,8 @@ def is_uniform(image: np.ndarray) -> bool:
     (an (H, W, 3) uint8 array).
 
     A colour on 99% of the pixels is the median of any large sample of them, so the median of
-    4096 pixels drawn at seeded random positions is the only candidate (drawing it wrongly is
+    4096 pixels drawn at seeded random positions (all the pixels of a smaller image) is the only
+    candidate (drawing it wrongly is
     far less likely than 1e-100), and a sample with over 5% of other colours rules the image
     out; otherwise the candidate's pixels are counted exactly, in strips, stopping as soon as
     more than 1% differ. Time and memory are linear in the image and small."""
@@ -33,12 +34,15 @@ def is_uniform(image: np.ndarray) -> bool:
     n = len(flat)
     if n == 0:
         return False
-    where = np.random.default_rng(0).integers(0, n, size=min(_SAMPLE, n))
-    sample = _pack(flat[where])
-    colour = np.partition(sample, len(sample) // 2)[len(sample) // 2]
-    if n > _SAMPLE and np.count_nonzero(sample != colour) > 0.05 * len(sample):
-        return False  # 99% one colour puts ~1% of a sample off it, never 5% (25 SD away)
     allowed = n - int(np.ceil(UNIFORM_SHARE * n))  # pixels of other colours that may remain
+    if n <= _SAMPLE:  # small: every pixel is the sample, and the count is on it
+        packed = _pack(flat)
+        colour = np.partition(packed, n // 2)[n // 2]
+        return int(np.count_nonzero(packed != colour)) <= allowed
+    sample = _pack(flat[np.random.default_rng(0).integers(0, n, size=_SAMPLE)])
+    colour = np.partition(sample, _SAMPLE // 2)[_SAMPLE // 2]
+    if np.count_nonzero(sample != colour) > 0.05 * _SAMPLE:
+        return False  # 99% one colour puts ~1% of a sample off it, never 5% (25 SD away)
     other = 0
     for start in range(0, n, _STRIP):
         other += int(np.count_nonzero(_pack(flat[start : start + _STRIP]) != colour))

@@ -103,6 +103,14 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     n_before = len(before.references_)
     np.testing.assert_array_equal(after.references_[:n_before], before.references_)
     np.testing.assert_array_equal(after.reference_sources_[:n_before], before.reference_sources_)
+    from genprint.io.fingerprint import fingerprint
+    from genprint.io.images import read_image
+
+    enrolled_prints = {fingerprint(read_image(p))
+                       for p in sorted((bench / "images" / "gen-c").glob("*.png"))[:5]}
+    kept = {r.tobytes() for r in after.training_fingerprints_}
+    assert len(before.training_fingerprints_) == 36  # the 24 training and 12 validation images
+    assert kept == {r.tobytes() for r in before.training_fingerprints_} | enrolled_prints
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftover temp dirs
     out = runner.invoke(app, ["enroll", str(model), "--source", "gen-c",
                               str(bench / "images" / "gen-c" / "00000.png")])

@@ -53,3 +53,31 @@ def test_check_model_sources_errors_or_notes() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_model_sources(classes, full, require_overlap=True)
+
+
+def test_test_images_the_model_was_fitted_on_are_counted_and_named(toy_sources: Path) -> None:
+    from genprint.evaluation.evaluate import evaluate
+    from genprint.io.sources import read_folder
+    from genprint.methods.baseline import BaselineAttributor
+    from genprint.methods.fitting import fit_on_items
+
+    items = read_folder(toy_sources).items
+    known = [i for i in items if i.source != "gamma"]
+    train = [i for k, i in enumerate(known) if k % 3 == 0]
+    val = [i for k, i in enumerate(known) if k % 3 == 1]
+    test = [i for k, i in enumerate(known) if k % 3 == 2]
+    test += [i for i in items if i.source == "gamma"][:6] + [train[0], val[1]]
+    model = BaselineAttributor()
+    fit_on_items(model, train, val)
+    view = data_view(test, model.classes_)
+    with pytest.warns(UserWarning, match=r"2 of the \d+ test images are pictures the model was "
+                                         r"fitted on .*00\.png"):
+        run = evaluate(model, view, "data")
+    assert run.metrics["n_test_seen_in_training"] == 2
+    assert run.metrics["test_seen_in_training"] == [str(train[0].path), str(val[1].path)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no repeated picture: no warning
+        clean = evaluate(model, data_view(test[:-2], model.classes_), "data")
+    assert clean.metrics["n_test_seen_in_training"] == 0
+    model.training_fingerprints_ = None  # e.g. a model saved by an older genprint
+    assert evaluate(model, view, "data").metrics["n_test_seen_in_training"] is None

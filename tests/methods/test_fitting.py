@@ -73,3 +73,46 @@ def test_formats_or_sizes_that_tell_sources_apart_are_flagged() -> None:
     # .tif and .tiff are one format
     items = [Item(Path(f"{s}/{k}.{'tif' if k % 2 else 'tiff'}"), s) for s in "ab" for k in range(4)]
     assert confound_warnings(items, [img(32)] * 8) == []
+
+
+def test_one_picture_under_two_sources_or_in_two_splits_is_flagged(tmp_path: Path) -> None:
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    clean = BaselineAttributor()
+    fit_on_items(clean, train, val)
+    assert not any("same pixels" in w for w in clean.training_info_["warnings"])
+    # a's first training picture, re-saved as TIFF (other bytes, same pixels), labelled b;
+    # b's first training picture copied into b's validation images
+    Image.open(train[0].path).save(tmp_path / "copy.tif")
+    Image.open(train[6].path).save(tmp_path / "b-again.png")
+    model = BaselineAttributor()
+    fit_on_items(model, [*train, Item(tmp_path / "copy.tif", "b", "train")],
+                 [*val, Item(tmp_path / "b-again.png", "b", "val")])
+    warnings = model.training_info_["warnings"]
+    [two] = [w for w in warnings if "under two or more sources" in w]
+    assert two.startswith("1 picture(s)") and "00.png (a, training) = copy.tif (b, training)" in two
+    [both] = [w for w in warnings if "also training pictures" in w]
+    assert both.startswith("1 validation picture(s)") and "b-again.png (b, validation)" in both
+
+
+def test_the_fitted_pictures_are_kept_with_the_model(tmp_path: Path) -> None:
+    from genprint.io.fingerprint import fingerprint
+    from genprint.io.images import read_image
+    from genprint.methods.base import load_attributor
+
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    model = BaselineAttributor()
+    fit_on_items(model, train, val)
+    expected = {fingerprint(read_image(i.path)) for i in [*train, *val]}
+    assert model.training_fingerprints_ is not None
+    assert {r.tobytes() for r in model.training_fingerprints_} == expected
+    loaded = load_attributor(model.save(tmp_path / "model"))
+    assert loaded.training_fingerprints_ is not None
+    assert np.array_equal(loaded.training_fingerprints_, model.training_fingerprints_)
+    # fitted without files (the Python API's fit), a model keeps none
+    direct = BaselineAttributor().fit([read_image(i.path) for i in train],
+                                      [str(i.source) for i in train],
+                                      [read_image(i.path) for i in val],
+                                      [str(i.source) for i in val])
+    assert load_attributor(direct.save(tmp_path / "direct")).training_fingerprints_ is None

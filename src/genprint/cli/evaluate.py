@@ -205,4 +205,7 @@ def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> No
                   f"{metrics.get('n_known_test')} / {metrics.get('n_unknown_test')}")
     if metrics.get("n_unreadable_test"):
         table.add_row("test files left out (unreadable)", str(metrics["n_unreadable_test"]))
+    if metrics.get("n_test_seen_in_training"):
+        table.add_row("test images the model was fitted on",
+                      str(metrics["n_test_seen_in_training"]))
     Console(emoji=False).print(table)

@@ -27,6 +27,7 @@ import numpy as np
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
 from genprint.io.content import is_uniform
+from genprint.io.fingerprint import as_keys, fingerprint
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import BATCH_PIXELS, Attributor
@@ -139,6 +140,10 @@ class _TestSet:
     """The kept images, when they fit in :data:`KEEP_PIXELS`."""
     sha256: dict[int, str | None] = field(default_factory=dict)
     """sha256 of each file's bytes as first read, by index into ``items``."""
+    fitted_on: set[bytes] | None = None
+    """Pixel fingerprints of the pictures the model was fitted on (None: it keeps none)."""
+    seen: list[int] = field(default_factory=list)
+    """Indices into ``items`` of usable test images that are among :attr:`fitted_on`."""
 
     def chunks(self, size: int, on_skip: Callable[[int], None] | None = None
                ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -192,6 +197,8 @@ class _TestSet:
                         on_skip(1)
                     continue
                 kept.append(k)
+                if self.fitted_on is not None and fingerprint(loaded) in self.fitted_on:
+                    self.seen.append(k)
                 if cache is not None:
                     pixels += loaded.shape[0] * loaded.shape[1]
                     if pixels <= KEEP_PIXELS:
@@ -208,6 +215,23 @@ class _TestSet:
                             "error_code": err.code, "reason": err.reason,
                             "sha256": self.sha256.get(k)} for k, path, err in errors]
         _warn_unusable([(path, err) for _, path, err in errors])
+        if self.seen:
+            shown = ", ".join(self.items[k].path.name for k in self.seen[:3])
+            warnings.warn(
+                f"{len(self.seen)} of the {len(kept)} test images are pictures the model was "
+                f"fitted on (the same pixels as a training, validation or enrolled image: "
+                f"{shown}{', ...' if len(self.seen) > 3 else ''}); their answers say nothing "
+                "about new images and make the figures look better than they are. Keep test "
+                "pictures out of training (the figures' test_seen_in_training lists them)",
+                stacklevel=4)
+
+    def seen_metrics(self) -> dict[str, Any]:
+        """How many (and which) test images the model was fitted on; None where it keeps no
+        fingerprints (fitted by another way, or saved by an older genprint)."""
+        if self.fitted_on is None:
+            return {"n_test_seen_in_training": None}
+        return {"n_test_seen_in_training": len(self.seen),
+                "test_seen_in_training": [str(self.items[k].path) for k in self.seen]}
 
 
 def _in_batches(pairs: Iterable[tuple[int, np.ndarray]], size: int
@@ -406,8 +430,10 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
         held_out = camera_names(held_out=True)
     except ImportError:  # pragma: no cover - world extra not installed
         held_out = []
+    fitted_on = attributor.training_fingerprints_
     return _TestSet(view, chosen, [_image_seed(i, root) for i in chosen], held_out,
-                    attributor.min_size)
+                    attributor.min_size,
+                    fitted_on=None if fitted_on is None else set(as_keys(fitted_on)))
 
 
 def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,
@@ -455,7 +481,8 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
     items = [test.items[k] for k in test.kept or []]
     metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
     metrics = {"method": attributor.method, "protocol": protocol, **metrics,
-               "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable}
+               "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
+               **test.seen_metrics()}
     if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
         metrics["perturbed_share"] = changed / max(len(items), 1)
         lost = sum(not r.ok for r in results)  # e.g. a crop that leaves one colour

@@ -159,6 +159,11 @@ def _summary(run: EvaluationRun) -> str:
     rows.append(("test files that could not be read (left out)", [str(len(unreadable))], ""))
     rows += [(f"  {u['path']}", [f"{u['error_code']}: {u['reason']}"], "")
              for u in unreadable[:20]]
+    seen = m.get("test_seen_in_training")
+    if seen is not None:
+        rows.append(("test images the model was fitted on (same pixels)", [str(len(seen))], ""))
+        rows += [(f"  {path}", ["seen in training, validation or enrolment"], "")
+                 for path in seen[:20]]
     return "<h2>Summary</h2>" + _table("summary", ["metric", "value"], rows)
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from genprint import UNKNOWN
 from genprint.io.content import UNIFORM_SHARE, is_uniform
+from genprint.io.fingerprint import check_fingerprints
 from genprint.io.images import AnimatedPolicy
 from genprint.registry import Registry
 from genprint.results import Attribution
@@ -31,6 +32,9 @@ from genprint.storage.model_dir import ModelContents, ModelFormatError, read_mod
 
 METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
+
+FINGERPRINTS_ARRAY = "training_fingerprints"
+"""Name of the array of :attr:`Attributor.training_fingerprints_` in a model directory."""
 
 BATCH_PIXELS = 32_000_000
 """Decoded pixels :meth:`Attributor.iter_attribute` holds before attributing them: a batch ends
@@ -89,6 +93,12 @@ class Attributor(ABC):
     thresholds_: np.ndarray
     training_info_: dict[str, Any]
     """Provenance stored in the card under ``training`` (data, protocol, counts, ...)."""
+    training_fingerprints_: np.ndarray | None = None
+    """Pixel fingerprints (N×16 uint8, :mod:`genprint.io.fingerprint`) of the pictures the
+    model was fitted on (training and validation, and enrolled ones), saved with the model;
+    ``genprint eval`` counts test images among them. Set by
+    :func:`genprint.methods.fitting.fit_on_items`; None when the model was fitted another way
+    or saved before fingerprints were kept."""
 
     # ----------------------------------------------------------------- to implement
     @property
@@ -251,6 +261,8 @@ class Attributor(ABC):
 
         self._check_fitted()
         fields, tensors, arrays = self._to_contents()
+        if self.training_fingerprints_ is not None:
+            arrays = {**arrays, FINGERPRINTS_ARRAY: check_fingerprints(self.training_fingerprints_)}
         card = {
             "method": self.method,
             "classes": list(self.classes_),
@@ -296,6 +308,9 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
     try:
         attributor = METHODS.get(name)._from_contents(contents)
         _check_card_consistency(attributor)
+        if FINGERPRINTS_ARRAY in contents.arrays:
+            attributor.training_fingerprints_ = check_fingerprints(
+                contents.arrays[FINGERPRINTS_ARRAY])
     except ModelFormatError as exc:
         raise ModelFormatError(f"{path}: {exc}") from None
     except (KeyError, TypeError, ValueError, IndexError) as exc:  # a card edited by hand, ...

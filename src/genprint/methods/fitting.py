@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from genprint.io.batches import load_items
+from genprint.io.fingerprint import as_keys, fingerprints
 from genprint.io.images import ImageError
 from genprint.io.sources import Item
 from genprint.methods.base import Attributor
@@ -33,15 +34,49 @@ def fit_on_items(
     attributor.fit(  # type: ignore[attr-defined]
         tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx],
         **extra)
+    tr_fp, va_fp = fingerprints(tr_imgs), fingerprints(va_imgs)
+    attributor.training_fingerprints_ = np.unique(np.concatenate([tr_fp, va_fp]), axis=0)
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
         "warnings": [*getattr(attributor, "fit_warnings_", []),
                      *data_warnings(train, tr_idx, val, va_idx,
                                     few_validation=attributor.thresholds_from_validation),
-                     *confound_warnings([train[k] for k in tr_idx], tr_imgs)],
+                     *confound_warnings([train[k] for k in tr_idx], tr_imgs),
+                     *repeat_warnings([train[k] for k in tr_idx], tr_fp,
+                                      [val[k] for k in va_idx], va_fp)],
     }
     return tr_err + va_err
+
+
+def repeat_warnings(train: Sequence[Item], train_fp: np.ndarray, val: Sequence[Item],
+                    val_fp: np.ndarray, examples: int = 3) -> list[str]:
+    """Warnings when one picture (same pixels, see :mod:`genprint.io.fingerprint`) is given
+    under two sources, or is both a training and a validation image. The first teaches the
+    model a contradiction; the second calibrates thresholds on an image the model was trained
+    on, so they no longer say how new images of the source fare."""
+    seen: dict[bytes, list[tuple[str, Item]]] = {}
+    for split, items, fp in (("training", train, train_fp), ("validation", val, val_fp)):
+        for item, key in zip(items, as_keys(fp), strict=True):
+            seen.setdefault(key, []).append((split, item))
+    two_sources = [g for g in seen.values() if len({i.source for _, i in g}) > 1]
+    both_splits = [g for g in seen.values() if len({s for s, _ in g}) > 1
+                   and len({i.source for _, i in g}) == 1]
+
+    def shown(groups: list[list[tuple[str, Item]]]) -> str:
+        return "; ".join(" = ".join(f"{i.path.name} ({i.source}, {s})" for s, i in g[:3])
+                         for g in groups[:examples]) + ("; ..." if len(groups) > examples else "")
+
+    out = []
+    if two_sources:
+        out.append(f"{len(two_sources)} picture(s) appear under two or more sources with the "
+                   f"same pixels: {shown(two_sources)}. The model is taught that one picture "
+                   "has two sources; keep each picture under its one true source")
+    if both_splits:
+        out.append(f"{len(both_splits)} validation picture(s) are also training pictures (the "
+                   f"same pixels): {shown(both_splits)}. Thresholds calibrated on them do not "
+                   "say how new images fare; keep each picture in one split")
+    return out
 
 
 FEW_VALIDATION_IMAGES = 20

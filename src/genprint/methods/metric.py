@@ -62,6 +62,7 @@ from genprint.backbones.forensic_cnn import (
     state_tensors,
 )
 from genprint.io.crops import tiles
+from genprint.io.fingerprint import fingerprints
 from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import (
@@ -500,6 +501,9 @@ class MetricAttributor(Attributor):
         record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "separator": sep_rule, **check}
+        if self.training_fingerprints_ is not None:  # the enrolled pictures are seen too
+            self.training_fingerprints_ = np.unique(
+                np.concatenate([self.training_fingerprints_, fingerprints(images)]), axis=0)
         info = dict(getattr(self, "training_info_", {}))
         info["enrolled"] = [*info.get("enrolled", []), record]
         self.training_info_ = info

@@ -15,7 +15,8 @@ from genprint.results import Attribution, ResultsWriter, write_results
 def _rows() -> list[Attribution]:
     good = Attribution("a.png", label="x", candidate="x", score=-0.1, threshold=-0.5,
                        is_unknown=False, scores={"x": -0.1, "y": -0.9}, n_tiles=4,
-                       tile_agreement=1.0, accepted_by="threshold", sha256="ab" * 32)
+                       tile_agreement=1.0, accepted_by="threshold", seen_in_training=True,
+                       sha256="ab" * 32)
     bad = Attribution("b\udcff.png", error="file not found", error_code="not_found")
     return [good, bad, good]
 
@@ -91,3 +92,20 @@ def test_results_read_back_as_written(tmp_path: Path, suffix: str) -> None:
     (tmp_path / f"bad{suffix}").write_text("not a table", encoding="utf-8")
     with pytest.raises(ValueError, match="results"):
         read_results(tmp_path / f"bad{suffix}")
+
+
+def test_results_of_an_older_genprint_without_newer_columns_still_read(tmp_path: Path) -> None:
+    from genprint.results import OPTIONAL_COLUMNS, read_results
+
+    written = write_results(_rows()[:1], tmp_path / "r.csv")
+    with written.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    old = tmp_path / "old.csv"
+    with old.open("w", newline="", encoding="utf-8") as fh:
+        kept = [c for c in rows[0] if c not in OPTIONAL_COLUMNS]
+        writer = csv.DictWriter(fh, kept, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    [row] = read_results(old)
+    assert row.seen_in_training is None and row.label == "x" and row.scores == {"x": -0.1,
+                                                                                 "y": -0.9}

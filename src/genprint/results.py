@@ -12,12 +12,16 @@ from typing import Any, Self
 RESULT_COLUMN_TYPES = (
     ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
     ("threshold", "float64"), ("is_unknown", "bool_"), ("scores", "string"), ("n_tiles", "int64"),
-    ("tile_agreement", "float64"), ("accepted_by", "string"), ("error", "string"),
-    ("error_code", "string"), ("sha256", "string"), ("model_sha256", "string"),
+    ("tile_agreement", "float64"), ("accepted_by", "string"), ("seen_in_training", "bool_"),
+    ("error", "string"), ("error_code", "string"), ("sha256", "string"),
+    ("model_sha256", "string"),
 )
 """The columns of a results table and their Parquet (pyarrow) types."""
 
 RESULT_COLUMNS = tuple(name for name, _ in RESULT_COLUMN_TYPES)
+
+OPTIONAL_COLUMNS = ("seen_in_training",)
+"""Columns that results files written by an older genprint lack (read back as empty)."""
 
 
 @dataclass
@@ -34,7 +38,10 @@ class Attribution:
     score, rejection scores that need not rank the candidate first). ``accepted_by`` says how a known label was reached: ``"threshold"`` (the score
     is within the candidate's threshold) or ``"separator"`` (``metric`` only: an enrolled
     source's separator claimed an image outside its distance threshold); it is empty for
-    ``unknown``. For provenance, ``sha256`` is the hash of the file's bytes as read and
+    ``unknown``. ``seen_in_training`` is True when the image has the same pixels as a picture
+    the model was fitted on (training, validation or enrolment; see
+    :mod:`genprint.io.fingerprint`), so the answer may be recall rather than attribution; None
+    when the model keeps no fingerprints. For provenance, ``sha256`` is the hash of the file's bytes as read and
     analysed (files only), and ``model_sha256`` the hash of the saved model's ``card.json``,
     which lists the sha256 of every other file of the model (empty for a model never saved or
     loaded). For an image that could not be used, every field but ``path``, ``error``, the
@@ -52,6 +59,7 @@ class Attribution:
     n_tiles: int | None = None
     tile_agreement: float | None = None
     accepted_by: str | None = None
+    seen_in_training: bool | None = None
     error: str | None = None
     error_code: str | None = None
     sha256: str | None = None
@@ -138,7 +146,8 @@ def read_results(path: str | os.PathLike[str]) -> list[Attribution]:
         elif kind == ".csv":
             with src.open(newline="", encoding="utf-8") as fh:
                 reader = csv.DictReader(fh)
-                if not set(RESULT_COLUMNS) <= set(reader.fieldnames or ()):
+                if not set(RESULT_COLUMNS) - set(OPTIONAL_COLUMNS) <= set(reader.fieldnames
+                                                                          or ()):
                     raise ValueError(f"{src}: not a genprint results file (its columns are not "
                                      "attribute's)")
                 rows = [_typed(r) for r in reader]

@@ -110,9 +110,14 @@ def test_the_fitted_pictures_are_kept_with_the_model(tmp_path: Path) -> None:
     loaded = load_attributor(model.save(tmp_path / "model"))
     assert loaded.training_fingerprints_ is not None
     assert np.array_equal(loaded.training_fingerprints_, model.training_fingerprints_)
+    # each answer says whether its image is one of those pictures (pixels, not file bytes)
+    seen_img, new_img = read_image(val[0].path), read_image(val[0].path)[::-1].copy()
+    rows = loaded.attribute_arrays([seen_img, new_img])
+    assert [r.seen_in_training for r in rows] == [True, False]
     # fitted without files (the Python API's fit), a model keeps none
     direct = BaselineAttributor().fit([read_image(i.path) for i in train],
                                       [str(i.source) for i in train],
                                       [read_image(i.path) for i in val],
                                       [str(i.source) for i in val])
     assert load_attributor(direct.save(tmp_path / "direct")).training_fingerprints_ is None
+    assert direct.attribute_arrays([seen_img])[0].seen_in_training is None

@@ -101,6 +101,7 @@ def attribute(
     keep_rows = json_out or out is None
     results: list = list(done_rows) if keep_rows else []
     counts: Counter[str] = Counter(_answer(r) for r in done_rows)
+    n_seen = sum(bool(r.seen_in_training) for r in done_rows)
     writer = ResultsWriter(out) if out is not None else None
     for row in done_rows:
         writer.add(row)  # type: ignore[union-attr]
@@ -114,6 +115,7 @@ def attribute(
                 if writer is not None:
                     writer.add(row)
                 counts[_answer(row)] += 1
+                n_seen += bool(row.seen_in_training)
                 if keep_rows:
                     results.append(row)
             if writer is not None:  # inside: an interrupt while completing keeps the rows
@@ -151,6 +153,10 @@ def attribute(
         _print_table(results)
     if n_failed:
         console.print(f"[yellow]{n_failed} of {n_done} file(s) could not be used[/yellow]")
+    if n_seen and not json_out:
+        console.print(f"note: {n_seen} of {n_done} image(s) have the same pixels as pictures "
+                      "the model was fitted on (seen_in_training): their answers recall "
+                      "training rather than attribute a new image")
     if out is not None:
         console.print(f"results written to {esc(str(out))}")
     if n_failed == n_done or (strict and n_failed):
@@ -225,6 +231,8 @@ def _print_table(results: list) -> None:
                      else esc(r.label))
             if r.accepted_by == "separator":  # outside the threshold, claimed by a separator
                 label += " (separator)"
+            if r.seen_in_training:
+                label += " (seen in training)"
             cells = [label, esc(r.candidate), f"{r.score:.3f}", f"{r.threshold:.3f}"]
             cells += [f"{r.n_tiles} ({r.tile_agreement:.0%})"] if show_tiles else []
             cells += [""] if show_error else []

@@ -24,7 +24,7 @@ import numpy as np
 
 from genprint import UNKNOWN
 from genprint.io.content import UNIFORM_SHARE, is_uniform
-from genprint.io.fingerprint import check_fingerprints
+from genprint.io.fingerprint import as_keys, check_fingerprints, fingerprint
 from genprint.io.images import AnimatedPolicy
 from genprint.registry import Registry
 from genprint.results import Attribution
@@ -186,10 +186,25 @@ class Attributor(ABC):
                     accepted_by=None if unknown else (
                         "threshold" if score >= thr else "separator"),
                 )
+            seen = self._fitted_on()
+            if seen is not None:
+                for i in good:
+                    results[i].seen_in_training = fingerprint(images[i]) in seen
         model_id = getattr(self, "model_sha256_", None)
         for r in results:
             r.model_sha256 = model_id
         return results
+
+    def _fitted_on(self) -> set[bytes] | None:
+        """:attr:`training_fingerprints_` as a set (cached while the array stays the same)."""
+        rows = self.training_fingerprints_
+        if rows is None:
+            return None
+        cached = getattr(self, "_fitted_on_cache", None)
+        if cached is None or cached[0] is not rows:
+            cached = (rows, set(as_keys(rows)))
+            self._fitted_on_cache = cached
+        return cached[1]
 
     def attribute(
         self,

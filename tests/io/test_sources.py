@@ -215,3 +215,57 @@ def test_an_empty_source_folder_is_noted(tmp_path: Path) -> None:
     (tmp_path / "gan").mkdir()
     ds = read_folder(tmp_path)
     assert ds.sources() == ["real"] and any("gan" in p for p in ds.problems)
+
+
+def test_a_folder_per_split_holds_a_folder_per_source(tmp_path: Path) -> None:
+    for split in ("train", "Validation", "test"):
+        for source in ("real", "gan"):
+            _img(tmp_path / split / source / "a.png")
+    ds = read_folder(tmp_path)
+    assert sorted((i.source, i.split) for i in ds.items) == [
+        ("gan", "test"), ("gan", "train"), ("gan", "val"),
+        ("real", "test"), ("real", "train"), ("real", "val")]
+    assert ds.problems[0].startswith("read as one sub-folder per split")
+    _img(tmp_path / "train" / "loose.png")  # no source: left out, with a note
+    assert any("left out" in p for p in read_folder(tmp_path).problems)
+    _img(tmp_path / "other" / "a.png")  # a source folder beside split folders: ambiguous
+    with pytest.raises(ManifestError, match="name splits, but other does not"):
+        read_folder(tmp_path)
+
+
+def test_a_split_folder_without_source_folders_is_refused(tmp_path: Path) -> None:
+    _img(tmp_path / "train" / "a.png")
+    _img(tmp_path / "val" / "b.png")
+    with pytest.raises(ManifestError, match="must hold one sub-folder per source"):
+        read_folder(tmp_path)
+
+
+def test_a_link_to_nothing_is_noted(tmp_path: Path) -> None:
+    _img(tmp_path / "real" / "a.png")
+    (tmp_path / "gan").symlink_to(tmp_path / "nowhere")
+    ds = read_folder(tmp_path)
+    assert ds.sources() == ["real"] and any("link(s) to nothing" in p and "gan" in p
+                                            for p in ds.problems)
+
+
+def test_source_names_are_one_unicode_spelling(tmp_path: Path) -> None:
+    nfc, nfd = "gan-\u00fc", "gan-u\u0308"
+    _img(tmp_path / "f" / nfd / "a.png")
+    assert read_folder(tmp_path / "f").sources() == [nfc]
+    _img(tmp_path / "a.png")
+    m = tmp_path / "m.csv"
+    m.write_text(f"path,source\na.png,{nfd}\n", encoding="utf-8")
+    assert read_manifest(m).sources() == [nfc]
+
+
+def test_manifest_quirks_of_spreadsheets_and_windows(tmp_path: Path) -> None:
+    _img(tmp_path / "imgs" / "a.png"), _img(tmp_path / "imgs" / "b.png")
+    m = tmp_path / "m.csv"
+    m.write_text("Path , source, label ,split\nimgs/a.png,real,real,train\n"
+                 "imgs\\b.png,gan,gan-x,train\n,,,\n\n", encoding="utf-8")
+    ds = read_manifest(m)
+    assert [(i.path.name, i.source) for i in ds.items] == [("a.png", "real"), ("b.png", "gan")]
+    problems = " | ".join(ds.problems)
+    assert "1 empty row(s) skipped" in problems  # csv drops the blank line, keeps ",,,"
+    assert "differ on 1 row(s): 'source' is used" in problems
+    assert "1 path(s) written with '\\'" in problems

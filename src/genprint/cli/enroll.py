@@ -40,7 +40,7 @@ def enroll_cmd(
     import genprint
     from genprint.cli.train import report_bad_files
     from genprint.io.batches import load_items
-    from genprint.io.sources import scan_inputs
+    from genprint.io.sources import scan_inputs_report
     from genprint.storage.model_dir import ModelFormatError, model_lock
 
     if out is not None:
@@ -57,7 +57,10 @@ def enroll_cmd(
             console.print(f"[red]error:[/red] method {attributor.method!r} does not support "
                           "enrolment (use a `metric` model)")
             raise typer.Exit(2)
-        paths = scan_inputs(images)
+        scan = scan_inputs_report(images)
+        paths = scan.paths
+        if scan.repeated:
+            console.print(f"note: {scan.repeated} file(s) named more than once are read once")
         loaded, _, errors = load_items(paths, min_size=attributor.min_size)
         report_bad_files(errors)
         if not loaded:
@@ -81,6 +84,9 @@ def enroll_cmd(
                   f"image(s): {record['n_reference_points']} reference point(s), threshold "
                   f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
                   f"{esc(record['separator'])}")
+    if record.get("n_repeated"):
+        console.print(f"  note: {record['n_repeated']} image(s) had the same pixels as another "
+                      "one and were used once")
     _print_self_check(record)
     _print_overlap_check(record)
     trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)

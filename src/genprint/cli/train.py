@@ -63,8 +63,16 @@ def training_items(
             dataset = load_dataset(data)  # type: ignore[arg-type]
             for problem in dataset.problems:
                 console.print(f"[yellow]warning:[/yellow] {esc(str(problem))}")
-            if any(i.split is None for i in dataset.items):
+            unsplit = sum(i.split is None for i in dataset.items)
+            if unsplit == len(dataset.items):
                 dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+            elif unsplit:  # the data has splits: a row without one is not guessed into one
+                console.print(f"note: {unsplit} image(s) without a split are left out (the "
+                              "others have one; --val-fraction splits only data without any)")
+            unlabelled = sum(not i.source for i in dataset.items if i.split in ("train", "val"))
+            if unlabelled:
+                console.print(f"note: {unlabelled} training or validation image(s) have no "
+                              "source label and are left out")
             n_unknown = sum(i.source == UNKNOWN for i in dataset.items)
             if n_unknown:
                 console.print(f"note: {n_unknown} image(s) labelled {UNKNOWN!r} are not trained "

@@ -266,7 +266,9 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
     manifest = Path(path)
     if not manifest.is_file():
         raise ManifestError(f"{manifest}: manifest not found")
-    rows = _read_rows(manifest)
+    # column names without stray spaces or case ("path, Source" is "path,source")
+    rows = [{(k or "").strip().lower(): v for k, v in row.items()}
+            for row in _read_rows(manifest)]
     if not rows:
         raise ManifestError(f"{manifest}: the manifest has no rows")
     columns = set(rows[0])
@@ -276,15 +278,30 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
     base = manifest.parent
     items: list[Item] = []
     seen: dict[Path, tuple[str | None, str | None, int]] = {}  # path -> (source, split, line)
-    duplicates = 0
+    duplicates = blank = differ = 0
+    backslashed: list[str] = []
     for n, row in enumerate(rows, start=2):  # line 1 is the header
         where = f"{manifest}:{n}"
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str | None)):
+            blank += 1  # an empty line, or a spreadsheet's row of commas
+            continue
         raw_path = (row.get("path") or "").strip()
         if not raw_path:
             raise ManifestError(f"{where}: empty path")
         p = Path(raw_path)
         p = p if p.is_absolute() else base / p
+        if "\\" in raw_path and not _is_present(p):  # a path written on Windows
+            alt = Path(raw_path.replace("\\", "/"))
+            alt = alt if alt.is_absolute() else base / alt
+            if _is_present(alt):
+                backslashed.append(raw_path)
+                p = alt
         source = (row.get(label_col) or "").strip() or None if label_col else None
+        if source is not None:
+            source = unicodedata.normalize("NFC", source)
+        if label_col == "source" and "label" in columns and (
+                (row.get("label") or "").strip() or None) != source:
+            differ += 1
         split = _normalise_split(row.get("split"), where)
         if source is not None and (problem := source_name_problem(source)):
             raise ManifestError(f"{where}: {problem}")
@@ -311,6 +328,14 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
         origin = (row.get("origin") or "").strip() or None
         items.append(Item(p, source, split, kind, origin))
     dataset = Dataset(items, str(manifest))
+    if blank:
+        dataset.problems.append(f"{blank} empty row(s) skipped")
+    if differ:
+        dataset.problems.append(f"the manifest has both a 'source' and a 'label' column, and they "
+                                f"differ on {differ} row(s): 'source' is used")
+    if backslashed:
+        dataset.problems.append(f"{len(backslashed)} path(s) written with '\\' (e.g. "
+                                f"{backslashed[0]}) were read with '/' as the folder separator")
     if duplicates:
         dataset.problems.append(f"{duplicates} row(s) repeat an earlier row of the same file; "
                                 "each file is used once")
@@ -323,34 +348,88 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
 
 
 def read_folder(path: str | os.PathLike[str]) -> Dataset:
-    """Read a folder: one sub-folder per source, or a flat folder of unlabelled images."""
+    """Read a folder: one sub-folder per source, a sub-folder per split each holding one
+    sub-folder per source (``train/real/...``, ``val/real/...``), or a flat folder of
+    unlabelled images."""
     folder = Path(path)
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
-    subdirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    loose = [p for p in sorted(folder.iterdir())
-             if p.is_file() and is_image_file(p) and not p.name.startswith(".")]
-    items: list[Item] = []
-    for d in subdirs:
-        if problem := source_name_problem(d.name):
-            raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
-    empty = []
-    for d in subdirs:  # a folder called `unknown` holds images of unseen sources
-        found, _ = _walk_images(d)
-        items.extend(Item(p, d.name) for p in found)
-        if not found:
-            empty.append(d.name)
-    dataset = Dataset(items + [Item(p) for p in loose], str(folder))
-    if empty:
-        dataset.problems.append(f"source sub-folder(s) without image files, left out: "
-                                f"{', '.join(empty)}")
-    if subdirs and loose:
-        dataset.problems.append(
-            f"{len(loose)} image(s) directly in {folder} have no source sub-folder (unlabelled)"
-        )
+    subdirs, loose, broken = _folder_entries(folder)
+    split_named = [d for d in subdirs if _split_folder(d.name)]
+    if split_named:
+        others = [d.name for d in subdirs if not _split_folder(d.name)]
+        if others:
+            raise ManifestError(
+                f"{folder}: sub-folders {', '.join(d.name for d in split_named)} name splits, "
+                f"but {', '.join(others[:5])} do{'es' if len(others) == 1 else ''} not: use "
+                "either one sub-folder per source, or one per split (train, val, test) each "
+                "holding one sub-folder per source")
+        dataset = Dataset([], str(folder))
+        for d in split_named:
+            part = _read_sources(d, _split_folder(d.name), dataset.problems)
+            if part is None:
+                raise ManifestError(
+                    f"{d}: a split folder must hold one sub-folder per source (it has images "
+                    "but no sub-folders)")
+            dataset.items.extend(part)
+        dataset.problems.insert(0, f"read as one sub-folder per split ("
+                                f"{', '.join(sorted(d.name for d in split_named))}), each with "
+                                "one sub-folder per source")
+    else:
+        dataset = Dataset([], str(folder))
+        dataset.items = _read_sources(folder, None, dataset.problems) or [Item(p) for p in loose]
+    if broken:
+        dataset.problems.append(f"link(s) to nothing in {folder}, left out: "
+                                f"{', '.join(broken[:5])}")
     if not dataset.items:
         raise ManifestError(f"{folder}: no images found")
     return dataset
+
+
+def _folder_entries(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
+    """(sub-folders, image files, names of links to nothing) directly in ``folder``; hidden
+    entries skipped."""
+    entries = sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    subdirs = [d for d in entries if _is_folder(d)]
+    loose = [p for p in entries if p.is_file() and is_image_file(p)]
+    broken = [p.name for p in entries if p.is_symlink() and not p.exists()]
+    return subdirs, loose, broken
+
+
+def _split_folder(name: str) -> str | None:
+    """The split a folder name stands for (``train``, ``Validation``, ...), else None."""
+    v = name.strip().lower()
+    v = _SPLIT_ALIASES.get(v, v)
+    return v if v in SPLITS else None
+
+
+def _read_sources(folder: Path, split: str | None, problems: list[str]) -> list[Item] | None:
+    """Items of ``folder``'s source sub-folders (names NFC-normalised), or None when it has no
+    sub-folder. Notes empty sources and images without a source sub-folder in ``problems``."""
+    subdirs, loose, _ = _folder_entries(folder)
+    if not subdirs:
+        return None
+    for d in subdirs:
+        if problem := source_name_problem(d.name):
+            raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
+    items: list[Item] = []
+    empty = []
+    for d in subdirs:  # a folder called `unknown` holds images of unseen sources
+        found, _ = _walk_images(d)
+        source = unicodedata.normalize("NFC", d.name)
+        items.extend(Item(p, source, split) for p in found)
+        if not found:
+            empty.append(d.name)
+    where = f" of {folder.name}" if split else ""
+    if empty:
+        problems.append(f"source sub-folder(s){where} without image files, left out: "
+                        f"{', '.join(empty)}")
+    if loose:
+        problems.append(f"{len(loose)} image(s) directly in {folder} have no source sub-folder "
+                        + ("(unlabelled)" if split is None else "and are left out"))
+        if split is None:
+            items.extend(Item(p) for p in loose)
+    return items
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:

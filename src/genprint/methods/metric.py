@@ -47,6 +47,7 @@
 from __future__ import annotations
 
 import time
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,7 +63,7 @@ from genprint.backbones.forensic_cnn import (
     state_tensors,
 )
 from genprint.io.crops import tiles
-from genprint.io.fingerprint import fingerprints
+from genprint.io.fingerprint import fingerprint, fingerprints
 from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import (
@@ -439,6 +440,8 @@ class MetricAttributor(Attributor):
     def enroll(self, images: Sequence[np.ndarray], source: str, separator: bool = False
                ) -> dict[str, Any]:
         """Add ``source`` from ≥ 1 images without retraining; returns what was recorded.
+        A picture given more than once (the same pixels) is used once (``n_repeated`` counts
+        the others), so it cannot inflate the leave-one-out self-check.
 
         Reference points, threshold and separator follow :mod:`genprint.methods.metric_refs`;
         the other sources' reference points, thresholds and separators are left exactly as they
@@ -449,10 +452,15 @@ class MetricAttributor(Attributor):
         """
         self._check_fitted()
         check_source_names([source])
-        if source in self.classes_:
+        source = unicodedata.normalize("NFC", source)  # one spelling of "ü" (see io.sources)
+        if source in {unicodedata.normalize("NFC", c) for c in self.classes_}:
             raise ValueError(f"source {source!r} is already known to this model")
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
+        keys = [fingerprint(img) for img in images]  # a picture given twice counts once
+        first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
+        n_repeated = len(images) - len(first)
+        images = [images[i] for i in first]
         tile_emb, owner = self._embed_tiles(images)
         image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
@@ -498,7 +506,8 @@ class MetricAttributor(Attributor):
                 thresholds=-np.asarray(self.thresholds_),
                 enrolled=self._enrolled_mask(source),
                 separators=self.separators_, classes=list(self.classes_), new=k))
-        record = {"source": source, "n_images": len(images), "n_tiles": len(tile_emb),
+        record = {"source": source, "n_images": len(images), "n_repeated": n_repeated,
+                  "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "separator": sep_rule, **check}
         if self.training_fingerprints_ is not None:  # the enrolled pictures are seen too

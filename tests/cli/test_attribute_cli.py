@@ -333,3 +333,22 @@ def test_main_turns_sigterm_into_exit_143_and_puts_the_handler_back(
         cli_app.main()
     assert stop.value.code == 143 and cleaned == [True]
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_training_leaves_out_rows_without_a_split_or_a_source(toy_sources: Path,
+                                                              tmp_path: Path) -> None:
+    rows = ["path,source,split"]
+    for k, p in enumerate(sorted(toy_sources.rglob("*.png"))):
+        split = ("train", "train", "val", "")[k % 4]  # every 4th row has no split
+        source = "" if k == 1 else p.parent.name  # one training row without a source
+        rows.append(f"{p},{source},{split}")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    out = runner.invoke(app, ["train", "baseline", "--data", str(manifest), "--out",
+                              str(tmp_path / "m"), "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["n_train"] == 35 and summary["n_val"] == 18  # 72 rows: 36 / 18 / 18 unsplit
+    flat = " ".join(out.stderr.split())
+    assert "18 image(s) without a split are left out" in flat
+    assert "1 training or validation image(s) have no source label" in flat

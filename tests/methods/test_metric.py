@@ -138,6 +138,11 @@ def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
     assert np.mean([r.label == "p5" for r in results]) >= 0.7
     with pytest.raises(ValueError, match="already known"):
         m.enroll(new, "p5")
+    again = copy.deepcopy(model)
+    twice = again.enroll([*new[:4], new[0].copy(), new[1]], "p5-\u00e9")  # 2 pictures repeated
+    assert twice["n_images"] == 4 and twice["n_repeated"] == 2
+    with pytest.raises(ValueError, match="already known"):  # "é" as "e" + accent: one name
+        again.enroll(new, "p5-e\u0301")
 
 
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:

@@ -253,9 +253,22 @@ def test_a_few_small_images_setting_the_input_size_are_reported(
         tmp_path: Path, toy_data: dict[str, list]) -> None:
     ckpt = save_open_clip_checkpoint(tmp_path / "clip48.pt", image=48)  # native input 48
     big = [np.tile(i, (2, 2, 1)) for i in toy_data["tr"]]  # 64×64 images, and one 20×20
+    val = [np.tile(i, (2, 2, 1)) for i in toy_data["va"]]
+    small = [i[:20, :20] for i in toy_data["tr"][::3]]  # 24 of 120 images: too many to drop
     model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
-    model.fit([*big, toy_data["tr"][0][:20, :20]], [*toy_data["trl"], toy_data["trl"][0]],
-              [np.tile(i, (2, 2, 1)) for i in toy_data["va"]], toy_data["val"])
-    assert model.backbone_spec_["input_size"] < 32  # the small image sets the size for all ...
+    model.fit([*big, *small], [*toy_data["trl"], *toy_data["trl"][::3]], val, toy_data["val"])
+    assert model.backbone_spec_["input_size"] < 32  # the small images set the size for all ...
     assert any("set by the smallest image(s) (20 px" in w  # ... and the user is told
                for w in model.training_info_["warnings"])
+    # one small image among 97 (≤ 5%) is left out instead of shrinking every crop
+    one = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
+    one.fit([*big, small[0]], [*toy_data["trl"], toy_data["trl"][0]], val, toy_data["val"])
+    assert one.backbone_spec_["input_size"] == 48 and one.min_size == 48
+    [warning] = one.training_info_["warnings"]
+    assert warning.startswith("1 image(s) with a side under 48 px (the smallest: 20 px) were "
+                              "left out")
+    # ... unless it is all a source has: then it is kept and sets the size
+    lone = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
+    lone.fit([*big, small[0]], [*toy_data["trl"], "tiny"], [*val, small[1]],
+             [*toy_data["val"], "tiny"])
+    assert lone.backbone_spec_["input_size"] < 32

@@ -72,7 +72,8 @@ def train_probe_cmd(
                                                             "activation).")] = None,
     input_size: Annotated[int | None, typer.Option(help="Backbone input side (default: the "
                                                         "largest valid one that fits every "
-                                                        "image, or with --pad the backbone's "
+                                                        "image but the smallest 5% at most, "
+                                                        "or with --pad the backbone's "
                                                         "native size; never upsampled).")] = None,
     pad: Annotated[str, typer.Option(help="none (images are centre-cropped to the largest "
                                           "valid input that fits), or wrap / reflect: images "

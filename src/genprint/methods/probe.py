@@ -43,6 +43,11 @@ MEMO_SIZE = 4096
 """Images whose chosen-layer features are remembered between ``attribute`` and ``embed``."""
 
 
+SMALL_IMAGE_SHARE = 0.05
+"""Without padding or a given input size, up to this share of the fitting images, the smallest,
+may be left out so that they do not shrink every image's crop (see ``_drop_outliers``)."""
+
+
 @dataclass
 class ProbePrediction(Prediction):
     """A prediction whose candidate is the head's, not necessarily the top open-set score."""
@@ -237,6 +242,12 @@ class ProbeAttributor(Attributor):
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
         sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+        if self.pad == "none" and self.input_size is None:
+            kept = self._drop_outliers(train_images, train_labels, val_images, val_labels,
+                                       classes, sides)
+            if kept is not None:
+                train_images, train_labels, val_images, val_labels = kept
+                sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
         try:
             self.build_backbone(min(sides))
         except ValueError:
@@ -283,6 +294,42 @@ class ProbeAttributor(Attributor):
             f"{len(sides) - len(keep_tr) - len(keep_va)} image(s) with a side under {need} px, "
             "the backbone's smallest input, were left out (images are never upsampled; --pad "
             "reflect keeps them)")
+        return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
+                [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
+
+    def _drop_outliers(self, train_images: list, train_labels: list, val_images: list,
+                       val_labels: list, classes: list[str], sides: Sequence[int]
+                       ) -> tuple[list, list, list, list] | None:
+        """The input size fits the smallest image; a few much smaller images (at most
+        :data:`SMALL_IMAGE_SHARE` of them) must not shrink every crop. They are left out, with
+        a warning, when the input size that fits the others is larger and every source keeps
+        training and validation images. None when nothing is left out."""
+        from genprint.backbones.common import fit_input_size, size_rules
+        from genprint.backbones.resolve import resolve_backbone
+
+        if not sides:
+            return None
+        order = sorted(sides)
+        robust = order[int(len(order) * SMALL_IMAGE_SHARE)]
+        rules = size_rules(resolve_backbone(self.backbone, **self.backbone_options).preprocessing)
+        try:
+            size = fit_input_size(*rules, robust)
+        except ValueError:
+            return None  # even most images are too small: the usual error follows
+        if min(sides) >= size:
+            return None
+        n_tr = len(train_images)
+        keep_tr = [k for k in range(n_tr) if sides[k] >= size]
+        keep_va = [k for k in range(len(val_images)) if sides[n_tr + k] >= size]
+        if ({train_labels[k] for k in keep_tr} != set(classes)
+                or {val_labels[k] for k in keep_va} != set(classes)):
+            return None  # a source would lose all its images: keep them, crop smaller
+        n_out = len(sides) - len(keep_tr) - len(keep_va)
+        self.fit_warnings_.append(
+            f"{n_out} image(s) with a side under {size} px (the smallest: {min(sides)} px) were "
+            f"left out, so that every image is cropped to {size} px, which the other "
+            f"{len(keep_tr) + len(keep_va)} fit, rather than to what the smallest image fits; "
+            "give --input-size to choose the crop, or --pad to keep them")
         return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
                 [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
 

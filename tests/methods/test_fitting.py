@@ -59,7 +59,7 @@ def test_formats_or_sizes_that_tell_sources_apart_are_flagged() -> None:
     items += [Item(Path(f"b/{k}.JPEG"), "b") for k in range(4)]
     [warning] = confound_warnings(items, [img(32)] * 8)
     assert warning.startswith("the file format alone names the source of 100% of the training "
-                              "images (guessing the largest source: 0%)")
+                              "images (guessing the largest source: 50%)")
     assert "a: png; b: jpg" in warning
     # sizes that split the sources 49 to 1 each way are a confound, though both sources have both
     items = [Item(Path(f"{s}/{k}.png"), s) for s in "ab" for k in range(50)]
@@ -70,6 +70,19 @@ def test_formats_or_sizes_that_tell_sources_apart_are_flagged() -> None:
     rng = np.random.default_rng(0)
     varied = [img(int(side)) for side in rng.integers(64, 400, 100)]
     assert confound_warnings(items, varied) == []
+    # real photographs in JPEG, two generators in PNG: the format names only 2 in 3 images,
+    # but real's format is its own
+    items = [Item(Path(f"{s}/{k}.{'jpg' if s == 'real' else 'png'}"), s)
+             for s in ("real", "gan-a", "gan-b") for k in range(25)]
+    [warning] = confound_warnings(items, [img(32)] * 75)
+    assert warning.startswith("real: 25 of its 25 training images are jpg, against 0 of the "
+                              "other sources' 50 (mostly png)")
+    # a PNG among real's images and a JPEG among the generators' do not clear it ...
+    items[0], items[30] = Item(Path("real/0.png"), "real"), Item(Path("gan-a/x.jpg"), "gan-a")
+    assert len(confound_warnings(items, [img(32)] * 75)) == 1
+    # ... a generator with JPEGs too does
+    items[25:35] = [Item(Path(f"gan-a/{k}.jpg"), "gan-a") for k in range(10)]
+    assert confound_warnings(items, [img(32)] * 75) == []
     # .tif and .tiff are one format
     items = [Item(Path(f"{s}/{k}.{'tif' if k % 2 else 'tiff'}"), s) for s in "ab" for k in range(4)]
     assert confound_warnings(items, [img(32)] * 8) == []

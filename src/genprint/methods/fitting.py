@@ -167,6 +167,41 @@ def confound_warnings(items: Sequence[Item], images: Sequence[np.ndarray]) -> li
                        f"images (guessing the largest source: {chance:.0%}) — {listed}: a "
                        f"model can learn the {what} instead of the source; make {what}s alike "
                        "across sources")
+    if not any(w.startswith("the file format") for w in out):
+        out.extend(_own_format_warnings(formats, labels))
+    return out
+
+
+OWN_FORMAT_SHARE = 0.9
+"""A source with at least this share of its training images in a file format that at most
+1 − this share of the other sources' training images have is flagged (e.g. real photographs
+as JPEG, generators as PNG)."""
+
+
+def _own_format_warnings(formats: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """Sources (≥ 5 images) whose images are almost all in a format the other sources hardly
+    use: the format's own traces (JPEG's 8×8 blocks) then name the source, even when the format
+    does not name most of the training images (several generators in PNG, real photographs in
+    JPEG)."""
+    by_source: dict[str, Counter[str]] = {}
+    for fmt, src in zip(formats, labels, strict=True):
+        by_source.setdefault(src, Counter())[fmt] += 1
+    out = []
+    for src, counts in sorted(by_source.items()):
+        fmt, n = counts.most_common(1)[0]
+        total = sum(counts.values())
+        others = Counter[str]()
+        for other, c in by_source.items():
+            if other != src:
+                others.update(c)
+        n_others = sum(others.values())
+        if (total >= 5 and n_others and n >= OWN_FORMAT_SHARE * total
+                and others[fmt] <= (1 - OWN_FORMAT_SHARE) * n_others):
+            main = ", ".join(f for f, _ in others.most_common(2))
+            out.append(f"{src}: {n} of its {total} training images are {fmt}, against "
+                       f"{others[fmt]} of the other sources' {n_others} (mostly {main}): a "
+                       "model can learn the format's traces instead of the source; give every "
+                       "source the same format")
     return out
 
 
@@ -176,8 +211,8 @@ def _extension(path: Path) -> str:
 
 
 def _leave_one_out_accuracy(values: Sequence[str], labels: Sequence[str]) -> tuple[float, float]:
-    """(share of images whose source the value names, leave-one-out; share named by guessing
-    the largest of the other images' sources)."""
+    """(share of images whose source the value names, leave-one-out; share named by always
+    guessing the largest source)."""
     by_value: dict[str, Counter[str]] = {}
     for v, label in zip(values, labels, strict=True):
         by_value.setdefault(v, Counter())[label] += 1
@@ -192,8 +227,9 @@ def _leave_one_out_accuracy(values: Sequence[str], labels: Sequence[str]) -> tup
     # the guesses depend only on (value, label), not on the image: computed once per pair
     by_label = {label: guess(total, label) for label in total}
     by_pair = {(v, label): guess(c, label) for v, c in by_value.items() for label in c}
-    named = chance = 0
+    named = 0
     for v, label in zip(values, labels, strict=True):
-        chance += by_label[label] == label
         named += (by_pair[v, label] or by_label[label]) == label
-    return named / len(labels), chance / len(labels)
+    # chance: always guessing the largest source (the leave-one-out version of it is 0% for
+    # balanced sources, which reads as nonsense in the warning)
+    return named / len(labels), max(total.values()) / len(labels)

@@ -13,14 +13,14 @@ RESULT_COLUMN_TYPES = (
     ("path", "string"), ("label", "string"), ("candidate", "string"), ("score", "float64"),
     ("threshold", "float64"), ("is_unknown", "bool_"), ("scores", "string"), ("n_tiles", "int64"),
     ("tile_agreement", "float64"), ("accepted_by", "string"), ("seen_in_training", "bool_"),
-    ("error", "string"), ("error_code", "string"), ("sha256", "string"),
+    ("notes", "string"), ("error", "string"), ("error_code", "string"), ("sha256", "string"),
     ("model_sha256", "string"),
 )
 """The columns of a results table and their Parquet (pyarrow) types."""
 
 RESULT_COLUMNS = tuple(name for name, _ in RESULT_COLUMN_TYPES)
 
-OPTIONAL_COLUMNS = ("seen_in_training",)
+OPTIONAL_COLUMNS = ("seen_in_training", "notes")
 """Columns that results files written by an older genprint lack (read back as empty)."""
 
 
@@ -41,7 +41,10 @@ class Attribution:
     ``unknown``. ``seen_in_training`` is True when the image has the same pixels as a picture
     the model was fitted on (training, validation or enrolment; see
     :mod:`genprint.io.fingerprint`), so the answer may be recall rather than attribution; None
-    when the model keeps no fingerprints. For provenance, ``sha256`` is the hash of the file's bytes as read and
+    when the model keeps no fingerprints. ``notes`` says what reading the file changed or
+    left out (e.g. 16-bit values reduced to 8 bits, an alpha channel dropped, an EXIF
+    orientation not applied; ``"; "``-separated), None when the pixels are the stored ones or
+    for images given as arrays. For provenance, ``sha256`` is the hash of the file's bytes as read and
     analysed (files only), and ``model_sha256`` the hash of the saved model's ``card.json``,
     which lists the sha256 of every other file of the model (empty for a model never saved or
     loaded). For an image that could not be used, every field but ``path``, ``error``, the
@@ -60,6 +63,7 @@ class Attribution:
     tile_agreement: float | None = None
     accepted_by: str | None = None
     seen_in_training: bool | None = None
+    notes: str | None = None
     error: str | None = None
     error_code: str | None = None
     sha256: str | None = None

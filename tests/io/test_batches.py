@@ -41,7 +41,8 @@ def test_one_result_per_file_in_input_order(mixed: list[Path], workers: int) -> 
         if r.ok:
             assert r.pixels.shape == (8 + k % 5, 12, 3)
             np.testing.assert_array_equal(r.pixels, np.asarray(Image.open(r.path)))
-    path, _pixels, digest = results[0]  # still a plain 3-tuple for unpacking
+    path, _pixels, digest, notes = results[0]  # a plain tuple for unpacking
+    assert notes == ()  # 8-bit RGB PNGs: the pixels as stored
     assert path == mixed[0] and digest == results[0].sha256
 
 

@@ -81,7 +81,7 @@ def test_truncated_animated_gif_is_a_per_file_error() -> None:
 
 def test_any_decoder_failure_becomes_a_per_file_error(monkeypatch: pytest.MonkeyPatch,
                                                       pixels: np.ndarray) -> None:
-    def broken(img: Image.Image) -> np.ndarray:
+    def broken(img: Image.Image, deep: bool = False) -> np.ndarray:
         raise IndexError("list index out of range")
 
     monkeypatch.setattr("genprint.io.images._to_rgb8", broken)

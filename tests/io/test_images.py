@@ -74,13 +74,66 @@ def test_one_pixel_image_reads_but_fails_a_crop_requirement() -> None:
     assert err.value.code == "too_small" and "never upsampled" in err.value.reason
 
 
-def test_sixteen_bit_png_maps_to_8_bit_by_rounding() -> None:
-    values = np.array([[0, 257, 65535, 32896]], dtype=np.uint16)
+def test_sixteen_bit_grey_keeps_the_high_byte_and_says_so() -> None:
+    values = np.array([[0, 257, 65535, 32896, 511]], dtype=np.uint16)
     data = _encode(Image.fromarray(values), "PNG")
     pixels, info = decode_image(data)
     assert info.mode.startswith("I")
-    np.testing.assert_array_equal(pixels[0, :, 0], [0, 1, 255, 128])
+    np.testing.assert_array_equal(pixels[0, :, 0], [0, 1, 255, 128, 1])
     np.testing.assert_array_equal(pixels[..., 0], pixels[..., 2])
+    assert info.notes == ("16-bit grey values reduced to 8 bits (the high byte of each)",)
+    # 12-bit sensor data in a 16-bit file: most grey levels are lost, and the note says so
+    twelve = np.arange(0, 4096, 16, dtype=np.uint16).reshape(16, 16)
+    _, info = decode_image(_encode(Image.fromarray(twelve), "PNG"))
+    [note] = info.notes
+    assert "the values reach only 4080 (at most 12 bits used), so 16 grey level(s) remain" in note
+
+
+def _png16_rgb(values: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG (Pillow cannot write one)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    h, w, _ = values.shape
+    rows = b"".join(b"\x00" + values[y].astype(">u2").tobytes() for y in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_sixteen_bit_colour_is_reduced_like_grey_and_said() -> None:
+    values = np.array([[[0, 257, 65535], [32896, 511, 4095]]], dtype=np.uint16)
+    pixels, info = decode_image(_png16_rgb(values))
+    np.testing.assert_array_equal(pixels, values >> 8)  # the same rule as 16-bit grey
+    assert info.notes == (("16-bit colour values reduced to 8 bits (the high byte of each, by "
+                          "Pillow)"),)
+
+
+def test_dropped_alpha_colour_conversions_and_orientation_are_noted() -> None:
+    rgba = np.full((4, 4, 4), 200, np.uint8)
+    rgba[..., 3] = 255
+    rgba[0, :2, 3] = 0  # 2 of 16 pixels transparent
+    pixels, info = decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))
+    assert tuple(pixels[0, 0]) == (200, 200, 200)  # their stored colour, analysed
+    assert info.notes == (("alpha channel dropped: 12.5% of the pixels are not opaque, and their "
+                          "stored colours are analysed"),)
+    _, info = decode_image(_encode(Image.fromarray(np.full((4, 4, 4), 9, np.uint8)[..., :3]),
+                                   "PNG"))
+    assert info.notes == ()  # plain 8-bit RGB: nothing to say
+    rgba[..., 3] = 255  # an opaque alpha channel loses nothing
+    assert decode_image(_encode(Image.fromarray(rgba, "RGBA"), "PNG"))[1].notes == ()
+    img = Image.new("CMYK", (16, 16), (0, 255, 255, 0))
+    assert decode_image(_encode(img, "JPEG"))[1].notes == (
+        "converted from CMYK to RGB by Pillow's colour conversion (not the stored values)",)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = _encode(Image.new("RGB", (16, 8), (1, 2, 3)), "JPEG", exif=exif.tobytes())
+    pixels, info = decode_image(rotated)
+    assert pixels.shape == (8, 16, 3) and info.exif_orientation == 6
+    assert info.notes == ("EXIF orientation 6 not applied: the pixels are analysed as stored",)
 
 
 def test_cmyk_jpeg_converts_to_rgb() -> None:

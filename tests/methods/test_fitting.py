@@ -134,3 +134,16 @@ def test_the_fitted_pictures_are_kept_with_the_model(tmp_path: Path) -> None:
                                       [str(i.source) for i in val])
     assert load_attributor(direct.save(tmp_path / "direct")).training_fingerprints_ is None
     assert direct.attribute_arrays([seen_img])[0].seen_in_training is None
+
+
+def test_answers_say_how_a_file_was_read(tmp_path: Path) -> None:
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    model = BaselineAttributor()
+    fit_on_items(model, train, val)
+    grey = np.random.default_rng(1).integers(0, 4096, (48, 48)).astype(np.uint16)
+    Image.fromarray(grey).save(tmp_path / "sensor.png")  # 12-bit values in a 16-bit file
+    plain, sensor = model.attribute([train[0].path, tmp_path / "sensor.png"])
+    assert plain.notes is None
+    assert sensor.ok and "16-bit grey values reduced to 8 bits" in str(sensor.notes)
+    assert "16 grey level(s) remain" in str(sensor.notes)

@@ -102,6 +102,7 @@ def attribute(
     results: list = list(done_rows) if keep_rows else []
     counts: Counter[str] = Counter(_answer(r) for r in done_rows)
     n_seen = sum(bool(r.seen_in_training) for r in done_rows)
+    n_noted = sum(bool(r.notes) for r in done_rows)
     writer = ResultsWriter(out) if out is not None else None
     for row in done_rows:
         writer.add(row)  # type: ignore[union-attr]
@@ -116,6 +117,7 @@ def attribute(
                     writer.add(row)
                 counts[_answer(row)] += 1
                 n_seen += bool(row.seen_in_training)
+                n_noted += bool(row.notes)
                 if keep_rows:
                     results.append(row)
             if writer is not None:  # inside: an interrupt while completing keeps the rows
@@ -153,6 +155,10 @@ def attribute(
         _print_table(results)
     if n_failed:
         console.print(f"[yellow]{n_failed} of {n_done} file(s) could not be used[/yellow]")
+    if n_noted and not json_out:
+        console.print(f"note: {n_noted} image(s) were not analysed exactly as stored (e.g. "
+                      "16-bit values reduced to 8 bits, alpha dropped): see the notes column"
+                      + ("" if out is not None else " of --out or --json"))
     if n_seen and not json_out:
         console.print(f"note: {n_seen} of {n_done} image(s) have the same pixels as pictures "
                       "the model was fitted on (seen_in_training): their answers recall "

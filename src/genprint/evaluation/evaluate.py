@@ -168,7 +168,7 @@ class _TestSet:
         """The kept images read again, each checked to be the bytes first read."""
         assert self.kept is not None
         paths = [self.items[k].path for k in self.kept]
-        for k, (path, loaded, digest) in zip(self.kept, iter_images(paths,
+        for k, (path, loaded, digest, _) in zip(self.kept, iter_images(paths,
                                                                     min_size=self.min_size),
                                             strict=True):
             if isinstance(loaded, ImageError) or digest != self.sha256.get(k):
@@ -186,7 +186,7 @@ class _TestSet:
 
         def usable() -> Iterator[tuple[int, np.ndarray]]:
             nonlocal cache, pixels
-            for k, (path, loaded, digest) in enumerate(iter_images(
+            for k, (path, loaded, digest, _) in enumerate(iter_images(
                     [i.path for i in self.items], min_size=self.min_size)):
                 self.sha256[k] = digest
                 if isinstance(loaded, ImageError) or is_uniform(loaded):

@@ -16,13 +16,15 @@ R = TypeVar("R")
 
 
 class LoadResult(NamedTuple):
-    """One file read by :func:`iter_images` (a tuple, so ``path, pixels, sha256 = r`` works)."""
+    """One file read by :func:`iter_images` (a tuple: ``path, pixels, sha256, notes = r``)."""
 
     path: Path
     pixels: np.ndarray | ImageError
     """The RGB pixels, or the error that says why the file could not be used."""
     sha256: str | None
     """Hex sha256 of the bytes read (None when none could be read)."""
+    notes: tuple[str, ...] = ()
+    """What decoding changed or left out (:attr:`genprint.io.images.ImageInfo.notes`)."""
 
     @property
     def ok(self) -> bool:
@@ -89,7 +91,7 @@ def iter_images(
     def load(p: str | os.PathLike[str]) -> LoadResult:
         try:
             pixels, info = read_image_with_info(p, **kwargs)  # type: ignore[arg-type]
-            return LoadResult(Path(p), pixels, info.sha256)
+            return LoadResult(Path(p), pixels, info.sha256, info.notes)
         except ImageError as exc:
             return LoadResult(Path(p), exc, exc.sha256)
 
@@ -128,8 +130,8 @@ def load_items(
     images: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[tuple[Path, ImageError]] = []
-    for idx, (path, loaded, _) in enumerate(iter_images(paths, workers=workers,
-                                                        min_size=min_size)):
+    for idx, (path, loaded, *_) in enumerate(iter_images(paths, workers=workers,
+                                                         min_size=min_size)):
         if isinstance(loaded, ImageError):
             errors.append((path, loaded))
         else:

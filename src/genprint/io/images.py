@@ -135,6 +135,10 @@ class ImageInfo:
     exif_orientation: int | None = None
     sha256: str | None = None
     """Hex sha256 of the file's bytes as read (the bytes that were decoded)."""
+    notes: tuple[str, ...] = ()
+    """What decoding to 8-bit RGB changed or left out, in words (16-bit values reduced, alpha
+    dropped, a colour conversion, an EXIF orientation not applied); empty when the pixels are
+    the stored ones."""
 
 
 STRIP_BYTES = 4 * 1024 * 1024
@@ -142,42 +146,72 @@ STRIP_BYTES = 4 * 1024 * 1024
 holds Pillow's buffer, its ``tobytes()`` copy and the array together (3× the image)."""
 
 
-def _strips_rgb8(img: Image.Image) -> np.ndarray:
-    """The first three channels of an 8-bit RGB/RGBA/RGBX image, copied strip by strip."""
+def _strips_rgb8(img: Image.Image) -> tuple[np.ndarray, int]:
+    """The first three channels of an 8-bit RGB/RGBA/RGBX image, copied strip by strip, and
+    how many pixels an alpha channel (RGBA) makes less than opaque."""
     width, height = img.size
     out = np.empty((height, width, 3), dtype=np.uint8)
     rows = max(1, STRIP_BYTES // max(1, width * len(img.getbands())))
+    see_through = 0
     for top in range(0, height, rows):
-        strip = img.crop((0, top, width, min(height, top + rows)))
-        out[top : top + strip.height] = np.asarray(strip, dtype=np.uint8)[:, :, :3]
-    return out
+        strip = np.asarray(img.crop((0, top, width, min(height, top + rows))), dtype=np.uint8)
+        out[top : top + strip.shape[0]] = strip[:, :, :3]
+        if img.mode == "RGBA":
+            see_through += int(np.count_nonzero(strip[:, :, 3] < 255))
+    return out, see_through
 
 
-def _to_rgb8(img: Image.Image) -> np.ndarray:
-    """Convert a decoded Pillow image to an (H, W, 3) uint8 array without resampling."""
+def _alpha_note(see_through: int, total: int) -> list[str]:
+    if not see_through:
+        return []
+    return [(f"alpha channel dropped: {see_through / max(total, 1):.1%} of the pixels are not "
+            "opaque, and their stored colours are analysed")]
+
+
+def _to_rgb8(img: Image.Image, deep: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Convert a decoded Pillow image to an (H, W, 3) uint8 array without resampling, and notes
+    on what the conversion changed. ``deep``: the file stores 16-bit samples."""
     mode = img.mode
+    total = img.size[0] * img.size[1]
     if mode in ("RGB", "RGBA", "RGBX"):
-        return _strips_rgb8(img)
+        out, see_through = _strips_rgb8(img)
+        notes = (["16-bit colour values reduced to 8 bits (the high byte of each, by Pillow)"]
+                 if deep else [])
+        return out, notes + _alpha_note(see_through, total)
     if mode in ("L", "1"):
         grey = np.asarray(img.convert("L"), dtype=np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        return np.repeat(grey[:, :, None], 3, axis=2), []
     if mode in ("P", "PA"):
-        return np.asarray(img.convert("RGBA"), dtype=np.uint8)[:, :, :3].copy()
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)
+        return (rgba[:, :, :3].copy(),
+                _alpha_note(int(np.count_nonzero(rgba[:, :, 3] < 255)), total))
     if mode == "RGBa":
-        return np.asarray(img, dtype=np.uint8)[:, :, :3].copy()
+        rgba = np.asarray(img, dtype=np.uint8)
+        return (rgba[:, :, :3].copy(),
+                _alpha_note(int(np.count_nonzero(rgba[:, :, 3] < 255)), total))
     if mode in ("LA", "La"):
-        grey = np.asarray(img, dtype=np.uint8)[:, :, 0]
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        la = np.asarray(img, dtype=np.uint8)
+        return (np.repeat(la[:, :, :1], 3, axis=2),
+                _alpha_note(int(np.count_nonzero(la[:, :, 1] < 255)), total))
     if mode.startswith("I;16") or mode == "I":
         values = np.asarray(img).astype(np.int64)
-        if values.size and (values.min() < 0 or values.max() > 65535):
+        top = int(values.max()) if values.size else 0
+        if values.size and (values.min() < 0 or top > 65535):
             raise ImageError("unsupported_mode", f"32-bit integer image with values "
-                             f"{values.min()}..{values.max()}, outside 0..65535: its range is "
+                             f"{values.min()}..{top}, outside 0..65535: its range is "
                              "not defined")
-        grey = np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8)
-        return np.repeat(grey[:, :, None], 3, axis=2)
+        grey = (values >> 8).astype(np.uint8)  # the high byte, as Pillow does for 16-bit RGB
+        note = "16-bit grey values reduced to 8 bits (the high byte of each)"
+        if top < 4096:
+            levels = len(np.unique(grey))
+            note += (f"; the values reach only {top} (at most 12 bits used), so {levels} grey "
+                     f"level(s) remain: scale the data to 16 bits, or save it as 8-bit, "
+                     "before analysing it")
+        return np.repeat(grey[:, :, None], 3, axis=2), [note]
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+        return (np.asarray(img.convert("RGB"), dtype=np.uint8).copy(),
+                [(f"converted from {mode} to RGB by Pillow's colour conversion (not the stored "
+                 "values)")])
     raise ImageError("unsupported_mode", f"unsupported pixel mode {mode!r}")
 
 
@@ -328,7 +362,8 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 "the first frame (`--first-frame` where a command offers it, "
                 "animated='first' in Python)",
             )
-        orientation = _exif_orientation(img)
+        deep = ";16" in str(img.tile)  # 16-bit samples, which Pillow reads as 8-bit RGB
+        orientation = _exif_orientation(img)  # (for a PNG, this may decode it already)
         try:
             img.seek(0)
             _load_strictly(img)
@@ -337,11 +372,15 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
             if "truncated" in message.lower() or isinstance(exc, EOFError):
                 raise ImageError("truncated", f"file is truncated: {message}") from None
             raise ImageError("corrupt", f"cannot decode image data: {message}") from None
+        pixels, notes = _to_rgb8(img, deep)
+        if orientation not in (None, 1):
+            notes.append(f"EXIF orientation {orientation} not applied: the pixels are analysed "
+                         "as stored")
         info = ImageInfo(
             format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
-            exif_orientation=orientation,
+            exif_orientation=orientation, notes=tuple(notes),
         )
-        return _to_rgb8(img), info
+        return pixels, info
 
 
 def decode_image(

@@ -260,7 +260,7 @@ class Attributor(ABC):
         def run(images: list[np.ndarray], waiting: list[Attribution]) -> list[Attribution]:
             out = self.attribute_arrays(images, [w.path for w in waiting])
             for row, w in zip(out, waiting, strict=True):
-                row.sha256 = w.sha256
+                row.sha256, row.notes = w.sha256, w.notes
             if on_progress:
                 on_progress(len(images))
             return out
@@ -268,7 +268,8 @@ class Attributor(ABC):
         yield from ordered_batches(
             iter_images(inputs, workers=workers, min_size=self.min_size, animated=animated),
             batch_size=batch_size, batch_pixels=BATCH_PIXELS, error_row=error_row,
-            placeholder=lambda r: Attribution(str(r.path), sha256=r.sha256), run=run)
+            placeholder=lambda r: Attribution(str(r.path), sha256=r.sha256,
+                                              notes="; ".join(r.notes) or None), run=run)
 
     def save(self, path: str | os.PathLike[str], overwrite: bool = False) -> Path:
         """Save the fitted attributor as a model directory (atomic; see genprint.storage)."""

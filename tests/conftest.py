@@ -62,3 +62,15 @@ def toy_sources(tmp_path: Path) -> Path:
         for i in range(24):
             Image.fromarray(textured(rng, 36, 40, period)).save(root / name / f"{i:02d}.png")
     return root
+
+
+def rewrite_card(path: Path, card: dict) -> None:
+    """Write an edited card with its digest recomputed, as a deliberate forger would: for tests
+    of what loading checks beyond the digest (an edit that keeps the old digest is refused)."""
+    import json
+
+    from genprint.storage.model_dir import CARD_DIGEST, card_digest
+
+    card = {k: v for k, v in card.items() if k != CARD_DIGEST}
+    card[CARD_DIGEST] = card_digest(card)
+    path.write_text(json.dumps(card))

@@ -85,6 +85,11 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     assert card["backbone"]["architecture"]["width"] == 4  # taken from the checkpoint
     assert card["backbone"]["preprocessing"]["crop"] == "tiles"
     assert card["training"]["loss_classes"] == 4  # real's two cameras (manifest origins) split
+    import hashlib
+
+    manifest = (bench / "manifest.csv").read_bytes()
+    assert card["training"]["manifest_sha256"] == hashlib.sha256(manifest).hexdigest()
+    assert len(card["training"]["data_digest"]) == 64 and card["created"]["torch_threads"] >= 1
 
     rows = invoke("attribute", str(model), str(bench / "images" / "gen-c"))
     assert len(rows) == 16 and all(r["error"] is None for r in rows)
@@ -94,6 +99,8 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     enrolled = invoke("enroll", str(model), "--source", "gen-c",
                       *map(str, sorted((bench / "images" / "gen-c").glob("*.png"))[:5]))
     assert enrolled["source"] == "gen-c" and enrolled["n_images"] == 5
+    assert enrolled["model_sha256_before"] == before.model_sha256_  # the history of a model
+    assert len(enrolled["image_fingerprints"]) == 5 and enrolled["enrolled_utc"].endswith("Z")
     assert enrolled["separator"] == "none (off by default)"
     assert 0.0 <= enrolled["loo_recall"] <= 1.0  # the leave-one-out self-check ran
     assert enrolled["overlap_samples"] > 0 and 0.0 <= enrolled["overlap_share"] <= 1.0
@@ -111,6 +118,9 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     kept = {r.tobytes() for r in after.training_fingerprints_}
     assert len(before.training_fingerprints_) == 36  # the 24 training and 12 validation images
     assert kept == {r.tobytes() for r in before.training_fingerprints_} | enrolled_prints
+    assert {bytes.fromhex(h) for h in enrolled["image_fingerprints"]} == enrolled_prints
+    card_after = json.loads((model / "card.json").read_text())
+    assert card_after["created"] == card["created"] and "modified" in card_after
     assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no leftover temp dirs
     out = runner.invoke(app, ["enroll", str(model), "--source", "gen-c",
                               str(bench / "images" / "gen-c" / "00000.png")])

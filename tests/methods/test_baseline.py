@@ -13,7 +13,7 @@ from genprint.io.sources import load_dataset, with_split
 from genprint.methods.base import NotFittedError
 from genprint.methods.baseline import BaselineAttributor
 from genprint.methods.thresholds import score_threshold
-from tests.conftest import textured
+from tests.conftest import rewrite_card, textured
 
 
 def _fit(root: Path, sources: list[str] | None = None) -> BaselineAttributor:
@@ -139,6 +139,6 @@ def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path
     out = _fit(toy_sources).save(tmp_path / "m")
     card = json.loads((out / "card.json").read_text())
     edit(card)
-    (out / "card.json").write_text(json.dumps(card))  # NaN is written as the JSON extension NaN
+    rewrite_card(out / "card.json", card)  # NaN is written as the JSON extension NaN
     with pytest.raises(ModelFormatError, match=message):
         genprint.load(out)

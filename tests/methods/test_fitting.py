@@ -147,3 +147,20 @@ def test_answers_say_how_a_file_was_read(tmp_path: Path) -> None:
     assert plain.notes is None
     assert sensor.ok and "16-bit grey values reduced to 8 bits" in str(sensor.notes)
     assert "16 grey level(s) remain" in str(sensor.notes)
+
+
+def test_the_card_identifies_the_data_by_content_and_labels(tmp_path: Path) -> None:
+    from genprint.io.fingerprint import dataset_digest
+
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    model = BaselineAttributor()
+    fit_on_items(model, train, val)
+    digest = model.training_info_["data_digest"]
+    assert digest == dataset_digest([*reversed(val), *train])  # order does not count ...
+    Image.open(train[0].path).save(tmp_path / "same.tif")  # ... nor the file format
+    assert digest == dataset_digest([replace(train[0], path=tmp_path / "same.tif"),
+                                     *train[1:], *val])
+    assert digest != dataset_digest([replace(train[0], source="b"), *train[1:], *val])  # label
+    assert digest != dataset_digest([replace(train[0], split="val"), *train[1:], *val])  # split
+    assert digest != dataset_digest([*train[1:], *val])  # one image fewer

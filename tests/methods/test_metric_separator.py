@@ -15,7 +15,7 @@ import genprint
 from genprint.methods import metric_refs as refs
 from genprint.methods.metric import MetricAttributor
 from genprint.storage.model_dir import CARD_NAME, ModelFormatError, sha256_file
-from tests.conftest import textured
+from tests.conftest import rewrite_card, textured
 from tests.methods.test_metric import TINY, toy
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -99,7 +99,7 @@ def test_enrolment_fits_a_separator_and_leaves_the_others(model: MetricAttributo
 
 def test_the_separator_is_opt_in(model: MetricAttributor) -> None:
     m = copy.deepcopy(model)
-    record = m.enroll([textured(np.random.default_rng(1), 32, 32, 5) for _ in range(4)], "p5")
+    record = m.enroll([textured(np.random.default_rng([1, k]), 32, 32, 5) for k in range(4)], "p5")
     assert record["separator"] == "none (off by default)"
     assert np.isnan(m.separators_).all() and np.sum(m.sample_sources_ == 3) == 4
     assert all(p.margins is None for p in m.predict_arrays(toy(1, 2)[0]))
@@ -132,7 +132,7 @@ def test_the_attribute_table_marks_separator_labels(model: MetricAttributor,
     from genprint.cli.app import app
 
     m = copy.deepcopy(model)
-    m.enroll([textured(np.random.default_rng(4), 32, 32, 5) for _ in range(4)], "p5",
+    m.enroll([textured(np.random.default_rng([4, k]), 32, 32, 5) for k in range(4)], "p5",
              separator=True)
     m.thresholds_[:] = -1e-9  # nothing is accepted by distance ...
     m.separators_[-1] = np.r_[np.zeros(TINY["embedding_dim"]), 1.0]  # ... p5 claims it all
@@ -152,7 +152,7 @@ def test_the_attribute_table_marks_separator_labels(model: MetricAttributor,
 def test_separators_round_trip_and_are_checked_on_load(model: MetricAttributor,
                                                        tmp_path: Path) -> None:
     m = copy.deepcopy(model)
-    m.enroll([textured(np.random.default_rng(8), 32, 32, 5) for _ in range(5)], "p5",
+    m.enroll([textured(np.random.default_rng([8, k]), 32, 32, 5) for k in range(5)], "p5",
              separator=True)
     m.save(tmp_path / "model")
     loaded = genprint.load(tmp_path / "model")
@@ -200,7 +200,8 @@ def test_a_model_without_samples_enrols_without_a_separator(model: MetricAttribu
     _refresh_checksums(tmp_path / "old")
     old = genprint.load(tmp_path / "old")
     assert old.samples_ is None
-    record = old.enroll([textured(np.random.default_rng(2), 32, 32, 5) for _ in range(4)], "p5",
+    record = old.enroll([textured(np.random.default_rng([2, k]), 32, 32, 5) for k in range(4)],
+                        "p5",
                         separator=True)
     assert record["separator"].startswith("none: the model keeps no sample")
     assert old.samples_ is None and old.separators_ is None
@@ -215,4 +216,4 @@ def _refresh_checksums(folder: Path) -> None:
     card = json.loads((folder / CARD_NAME).read_text())
     card["files"] = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
                      if p.name != CARD_NAME}
-    (folder / CARD_NAME).write_text(json.dumps(card))
+    rewrite_card(folder / CARD_NAME, card)

@@ -8,6 +8,7 @@ import torch
 
 from genprint.methods.metric import MetricAttributor
 from genprint.methods.metric_train import patch_batches, symmetry_view, symmetry_views
+from tests.conftest import rewrite_card
 from tests.methods.test_metric import TINY, toy
 
 
@@ -90,6 +91,6 @@ def test_symmetries_survive_save_and_load_and_a_bad_value_is_refused(tmp_path) -
     card_path = next((tmp_path / "m").glob("*.json"))
     card = json.loads(card_path.read_text())
     card["params"]["symmetries"] = "rotate-45"
-    card_path.write_text(json.dumps(card))
+    rewrite_card(card_path, card)
     with pytest.raises(ModelFormatError, match="symmetries"):
         genprint.load(tmp_path / "m")

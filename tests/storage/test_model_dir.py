@@ -18,6 +18,7 @@ from genprint.storage.model_dir import (
     read_model_dir,
     write_model_dir,
 )
+from tests.conftest import rewrite_card
 
 
 def _write(path: Path, **kw: object) -> Path:
@@ -63,7 +64,7 @@ def test_newer_format_version_is_refused_with_upgrade_advice(tmp_path: Path) -> 
     out = _write(tmp_path / "m")
     card = json.loads((out / "card.json").read_text())
     card["format_version"] = FORMAT_VERSION + 1
-    (out / "card.json").write_text(json.dumps(card))
+    rewrite_card(out / "card.json", card)
     with pytest.raises(ModelFormatError, match="Upgrade genprint"):
         read_model_dir(out)
 
@@ -189,7 +190,7 @@ def test_a_card_listing_outside_files_or_a_damaged_array_is_refused(tmp_path: Pa
     out = _write(tmp_path / "m")
     card = json.loads((out / "card.json").read_text())
     card["files"]["../../etc/passwd"] = "0" * 64
-    (out / "card.json").write_text(json.dumps(card))
+    rewrite_card(out / "card.json", card)
     with pytest.raises(ModelFormatError, match="invalid file name"):
         read_model_dir(out)
     out = _write(tmp_path / "m2")
@@ -197,6 +198,51 @@ def test_a_card_listing_outside_files_or_a_damaged_array_is_refused(tmp_path: Pa
     weights.write_bytes(weights.read_bytes()[:20])  # truncated, with its checksum updated
     card = json.loads((out / "card.json").read_text())
     card["files"]["weights.safetensors"] = hashlib.sha256(weights.read_bytes()).hexdigest()
-    (out / "card.json").write_text(json.dumps(card))
+    rewrite_card(out / "card.json", card)
     with pytest.raises(ModelFormatError, match="cannot be read"):
         read_model_dir(out)
+
+
+def test_a_card_edited_by_hand_is_refused(tmp_path: Path) -> None:
+    out = _write(tmp_path / "m")
+    text = (out / "card.json").read_text()
+    card = json.loads(text)
+    assert card["card_digest"] and card["created"]["packages"]  # library versions recorded
+    # renaming a source changes no file's checksum: only the card's digest sees it
+    (out / "card.json").write_text(text.replace('"a"', '"x"'))
+    with pytest.raises(ModelFormatError, match="changed after it was written"):
+        read_model_dir(out)
+    (out / "card.json").write_text(text)  # the original loads again
+    assert read_model_dir(out).card["classes"] == ["a", "b"]
+    old = {k: v for k, v in card.items() if k != "card_digest"}  # a card from before digests
+    (out / "card.json").write_text(json.dumps(old))
+    assert read_model_dir(out).card["classes"] == ["a", "b"]
+
+
+@pytest.mark.parametrize("version", [0, True, -1, "1"])
+def test_a_nonsense_format_version_is_refused(tmp_path: Path, version: object) -> None:
+    out = _write(tmp_path / "m")
+    card = json.loads((out / "card.json").read_text())
+    card["format_version"] = version
+    rewrite_card(out / "card.json", card)
+    with pytest.raises(ModelFormatError, match="invalid 'format_version'"):
+        read_model_dir(out)
+
+
+def test_a_model_saved_again_keeps_when_it_was_made(tmp_path: Path) -> None:
+    first = read_model_dir(_write(tmp_path / "m")).card
+    again = write_model_dir(tmp_path / "m", {"method": "toy", "classes": ["a"],
+                                             "created": first["created"]}, overwrite=True)
+    card = read_model_dir(again).card
+    assert card["created"] == first["created"] and "created_utc" in card["modified"]
+
+
+def test_what_a_killed_save_leaves_is_pointed_out(tmp_path: Path) -> None:
+    out = _write(tmp_path / "m")
+    (tmp_path / ".m.tmp-abc123").mkdir()  # a save killed while writing the new model
+    with pytest.warns(UserWarning, match=r"\.m\.tmp-abc123 left over from an interrupted save"):
+        _write(tmp_path / "m", overwrite=True)
+    out.rename(tmp_path / ".m.old-def456")  # killed between moving the old model away and
+    with pytest.raises(ModelFormatError, match=r"left the previous model in .*\.m\.old-def456: "
+                                               r"rename it to m"):  # moving the new one in
+        read_model_dir(tmp_path / "m")

@@ -102,6 +102,32 @@ def training_items(
     return train, val
 
 
+def data_provenance(data: Path | None, bench: Path | None, protocol: str, val_fraction: float,
+                    seed: int) -> dict[str, object]:
+    """What the card records about the training data, besides the digest of its pictures and
+    labels (``data_digest``, set by :func:`genprint.methods.fitting.fit_on_items`): where it
+    was read, the sha256 of its manifest when it has one (a bench's ``manifest.csv``), and the
+    split settings used when the data had no split."""
+    from genprint.io.sources import MANIFEST_NAMES
+    from genprint.storage.model_dir import sha256_file
+
+    where = data if data is not None else bench
+    manifest = None
+    if where is not None:
+        if where.is_file():
+            manifest = where
+        else:
+            manifest = next((where / n for n in MANIFEST_NAMES if (where / n).is_file()), None)
+    return {
+        "data": str(data) if data is not None else None,
+        "bench": str(bench) if bench is not None else None,
+        "protocol": protocol if bench is not None else None,
+        "manifest_sha256": sha256_file(manifest) if manifest is not None else None,
+        "val_fraction": val_fraction if data is not None else None,
+        "split_seed": seed if data is not None else None,
+    }
+
+
 # The data options every `train` verb shares (one definition, so their help never drifts).
 OutOption = Annotated[Path, typer.Option(help="Model directory to write.")]
 DataOption = Annotated[Path | None, typer.Option(
@@ -149,9 +175,8 @@ def train_baseline(
     model = BaselineAttributor(patch_size=patch_size, max_tiles=max_tiles,
                                target_accept=target_accept)
     model.training_info_ = {
-        "data": str(data) if data is not None else None,
-        "bench": str(bench) if bench is not None else None,
-        "protocol": protocol if bench is not None else None,
+        **data_provenance(data, bench, protocol, val_fraction, seed),
+        "seed": seed,
         "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
     }
     with console.status(f"fitting baseline on {len(train_items)} images"):

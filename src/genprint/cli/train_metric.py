@@ -18,6 +18,7 @@ from genprint.cli.train import (
     SourcesOption,
     TargetAcceptOption,
     ValFractionOption,
+    data_provenance,
     no_training_images,
     report_bad_files,
     report_data_warnings,
@@ -117,11 +118,7 @@ def train_metric_cmd(
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
         unseen_origin_thresholds=unseen_origin_thresholds, pseudo_sources=pseudo_sources,
         symmetries=symmetries, seed=seed)
-    model.training_info_ = {
-        "data": str(data) if data is not None else None,
-        "bench": str(bench) if bench is not None else None,
-        "protocol": protocol if bench is not None else None,
-    }
+    model.training_info_ = data_provenance(data, bench, protocol, val_fraction, seed)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("metric training (epochs)", total=epochs)
         model.on_epoch = lambda e, value: bar.update(

@@ -19,6 +19,7 @@ from genprint.cli.train import (
     SourcesOption,
     TargetAcceptOption,
     ValFractionOption,
+    data_provenance,
     no_training_images,
     report_bad_files,
     report_data_warnings,
@@ -124,9 +125,7 @@ def train_probe_cmd(
     if not train_items:
         raise no_training_images(data)
     model.training_info_ = {
-        "data": str(data) if data is not None else None,
-        "bench": str(bench) if bench is not None else None,
-        "protocol": protocol if bench is not None else None,
+        **data_provenance(data, bench, protocol, val_fraction, seed),
         "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
     }
     total = len(cap_per_class([i.source for i in train_items], per_class, seed)) + len(val_items)

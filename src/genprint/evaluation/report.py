@@ -155,6 +155,9 @@ def _summary(run: EvaluationRun) -> str:
     rows.append(("known / unknown test images",
                  [f"{m.get('n_known_test')} / {m.get('n_unknown_test')}"], ""))
     rows.append(("images that could not be attributed", [str(n_failed)], ""))
+    rows.append(("model (sha256 of its card.json)", [str(m.get("model_sha256") or "not saved")],
+                 ""))
+    rows.append(("genprint version", [str(m.get("genprint_version"))], ""))
     unreadable = m.get("unreadable_test") or []
     rows.append(("test files that could not be read (left out)", [str(len(unreadable))], ""))
     rows += [(f"  {u['path']}", [f"{u['error_code']}: {u['reason']}"], "")

@@ -18,6 +18,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from genprint.io.images import ImageError
+from genprint.io.sources import Item
+
 DIGEST_BYTES = 16
 """Bytes per fingerprint (128 bits: a chance collision needs ~2⁶⁴ images)."""
 
@@ -52,3 +55,33 @@ def check_fingerprints(rows: object) -> np.ndarray:
         raise ValueError(f"training fingerprints must be an (N, {DIGEST_BYTES}) uint8 array, "
                          f"got {a.dtype} {a.shape}")
     return a
+
+
+def data_digest(rows: np.ndarray, sources: Sequence[str], splits: Sequence[str]) -> str:
+    """Hex sha256 identifying a labelled image set by content: the sorted lines
+    ``fingerprint<TAB>source<TAB>split`` of its images. File names, paths, formats and order do
+    not count; any pixel, label or split does. A model's card records the digest of the
+    training and validation images it was fitted on (``training.data_digest``); recompute it
+    with :func:`dataset_digest` to check a copy of the data is the one that trained it."""
+    lines = sorted(f"{key.hex()}\t{src}\t{split}\n"
+                   for key, src, split in zip(as_keys(rows), sources, splits, strict=True))
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
+
+
+def dataset_digest(items: Sequence[Item], min_size: int = 1) -> str:
+    """:func:`data_digest` of labelled items (each with a source and a split), reading every
+    image; files that cannot be read, or are smaller than ``min_size`` (the method's
+    ``min_size``), are left out, as training leaves them out. E.g. for the training and
+    validation items a model was fitted on."""
+    from genprint.io.batches import iter_images
+
+    keys, sources, splits = [], [], []
+    for item, result in zip(items, iter_images([i.path for i in items], min_size=min_size),
+                            strict=True):
+        if not isinstance(result.pixels, ImageError):
+            keys.append(fingerprint(result.pixels))
+            sources.append(str(item.source))
+            splits.append(str(item.split))
+    rows = (np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
+            if keys else np.zeros((0, DIGEST_BYTES), np.uint8))
+    return data_digest(rows, sources, splits)

@@ -286,6 +286,8 @@ class Attributor(ABC):
             "training": dict(getattr(self, "training_info_", {})),
             **fields,
         }
+        if getattr(self, "created_", None):  # saved again (enrolled): keep when it was made
+            card["created"] = self.created_
         from genprint.storage.model_dir import CARD_NAME, sha256_file
 
         out = write_model_dir(path, card, tensors=tensors, arrays=arrays, overwrite=overwrite,
@@ -333,6 +335,7 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
         raise ModelFormatError(f"{path}: the card does not describe a usable {name} model "
                                f"({type(exc).__name__}: {exc})") from None
     attributor.model_sha256_ = contents.card_sha256
+    attributor.created_ = contents.card.get("created")
     return attributor
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from genprint.io.batches import load_items
-from genprint.io.fingerprint import as_keys, fingerprints
+from genprint.io.fingerprint import as_keys, data_digest, fingerprints
 from genprint.io.images import ImageError
 from genprint.io.sources import Item
 from genprint.methods.base import Attributor
@@ -38,6 +38,10 @@ def fit_on_items(
     attributor.training_fingerprints_ = np.unique(np.concatenate([tr_fp, va_fp]), axis=0)
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
+        "data_digest": data_digest(
+            np.concatenate([tr_fp, va_fp]),
+            [str(train[k].source) for k in tr_idx] + [str(val[k].source) for k in va_idx],
+            ["train"] * len(tr_idx) + ["val"] * len(va_idx)),
         "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
         "warnings": [*getattr(attributor, "fit_warnings_", []),
                      *data_warnings(train, tr_idx, val, va_idx,

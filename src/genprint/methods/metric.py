@@ -457,6 +457,7 @@ class MetricAttributor(Attributor):
             raise ValueError(f"source {source!r} is already known to this model")
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
+        model_before = getattr(self, "model_sha256_", None)
         keys = [fingerprint(img) for img in images]  # a picture given twice counts once
         first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
         n_repeated = len(images) - len(first)
@@ -506,7 +507,11 @@ class MetricAttributor(Attributor):
                 thresholds=-np.asarray(self.thresholds_),
                 enrolled=self._enrolled_mask(source),
                 separators=self.separators_, classes=list(self.classes_), new=k))
-        record = {"source": source, "n_images": len(images), "n_repeated": n_repeated,
+        record = {"source": source, "enrolled_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                 time.gmtime()),
+                  "model_sha256_before": model_before,
+                  "image_fingerprints": [keys[i].hex() for i in first],
+                  "n_images": len(images), "n_repeated": n_repeated,
                   "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "separator": sep_rule, **check}

@@ -24,6 +24,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -105,9 +106,24 @@ def creation_info() -> dict[str, Any]:
         import torch
 
         info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()  # metric's weights depend on it
     except ImportError:  # pragma: no cover
         pass
+    from importlib import metadata
+
+    packages = {}
+    for name in PROVENANCE_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    info["packages"] = packages
     return info
+
+
+PROVENANCE_PACKAGES = ("pillow", "scikit-learn", "pytorch-metric-learning", "faiss-cpu",
+                       "safetensors", "onnxruntime", "open-clip-torch", "transformers")
+"""Installed packages whose versions every card records (those not installed are left out)."""
 
 
 def _check_name(name: str) -> None:
@@ -244,6 +260,11 @@ def write_model_dir(
     from safetensors.numpy import save_file
 
     target = check_output_dir(path, overwrite)
+    leftovers = _leftovers(target)
+    if leftovers:
+        warnings.warn(f"{target.parent}: {', '.join(p.name for p in leftovers)} left over from "
+                      f"an interrupted save of {target.name} (a killed process); delete "
+                      "them once no other save of it is running", stacklevel=2)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         files: dict[str, str] = {}
@@ -265,8 +286,13 @@ def write_model_dir(
         if "training" in full_card:
             full_card["training"] = finite_json(full_card["training"])
         full_card["format_version"] = FORMAT_VERSION
-        full_card.setdefault("created", creation_info())
+        if "created" in full_card:  # a model saved again (e.g. enrolled): when, and with what
+            full_card["modified"] = creation_info()
+        else:
+            full_card["created"] = creation_info()
         full_card["files"] = files
+        full_card.pop(CARD_DIGEST, None)
+        full_card[CARD_DIGEST] = card_digest(full_card)
         with open(tmp / CARD_NAME, "w", encoding="utf-8") as fh:
             json.dump(full_card, fh, indent=2, sort_keys=True, allow_nan=False)
             fh.flush()
@@ -299,11 +325,26 @@ def read_card(path: str | os.PathLike[str]) -> dict[str, Any]:
     return _read_card_and_digest(path)[0]
 
 
+def _leftovers(target: Path) -> list[Path]:
+    """Hidden folders a killed save of ``target`` leaves beside it: the new model being
+    written (``.NAME.tmp-*``) or the previous one being replaced (``.NAME.old-*``)."""
+    try:
+        return sorted(p for p in target.parent.iterdir()
+                      if p.name.startswith((f".{target.name}.tmp-", f".{target.name}.old-")))
+    except OSError:
+        return []
+
+
 def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any], str]:
     """The checked card and the sha256 of its bytes (one read)."""
     folder = Path(path)
     card_path = folder / CARD_NAME
     if not folder.is_dir():
+        old = [p for p in _leftovers(folder) if ".old-" in p.name and (p / CARD_NAME).is_file()]
+        if old:
+            raise ModelFormatError(
+                f"{folder}: no such folder, but a save that was killed while replacing it left "
+                f"the previous model in {old[-1]}: rename it to {folder.name} to use it")
         raise ModelFormatError(f"{folder}: not a model directory (no such folder)")
     if not card_path.is_file():
         raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
@@ -315,7 +356,7 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
     if not isinstance(card, dict):
         raise ModelFormatError(f"{card_path}: the card must be a JSON object")
     version = card.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ModelFormatError(f"{card_path}: missing or invalid 'format_version'")
     if version > FORMAT_VERSION:
         written_by = card.get("created", {}).get("genprint_version", "a newer genprint")
@@ -326,7 +367,27 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
         )
     if not isinstance(card.get("files"), dict):
         raise ModelFormatError(f"{card_path}: missing the 'files' checksum table")
+    # (cards written before the digest have none and cannot be checked)
+    if CARD_DIGEST in card and card[CARD_DIGEST] != card_digest(card):
+        raise ModelFormatError(
+            f"{card_path}: the card was changed after it was written (its {CARD_DIGEST} does "
+            "not match its content), e.g. a threshold or a source name edited by hand; "
+            "refusing to load it. Restore the original card, or retrain")
     return card, hashlib.sha256(raw).hexdigest()
+
+
+CARD_DIGEST = "card_digest"
+"""Card field holding :func:`card_digest` of the rest of the card."""
+
+
+def card_digest(card: Mapping[str, Any]) -> str:
+    """Hex sha256 of the card's content without its :data:`CARD_DIGEST` field (canonical JSON:
+    sorted keys, no spaces), so that any change to a threshold, a source name or a setting in
+    ``card.json`` is seen when the model is loaded. It catches edits and damage, not forgery:
+    whoever edits a card can recompute it. To pin a model, keep its ``model_sha256``."""
+    body = {k: v for k, v in card.items() if k != CARD_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -79,5 +80,16 @@ def test_test_images_the_model_was_fitted_on_are_counted_and_named(toy_sources: 
         warnings.simplefilter("error")  # no repeated picture: no warning
         clean = evaluate(model, data_view(test[:-2], model.classes_), "data")
     assert clean.metrics["n_test_seen_in_training"] == 0
+    # an answer says how its file was read, as attribute's do
+    import numpy as np
+    from PIL import Image
+
+    deep = toy_sources / "beta" / "deep.png"
+    Image.fromarray(np.full((36, 40), 20000, np.uint16) + 997 * np.arange(40, dtype=np.uint16)
+                    ).save(deep)
+    with_deep = evaluate(model, data_view([*test[:-2], replace(test[0], path=deep)],
+                                          model.classes_), "data")
+    noted = {r.path: r.notes for r in with_deep.results if r.notes}
+    assert list(noted) == [str(deep)] and "16-bit grey values" in noted[str(deep)]
     model.training_fingerprints_ = None  # e.g. a model saved by an older genprint
     assert evaluate(model, view, "data").metrics["n_test_seen_in_training"] is None

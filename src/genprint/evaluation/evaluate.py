@@ -140,6 +140,9 @@ class _TestSet:
     """The kept images, when they fit in :data:`KEEP_PIXELS`."""
     sha256: dict[int, str | None] = field(default_factory=dict)
     """sha256 of each file's bytes as first read, by index into ``items``."""
+    notes: dict[int, str] = field(default_factory=dict)
+    """What decoding changed (:attr:`genprint.io.images.ImageInfo.notes`), by index into
+    ``items``, for the files it changed."""
     fitted_on: set[bytes] | None = None
     """Pixel fingerprints of the pictures the model was fitted on (None: it keeps none)."""
     seen: list[int] = field(default_factory=list)
@@ -186,9 +189,11 @@ class _TestSet:
 
         def usable() -> Iterator[tuple[int, np.ndarray]]:
             nonlocal cache, pixels
-            for k, (path, loaded, digest, _) in enumerate(iter_images(
+            for k, (path, loaded, digest, notes) in enumerate(iter_images(
                     [i.path for i in self.items], min_size=self.min_size)):
                 self.sha256[k] = digest
+                if notes:
+                    self.notes[k] = "; ".join(notes)
                 if isinstance(loaded, ImageError) or is_uniform(loaded):
                     errors.append((k, path, loaded if isinstance(loaded, ImageError) else
                                    ImageError("no_content", "one colour covers ≥ 99% of the "
@@ -455,7 +460,7 @@ def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | N
         names = [str(test.items[k].path) for k in idx]
         answers = attributor.attribute_arrays(chunk, names)
         for k, answer in zip(idx, answers, strict=True):
-            answer.sha256 = test.sha256.get(k)
+            answer.sha256, answer.notes = test.sha256.get(k), test.notes.get(k)
         results.extend(answers)
         if embed:
             embeddings.append(np.asarray(attributor.embed(chunk)))  # type: ignore[attr-defined]

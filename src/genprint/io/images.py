@@ -356,11 +356,13 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
             _check_png_data(data)
         n_frames = int(getattr(img, "n_frames", 1) or 1)
         if n_frames > 1 and animated == "refuse" and img.format != "MPO":
+            what = (f"multi-page {img.format} with {n_frames} pages; extract the page"
+                    if img.format == "TIFF" else
+                    f"animated image with {n_frames} frames; extract the frame")
             raise ImageError(
                 "animated",
-                f"animated image with {n_frames} frames; extract the frame to analyse, or take "
-                "the first frame (`--first-frame` where a command offers it, "
-                "animated='first' in Python)",
+                f"{what} to analyse, or take the first (`--first-frame` where a command offers "
+                "it, animated='first' in Python)",
             )
         deep = ";16" in str(img.tile)  # 16-bit samples, which Pillow reads as 8-bit RGB
         orientation = _exif_orientation(img)  # (for a PNG, this may decode it already)

@@ -34,11 +34,22 @@ def test_one_pixel_value_or_the_shape_changes_the_fingerprint() -> None:
 def test_fingerprint_arrays_round_trip_and_damage_is_refused() -> None:
     imgs = [np.full((3, 3, 3), v, np.uint8) for v in (0, 1, 0)]
     rows = fingerprints(imgs)
-    assert rows.shape == (3, 16) and rows.dtype == np.uint8
+    assert rows.shape == (3, 24) and rows.dtype == np.uint8
     keys = as_keys(rows)
     assert keys[0] == keys[2] == fingerprint(imgs[0]) and keys[1] != keys[0]
     assert check_fingerprints(rows) is not None
-    with pytest.raises(ValueError, match=r"\(N, 16\) uint8"):
+    with pytest.raises(ValueError, match=r"\(N, 24\) uint8"):
         check_fingerprints(rows[:, :8])
-    with pytest.raises(ValueError, match=r"\(N, 16\) uint8"):
+    with pytest.raises(ValueError, match=r"\(N, 24\) uint8"):
         check_fingerprints(rows.astype(np.int64))
+
+
+def test_a_picture_set_answers_by_size_first() -> None:
+    from genprint.io.fingerprint import PictureSet
+
+    imgs = [np.full((3, 4, 3), v, np.uint8) for v in (0, 1)]
+    pictures = PictureSet(fingerprints(imgs))
+    assert len(pictures) == 2
+    assert imgs[1].copy() in pictures and np.full((3, 4, 3), 2, np.uint8) not in pictures
+    assert np.zeros((4, 3, 3), np.uint8) not in pictures  # another size: no hash needed
+    assert fingerprint(imgs[0])[:8] == bytes([0, 0, 0, 3, 0, 0, 0, 4])  # height, width first

@@ -27,7 +27,7 @@ import numpy as np
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
 from genprint.io.content import is_uniform
-from genprint.io.fingerprint import as_keys, fingerprint
+from genprint.io.fingerprint import PictureSet
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import BATCH_PIXELS, Attributor
@@ -143,7 +143,7 @@ class _TestSet:
     notes: dict[int, str] = field(default_factory=dict)
     """What decoding changed (:attr:`genprint.io.images.ImageInfo.notes`), by index into
     ``items``, for the files it changed."""
-    fitted_on: set[bytes] | None = None
+    fitted_on: PictureSet | None = None
     """Pixel fingerprints of the pictures the model was fitted on (None: it keeps none)."""
     seen: list[int] = field(default_factory=list)
     """Indices into ``items`` of usable test images that are among :attr:`fitted_on`."""
@@ -202,7 +202,7 @@ class _TestSet:
                         on_skip(1)
                     continue
                 kept.append(k)
-                if self.fitted_on is not None and fingerprint(loaded) in self.fitted_on:
+                if self.fitted_on is not None and loaded in self.fitted_on:
                     self.seen.append(k)
                 if cache is not None:
                     pixels += loaded.shape[0] * loaded.shape[1]
@@ -438,7 +438,7 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
     fitted_on = attributor.training_fingerprints_
     return _TestSet(view, chosen, [_image_seed(i, root) for i in chosen], held_out,
                     attributor.min_size,
-                    fitted_on=None if fitted_on is None else set(as_keys(fitted_on)))
+                    fitted_on=None if fitted_on is None else PictureSet(fitted_on))
 
 
 def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | None,

@@ -1,6 +1,6 @@
 """Pixel fingerprints: which images are the same picture, whatever file they came in.
 
-A fingerprint is a 16-byte BLAKE2b digest of an image's decoded pixels and its shape, so the
+A fingerprint is the image's size and a 16-byte SHA-256 digest of its decoded pixels, so the
 same picture saved as PNG and as TIFF, or with its metadata stripped, has one fingerprint, and
 any change of one pixel value gives another. (A re-encoded JPEG has other pixels: it is another
 picture here; near-duplicates are not detected.)
@@ -14,6 +14,7 @@ can say when one picture appears under two sources or in both training and valid
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Sequence
 
 import numpy as np
@@ -21,21 +22,31 @@ import numpy as np
 from genprint.io.images import ImageError
 from genprint.io.sources import Item
 
-DIGEST_BYTES = 16
-"""Bytes per fingerprint (128 bits: a chance collision needs ~2⁶⁴ images)."""
+SHAPE_BYTES = 8
+"""Leading bytes of a fingerprint: the image's height and width (two big-endian uint32), so that
+an image of a size no fitted picture has is known to be new without hashing its pixels."""
+
+DIGEST_BYTES = SHAPE_BYTES + 16
+"""Bytes per fingerprint: the size, then 16 bytes of the SHA-256 of the pixels (128 bits: a
+chance collision needs ~2⁶⁴ images). SHA-256 rather than BLAKE2: CPUs hash it in hardware (a
+48-megapixel photo in ~0.2 s)."""
+
+
+def _shape_prefix(shape: tuple[int, ...]) -> bytes:
+    h, w = (shape[0], shape[1]) if len(shape) >= 2 else (0, shape[0] if shape else 0)
+    return struct.pack(">II", h & 0xFFFFFFFF, w & 0xFFFFFFFF)
 
 
 def fingerprint(image: np.ndarray) -> bytes:
     """The fingerprint of one decoded image (any shape and dtype; the shape and dtype count)."""
     a = np.ascontiguousarray(image)
-    digest = hashlib.blake2b(digest_size=DIGEST_BYTES)
-    digest.update(f"{a.dtype.str}{a.shape}".encode())
+    digest = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
     digest.update(memoryview(a).cast("B"))
-    return digest.digest()
+    return _shape_prefix(a.shape) + digest.digest()[:DIGEST_BYTES - SHAPE_BYTES]
 
 
 def fingerprints(images: Sequence[np.ndarray]) -> np.ndarray:
-    """Fingerprints of ``images`` as an (N, 16) uint8 array (rows in input order)."""
+    """Fingerprints of ``images`` as an (N, 24) uint8 array (rows in input order)."""
     out = np.zeros((len(images), DIGEST_BYTES), dtype=np.uint8)
     for i, img in enumerate(images):
         out[i] = np.frombuffer(fingerprint(img), dtype=np.uint8)
@@ -43,18 +54,36 @@ def fingerprints(images: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def as_keys(rows: np.ndarray) -> list[bytes]:
-    """An (N, 16) fingerprint array as N hashable byte strings."""
+    """An (N, 24) fingerprint array as N hashable byte strings."""
     rows = np.ascontiguousarray(rows, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
     return [r.tobytes() for r in rows]
 
 
 def check_fingerprints(rows: object) -> np.ndarray:
-    """``rows`` as an (N, 16) uint8 array; ValueError if it is not one (a damaged model)."""
+    """``rows`` as an (N, 24) uint8 array; ValueError if it is not one (a damaged model)."""
     a = np.asarray(rows)
     if a.dtype != np.uint8 or a.ndim != 2 or a.shape[1] != DIGEST_BYTES:
         raise ValueError(f"training fingerprints must be an (N, {DIGEST_BYTES}) uint8 array, "
                          f"got {a.dtype} {a.shape}")
     return a
+
+
+class PictureSet:
+    """A set of pictures by fingerprint, asked "is this image one of them?" cheaply: an image
+    whose size none of them has is answered without hashing its pixels."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.keys = set(as_keys(rows))
+        self.sizes = {k[:SHAPE_BYTES] for k in self.keys}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __contains__(self, image: object) -> bool:
+        if not isinstance(image, np.ndarray):
+            return False
+        return (_shape_prefix(image.shape) in self.sizes
+                and fingerprint(image) in self.keys)
 
 
 def data_digest(rows: np.ndarray, sources: Sequence[str], splits: Sequence[str]) -> str:

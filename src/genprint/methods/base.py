@@ -24,7 +24,7 @@ import numpy as np
 
 from genprint import UNKNOWN
 from genprint.io.content import UNIFORM_SHARE, is_uniform
-from genprint.io.fingerprint import as_keys, check_fingerprints, fingerprint
+from genprint.io.fingerprint import PictureSet, check_fingerprints
 from genprint.io.images import AnimatedPolicy
 from genprint.registry import Registry
 from genprint.results import Attribution
@@ -94,7 +94,7 @@ class Attributor(ABC):
     training_info_: dict[str, Any]
     """Provenance stored in the card under ``training`` (data, protocol, counts, ...)."""
     training_fingerprints_: np.ndarray | None = None
-    """Pixel fingerprints (N×16 uint8, :mod:`genprint.io.fingerprint`) of the pictures the
+    """Pixel fingerprints (N×24 uint8, :mod:`genprint.io.fingerprint`) of the pictures the
     model was fitted on (training and validation, and enrolled ones), saved with the model;
     ``genprint eval`` counts test images among them. Set by
     :func:`genprint.methods.fitting.fit_on_items`; None when the model was fitted another way
@@ -189,20 +189,21 @@ class Attributor(ABC):
             seen = self._fitted_on()
             if seen is not None:
                 for i in good:
-                    results[i].seen_in_training = fingerprint(images[i]) in seen
+                    results[i].seen_in_training = images[i] in seen
         model_id = getattr(self, "model_sha256_", None)
         for r in results:
             r.model_sha256 = model_id
         return results
 
-    def _fitted_on(self) -> set[bytes] | None:
-        """:attr:`training_fingerprints_` as a set (cached while the array stays the same)."""
+    def _fitted_on(self) -> PictureSet | None:
+        """:attr:`training_fingerprints_` as a :class:`~genprint.io.fingerprint.PictureSet`
+        (cached while the array stays the same)."""
         rows = self.training_fingerprints_
         if rows is None:
             return None
         cached = getattr(self, "_fitted_on_cache", None)
         if cached is None or cached[0] is not rows:
-            cached = (rows, set(as_keys(rows)))
+            cached = (rows, PictureSet(rows))
             self._fitted_on_cache = cached
         return cached[1]
 

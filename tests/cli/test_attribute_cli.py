@@ -349,6 +349,9 @@ def test_training_leaves_out_rows_without_a_split_or_a_source(toy_sources: Path,
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout)
     assert summary["n_train"] == 35 and summary["n_val"] == 18  # 72 rows: 36 / 18 / 18 unsplit
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    assert card["training"]["split"] == "the data's own"  # --val-fraction was not used
+    assert card["training"]["seed"] == 0
     flat = " ".join(out.stderr.split())
     assert "18 image(s) without a split are left out" in flat
     assert "1 training or validation image(s) have no source label" in flat

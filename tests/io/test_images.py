@@ -133,7 +133,8 @@ def test_dropped_alpha_colour_conversions_and_orientation_are_noted() -> None:
     rotated = _encode(Image.new("RGB", (16, 8), (1, 2, 3)), "JPEG", exif=exif.tobytes())
     pixels, info = decode_image(rotated)
     assert pixels.shape == (8, 16, 3) and info.exif_orientation == 6
-    assert info.notes == ("EXIF orientation 6 not applied: the pixels are analysed as stored",)
+    assert info.notes == (("EXIF orientation 6 not applied: the pixels are analysed as stored "
+                          "(the photo displays rotated or mirrored)"),)
 
 
 def test_cmyk_jpeg_converts_to_rgb() -> None:

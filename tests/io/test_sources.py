@@ -225,9 +225,14 @@ def test_a_folder_per_split_holds_a_folder_per_source(tmp_path: Path) -> None:
     assert sorted((i.source, i.split) for i in ds.items) == [
         ("gan", "test"), ("gan", "train"), ("gan", "val"),
         ("real", "test"), ("real", "train"), ("real", "val")]
-    assert ds.problems[0].startswith("read as one sub-folder per split")
+    assert ds.notes == [("read as one sub-folder per split (Validation, test, train), each with "
+                        "one sub-folder per source")] and ds.problems == []
     _img(tmp_path / "train" / "loose.png")  # no source: left out, with a note
-    assert any("left out" in p for p in read_folder(tmp_path).problems)
+    _img(tmp_path / "top.png")  # no split either
+    (tmp_path / "val").mkdir()  # an empty split folder is noted, not an error
+    problems = " | ".join(read_folder(tmp_path).problems)
+    assert "1 image(s) directly in" in problems and "are left out" in problems
+    assert "beside the split folders" in problems and "split folder val is empty" in problems
     _img(tmp_path / "other" / "a.png")  # a source folder beside split folders: ambiguous
     with pytest.raises(ManifestError, match="name splits, but other does not"):
         read_folder(tmp_path)

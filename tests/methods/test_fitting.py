@@ -164,3 +164,20 @@ def test_the_card_identifies_the_data_by_content_and_labels(tmp_path: Path) -> N
     assert digest != dataset_digest([replace(train[0], source="b"), *train[1:], *val])  # label
     assert digest != dataset_digest([replace(train[0], split="val"), *train[1:], *val])  # split
     assert digest != dataset_digest([*train[1:], *val])  # one image fewer
+
+
+def test_a_model_with_decomposed_source_names_reads_them_composed(tmp_path: Path) -> None:
+    import json
+
+    from genprint.methods.base import load_attributor
+    from tests.conftest import rewrite_card
+
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    model = BaselineAttributor()
+    fit_on_items(model, train, val)
+    out = model.save(tmp_path / "m")
+    card = json.loads((out / "card.json").read_text())
+    card["classes"] = ["a", "bu\u0308"]  # as a model trained on macOS folder names kept them
+    rewrite_card(out / "card.json", card)
+    assert load_attributor(out).classes_ == ["a", "b\u00fc"]  # as data is read now

@@ -120,6 +120,9 @@ def test_a_source_without_validation_images_is_refused() -> None:
         MetricAttributor(**TINY).fit(images, ["unknown"] * len(images), images, labels)
     with pytest.raises(ValueError, match="leading or trailing"):
         MetricAttributor(**TINY).fit(images, [s + " " for s in labels], images, labels)
+    decomposed = [s + "-u\u0308" for s in labels]  # "ü" as "u" + accent
+    with pytest.raises(ValueError, match="composed form"):
+        MetricAttributor(**TINY).fit(images, decomposed, images, decomposed)
 
 
 def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(

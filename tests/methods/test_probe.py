@@ -264,6 +264,7 @@ def test_a_few_small_images_setting_the_input_size_are_reported(
     one = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
     one.fit([*big, small[0]], [*toy_data["trl"], toy_data["trl"][0]], val, toy_data["val"])
     assert one.backbone_spec_["input_size"] == 48 and one.min_size == 48
+    assert one.fit_used_ == (list(range(len(big))), list(range(len(val))))  # not the small one
     [warning] = one.training_info_["warnings"]
     assert warning.startswith("1 image(s) with a side under 48 px (the smallest: 20 px) were "
                               "left out")

@@ -215,6 +215,7 @@ def test_a_card_edited_by_hand_is_refused(tmp_path: Path) -> None:
     (out / "card.json").write_text(text)  # the original loads again
     assert read_model_dir(out).card["classes"] == ["a", "b"]
     old = {k: v for k, v in card.items() if k != "card_digest"}  # a card from before digests
+    old["format_version"] = 1
     (out / "card.json").write_text(json.dumps(old))
     assert read_model_dir(out).card["classes"] == ["a", "b"]
 
@@ -246,3 +247,19 @@ def test_what_a_killed_save_leaves_is_pointed_out(tmp_path: Path) -> None:
     with pytest.raises(ModelFormatError, match=r"left the previous model in .*\.m\.old-def456: "
                                                r"rename it to m"):  # moving the new one in
         read_model_dir(tmp_path / "m")
+
+
+def test_a_card_naming_a_path_that_is_not_utf8_saves_and_loads(tmp_path: Path) -> None:
+    name = "data_caf\udce9"  # the byte 0xE9 of a Latin-1 folder name, as Python keeps it
+    out = write_model_dir(tmp_path / "m", {"method": "toy", "classes": ["a"],
+                                           "training": {"data": name}})
+    assert read_model_dir(out).card["training"]["data"] == name
+
+
+def test_a_current_card_without_its_digest_is_refused(tmp_path: Path) -> None:
+    out = _write(tmp_path / "m")
+    card = json.loads((out / "card.json").read_text())
+    del card["card_digest"]  # an edit that also removed the digest
+    (out / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFormatError, match="card_digest is missing"):
+        read_model_dir(out)

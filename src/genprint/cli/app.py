@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -145,12 +145,15 @@ def main() -> None:
     process killed by it would; the previous handler is put back afterwards."""
     import signal
     import threading
+    import warnings
 
     global _terminated
     _terminated = False
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _terminate)
+    show = warnings.showwarning
+    warnings.showwarning = _warning_as_note(show)
     try:
         app()
     except SystemExit as exc:
@@ -160,5 +163,22 @@ def main() -> None:
     except Terminated:  # outside typer's handling
         raise SystemExit(143) from None
     finally:
+        warnings.showwarning = show
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _warning_as_note(fallback: Any) -> Any:
+    """A ``warnings.showwarning`` that prints a library's UserWarning as a one-line console
+    note (not Python's ``file:line: UserWarning`` form); other categories go to ``fallback``."""
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if issubclass(category, UserWarning):
+            from genprint.cli.output import console, esc
+
+            console.print(f"[yellow]note:[/yellow] {esc(str(message))}")
+        else:
+            fallback(message, category, filename, lineno, file, line)
+
+    return show

@@ -156,8 +156,9 @@ def attribute(
     if n_failed:
         console.print(f"[yellow]{n_failed} of {n_done} file(s) could not be used[/yellow]")
     if n_noted and not json_out:
-        console.print(f"note: {n_noted} image(s) were not analysed exactly as stored (e.g. "
-                      "16-bit values reduced to 8 bits, alpha dropped): see the notes column"
+        console.print(f"note: {n_noted} image(s) have notes on how they were read (e.g. "
+                      "16-bit values reduced to 8 bits, alpha dropped, EXIF orientation not "
+                      "applied): see the notes column"
                       + ("" if out is not None else " of --out or --json"))
     if n_seen and not json_out:
         console.print(f"note: {n_seen} of {n_done} image(s) have the same pixels as pictures "

@@ -46,9 +46,12 @@ def no_training_images(data: Path | None) -> typer.BadParameter:
 
 def training_items(
     data: Path | None, bench: Path | None, protocol: str, val_fraction: float, seed: int,
-    sources: list[str] | None,
+    sources: list[str] | None, info: dict[str, object] | None = None,
 ) -> tuple[list, list]:
-    """Train and validation items from ``--data`` or ``--bench/--protocol`` (known sources only)."""
+    """Train and validation items from ``--data`` or ``--bench/--protocol`` (known sources only).
+    ``info`` (optional) is told how the split was made (``split``), for the card."""
+    info = {} if info is None else info
+    info["split"] = "the data's own"
     from genprint import UNKNOWN
     from genprint.io.sources import ManifestError, load_dataset, with_split
     from genprint.world.protocols import protocol_view
@@ -61,11 +64,15 @@ def training_items(
             train, val = view.train, view.val
         else:
             dataset = load_dataset(data)  # type: ignore[arg-type]
+            for note in dataset.notes:
+                console.print(f"note: {esc(str(note))}")
             for problem in dataset.problems:
                 console.print(f"[yellow]warning:[/yellow] {esc(str(problem))}")
             unsplit = sum(i.split is None for i in dataset.items)
             if unsplit == len(dataset.items):
                 dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
+                info["split"] = (f"drawn per source: {val_fraction:g} for validation "
+                                 f"(--val-fraction), seed {seed}")
             elif unsplit:  # the data has splits: a row without one is not guessed into one
                 console.print(f"note: {unsplit} image(s) without a split are left out (the "
                               "others have one; --val-fraction splits only data without any)")
@@ -102,12 +109,12 @@ def training_items(
     return train, val
 
 
-def data_provenance(data: Path | None, bench: Path | None, protocol: str, val_fraction: float,
-                    seed: int) -> dict[str, object]:
+def data_provenance(data: Path | None, bench: Path | None, protocol: str,
+                    split: dict[str, object]) -> dict[str, object]:
     """What the card records about the training data, besides the digest of its pictures and
     labels (``data_digest``, set by :func:`genprint.methods.fitting.fit_on_items`): where it
-    was read, the sha256 of its manifest when it has one (a bench's ``manifest.csv``), and the
-    split settings used when the data had no split."""
+    was read, the sha256 of its manifest when it has one (a bench's ``manifest.csv``), and how
+    the split was made (``split``, as :func:`training_items` recorded it)."""
     from genprint.io.sources import MANIFEST_NAMES
     from genprint.storage.model_dir import sha256_file
 
@@ -123,8 +130,7 @@ def data_provenance(data: Path | None, bench: Path | None, protocol: str, val_fr
         "bench": str(bench) if bench is not None else None,
         "protocol": protocol if bench is not None else None,
         "manifest_sha256": sha256_file(manifest) if manifest is not None else None,
-        "val_fraction": val_fraction if data is not None else None,
-        "split_seed": seed if data is not None else None,
+        "split": split.get("split"),
     }
 
 
@@ -169,13 +175,15 @@ def train_baseline(
     from genprint.methods.fitting import fit_on_items
 
     check_out_dir(out, overwrite)
-    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
+    split_info: dict[str, object] = {}
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources,
+                                            split_info)
     if not train_items:
         raise no_training_images(data)
     model = BaselineAttributor(patch_size=patch_size, max_tiles=max_tiles,
                                target_accept=target_accept)
     model.training_info_ = {
-        **data_provenance(data, bench, protocol, val_fraction, seed),
+        **data_provenance(data, bench, protocol, split_info),
         "seed": seed,
         "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
     }

@@ -108,7 +108,9 @@ def train_metric_cmd(
         arch = {"width": cfg.width, "embedding_dim": cfg.embedding_dim,
                 "patch_size": cfg.patch_size, "blocks": cfg.blocks}
         camera_ckpt = Path(ckpt)
-    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
+    split_info: dict[str, object] = {}
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources,
+                                            split_info)
     if not train_items:
         raise no_training_images(data)
     model = MetricAttributor(
@@ -118,7 +120,7 @@ def train_metric_cmd(
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
         unseen_origin_thresholds=unseen_origin_thresholds, pseudo_sources=pseudo_sources,
         symmetries=symmetries, seed=seed)
-    model.training_info_ = data_provenance(data, bench, protocol, val_fraction, seed)
+    model.training_info_ = data_provenance(data, bench, protocol, split_info)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("metric training (epochs)", total=epochs)
         model.on_epoch = lambda e, value: bar.update(

@@ -121,11 +121,13 @@ def train_probe_cmd(
             cache_dir=str(cache_dir) if cache_dir else None, seed=seed)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources)
+    split_info: dict[str, object] = {}
+    train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources,
+                                            split_info)
     if not train_items:
         raise no_training_images(data)
     model.training_info_ = {
-        **data_provenance(data, bench, protocol, val_fraction, seed),
+        **data_provenance(data, bench, protocol, split_info),
         "threshold_rule": f"per source, accepts {target_accept:.0%} of its validation images",
     }
     total = len(cap_per_class([i.source for i in train_items], per_class, seed)) + len(val_items)

@@ -354,7 +354,7 @@ def load_eval_data(data: str | os.PathLike[str], classes: Sequence[str]) -> Eval
     :func:`data_view` decides known and unknown sources from the model's ``classes``.
     """
     dataset = load_dataset(data)
-    problems = list(dataset.problems)
+    problems = [*dataset.notes, *dataset.problems]
     location = Path(dataset.location)
     root = location if location.is_dir() else location.parent
     split: str | None = None

@@ -41,7 +41,8 @@ def fingerprint(image: np.ndarray) -> bytes:
     """The fingerprint of one decoded image (any shape and dtype; the shape and dtype count)."""
     a = np.ascontiguousarray(image)
     digest = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    digest.update(memoryview(a).cast("B"))
+    if a.size:  # (a zero-size array has no bytes to cast)
+        digest.update(memoryview(a.reshape(-1)).cast("B"))
     return _shape_prefix(a.shape) + digest.digest()[:DIGEST_BYTES - SHAPE_BYTES]
 
 

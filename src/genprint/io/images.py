@@ -377,7 +377,7 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
         pixels, notes = _to_rgb8(img, deep)
         if orientation not in (None, 1):
             notes.append(f"EXIF orientation {orientation} not applied: the pixels are analysed "
-                         "as stored")
+                         "as stored (the photo displays rotated or mirrored)")
         info = ImageInfo(
             format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
             exif_orientation=orientation, notes=tuple(notes),

@@ -107,6 +107,9 @@ class Dataset:
     location: str
     """The manifest or folder the dataset was read from."""
     problems: list[str] = field(default_factory=list)
+    """What a user should check (files missing, images left out, ...)."""
+    notes: list[str] = field(default_factory=list)
+    """How the data was read, for information (e.g. the layout recognised)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -299,8 +302,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
         source = (row.get(label_col) or "").strip() or None if label_col else None
         if source is not None:
             source = unicodedata.normalize("NFC", source)
-        if label_col == "source" and "label" in columns and (
-                (row.get("label") or "").strip() or None) != source:
+        if label_col == "source" and "label" in columns and unicodedata.normalize(
+                "NFC", (row.get("label") or "").strip()) != (source or ""):
             differ += 1
         split = _normalise_split(row.get("split"), where)
         if source is not None and (problem := source_name_problem(source)):
@@ -367,14 +370,20 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
         dataset = Dataset([], str(folder))
         for d in split_named:
             part = _read_sources(d, _split_folder(d.name), dataset.problems)
-            if part is None:
+            if part is None and _folder_entries(d)[1]:
                 raise ManifestError(
                     f"{d}: a split folder must hold one sub-folder per source (it has images "
                     "but no sub-folders)")
-            dataset.items.extend(part)
-        dataset.problems.insert(0, f"read as one sub-folder per split ("
-                                f"{', '.join(sorted(d.name for d in split_named))}), each with "
-                                "one sub-folder per source")
+            if part is None:
+                dataset.problems.append(f"split folder {d.name} is empty")
+            dataset.items.extend(part or [])
+        dataset.notes.append(f"read as one sub-folder per split "
+                             f"({', '.join(sorted(d.name for d in split_named))}), each with "
+                             "one sub-folder per source")
+        if loose:
+            dataset.problems.append(f"{len(loose)} image(s) directly in {folder}, beside the "
+                                    "split folders, have no split and no source and are left "
+                                    "out")
     else:
         dataset = Dataset([], str(folder))
         dataset.items = _read_sources(folder, None, dataset.problems) or [Item(p) for p in loose]
@@ -464,7 +473,7 @@ def with_split(dataset: Dataset, fractions: tuple[float, float, float], seed: in
         for rank, k in enumerate(order):
             split = "train" if rank < n_train else "val" if rank < n_train + n_val else "test"
             items[indices[k]] = replace(items[indices[k]], split=split)
-    return Dataset(items, dataset.location, list(dataset.problems))
+    return Dataset(items, dataset.location, list(dataset.problems), list(dataset.notes))
 
 
 def source_counts(dataset: Dataset) -> dict[str, int]:

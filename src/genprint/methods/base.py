@@ -14,6 +14,7 @@ its candidate source's threshold.
 from __future__ import annotations
 
 import os
+import unicodedata
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -52,12 +53,19 @@ def check_training_labels(classes: list[str], val_labels: list[str]) -> None:
     from genprint.io.sources import check_source_names
 
     check_source_names(classes)
+    decomposed = [c for c in classes if unicodedata.normalize("NFC", c) != c]
+    if decomposed:  # data read by genprint is NFC already; this is for fit(...) in Python
+        raise ValueError(
+            f"source names must be in Unicode's composed form (NFC), so that 'ü' typed either "
+            f"way is one source: {decomposed[0]!r} is not; pass "
+            "unicodedata.normalize('NFC', name)")
     missing = sorted(set(classes) - set(val_labels))
     if missing:
         raise ValueError(
             "thresholds are calibrated on validation data only, and these sources have no "
-            f"validation images: {', '.join(missing)} (give them more images, a larger "
-            "--val-fraction, or rows with split 'val' in the manifest)")
+            f"validation images: {', '.join(missing)} (give them more images or validation "
+            "images: for data without a split, a larger --val-fraction; with a split, rows or "
+            "a folder with split 'val')")
 
 
 class NotFittedError(RuntimeError):
@@ -93,6 +101,9 @@ class Attributor(ABC):
     thresholds_: np.ndarray
     training_info_: dict[str, Any]
     """Provenance stored in the card under ``training`` (data, protocol, counts, ...)."""
+    fit_used_: tuple[list[int], list[int]] | None = None
+    """Positions, in the training and validation images given to ``fit``, of those it used,
+    when it left some out (``probe``: a per-class cap, images too small); None: all of them."""
     training_fingerprints_: np.ndarray | None = None
     """Pixel fingerprints (N×24 uint8, :mod:`genprint.io.fingerprint`) of the pictures the
     model was fitted on (training and validation, and enrolled ones), saved with the model;
@@ -327,6 +338,12 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
     try:
         attributor = METHODS.get(name)._from_contents(contents)
         _check_card_consistency(attributor)
+        # names as genprint reads data now (a model trained before on macOS folder names
+        # keeps them decomposed in its card)
+        attributor.classes_ = [unicodedata.normalize("NFC", c) for c in attributor.classes_]
+        if len(set(attributor.classes_)) != len(attributor.classes_):
+            raise ModelFormatError("two of the card's source names are one name in Unicode's "
+                                   "composed form (NFC)")
         if FINGERPRINTS_ARRAY in contents.arrays:
             attributor.training_fingerprints_ = check_fingerprints(
                 contents.arrays[FINGERPRINTS_ARRAY])

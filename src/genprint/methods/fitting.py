@@ -24,8 +24,9 @@ def fit_on_items(
     item's ``origin`` (``train_origins``, ``val_origins``). Returns the files that could not be
     used (each with its reason); they are left out and the fit goes on with the rest.
     """
-    tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=attributor.min_size)
-    va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=attributor.min_size)
+    min_size = attributor.min_size
+    tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=min_size)
+    va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=min_size)
     _refuse_lost_sources(train, tr_idx, tr_err, "training")
     _refuse_lost_sources(val, va_idx, va_err, "validation")
     extra = ({"train_origins": [train[k].origin for k in tr_idx],
@@ -35,17 +36,22 @@ def fit_on_items(
         tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx],
         **extra)
     tr_fp, va_fp = fingerprints(tr_imgs), fingerprints(va_imgs)
-    attributor.training_fingerprints_ = np.unique(np.concatenate([tr_fp, va_fp]), axis=0)
+    # what the fit used (a method may leave some images out), and what it was given
+    used_tr, used_va = attributor.fit_used_ or (range(len(tr_idx)), range(len(va_idx)))
+    attributor.training_fingerprints_ = np.unique(
+        np.concatenate([tr_fp[list(used_tr)], va_fp[list(used_va)]]), axis=0)
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "data_digest": data_digest(
             np.concatenate([tr_fp, va_fp]),
             [str(train[k].source) for k in tr_idx] + [str(val[k].source) for k in va_idx],
             ["train"] * len(tr_idx) + ["val"] * len(va_idx)),
-        "n_train": len(tr_imgs), "n_val": len(va_imgs), "n_skipped": len(tr_err) + len(va_err),
+        "data_min_size": min_size,
+        "n_train": len(used_tr), "n_val": len(used_va), "n_skipped": len(tr_err) + len(va_err),
         "warnings": [*getattr(attributor, "fit_warnings_", []),
-                     *data_warnings(train, tr_idx, val, va_idx,
-                                    few_validation=attributor.thresholds_from_validation),
+                     *data_warnings(train, tr_idx, val, [va_idx[k] for k in used_va],
+                                    few_validation=attributor.thresholds_from_validation,
+                                    val_read=va_idx),
                      *confound_warnings([train[k] for k in tr_idx], tr_imgs),
                      *repeat_warnings([train[k] for k in tr_idx], tr_fp,
                                       [val[k] for k in va_idx], va_fp)],
@@ -117,11 +123,15 @@ def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
 
 
 def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequence[Item],
-                  val_kept: Sequence[int], few_validation: bool = True) -> list[str]:
+                  val_kept: Sequence[int], few_validation: bool = True,
+                  val_read: Sequence[int] | None = None) -> list[str]:
     """What a user should know about the data a model was fitted on: sources that lost most of
-    their files, and thresholds resting on few validation images."""
+    their files, and thresholds resting on few validation images. ``val_kept``: the
+    validation images the fit used; ``val_read``: those that could be read, when the fit left
+    some of them out (default: ``val_kept``)."""
     out = []
-    for split, items, kept in (("training", train, train_kept), ("validation", val, val_kept)):
+    read = val_kept if val_read is None else val_read
+    for split, items, kept in (("training", train, train_kept), ("validation", val, read)):
         total, used = _usage(items, kept)
         for src in sorted(s for s in total if s is not None):
             if 0 < used[src] < total[src] / 2:

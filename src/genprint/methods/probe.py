@@ -43,6 +43,14 @@ MEMO_SIZE = 4096
 """Images whose chosen-layer features are remembered between ``attribute`` and ``embed``."""
 
 
+def _positions(given: Sequence[np.ndarray], used: Sequence[np.ndarray]) -> list[int]:
+    """Where each of ``used`` (a subset of ``given``, the same objects) is in ``given``."""
+    where: dict[int, list[int]] = {}
+    for i, img in enumerate(given):
+        where.setdefault(id(img), []).append(i)
+    return sorted(where[id(img)].pop(0) for img in used)
+
+
 SMALL_IMAGE_SHARE = 0.05
 """Without padding or a given input size, up to this share of the fitting images, the smallest,
 may be left out so that they do not shrink every image's crop (see ``_drop_outliers``)."""
@@ -232,6 +240,7 @@ class ProbeAttributor(Attributor):
         if not classes:
             raise ValueError("no training images")
         check_training_labels(classes, list(val_labels))
+        given_train, given_val = list(train_images), list(val_images)
         keep = cap_per_class(train_labels, self.per_class, self.seed)
         train_images = [train_images[i] for i in keep]
         train_labels = [train_labels[i] for i in keep]
@@ -260,6 +269,7 @@ class ProbeAttributor(Attributor):
             self.build_backbone(min(sides))
         if self.pad == "none":
             self._warn_if_shrunk(sides)
+        self.fit_used_ = (_positions(given_train, train_images), _positions(given_val, val_images))
         on_progress = on_progress or self.on_progress
         train_feats = self.extract(train_images, on_progress)
         val_feats = self.extract(val_images, on_progress)

@@ -36,8 +36,9 @@ import numpy as np
 import genprint
 from genprint.storage.atomic import check_parent_writable, dir_mode, file_mode
 
-FORMAT_VERSION = 1
-"""Version of the attributor directory format written by this genprint."""
+FORMAT_VERSION = 2
+"""Version of the attributor directory format written by this genprint (2: the card carries
+``card_digest``, checked on load; format 1 cards, without it, still load)."""
 
 CARD_NAME = "card.json"
 
@@ -262,9 +263,9 @@ def write_model_dir(
     target = check_output_dir(path, overwrite)
     leftovers = _leftovers(target)
     if leftovers:
-        warnings.warn(f"{target.parent}: {', '.join(p.name for p in leftovers)} left over from "
-                      f"an interrupted save of {target.name} (a killed process); delete "
-                      "them once no other save of it is running", stacklevel=2)
+        warnings.warn(f"{target.parent}: {', '.join(p.name for p in leftovers)} left by a save "
+                      f"of {target.name} that was killed (or is still running in another "
+                      "process); once no other save of it runs, delete them", stacklevel=2)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         files: dict[str, str] = {}
@@ -343,8 +344,9 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
         old = [p for p in _leftovers(folder) if ".old-" in p.name and (p / CARD_NAME).is_file()]
         if old:
             raise ModelFormatError(
-                f"{folder}: no such folder, but a save that was killed while replacing it left "
-                f"the previous model in {old[-1]}: rename it to {folder.name} to use it")
+                f"{folder}: no such folder, but a save that was replacing it left the previous "
+                f"model in {old[-1]}; if no save of it is running, it was killed: rename that "
+                f"folder to {folder.name} to use the previous model")
         raise ModelFormatError(f"{folder}: not a model directory (no such folder)")
     if not card_path.is_file():
         raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
@@ -367,7 +369,10 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
         )
     if not isinstance(card.get("files"), dict):
         raise ModelFormatError(f"{card_path}: missing the 'files' checksum table")
-    # (cards written before the digest have none and cannot be checked)
+    if version >= 2 and CARD_DIGEST not in card:
+        raise ModelFormatError(f"{card_path}: the card's {CARD_DIGEST} is missing (cards of "
+                               "format 2 and later all have one): the card was edited by hand")
+    # (cards of format 1, written before the digest, have none and cannot be checked)
     if CARD_DIGEST in card and card[CARD_DIGEST] != card_digest(card):
         raise ModelFormatError(
             f"{card_path}: the card was changed after it was written (its {CARD_DIGEST} does "
@@ -386,8 +391,9 @@ def card_digest(card: Mapping[str, Any]) -> str:
     ``card.json`` is seen when the model is loaded. It catches edits and damage, not forgery:
     whoever edits a card can recompute it. To pin a model, keep its ``model_sha256``."""
     body = {k: v for k, v in card.items() if k != CARD_DIGEST}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    # ASCII escapes: a path that is not UTF-8 (kept by Python as lone surrogates) is hashed too
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> None:

@@ -241,11 +241,11 @@ def test_a_model_saved_again_keeps_when_it_was_made(tmp_path: Path) -> None:
 def test_what_a_killed_save_leaves_is_pointed_out(tmp_path: Path) -> None:
     out = _write(tmp_path / "m")
     (tmp_path / ".m.tmp-abc123").mkdir()  # a save killed while writing the new model
-    with pytest.warns(UserWarning, match=r"\.m\.tmp-abc123 left over from an interrupted save"):
+    with pytest.warns(UserWarning, match=r"\.m\.tmp-abc123 left by a save of m that was killed"):
         _write(tmp_path / "m", overwrite=True)
     out.rename(tmp_path / ".m.old-def456")  # killed between moving the old model away and
-    with pytest.raises(ModelFormatError, match=r"left the previous model in .*\.m\.old-def456: "
-                                               r"rename it to m"):  # moving the new one in
+    with pytest.raises(ModelFormatError, match=r"left the previous model in .*\.m\.old-def456; "
+                                               r".*rename that folder to m"):  # ... the new in
         read_model_dir(tmp_path / "m")
 
 

@@ -109,6 +109,15 @@ def test_factory_generator_end_to_end(user_gens: Path, tmp_path: Path) -> None:
     assert again.exit_code == 0, again.output
     parquet = pq.read_table(tmp_path / "rows.parquet").to_pylist()
     assert parquet[0]["generator"] == "gen-a" and isinstance(parquet[0]["belongs"], bool)
+    rgba = np.dstack([np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8),
+                      np.full((32, 32), 255, np.uint8)])
+    rgba[:8, :, 3] = 0  # a quarter transparent: its row says the alpha channel was dropped
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
+    noted = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
+                                str(tmp_path / "alpha.png"), "--threads", "1", "--json"])
+    assert noted.exit_code == 0, noted.output
+    [row] = json.loads(noted.stdout)
+    assert row["note"].startswith("alpha channel dropped: 25.0% of the pixels are not opaque")
     wrong = runner.invoke(app, ["verify", "-g", "cli_gens:gen_a", "--calibration", str(cal),
                                 str(images), "--out", str(tmp_path / "rows.xlsx")])
     assert wrong.exit_code == 2 and ".parquet" in wrong.output

@@ -258,9 +258,11 @@ def iter_verify_files(
         out = verify_arrays(verifiers, images, [w.path for w in waiting], alpha, on_progress)
         for row, w in zip(out, waiting, strict=True):
             row.sha256 = w.sha256
+            row.note = "; ".join(n for n in (w.note, row.note) if n) or None  # how it was read
         return out
 
     yield from ordered_batches(
         iter_images(paths, min_size=min_side), batch_size=batch_size,
         batch_pixels=BATCH_PIXELS, error_row=error_row,
-        placeholder=lambda r: VerifyRow(str(r.path), sha256=r.sha256), run=run)
+        placeholder=lambda r: VerifyRow(str(r.path), sha256=r.sha256,
+                                        note="; ".join(r.notes) or None), run=run)

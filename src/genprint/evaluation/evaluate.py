@@ -234,7 +234,7 @@ class _TestSet:
         """How many (and which) test images the model was fitted on; None where it keeps no
         fingerprints (fitted by another way, or saved by an older genprint)."""
         if self.fitted_on is None:
-            return {"n_test_seen_in_training": None}
+            return {"n_test_seen_in_training": None, "test_seen_in_training": None}
         return {"n_test_seen_in_training": len(self.seen),
                 "test_seen_in_training": [str(self.items[k].path) for k in self.seen]}
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from genprint import __version__
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
 from genprint.io.content import is_uniform
@@ -485,11 +486,9 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
                                               embed)
     items = [test.items[k] for k in test.kept or []]
     metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
-    import genprint
-
     metrics = {"method": attributor.method, "protocol": protocol,
                "model_sha256": getattr(attributor, "model_sha256_", None),
-               "genprint_version": genprint.__version__, **metrics,
+               "genprint_version": __version__, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
                **test.seen_metrics()}
     if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole

@@ -48,10 +48,12 @@ def fingerprint(image: np.ndarray) -> bytes:
 
 def fingerprints(images: Sequence[np.ndarray]) -> np.ndarray:
     """Fingerprints of ``images`` as an (N, 24) uint8 array (rows in input order)."""
-    out = np.zeros((len(images), DIGEST_BYTES), dtype=np.uint8)
-    for i, img in enumerate(images):
-        out[i] = np.frombuffer(fingerprint(img), dtype=np.uint8)
-    return out
+    return as_rows([fingerprint(img) for img in images])
+
+
+def as_rows(keys: Sequence[bytes]) -> np.ndarray:
+    """N fingerprints (byte strings) as an (N, 24) uint8 array; :func:`as_keys` undoes it."""
+    return np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), DIGEST_BYTES).copy()
 
 
 def as_keys(rows: np.ndarray) -> list[bytes]:
@@ -87,14 +89,15 @@ class PictureSet:
                 and fingerprint(image) in self.keys)
 
 
-def data_digest(rows: np.ndarray, sources: Sequence[str], splits: Sequence[str]) -> str:
+def data_digest(keys: Sequence[bytes], sources: Sequence[str], splits: Sequence[str]) -> str:
     """Hex sha256 identifying a labelled image set by content: the sorted lines
     ``fingerprint<TAB>source<TAB>split`` of its images. File names, paths, formats and order do
     not count; any pixel, label or split does. A model's card records the digest of the
     training and validation images it was fitted on (``training.data_digest``); recompute it
-    with :func:`dataset_digest` to check a copy of the data is the one that trained it."""
+    with :func:`dataset_digest` to check a copy of the data is the one that trained it.
+    ``keys``: the images' fingerprints (:func:`fingerprint`, or :func:`as_keys` of an array)."""
     lines = sorted(f"{key.hex()}\t{src}\t{split}\n"
-                   for key, src, split in zip(as_keys(rows), sources, splits, strict=True))
+                   for key, src, split in zip(keys, sources, splits, strict=True))
     return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
@@ -112,6 +115,4 @@ def dataset_digest(items: Sequence[Item], min_size: int = 1) -> str:
             keys.append(fingerprint(result.pixels))
             sources.append(str(item.source))
             splits.append(str(item.split))
-    rows = (np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-            if keys else np.zeros((0, DIGEST_BYTES), np.uint8))
-    return data_digest(rows, sources, splits)
+    return data_digest(keys, sources, splits)

@@ -223,11 +223,10 @@ def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
 def _normalise_split(value: str | None, where: str) -> str | None:
     if value is None or value == "":
         return None
-    v = value.strip().lower()
-    v = _SPLIT_ALIASES.get(v, v)
-    if v not in SPLITS:
+    split = _split_name(value)
+    if split is None:
         raise ManifestError(f"{where}: split {value!r} is not one of {', '.join(SPLITS)}")
-    return v
+    return split
 
 
 def _read_rows(path: Path) -> list[dict[str, str | None]]:
@@ -358,9 +357,9 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
     if not folder.is_dir():
         raise ManifestError(f"{folder}: not a folder")
     subdirs, loose, broken = _folder_entries(folder)
-    split_named = [d for d in subdirs if _split_folder(d.name)]
+    split_named = [d for d in subdirs if _split_name(d.name)]
     if split_named:
-        others = [d.name for d in subdirs if not _split_folder(d.name)]
+        others = [d.name for d in subdirs if not _split_name(d.name)]
         if others:
             raise ManifestError(
                 f"{folder}: sub-folders {', '.join(d.name for d in split_named)} name splits, "
@@ -369,7 +368,7 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
                 "holding one sub-folder per source")
         dataset = Dataset([], str(folder))
         for d in split_named:
-            part = _read_sources(d, _split_folder(d.name), dataset.problems)
+            part = _read_sources(d, _split_name(d.name), dataset.problems)
             if part is None and _folder_entries(d)[1]:
                 raise ManifestError(
                     f"{d}: a split folder must hold one sub-folder per source (it has images "
@@ -405,8 +404,8 @@ def _folder_entries(folder: Path) -> tuple[list[Path], list[Path], list[str]]:
     return subdirs, loose, broken
 
 
-def _split_folder(name: str) -> str | None:
-    """The split a folder name stands for (``train``, ``Validation``, ...), else None."""
+def _split_name(name: str) -> str | None:
+    """The split a name stands for (``train``, ``Validation``, ...), else None."""
     v = name.strip().lower()
     v = _SPLIT_ALIASES.get(v, v)
     return v if v in SPLITS else None

@@ -101,6 +101,8 @@ class Attributor(ABC):
     thresholds_: np.ndarray
     training_info_: dict[str, Any]
     """Provenance stored in the card under ``training`` (data, protocol, counts, ...)."""
+    created_: dict[str, Any] | None = None
+    """The card's ``created`` record of a loaded model, kept when it is saved again."""
     fit_used_: tuple[list[int], list[int]] | None = None
     """Positions, in the training and validation images given to ``fit``, of those it used,
     when it left some out (``probe``: a per-class cap, images too small); None: all of them."""
@@ -298,7 +300,7 @@ class Attributor(ABC):
             "training": dict(getattr(self, "training_info_", {})),
             **fields,
         }
-        if getattr(self, "created_", None):  # saved again (enrolled): keep when it was made
+        if self.created_:  # saved again (enrolled): keep when it was made
             card["created"] = self.created_
         from genprint.storage.model_dir import CARD_NAME, sha256_file
 

@@ -43,15 +43,15 @@ def fit_on_items(
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "data_digest": data_digest(
-            np.concatenate([tr_fp, va_fp]),
+            as_keys(np.concatenate([tr_fp, va_fp])),
             [str(train[k].source) for k in tr_idx] + [str(val[k].source) for k in va_idx],
             ["train"] * len(tr_idx) + ["val"] * len(va_idx)),
         "data_min_size": min_size,
         "n_train": len(used_tr), "n_val": len(used_va), "n_skipped": len(tr_err) + len(va_err),
         "warnings": [*getattr(attributor, "fit_warnings_", []),
-                     *data_warnings(train, tr_idx, val, [va_idx[k] for k in used_va],
+                     *data_warnings(train, tr_idx, val, va_idx,
                                     few_validation=attributor.thresholds_from_validation,
-                                    val_read=va_idx),
+                                    val_used=[va_idx[k] for k in used_va]),
                      *confound_warnings([train[k] for k in tr_idx], tr_imgs),
                      *repeat_warnings([train[k] for k in tr_idx], tr_fp,
                                       [val[k] for k in va_idx], va_fp)],
@@ -124,20 +124,19 @@ def _refuse_lost_sources(items: Sequence[Item], kept: Sequence[int],
 
 def data_warnings(train: Sequence[Item], train_kept: Sequence[int], val: Sequence[Item],
                   val_kept: Sequence[int], few_validation: bool = True,
-                  val_read: Sequence[int] | None = None) -> list[str]:
+                  val_used: Sequence[int] | None = None) -> list[str]:
     """What a user should know about the data a model was fitted on: sources that lost most of
-    their files, and thresholds resting on few validation images. ``val_kept``: the
-    validation images the fit used; ``val_read``: those that could be read, when the fit left
-    some of them out (default: ``val_kept``)."""
+    their files (``*_kept``: the positions of the files that could be read), and thresholds
+    resting on few validation images (``val_used``: those the fit used, when it left some of
+    the read ones out; default ``val_kept``)."""
     out = []
-    read = val_kept if val_read is None else val_read
-    for split, items, kept in (("training", train, train_kept), ("validation", val, read)):
+    for split, items, kept in (("training", train, train_kept), ("validation", val, val_kept)):
         total, used = _usage(items, kept)
         for src in sorted(s for s in total if s is not None):
             if 0 < used[src] < total[src] / 2:
                 out.append(f"{src}: only {used[src]} of its {total[src]} {split} images could be "
                            "used (see the skipped files)")
-    used_val = _usage(val, val_kept)[1]
+    used_val = _usage(val, val_kept if val_used is None else val_used)[1]
     few = sorted((n, s) for s, n in used_val.items() if s is not None and n < FEW_VALIDATION_IMAGES)
     if few and few_validation:
         listed = ", ".join(f"{s} ({n})" for n, s in few)

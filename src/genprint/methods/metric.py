@@ -63,7 +63,7 @@ from genprint.backbones.forensic_cnn import (
     state_tensors,
 )
 from genprint.io.crops import tiles
-from genprint.io.fingerprint import fingerprint, fingerprints
+from genprint.io.fingerprint import as_rows, fingerprint
 from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
 from genprint.methods.base import (
@@ -458,10 +458,12 @@ class MetricAttributor(Attributor):
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
         model_before = getattr(self, "model_sha256_", None)
-        keys = [fingerprint(img) for img in images]  # a picture given twice counts once
-        first = sorted({k: i for i, k in reversed(list(enumerate(keys)))}.values())
-        n_repeated = len(images) - len(first)
-        images = [images[i] for i in first]
+        first: dict[bytes, np.ndarray] = {}  # a picture given twice counts once
+        for img in images:
+            first.setdefault(fingerprint(img), img)
+        keys = list(first)
+        n_repeated = len(images) - len(keys)
+        images = list(first.values())
         tile_emb, owner = self._embed_tiles(images)
         image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
@@ -510,14 +512,14 @@ class MetricAttributor(Attributor):
         record = {"source": source, "enrolled_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                  time.gmtime()),
                   "model_sha256_before": model_before,
-                  "image_fingerprints": [keys[i].hex() for i in first],
+                  "image_fingerprints": [k.hex() for k in keys],
                   "n_images": len(images), "n_repeated": n_repeated,
                   "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "separator": sep_rule, **check}
         if self.training_fingerprints_ is not None:  # the enrolled pictures are seen too
             self.training_fingerprints_ = np.unique(
-                np.concatenate([self.training_fingerprints_, fingerprints(images)]), axis=0)
+                np.concatenate([self.training_fingerprints_, as_rows(keys)]), axis=0)
         info = dict(getattr(self, "training_info_", {}))
         info["enrolled"] = [*info.get("enrolled", []), record]
         self.training_info_ = info

@@ -43,12 +43,31 @@ MEMO_SIZE = 4096
 """Images whose chosen-layer features are remembered between ``attribute`` and ``embed``."""
 
 
-def _positions(given: Sequence[np.ndarray], used: Sequence[np.ndarray]) -> list[int]:
-    """Where each of ``used`` (a subset of ``given``, the same objects) is in ``given``."""
-    where: dict[int, list[int]] = {}
-    for i, img in enumerate(given):
-        where.setdefault(id(img), []).append(i)
-    return sorted(where[id(img)].pop(0) for img in used)
+@dataclass
+class _Fitting:
+    """The images and labels given to :meth:`ProbeAttributor.fit`, which chooses among them by
+    position."""
+
+    train_images: list[np.ndarray]
+    train_labels: list[str]
+    val_images: list[np.ndarray]
+    val_labels: list[str]
+    classes: list[str]
+
+    def sides(self, tr_ix: Sequence[int], va_ix: Sequence[int]) -> list[int]:
+        """The smaller side of each chosen image (training ones first)."""
+        return [min(self.train_images[i].shape[:2]) for i in tr_ix] + \
+            [min(self.val_images[i].shape[:2]) for i in va_ix]
+
+    def at_least(self, size: int, tr_ix: Sequence[int], va_ix: Sequence[int]
+                 ) -> tuple[list[int], list[int], list[str]]:
+        """The chosen positions whose image has both sides ≥ ``size``, and the sources that
+        would then have no training or no validation image."""
+        keep_tr = [i for i in tr_ix if min(self.train_images[i].shape[:2]) >= size]
+        keep_va = [i for i in va_ix if min(self.val_images[i].shape[:2]) >= size]
+        lost = sorted((set(self.classes) - {self.train_labels[i] for i in keep_tr})
+                      | (set(self.classes) - {self.val_labels[i] for i in keep_va}))
+        return keep_tr, keep_va, lost
 
 
 SMALL_IMAGE_SHARE = 0.05
@@ -240,62 +259,54 @@ class ProbeAttributor(Attributor):
         if not classes:
             raise ValueError("no training images")
         check_training_labels(classes, list(val_labels))
-        given_train, given_val = list(train_images), list(val_images)
-        keep = cap_per_class(train_labels, self.per_class, self.seed)
-        train_images = [train_images[i] for i in keep]
-        train_labels = [train_labels[i] for i in keep]
-        known = [i for i, lab in enumerate(val_labels) if lab in classes]
-        val_images = [val_images[i] for i in known]
-        val_labels = [val_labels[i] for i in known]
+        # positions, in the images given, of those the fit uses (a cap, then sizes, drop some)
+        tr_ix = cap_per_class(train_labels, self.per_class, self.seed)
+        va_ix = [i for i, lab in enumerate(val_labels) if lab in classes]
+        fitting = _Fitting(list(train_images), list(train_labels), list(val_images),
+                           list(val_labels), classes)
         self.fit_warnings_: list[str] = []
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
-        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
         if self.pad == "none" and self.input_size is None:
-            kept = self._drop_outliers(train_images, train_labels, val_images, val_labels,
-                                       classes, sides)
-            if kept is not None:
-                train_images, train_labels, val_images, val_labels = kept
-                sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+            tr_ix, va_ix = self._drop_outliers(fitting, tr_ix, va_ix)
         try:
-            self.build_backbone(min(sides))
+            self.build_backbone(min(fitting.sides(tr_ix, va_ix)))
         except ValueError:
-            kept = (self._drop_too_small(train_images, train_labels, val_images, val_labels,
-                                         classes) if self.pad == "none" else None)
-            if kept is None:  # not a question of a few small images
+            if self.pad != "none":  # not a question of a few small images
                 raise
-            train_images, train_labels, val_images, val_labels = kept
-            sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
-            self.build_backbone(min(sides))
+            kept = self._drop_too_small(fitting, tr_ix, va_ix)
+            if kept is None:
+                raise
+            tr_ix, va_ix = kept
+            self.build_backbone(min(fitting.sides(tr_ix, va_ix)))
         if self.pad == "none":
-            self._warn_if_shrunk(sides)
-        self.fit_used_ = (_positions(given_train, train_images), _positions(given_val, val_images))
+            self._warn_if_shrunk(fitting.sides(tr_ix, va_ix))
+        self.fit_used_ = (sorted(tr_ix), sorted(va_ix))
+        train_images = [train_images[i] for i in tr_ix]
+        train_labels = [train_labels[i] for i in tr_ix]
+        val_images = [val_images[i] for i in va_ix]
+        val_labels = [val_labels[i] for i in va_ix]
         on_progress = on_progress or self.on_progress
         train_feats = self.extract(train_images, on_progress)
         val_feats = self.extract(val_images, on_progress)
         return self.fit_features(train_feats, train_labels, val_feats, val_labels)
 
-    def _drop_too_small(self, train_images: list, train_labels: list, val_images: list,
-                        val_labels: list, classes: list[str]
-                        ) -> tuple[list, list, list, list] | None:
+    def _drop_too_small(self, fitting: _Fitting, tr_ix: list[int], va_ix: list[int]
+                        ) -> tuple[list[int], list[int]] | None:
         """Without padding, every image is cropped to one input size, which must fit the
         smallest image; images below the backbone's smallest input are left out, with a
-        warning, instead of stopping the training (``--pad`` keeps them). None when no image
-        is that small."""
+        warning, instead of stopping the training (``--pad`` keeps them). The positions kept;
+        None when no image is that small."""
         from genprint.backbones.common import size_rules
         from genprint.backbones.resolve import resolve_backbone
 
         _, multiple, smallest = size_rules(
             resolve_backbone(self.backbone, **self.backbone_options).preprocessing)
         need = max(smallest, multiple, 1)
-        n_tr = len(train_images)
-        sides = [min(i.shape[:2]) for i in (*train_images, *val_images)]
+        sides = fitting.sides(tr_ix, va_ix)
         if min(sides, default=need) >= need:
             return None
-        keep_tr = [k for k in range(n_tr) if sides[k] >= need]
-        keep_va = [k for k in range(len(val_images)) if sides[n_tr + k] >= need]
-        lost = sorted((set(classes) - {train_labels[k] for k in keep_tr})
-                      | (set(classes) - {val_labels[k] for k in keep_va}))
+        keep_tr, keep_va, lost = fitting.at_least(need, tr_ix, va_ix)
         if lost:
             raise ValueError(f"the training or validation images of {', '.join(lost)} are all "
                              f"smaller than this backbone's smallest input ({need} px; images "
@@ -304,44 +315,39 @@ class ProbeAttributor(Attributor):
             f"{len(sides) - len(keep_tr) - len(keep_va)} image(s) with a side under {need} px, "
             "the backbone's smallest input, were left out (images are never upsampled; --pad "
             "reflect keeps them)")
-        return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
-                [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
+        return keep_tr, keep_va
 
-    def _drop_outliers(self, train_images: list, train_labels: list, val_images: list,
-                       val_labels: list, classes: list[str], sides: Sequence[int]
-                       ) -> tuple[list, list, list, list] | None:
+    def _drop_outliers(self, fitting: _Fitting, tr_ix: list[int], va_ix: list[int]
+                       ) -> tuple[list[int], list[int]]:
         """The input size fits the smallest image; a few much smaller images (at most
         :data:`SMALL_IMAGE_SHARE` of them) must not shrink every crop. They are left out, with
         a warning, when the input size that fits the others is larger and every source keeps
-        training and validation images. None when nothing is left out."""
+        training and validation images. The positions kept (all of them when none is left
+        out)."""
         from genprint.backbones.common import fit_input_size, size_rules
         from genprint.backbones.resolve import resolve_backbone
 
+        sides = fitting.sides(tr_ix, va_ix)
         if not sides:
-            return None
-        order = sorted(sides)
-        robust = order[int(len(order) * SMALL_IMAGE_SHARE)]
+            return tr_ix, va_ix
+        robust = sorted(sides)[int(len(sides) * SMALL_IMAGE_SHARE)]
         rules = size_rules(resolve_backbone(self.backbone, **self.backbone_options).preprocessing)
         try:
             size = fit_input_size(*rules, robust)
         except ValueError:
-            return None  # even most images are too small: the usual error follows
+            return tr_ix, va_ix  # even most images are too small: the usual error follows
         if min(sides) >= size:
-            return None
-        n_tr = len(train_images)
-        keep_tr = [k for k in range(n_tr) if sides[k] >= size]
-        keep_va = [k for k in range(len(val_images)) if sides[n_tr + k] >= size]
-        if ({train_labels[k] for k in keep_tr} != set(classes)
-                or {val_labels[k] for k in keep_va} != set(classes)):
-            return None  # a source would lose all its images: keep them, crop smaller
-        n_out = len(sides) - len(keep_tr) - len(keep_va)
+            return tr_ix, va_ix
+        keep_tr, keep_va, lost = fitting.at_least(size, tr_ix, va_ix)
+        if lost:
+            return tr_ix, va_ix  # a source would lose all its images: keep them, crop smaller
         self.fit_warnings_.append(
-            f"{n_out} image(s) with a side under {size} px (the smallest: {min(sides)} px) were "
-            f"left out, so that every image is cropped to {size} px, which the other "
-            f"{len(keep_tr) + len(keep_va)} fit, rather than to what the smallest image fits; "
-            "give --input-size to choose the crop, or --pad to keep them")
-        return ([train_images[k] for k in keep_tr], [train_labels[k] for k in keep_tr],
-                [val_images[k] for k in keep_va], [val_labels[k] for k in keep_va])
+            f"{len(sides) - len(keep_tr) - len(keep_va)} image(s) with a side under {size} px "
+            f"(the smallest: {min(sides)} px) were left out, so that every image is cropped to "
+            f"{size} px, which the other {len(keep_tr) + len(keep_va)} fit, rather than to what "
+            "the smallest image fits; give --input-size to choose the crop, or --pad to keep "
+            "them")
+        return keep_tr, keep_va
 
     def _warn_if_shrunk(self, sides: Sequence[int]) -> None:
         """Say so when some images set a smaller input than the median image allows."""

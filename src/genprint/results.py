@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -85,6 +86,20 @@ def printable(value: Any) -> Any:
     if isinstance(value, str):
         return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return value
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with NaN / inf (not valid JSON) replaced by ``None`` and file-name bytes that are
+    not UTF-8 written as ``\\xNN`` (as in CSV, Parquet and tables), in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, str):
+        return printable(obj)
+    if isinstance(obj, dict):
+        return {json_ready(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    return obj
 
 
 def _flat_row(result: Attribution) -> dict[str, Any]:

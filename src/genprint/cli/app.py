@@ -100,6 +100,7 @@ def _register_verbs() -> None:
         enroll,
         evaluate,
         pretrain,
+        serve,
         train,
         train_invert,
         train_metric,

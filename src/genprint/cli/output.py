@@ -23,6 +23,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from genprint.results import json_ready
+
 T = TypeVar("T")
 
 console = Console(stderr=True, emoji=False)
@@ -88,25 +90,9 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def _clean(obj: Any) -> Any:
-    """Replace NaN / inf (not valid JSON) by ``None``, and write file-name bytes that are not
-    UTF-8 as ``\\xNN`` (as in CSV, Parquet and tables)."""
-    from genprint.results import printable
-
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, str):
-        return printable(obj)
-    if isinstance(obj, dict):
-        return {_clean(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def to_json(obj: Any) -> str:
     """Serialise ``obj`` as strict JSON (NaN becomes null)."""
-    return json.dumps(_clean(obj), default=_json_default, indent=2, allow_nan=False)
+    return json.dumps(json_ready(obj), default=_json_default, indent=2, allow_nan=False)
 
 
 def print_json(obj: Any) -> None:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import os
 import unicodedata
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from genprint.io.images import AnimatedPolicy
 from genprint.registry import Registry
 from genprint.results import Attribution
 from genprint.storage.model_dir import ModelContents, ModelFormatError, read_model_dir
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genprint.io.batches import LoadResult
 
 METHODS: Registry[type[Attributor]] = Registry("method")
 """Every attribution method, by the name stored in its card (``baseline``, ``metric``, ...)."""
@@ -256,13 +259,31 @@ class Attributor(ABC):
         pixels, whichever comes first, so a folder of large photographs holds a few of them
         in memory, not ``batch_size``.
         """
-        from genprint.io.batches import iter_images, ordered_batches
+        from genprint.io.batches import iter_images
         from genprint.io.sources import scan_inputs
 
         self._check_fitted()
         if isinstance(inputs, str | bytes | os.PathLike):  # one path, not a sequence
             inputs = [inputs]
         inputs = scan_inputs([os.fsdecode(p) if isinstance(p, bytes) else p for p in inputs])
+        yield from self.attribute_loaded(
+            iter_images(inputs, workers=workers, min_size=self.min_size, animated=animated),
+            batch_size=batch_size, on_progress=on_progress)
+
+    def attribute_loaded(
+        self,
+        loaded: Iterable[LoadResult],
+        *,
+        batch_size: int = 64,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> Iterator[Attribution]:
+        """Attribute images already read (:class:`~genprint.io.batches.LoadResult`, e.g. from
+        :func:`~genprint.io.batches.iter_images` or from uploaded bytes), one row per input in
+        order: what :meth:`iter_attribute` does after reading the files. A result that holds an
+        error becomes an error row; the others are batched as :meth:`iter_attribute` says."""
+        from genprint.io.batches import ordered_batches
+
+        self._check_fitted()
         model_id = getattr(self, "model_sha256_", None)
 
         def error_row(result: Any) -> Attribution:
@@ -280,8 +301,7 @@ class Attributor(ABC):
             return out
 
         yield from ordered_batches(
-            iter_images(inputs, workers=workers, min_size=self.min_size, animated=animated),
-            batch_size=batch_size, batch_pixels=BATCH_PIXELS, error_row=error_row,
+            loaded, batch_size=batch_size, batch_pixels=BATCH_PIXELS, error_row=error_row,
             placeholder=lambda r: Attribution(str(r.path), sha256=r.sha256,
                                               notes="; ".join(r.notes) or None), run=run)
 

@@ -192,3 +192,15 @@ def test_cli_serves_the_model(served: tuple[Path, Path], monkeypatch: pytest.Mon
     assert _post(client, [("g.png", good)] * 3).status_code == 413
     out = runner.invoke(cli_app, ["serve", str(tmp_path)])  # not a model
     assert out.exit_code == 2 and "card.json" in out.output
+
+
+def test_max_tiles_per_request(served: tuple[Path, Path]) -> None:
+    model, sources = served
+    tile = np.asarray(Image.open(sources / "alpha" / "00.png"))[:32, :32]
+    big = _png(np.tile(tile, (4, 4, 1)))  # 128×128: 16 tiles of 32×32
+    client = TestClient(create_app(model))
+    body = _post(client, [("big.png", big)], max_tiles=2).json()
+    assert body["results"][0]["n_tiles"] == 2 and body["max_tiles"] == 2
+    body = _post(client, [("big.png", big)]).json()  # the model's own setting is back
+    assert body["results"][0]["n_tiles"] == 16 and body["max_tiles"] == 16
+    assert _post(client, [("big.png", big)], max_tiles=0).status_code == 422

@@ -154,6 +154,9 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                                                 "repeatable).")],
         first_frame: Annotated[bool, Query(description="Analyse the first frame of animated "
                                            "images instead of refusing them.")] = False,
+        max_tiles: Annotated[int | None, Query(ge=1, description="Tiling methods (metric, "
+                                               "baseline): analyse at most this many tiles per "
+                                               "image (default: the model's).")] = None,
     ) -> dict[str, Any]:
         """Attribute uploaded images: one row per file, in upload order, with label (a source
         or `unknown`), candidate, score, threshold, per-source scores, or the reason a file
@@ -162,15 +165,28 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
             raise HTTPException(413, f"{len(files)} files in one request, over the server's "
                                 f"limit of {limits.max_files}; send them in several requests")
 
+        tiling = hasattr(attributor, "max_tiles")
+        if max_tiles is not None and not tiling:
+            raise HTTPException(400, f"method {attributor.method!r} does not tile images "
+                                "(max_tiles is for metric and baseline models)")
+
         def loaded() -> Iterator[LoadResult]:
             for i, upload in enumerate(files):
                 yield _read_upload(upload, i, limits, attributor.min_size, first_frame)
 
         with turn:
-            rows = list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
+            own_tiles = getattr(attributor, "max_tiles", None)
+            if max_tiles is not None:
+                attributor.max_tiles = max_tiles
+            try:
+                rows = list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
+            finally:
+                if max_tiles is not None:
+                    attributor.max_tiles = own_tiles
         return json_ready({
             "model_sha256": summary["model_sha256"],
             "genprint_version": genprint.__version__,
+            "max_tiles": (max_tiles or own_tiles) if tiling else None,
             "n_images": len(rows),
             "n_errors": sum(not r.ok for r in rows),
             "results": [r.to_dict() for r in rows],

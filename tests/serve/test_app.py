@@ -5,8 +5,13 @@ from __future__ import annotations
 import hashlib
 import io
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -15,6 +20,7 @@ from typer.testing import CliRunner
 
 import genprint
 from genprint.cli.app import app as cli_app
+from genprint.results import Attribution
 from genprint.serve import ServeLimits, create_app
 from tests.conftest import textured
 
@@ -100,11 +106,19 @@ def test_model_and_health(served: tuple[Path, Path]) -> None:
     model, _ = served
     client = TestClient(create_app(model))
     assert client.get("/health").json() == {"status": "ok"}
+    assert client.head("/health").status_code == 200
     info = client.get("/model").json()
     assert info["method"] == "baseline" and info["classes"] == ["alpha", "beta", "gamma"]
     assert len(info["thresholds"]) == 3 and info["n_training_fingerprints"] > 0
     assert info["model_sha256"] == hashlib.sha256((model / "card.json").read_bytes()).hexdigest()
-    assert client.get("/openapi.json").json()["paths"].keys() >= {"/attribute", "/model"}
+    assert info["limits"]["max_files"] == 64 and info["limits"]["max_pixels"] > 0
+    api = client.get("/openapi.json").json()
+    assert api["paths"].keys() >= {"/attribute", "/model"}
+    post = api["paths"]["/attribute"]["post"]
+    assert "files" in str(post["requestBody"]) and {"400", "413", "503"} <= post["responses"].keys()
+    # the documented row is the Attribution dataclass, field for field
+    row = api["components"]["schemas"]["AttributionRow"]["properties"]
+    assert list(row) == [f.name for f in fields(Attribution)]
 
 
 def test_limits(served: tuple[Path, Path]) -> None:
@@ -119,23 +133,34 @@ def test_limits(served: tuple[Path, Path]) -> None:
     assert rows[1]["sha256"] == hashlib.sha256(big).hexdigest()
     # too many files: the whole request is refused, with the limit named
     answer = _post(client, [("a.png", good)] * 4)
-    assert answer.status_code == 413 and "limit of 3" in answer.json()["detail"]
+    assert answer.status_code == 413 and "more than 3 files" in answer.json()["detail"]
     # a body over files x bytes per file: refused from its Content-Length ...
-    huge = b"\0" * (limits.max_request_bytes + 1)
+    huge = b"\0" * (limits.max_body_bytes + 1)
     answer = _post(client, [("huge.png", huge)])
     assert answer.status_code == 413 and "request body over" in answer.json()["detail"]
 
     # ... and, without a Content-Length (chunked), once that many bytes have arrived
     def chunks():
-        for _ in range(limits.max_request_bytes // 4096 + 2):
+        for _ in range(limits.max_body_bytes // 4096 + 2):
             yield b"\0" * 4096
 
     answer = client.post("/attribute", content=chunks(),
                          headers={"content-type": "multipart/form-data; boundary=x"})
     assert answer.status_code == 413
-    # no files at all: FastAPI's validation error names the field
+    # a body cap below files x bytes per file
+    small = TestClient(create_app(model, ServeLimits(max_request_bytes=len(good) * 2)))
+    assert _post(small, [("a.png", good)]).status_code == 200
+    assert _post(small, [("a.png", good)] * 3).status_code == 413
+    # no files, files in another field, a part that is not a file: 400 saying what to send
     answer = client.post("/attribute")
-    assert answer.status_code == 422 and "files" in answer.text
+    assert answer.status_code == 400 and "field `files`" in answer.json()["detail"]
+    answer = client.post("/attribute", files=[("file", ("a.png", good, "image/png"))])
+    assert answer.status_code == 400 and "['file']" in answer.json()["detail"]
+    answer = client.post("/attribute", data={"files": "not a file"})
+    assert answer.status_code == 400 and "no filename" in answer.json()["detail"]
+    answer = client.post("/attribute", content=b"garbage",
+                         headers={"content-type": "multipart/form-data"})
+    assert answer.status_code == 400 and "multipart" in answer.json()["detail"]
 
 
 def test_animated_first_frame(served: tuple[Path, Path]) -> None:
@@ -145,53 +170,131 @@ def test_animated_first_frame(served: tuple[Path, Path]) -> None:
     frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
     client = TestClient(create_app(model))
     files = [("anim.gif", buf.getvalue())]
-    assert _post(client, files).json()["results"][0]["error_code"] == "animated"
+    row = _post(client, files).json()["results"][0]
+    assert row["error_code"] == "animated" and "first_frame=true" in row["error"]
     row = _post(client, files, first_frame=True).json()["results"][0]
     assert row["error"] is None and row["label"] is not None
 
 
+@contextmanager
+def _running(app: object) -> Iterator[str]:
+    """``app`` served by uvicorn on a free localhost port in a thread (one event loop, as in
+    production); yields its base URL."""
+    import uvicorn
+
+    from genprint.cli.serve import listening_socket
+
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def _files(sources: Path, name: str) -> list[tuple[str, tuple[str, bytes, str]]]:
+    return [("files", (f"{name}{i}.png", (sources / name / f"{i:02d}.png").read_bytes(),
+                       "image/png")) for i in range(10, 20)]
+
+
 def test_concurrent_requests_get_their_own_rows(served: tuple[Path, Path]) -> None:
     model, sources = served
-    client = TestClient(create_app(model))
     answers: dict[str, list[str]] = {}
+    with _running(create_app(model)) as url:
+        def ask(name: str) -> None:
+            rows = httpx.post(f"{url}/attribute", files=_files(sources, name)).json()["results"]
+            answers[name] = [r["candidate"] for r in rows]
 
-    def ask(name: str) -> None:
-        files = [(f"{name}{i}.png", (sources / name / f"{i:02d}.png").read_bytes())
-                 for i in range(10, 20)]
-        answers[name] = [r["candidate"] for r in _post(client, files).json()["results"]]
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in ("alpha", "beta", "gamma")]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+        threads = [threading.Thread(target=ask, args=(n,)) for n in ("alpha", "beta", "gamma")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     attributor = genprint.load(model)
     for name in ("alpha", "beta", "gamma"):
         local = attributor.attribute([sources / name / f"{i:02d}.png" for i in range(10, 20)])
         assert answers[name] == [r.candidate for r in local]
 
 
+def test_busy_model_queue_health_and_clients_that_left(served: tuple[Path, Path]) -> None:
+    model, sources = served
+    attributor = genprint.load(model)
+    release, inside, calls = threading.Event(), threading.Event(), []
+    original = attributor.attribute_loaded
+
+    def held(*args, **kwargs):  # the model busy until the test releases it
+        calls.append(1)
+        inside.set()
+        release.wait(20)
+        return original(*args, **kwargs)
+
+    attributor.attribute_loaded = held  # type: ignore[method-assign]
+    with _running(create_app(attributor, ServeLimits(max_waiting=1))) as url:
+        first: dict[str, httpx.Response] = {}
+        busy = threading.Thread(target=lambda: first.update(r=httpx.post(
+            f"{url}/attribute", files=_files(sources, "alpha"), timeout=30)))
+        busy.start()
+        assert inside.wait(10)
+        # health answers at once while the model is busy
+        t = time.perf_counter()
+        assert httpx.get(f"{url}/health").status_code == 200
+        assert time.perf_counter() - t < 2
+        # a client that gives up while waiting for its turn
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/attribute", files=_files(sources, "beta"), timeout=1.0)
+        # one waiting already (the client that left still counts until its turn): 503
+        answer = httpx.post(f"{url}/attribute", files=_files(sources, "gamma"))
+        assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+        release.set()
+        busy.join(30)
+        assert first["r"].status_code == 200 and first["r"].json()["n_images"] == 10
+        # the request whose client left was dropped at its turn: the model ran once
+        deadline = time.perf_counter() + 5
+        while time.perf_counter() < deadline and httpx.post(
+                f"{url}/attribute", files=_files(sources, "gamma")).status_code == 503:
+            time.sleep(0.1)
+        assert len(calls) == 2  # the first request and this last one
+
+
 def test_cli_serves_the_model(served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch,
                               tmp_path: Path) -> None:
     import json
+    import socket
 
     import uvicorn
 
     model, sources = served
     started: dict[str, object] = {}
-    monkeypatch.setattr(uvicorn, "run", lambda web_app, **kw: started.update(app=web_app, **kw))
-    out = runner.invoke(cli_app, ["serve", str(model), "--port", "8123", "--max-files", "2",
+
+    def fake_run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
+        started.update(app=server.config.app, port=sockets[0].getsockname()[1])
+        sockets[0].close()
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    out = runner.invoke(cli_app, ["serve", str(model), "--port", "0", "--max-files", "2",
                                   "--json"])
     assert out.exit_code == 0, out.output
     info = json.loads(out.stdout)
-    assert info["address"] == "http://127.0.0.1:8123" and info["max_files"] == 2
-    assert started["host"] == "127.0.0.1" and started["port"] == 8123
+    # port 0: the port actually bound is the one printed
+    assert started["port"] > 0 and info["address"] == f"http://127.0.0.1:{started['port']}"
+    assert info["limits"]["max_files"] == 2 and info["method"] == "baseline"
     client = TestClient(started["app"])
     good = (sources / "gamma" / "02.png").read_bytes()
     assert _post(client, [("g.png", good)]).json()["results"][0]["candidate"] == "gamma"
     assert _post(client, [("g.png", good)] * 3).status_code == 413
     out = runner.invoke(cli_app, ["serve", str(tmp_path)])  # not a model
     assert out.exit_code == 2 and "card.json" in out.output
+    with socket.socket() as taken:  # a port in use: a clean error, nothing printed as started
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = runner.invoke(cli_app, ["serve", str(model), "--port", str(port), "--json"])
+    assert out.exit_code == 2 and "cannot listen" in out.output and not out.stdout.strip()
 
 
 def test_max_tiles_per_request(served: tuple[Path, Path]) -> None:

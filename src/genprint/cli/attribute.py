@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -45,6 +46,16 @@ def attribute(
         help="Continue an interrupted run with the same --out: the rows of its "
              "NAME.partial.EXT (made by the same model) are kept and their files skipped.")
     ] = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Attribute on Ray Data (pip install 'genprint\\[ray]'): a pool of actors, "
+                      "each holding the model, on a local Ray or a cluster (--ray-address). "
+                      "Same rows and outputs; the model and images must be at the same paths "
+                      "on every node.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --ray: the Ray cluster to run on (e.g. auto, HOST:6379, "
+             "ray://HOST:10001); default: a local Ray with one CPU per actor.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        min=1, help="With --ray: actors holding the model, one CPU each (default 2).")] = None,
 ) -> None:
     """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
     threshold, per-source scores, and the reason for any file that could not be used.
@@ -55,8 +66,12 @@ def attribute(
     import genprint
     from genprint.io.sources import scan_inputs_report
     from genprint.results import check_results_path
+    from genprint.scale import ScaleError
     from genprint.storage.model_dir import ModelFormatError
 
+    if not ray and (ray_address is not None or ray_actors is not None):
+        raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
+                                 param_hint="--ray")
     if out is not None:  # before any work, not after it
         try:
             check_results_path(out)
@@ -109,10 +124,13 @@ def attribute(
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("attributing", total=len(paths))
         try:
-            for row in attributor.iter_attribute(
-                    paths, batch_size=batch_size, workers=workers,
-                    animated="first" if first_frame else "refuse",
-                    on_progress=lambda n: bar.advance(task, n)):
+            animated = "first" if first_frame else "refuse"
+            progress = lambda n: bar.advance(task, n)
+            rows = (_ray_rows(model, paths, attributor, ray_address, ray_actors or 2,
+                              batch_size, animated, max_tiles, progress) if ray else
+                    attributor.iter_attribute(paths, batch_size=batch_size, workers=workers,
+                                              animated=animated, on_progress=progress))
+            for row in rows:
                 if writer is not None:
                     writer.add(row)
                 counts[_answer(row)] += 1
@@ -123,8 +141,8 @@ def attribute(
             if writer is not None:  # inside: an interrupt while completing keeps the rows
                 writer.commit()
                 writer = None
-        except ModelFormatError as exc:  # e.g. a backbone that cannot be rebuilt here
-            if writer is not None:
+        except (ModelFormatError, ScaleError) as exc:  # e.g. a backbone that cannot be
+            if writer is not None:  # rebuilt here; with --ray, Ray missing or unreachable
                 writer.abandon()
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
@@ -168,6 +186,22 @@ def attribute(
         console.print(f"results written to {esc(str(out))}")
     if n_failed == n_done or (strict and n_failed):
         raise typer.Exit(1)
+
+
+def _ray_rows(model: Path, paths: list[Path], attributor: object, address: str | None,
+              actors: int, batch_size: int, animated: str, max_tiles: int | None,
+              on_progress: Callable[[int], None]) -> Iterator[Attribution]:
+    """The rows of ``--ray``: :func:`genprint.scale.iter_attributions` on the files already
+    listed, pinned to the model loaded here (its ``model_sha256``); the actors import the
+    plugins of ``GENPRINT_PLUGINS`` as set here."""
+    from genprint.plugins import plugin_specs
+    from genprint.scale import iter_attributions
+
+    return iter_attributions(
+        model, paths, address=address, actors=actors, batch_size=batch_size,
+        animated=animated,  # type: ignore[arg-type]
+        max_tiles=max_tiles, expected_model_sha256=getattr(attributor, "model_sha256_", None),
+        plugins=plugin_specs(), on_progress=on_progress)
 
 
 def _rows_to_resume(out: Path | None, attributor: object) -> list:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,23 @@ import typer
 
 from genprint.cli.app import app
 from genprint.cli.output import console, esc, print_json
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: any free one), so that a port in use is an
+    error before the server starts and the address printed is the real one."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 @app.command("serve")
@@ -18,24 +36,38 @@ def serve(
                                            "machine only; 0.0.0.0 answers every network "
                                            "(there is no authentication: put it behind a "
                                            "proxy that has some).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free "
+                                                            "port, printed).")] = 8000,
     max_files: Annotated[int, typer.Option(min=1, help="Files per request (more: HTTP 413).")
                          ] = 64,
     max_file_mb: Annotated[float, typer.Option(
-        min=0.001, help="Megabytes (MiB) per file; a larger file gets an error row "
-                        "(file_too_large).")] = 64.0,
+        min=0.001, help="MiB per file; a larger file gets an error row (file_too_large).")
+    ] = 64.0,
+    max_request_mb: Annotated[float, typer.Option(
+        min=0.001, help="MiB per request body (more: HTTP 413 as soon as it is known).")
+    ] = 256.0,
+    max_waiting: Annotated[int, typer.Option(
+        min=0, help="Requests that may wait while the model answers one (more: HTTP 503 with "
+                    "Retry-After, before their body is read).")] = 8,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Open connections at once, any endpoint (more: HTTP 503).")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
-    json_out: Annotated[bool, typer.Option("--json", help="Print the model and address as one "
-                                                          "JSON object before serving.")] = False,
+    log_level: Annotated[str, typer.Option(
+        help=f"Server log level ({', '.join(LOG_LEVELS)}); `info` logs one line per request.")
+    ] = "info",
+    json_out: Annotated[bool, typer.Option("--json", help="Print the model, address and limits "
+                                                          "as one JSON object once listening."
+                                           )] = False,
 ) -> None:
     """Serve a model over HTTP: POST image files to /attribute (multipart field `files`) and get
-    one row per file, as `genprint attribute --json` gives them; GET /model describes the model,
-    GET /health answers, /docs is the interactive API page.
+    one row per file, as `genprint attribute --json` gives them; GET /model describes the model
+    and the limits, GET /health answers, /docs is the interactive API page.
 
     Example: curl -F files=@photo.jpg -F files=@other.png http://127.0.0.1:8000/attribute
 
-    Needs the serve extra (pip install "genprint\\[serve]"). Exit code 2 for a bad model or a
-    missing extra. Stop with Ctrl-C.
+    Needs the serve extra (pip install "genprint\\[serve]"). Exit code 2 for a bad model, a
+    missing extra or an address it cannot listen on. Ctrl-C or SIGTERM stop it after the
+    requests in progress are answered.
     """
     try:
         import uvicorn
@@ -49,22 +81,32 @@ def serve(
     import genprint
     from genprint.storage.model_dir import ModelFormatError
 
+    if log_level not in LOG_LEVELS:
+        raise typer.BadParameter(f"one of {', '.join(LOG_LEVELS)}", param_hint="--log-level")
     try:
         attributor = genprint.load(model)
     except ModelFormatError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
     limits = ServeLimits(max_files=max_files, max_file_bytes=max(1, int(max_file_mb * MiB)),
-                         batch_size=batch_size)
+                         max_request_bytes=max(1, int(max_request_mb * MiB)),
+                         max_waiting=max_waiting, batch_size=batch_size)
     web_app = create_app(attributor, limits)
-    summary = model_summary(attributor)
-    address = f"http://{host}:{port}"
+    try:
+        sock = listening_socket(host, port)
+    except OSError as exc:
+        console.print(f"[red]error:[/red] cannot listen on {esc(host)}:{port}: "
+                      f"{esc(exc.strerror or str(exc))}")
+        raise typer.Exit(2) from None
+    bound = sock.getsockname()[1]
+    address = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
+    summary = model_summary(attributor, limits)
     if json_out:
-        print_json({"address": address, "model": str(model), **summary,
-                    "max_files": limits.max_files, "max_file_bytes": limits.max_file_bytes,
-                    "max_pixels": limits.pixel_limit})
+        print_json({"address": address, "model": str(model), **summary})
     console.print(f"serving {esc(str(model))} (method {summary['method']}, "
                   f"{len(summary['classes'])} sources, model_sha256 "
                   f"{(summary['model_sha256'] or '-')[:12]}) at {esc(address)}; POST images to "
                   f"/attribute, API page at /docs; Ctrl-C stops")
-    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+    config = uvicorn.Config(web_app, log_level=log_level, limit_concurrency=max_connections,
+                            timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=[sock])

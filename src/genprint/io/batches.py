@@ -18,7 +18,8 @@ R = TypeVar("R")
 class LoadResult(NamedTuple):
     """One file read by :func:`iter_images` (a tuple: ``path, pixels, sha256, notes = r``)."""
 
-    path: Path
+    path: Path | str
+    """The file read (or, for bytes that came another way, e.g. an upload, their name)."""
     pixels: np.ndarray | ImageError
     """The RGB pixels, or the error that says why the file could not be used."""
     sha256: str | None

@@ -6,50 +6,87 @@ answers with one row per file, in upload order: the same fields as a row of
 uploaded file name. A file that cannot be used (empty, corrupt, truncated, too large, not an
 image, ...) gets its ``error`` and ``error_code`` and the other files are still answered, so the
 request succeeds (HTTP 200) as long as it was well formed. ``GET /model`` describes the model
-(its ``model_sha256`` ties every answer to it), ``GET /health`` answers ``{"status": "ok"}``, and
-``/docs`` is the interactive OpenAPI page.
+(its ``model_sha256`` ties every answer to it) and the server's limits, ``GET /health``
+answers ``{"status": "ok"}`` at once even while the model is busy, and ``/docs`` is the
+interactive OpenAPI page.
 
-Images are decoded as stored, never resized (see :func:`genprint.io.images.decode_image`). One
-model answers one request at a time (a lock: methods keep per-call state); files are read and
-decoded inside that turn, a batch at a time, so memory stays bounded by the batch and the limits.
+Images are decoded as stored, never resized (see :func:`genprint.io.images.decode_image`). The
+model answers one request at a time (methods keep per-call state); the next ones wait their
+turn, up to :attr:`ServeLimits.max_waiting` of them (more get HTTP 503 before their body is
+read), and one whose client has gone by its turn is dropped without using the model. Files are
+read and decoded within the turn, a batch at a time, so memory stays bounded by the batch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import threading
+import json
+import logging
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+import anyio
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import genprint
 from genprint.io.batches import LoadResult
 from genprint.io.images import ImageError, decode_image
 from genprint.methods.base import Attributor
-from genprint.results import json_ready
+from genprint.results import Attribution, json_ready
 from genprint.serve.limits import ServeLimits
+from genprint.serve.schema import (
+    ERROR_RESPONSES,
+    UPLOAD_BODY,
+    AttributeAnswer,
+    ModelInfo,
+)
 
 READ_CHUNK = 1024 * 1024
+UPLOAD_PATH = "/attribute"
+log = logging.getLogger("genprint.serve")
 
 
-class _BodyLimit:
-    """ASGI middleware refusing a request body over ``limit`` bytes with HTTP 413: at once when
-    its Content-Length says so, otherwise as soon as that many bytes have arrived."""
+async def _answer(send: Send, status: int, detail: str,
+                  headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *headers]})
+    await send({"type": "http.response.body", "body": body})
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+
+class _Admission:
+    """ASGI middleware in front of ``POST /attribute``: refuses a body over the limit (HTTP
+    413: at once when its Content-Length says so, otherwise as soon as that many bytes have
+    arrived) and a request that would make more than ``max_waiting`` wait (HTTP 503, before
+    any of its body is read)."""
+
+    def __init__(self, app: ASGIApp, limits: ServeLimits) -> None:
         self.app = app
-        self.limit = limit
+        self.limits = limits
+        self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if not (scope["type"] == "http" and scope["path"] == UPLOAD_PATH
+                and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
+        limit = self.limits.max_body_bytes
+        too_large = (f"request body over {limit} bytes (the server's limit per request); send "
+                     "fewer or smaller files per request")
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.limit:
-            await self._refuse(send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _answer(send, 413, too_large)
+            return
+        if self.in_flight > self.limits.max_waiting:  # one answered, max_waiting waiting
+            await _answer(send, 503, f"{self.in_flight} requests are already being answered "
+                          "or waiting for the model; retry later", ((b"retry-after", b"1"),))
             return
         received = 0
 
@@ -58,31 +95,55 @@ class _BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.limit:
-                    raise HTTPException(413, self._message())
+                if received > limit:
+                    raise HTTPException(413, too_large)
             return message
 
-        await self.app(scope, counted, send)
+        self.in_flight += 1
+        try:
+            await self.app(scope, counted, send)
+        finally:
+            self.in_flight -= 1
 
-    def _message(self) -> str:
-        return (f"request body over {self.limit} bytes (the server's limit: its files per "
-                "request times bytes per file); send fewer or smaller files per request")
 
-    async def _refuse(self, send: Send) -> None:
-        import json
+async def _read_form(request: Request, limits: ServeLimits) -> FormData:
+    """The multipart body, parsed with the server's file limit (so a request with too many
+    files is refused while it arrives, not after)."""
+    try:
+        return await request.form(max_files=limits.max_files, max_fields=16)
+    except StarletteHTTPException as exc:  # how Starlette reports a multipart problem
+        if exc.status_code != 400:  # the body limit, raised while it arrived
+            raise
+        if str(exc.detail).startswith("Too many files"):
+            raise HTTPException(413, f"more than {limits.max_files} files in one request (the "
+                                "server's limit); send them in several requests") from None
+        raise HTTPException(400, f"the body is not a readable multipart upload ({exc.detail}); "
+                            "send image files in the field `files`") from None
 
-        body = json.dumps({"detail": self._message()}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+
+def _uploads(form: FormData) -> list[UploadFile]:
+    """The files of the field ``files``, or HTTP 400 saying what was sent instead."""
+    parts = form.getlist("files")
+    if not parts:
+        sent = sorted(set(form.keys()))
+        raise HTTPException(400, "no files: send images as multipart/form-data in the field "
+                            "`files` (curl -F files=@image.png)"
+                            + (f"; the body has the fields {sent}" if sent else ""))
+    for i, part in enumerate(parts):
+        if not isinstance(part, UploadFile):
+            raise HTTPException(400, f"part {i} of `files` is not a file (it has no filename); "
+                                "send it as a file (curl -F files=@image.png)")
+    return parts  # type: ignore[return-value]
+
+
+_CLI_FRAME_HINT = re.compile(r"\(`--first-frame`.*\)$")
 
 
 def _read_upload(upload: UploadFile, index: int, limits: ServeLimits, min_size: int,
                  first_frame: bool) -> LoadResult:
     """One uploaded file as :func:`~genprint.io.batches.iter_images` would give it: pixels and
     decode notes, or the :class:`~genprint.io.images.ImageError` saying why it cannot be used."""
-    name = Path(upload.filename or f"upload-{index}")
+    name = upload.filename or f"upload-{index}"
     digest = hashlib.sha256()
     data = upload.file.read(limits.max_file_bytes + 1)
     digest.update(data)
@@ -99,13 +160,16 @@ def _read_upload(upload: UploadFile, index: int, limits: ServeLimits, min_size: 
         pixels, info = decode_image(data, max_pixels=limits.pixel_limit, min_size=min_size,
                                     animated="first" if first_frame else "refuse")
     except ImageError as exc:
+        if exc.code == "animated":  # the way to take the first frame over HTTP
+            exc = ImageError("animated", _CLI_FRAME_HINT.sub("(`first_frame=true` in the "
+                                                             "query)", exc.reason))
         return LoadResult(name, exc, sha256)
     return LoadResult(name, pixels, sha256, info.notes)
 
 
-def model_summary(attributor: Attributor) -> dict[str, Any]:
-    """What ``GET /model`` answers: the method, its sources and thresholds, and the identifiers
-    that tie answers to this model."""
+def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]:
+    """What ``GET /model`` answers: the method, its sources and thresholds, the identifiers
+    that tie answers to this model, and the server's limits."""
     thresholds = getattr(attributor, "thresholds_", None)
     fingerprints = getattr(attributor, "training_fingerprints_", None)
     return json_ready({
@@ -117,6 +181,7 @@ def model_summary(attributor: Attributor) -> dict[str, Any]:
         "created": attributor.created_,
         "n_training_fingerprints": None if fingerprints is None else len(fingerprints),
         "genprint_version": genprint.__version__,
+        "limits": limits.describe(),
     })
 
 
@@ -127,8 +192,9 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
     attributor = model if isinstance(model, Attributor) else genprint.load(model)
     attributor._check_fitted()
     limits = limits or ServeLimits()
-    summary = model_summary(attributor)
-    turn = threading.Lock()
+    summary = model_summary(attributor, limits)
+    tiling = hasattr(attributor, "max_tiles")
+    turn = anyio.Lock()
 
     app = FastAPI(
         title="genprint",
@@ -136,57 +202,66 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         summary="Open-set source attribution of images: which generator made an image, is it "
                 "a real camera image, or is its source unknown.",
     )
-    app.add_middleware(_BodyLimit, limit=limits.max_request_bytes)
+    app.add_middleware(_Admission, limits=limits)
 
+    @app.head("/health", include_in_schema=False)
     @app.get("/health")
-    def health() -> dict[str, str]:
-        """Liveness: the model is loaded and the server answers."""
+    async def health() -> dict[str, str]:
+        """Liveness: the model is loaded and the server answers (at once, even while the
+        model is busy)."""
         return {"status": "ok"}
 
-    @app.get("/model")
-    def describe_model() -> dict[str, Any]:
-        """The model this server answers with."""
+    @app.get("/model", response_model=ModelInfo)
+    async def describe_model() -> dict[str, Any]:
+        """The model this server answers with, and the server's limits."""
         return summary
 
-    @app.post("/attribute")
-    def attribute(
-        files: Annotated[list[UploadFile], File(description="Image files (field `files`, "
-                                                "repeatable).")],
+    def work(uploads: list[UploadFile], first_frame: bool,
+             max_tiles: int | None) -> list[Attribution]:
+        def loaded() -> Iterator[LoadResult]:
+            for i, upload in enumerate(uploads):
+                yield _read_upload(upload, i, limits, attributor.min_size, first_frame)
+
+        own_tiles = getattr(attributor, "max_tiles", None)
+        if max_tiles is not None:
+            attributor.max_tiles = max_tiles
+        try:
+            return list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
+        finally:
+            if max_tiles is not None:
+                attributor.max_tiles = own_tiles
+
+    @app.post(UPLOAD_PATH, response_model=AttributeAnswer, responses=ERROR_RESPONSES,
+              openapi_extra=UPLOAD_BODY)
+    async def attribute(
+        request: Request,
         first_frame: Annotated[bool, Query(description="Analyse the first frame of animated "
                                            "images instead of refusing them.")] = False,
         max_tiles: Annotated[int | None, Query(ge=1, description="Tiling methods (metric, "
                                                "baseline): analyse at most this many tiles per "
                                                "image (default: the model's).")] = None,
-    ) -> dict[str, Any]:
-        """Attribute uploaded images: one row per file, in upload order, with label (a source
-        or `unknown`), candidate, score, threshold, per-source scores, or the reason a file
-        could not be used."""
-        if len(files) > limits.max_files:
-            raise HTTPException(413, f"{len(files)} files in one request, over the server's "
-                                f"limit of {limits.max_files}; send them in several requests")
-
-        tiling = hasattr(attributor, "max_tiles")
+    ) -> Any:
+        """Attribute uploaded images (multipart field `files`, repeatable): one row per file,
+        in upload order, with label (a source or `unknown`), candidate, score, threshold,
+        per-source scores, or the reason a file could not be used."""
         if max_tiles is not None and not tiling:
             raise HTTPException(400, f"method {attributor.method!r} does not tile images "
                                 "(max_tiles is for metric and baseline models)")
-
-        def loaded() -> Iterator[LoadResult]:
-            for i, upload in enumerate(files):
-                yield _read_upload(upload, i, limits, attributor.min_size, first_frame)
-
-        with turn:
-            own_tiles = getattr(attributor, "max_tiles", None)
-            if max_tiles is not None:
-                attributor.max_tiles = max_tiles
-            try:
-                rows = list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
-            finally:
-                if max_tiles is not None:
-                    attributor.max_tiles = own_tiles
+        form = await _read_form(request, limits)
+        try:
+            uploads = _uploads(form)
+            async with turn:
+                if await request.is_disconnected():
+                    log.info("client left before its turn: %d file(s) not analysed",
+                             len(uploads))
+                    return Response(status_code=499)
+                rows = await run_in_threadpool(work, uploads, first_frame, max_tiles)
+        finally:
+            await form.close()
         return json_ready({
             "model_sha256": summary["model_sha256"],
             "genprint_version": genprint.__version__,
-            "max_tiles": (max_tiles or own_tiles) if tiling else None,
+            "max_tiles": (max_tiles or attributor.max_tiles) if tiling else None,
             "n_images": len(rows),
             "n_errors": sum(not r.ok for r in rows),
             "results": [r.to_dict() for r in rows],

@@ -19,7 +19,6 @@ that both gave the same labels. The model is ``--model`` (any saved attributor w
 from __future__ import annotations
 
 import argparse
-import socket
 import tempfile
 import threading
 import time
@@ -34,23 +33,19 @@ from metric_throughput import smooth, untrained_model
 from PIL import Image
 
 import genprint
+from genprint.cli.serve import listening_socket
 from genprint.serve import ServeLimits, create_app
 
 
-def free_port() -> int:
-    """A localhost port nobody listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(app: object, port: int) -> uvicorn.Server:
-    """uvicorn serving ``app`` on ``port`` in a daemon thread; returns once it accepts."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+def start_server(app: object) -> tuple[uvicorn.Server, threading.Thread, int]:
+    """uvicorn serving ``app`` on a free localhost port in a thread; returns once it accepts."""
+    sock = listening_socket("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
     while not server.started:
         time.sleep(0.05)
-    return server
+    return server, thread, sock.getsockname()[1]
 
 
 def main() -> None:
@@ -78,8 +73,8 @@ def main() -> None:
         local = model.attribute(paths)
         local_s = time.perf_counter() - t
 
-        port = free_port()
-        server = start_server(create_app(model, ServeLimits(max_files=args.per_request)), port)
+        server, thread, port = start_server(
+            create_app(model, ServeLimits(max_files=args.per_request)))
         url = f"http://127.0.0.1:{port}/attribute"
         requests = [blobs[i : i + args.per_request] for i in range(0, args.n, args.per_request)]
 
@@ -95,6 +90,7 @@ def main() -> None:
                 answers = [row for rows in pool.map(post, requests) for row in rows]
             http_s = time.perf_counter() - t
         server.should_exit = True
+        thread.join(30)
 
     same = sum(a["label"] == r.label for a, r in zip(answers, local, strict=True))
     local_rate, http_rate = args.n / local_s, args.n / http_s

@@ -102,7 +102,8 @@ def json_ready(obj: Any) -> Any:
     return obj
 
 
-def _flat_row(result: Attribution) -> dict[str, Any]:
+def flat_row(result: Attribution) -> dict[str, Any]:
+    """``result`` as one row of a results table: its fields, ``scores`` as JSON text."""
     row = result.to_dict()
     row["scores"] = json.dumps(result.scores, sort_keys=True)  # "{}" for a file not read
     return row
@@ -137,7 +138,7 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
 
     In CSV and Parquet the per-source ``scores`` column is a JSON object.
     """
-    return write_table(path, RESULT_COLUMN_TYPES, [_flat_row(r) for r in results],
+    return write_table(path, RESULT_COLUMN_TYPES, [flat_row(r) for r in results],
                        [r.to_dict() for r in results])
 
 
@@ -146,7 +147,7 @@ def write_labelled_results(results: Sequence[Attribution], sources: Sequence[str
     """:func:`write_results` with a first column ``true_source``: the label of each image in the
     evaluation data (``genprint eval --results``), so every figure can be audited row by row."""
     columns = (("true_source", "string"), *RESULT_COLUMN_TYPES)
-    flat = [{"true_source": s, **_flat_row(r)} for r, s in zip(results, sources, strict=True)]
+    flat = [{"true_source": s, **flat_row(r)} for r, s in zip(results, sources, strict=True)]
     rows = [{"true_source": s, **r.to_dict()} for r, s in zip(results, sources, strict=True)]
     return write_table(path, columns, flat, rows)
 
@@ -333,7 +334,7 @@ class ResultsWriter(TableWriter):
 
     def add(self, result: Attribution) -> None:
         """Add one result."""
-        self.write(_flat_row(result), result.to_dict())
+        self.write(flat_row(result), result.to_dict())
 
 
 def write_table(path: str | os.PathLike[str], columns: Sequence[tuple[str, str]],

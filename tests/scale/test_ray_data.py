@@ -228,3 +228,46 @@ def test_command_line_ray_errors(world: World, monkeypatch: pytest.MonkeyPatch) 
     out = runner.invoke(app, ["attribute", str(world.model), image, "--ray"],
                         env={"COLUMNS": "200"})
     assert out.exit_code == 2 and 'pip install "genprint[ray]"' in out.output
+
+
+def test_own_ray_keeps_the_signal_handlers_and_shuts_down(world: World, tmp_path: Path) -> None:
+    """Ray started by genprint (not by the caller): the caller's SIGTERM / SIGINT handlers are
+    still in force afterwards (ray.init installs its own, which would skip the CLI's clean-up),
+    and Ray is shut down when the iteration ends."""
+    import subprocess
+
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import signal, sys, ray\n"
+        "from genprint.scale import iter_attributions\n"
+        "def mine(signum, frame): pass\n"
+        "signal.signal(signal.SIGTERM, mine)\n"
+        "before_int = signal.getsignal(signal.SIGINT)\n"
+        "rows = list(iter_attributions(sys.argv[1], [sys.argv[2]], actors=1))\n"
+        "assert signal.getsignal(signal.SIGTERM) is mine, signal.getsignal(signal.SIGTERM)\n"
+        "assert signal.getsignal(signal.SIGINT) is before_int\n"
+        "assert not ray.is_initialized()\n"
+        "print(len(rows), sum(r.ok for r in rows))\n")
+    done = subprocess.run([sys.executable, str(script), str(world.model),
+                           str(world.sources / "alpha")], capture_output=True, text=True, check=False,
+                          timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["24", "24"]
+
+
+def test_ray_address_variable_is_the_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With RAY_ADDRESS set (as under `ray job submit`) and no address given, genprint joins
+    that cluster instead of asking Ray for a local one (which Ray refuses then)."""
+    from genprint.scale import ScaleError
+    from genprint.scale.ray_data import _connect
+
+    class NoRay:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **kwargs: Any) -> None:  # pragma: no cover - must not be reached
+            raise AssertionError(f"ray.init called with {kwargs}")
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens on port 1
+    with pytest.raises(ScaleError, match=r"Ray cluster at 127\.0\.0\.1:1"):
+        _connect(NoRay(), address=None, num_cpus=2, quiet=True)

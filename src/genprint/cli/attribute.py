@@ -72,6 +72,9 @@ def attribute(
     if not ray and (ray_address is not None or ray_actors is not None):
         raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
                                  param_hint="--ray")
+    if ray and workers is not None:
+        raise typer.BadParameter("with --ray, each actor reads its files with as many threads "
+                                 "as it has CPUs; leave --workers out", param_hint="--workers")
     if out is not None:  # before any work, not after it
         try:
             check_results_path(out)
@@ -130,14 +133,17 @@ def attribute(
                               batch_size, animated, max_tiles, progress) if ray else
                     attributor.iter_attribute(paths, batch_size=batch_size, workers=workers,
                                               animated=animated, on_progress=progress))
-            for row in rows:
-                if writer is not None:
-                    writer.add(row)
-                counts[_answer(row)] += 1
-                n_seen += bool(row.seen_in_training)
-                n_noted += bool(row.notes)
-                if keep_rows:
-                    results.append(row)
+            try:
+                for row in rows:
+                    if writer is not None:
+                        writer.add(row)
+                    counts[_answer(row)] += 1
+                    n_seen += bool(row.seen_in_training)
+                    n_noted += bool(row.notes)
+                    if keep_rows:
+                        results.append(row)
+            finally:  # its clean-up now (--ray: Ray shut down), before any exit below
+                rows.close()
             if writer is not None:  # inside: an interrupt while completing keeps the rows
                 writer.commit()
                 writer = None

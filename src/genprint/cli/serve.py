@@ -23,6 +23,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        sock.listen(socket.SOMAXCONN)  # connections queue from now on, before uvicorn runs
     except OSError:
         sock.close()
         raise

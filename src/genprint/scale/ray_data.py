@@ -26,13 +26,14 @@ raise :class:`ScaleError` saying ``pip install "genprint[ray]"`` when it is miss
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
 import os
 import re
+import signal
 import socket
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from genprint.io.images import AnimatedPolicy
     from genprint.methods.base import Attributor
+
+log = logging.getLogger("genprint.scale")
 
 INSTALL_HINT = 'pip install "genprint[ray]"'
 """What to run when Ray Data is missing."""
@@ -84,10 +87,10 @@ def model_identity(model: PathLike) -> tuple[dict[str, Any], str]:
     """The card of the model directory ``model`` and its ``model_sha256`` (the sha256 of
     ``card.json``), as this process sees them. :class:`ModelFormatError` if it is not a model
     directory (or its card was edited)."""
-    from genprint.storage.model_dir import CARD_NAME, read_card
+    from genprint.storage.model_dir import CARD_NAME, read_card, sha256_file
 
     card = read_card(model)
-    return card, hashlib.sha256((Path(model) / CARD_NAME).read_bytes()).hexdigest()
+    return card, sha256_file(Path(model) / CARD_NAME)
 
 
 def result_schema(with_index: bool = False) -> pa.Schema:
@@ -164,7 +167,7 @@ class _AttributionActor:
         import pyarrow as pa
 
         from genprint.io.batches import auto_workers, iter_images
-        from genprint.results import _flat_row  # the local results file's flat row
+        from genprint.results import flat_row
 
         if self.problem is not None:
             raise self.problem
@@ -177,7 +180,7 @@ class _AttributionActor:
         rows = []
         for name, result in zip(given, self.attributor.attribute_loaded(
                 loaded, batch_size=s.batch_size), strict=True):
-            row = {k: printable(v) for k, v in _flat_row(result).items()}
+            row = {k: printable(v) for k, v in flat_row(result).items()}
             row["path"] = printable(name)
             rows.append(row)
         if s.with_index:
@@ -377,17 +380,41 @@ def _connect(ray: Any, *, address: str | None, num_cpus: int, quiet: bool) -> bo
         return False
     quiet_args: dict[str, Any] = ({"logging_level": logging.WARNING, "log_to_driver": False}
                                   if quiet else {})
+    if not address and os.environ.get(RAY_ADDRESS_ENV):  # e.g. under `ray job submit`
+        address = os.environ[RAY_ADDRESS_ENV]
+        log.info("using the Ray cluster of %s=%s", RAY_ADDRESS_ENV, address)
     if address:
         _check_reachable(address)
-    try:
-        if address:
-            ray.init(address=address, **quiet_args)
-        else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet_args)
-    except Exception as exc:  # noqa: BLE001 - e.g. ConnectionError: said in our words
-        where = f"reach the Ray cluster at {address}" if address else "start a local Ray"
-        raise ScaleError(f"could not {where}: {type(exc).__name__}: {exc}") from None
+    with _own_signal_handlers():
+        try:
+            if address:
+                ray.init(address=address, **quiet_args)
+            else:
+                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet_args)
+        except Exception as exc:  # noqa: BLE001 - e.g. ConnectionError: said in our words
+            where = f"reach the Ray cluster at {address}" if address else "start a local Ray"
+            raise ScaleError(f"could not {where}: {type(exc).__name__}: {exc}") from None
     return True
+
+
+RAY_ADDRESS_ENV = "RAY_ADDRESS"
+"""Ray's own variable naming the cluster to join; used when no ``address`` is given."""
+
+
+@contextmanager
+def _own_signal_handlers() -> Iterator[None]:
+    """Keep the process's SIGTERM / SIGINT handlers across ``ray.init``, which installs its
+    own (exiting at once): the caller's clean-up (the CLI keeps finished rows) still runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            if handler is not None:
+                signal.signal(sig, handler)
 
 
 CONNECT_TIMEOUT = 10.0

@@ -32,6 +32,7 @@ from fastapi import FastAPI, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import genprint
@@ -73,8 +74,11 @@ class _Admission:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (scope["type"] == "http" and scope["path"] == UPLOAD_PATH
-                and scope["method"] == "POST"):
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):  # mounted, or behind a proxy with --root-path
+            path = path[len(root):]
+        if not (scope["type"] == "http" and path == UPLOAD_PATH and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
         limit = self.limits.max_body_bytes
@@ -217,7 +221,8 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         return summary
 
     def work(uploads: list[UploadFile], first_frame: bool,
-             max_tiles: int | None) -> list[Attribution]:
+             max_tiles: int | None) -> tuple[list[Attribution], int | None]:
+        """The rows, and the tiles per image they were made with (tiling methods)."""
         def loaded() -> Iterator[LoadResult]:
             for i, upload in enumerate(uploads):
                 yield _read_upload(upload, i, limits, attributor.min_size, first_frame)
@@ -226,7 +231,8 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         if max_tiles is not None:
             attributor.max_tiles = max_tiles
         try:
-            return list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
+            rows = list(attributor.attribute_loaded(loaded(), batch_size=limits.batch_size))
+            return rows, getattr(attributor, "max_tiles", None)
         finally:
             if max_tiles is not None:
                 attributor.max_tiles = own_tiles
@@ -247,7 +253,11 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         if max_tiles is not None and not tiling:
             raise HTTPException(400, f"method {attributor.method!r} does not tile images "
                                 "(max_tiles is for metric and baseline models)")
-        form = await _read_form(request, limits)
+        try:
+            form = await _read_form(request, limits)
+        except ClientDisconnect:
+            log.info("client left during its upload")
+            return Response(status_code=499)
         try:
             uploads = _uploads(form)
             async with turn:
@@ -255,13 +265,13 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                     log.info("client left before its turn: %d file(s) not analysed",
                              len(uploads))
                     return Response(status_code=499)
-                rows = await run_in_threadpool(work, uploads, first_frame, max_tiles)
+                rows, tiles = await run_in_threadpool(work, uploads, first_frame, max_tiles)
         finally:
             await form.close()
         return json_ready({
             "model_sha256": summary["model_sha256"],
             "genprint_version": genprint.__version__,
-            "max_tiles": (max_tiles or attributor.max_tiles) if tiling else None,
+            "max_tiles": tiles,
             "n_images": len(rows),
             "n_errors": sum(not r.ok for r in rows),
             "results": [r.to_dict() for r in rows],

@@ -352,3 +352,38 @@ def test_limits_hold_when_mounted_under_a_prefix(served: tuple[Path, Path]) -> N
     assert _post_to(client, "/gp/attribute", [("a.png", good)]).status_code == 200
     answer = _post_to(client, "/gp/attribute", [("a.png", good)] * 3)
     assert answer.status_code == 413 and "request body over" in answer.json()["detail"]
+
+
+def test_token(served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    model, sources = served
+    good = (sources / "beta" / "04.png").read_bytes()
+    client = TestClient(create_app(model, token="s3cret"))
+    answer = _post(client, [("b.png", good)])
+    assert answer.status_code == 401 and answer.headers["www-authenticate"] == "Bearer"
+    assert client.get("/model").status_code == 401
+    wrong = {"Authorization": "Bearer s3cre"}
+    assert client.get("/model", headers=wrong).status_code == 401
+    right = {"Authorization": "Bearer s3cret"}
+    assert client.get("/model", headers=right).json()["method"] == "baseline"
+    answer = client.post("/attribute", headers=right,
+                         files=[("files", ("b.png", good, "image/png"))])
+    assert answer.status_code == 200 and answer.json()["results"][0]["candidate"] == "beta"
+    assert client.get("/health").status_code == 200  # probes and the API page stay open
+    assert client.get("/openapi.json").status_code == 200
+    with pytest.raises(ValueError, match="empty token"):
+        create_app(model, token=" ")
+    # the command line reads it from the environment, never from its arguments
+    import json
+
+    import uvicorn
+
+    started: dict[str, object] = {}
+    monkeypatch.setattr(uvicorn.Server, "run",
+                        lambda server, sockets: started.update(app=server.config.app)
+                        or sockets[0].close())
+    monkeypatch.setenv("GENPRINT_SERVE_TOKEN", "t0ken")
+    out = runner.invoke(cli_app, ["serve", str(model), "--port", "0", "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)["token_required"] is True
+    served_client = TestClient(started["app"])
+    assert served_client.get("/model").status_code == 401
+    assert served_client.get("/model", headers={"Authorization": "Bearer t0ken"}).status_code == 200

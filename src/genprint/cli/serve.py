@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -56,6 +57,11 @@ def serve(
     log_level: Annotated[str, typer.Option(
         help=f"Server log level ({', '.join(LOG_LEVELS)}); `info` logs one line per request.")
     ] = "info",
+    token_env: Annotated[str, typer.Option(
+        help="Environment variable holding a token: when it is set, /attribute and /model "
+             "need `Authorization: Bearer TOKEN` (HTTP 401 otherwise); /health and the API "
+             "description stay open. Without it, no authentication.")
+    ] = "GENPRINT_SERVE_TOKEN",
     json_out: Annotated[bool, typer.Option("--json", help="Print the model, address and limits "
                                                           "as one JSON object once listening."
                                            )] = False,
@@ -92,7 +98,8 @@ def serve(
     limits = ServeLimits(max_files=max_files, max_file_bytes=max(1, int(max_file_mb * MiB)),
                          max_request_bytes=max(1, int(max_request_mb * MiB)),
                          max_waiting=max_waiting, batch_size=batch_size)
-    web_app = create_app(attributor, limits)
+    token = os.environ.get(token_env, "").strip() or None
+    web_app = create_app(attributor, limits, token=token)
     try:
         sock = listening_socket(host, port)
     except OSError as exc:
@@ -103,11 +110,15 @@ def serve(
     address = f"http://{'[' + host + ']' if ':' in host else host}:{bound}"
     summary = model_summary(attributor, limits)
     if json_out:
-        print_json({"address": address, "model": str(model), **summary})
+        print_json({"address": address, "model": str(model), "token_required": bool(token),
+                    **summary})
     console.print(f"serving {esc(str(model))} (method {summary['method']}, "
                   f"{len(summary['classes'])} sources, model_sha256 "
                   f"{(summary['model_sha256'] or '-')[:12]}) at {esc(address)}; POST images to "
-                  f"/attribute, API page at /docs; Ctrl-C stops")
+                  f"/attribute, API page at /docs; "
+                  + (f"requests need the token of ${esc(token_env)}; " if token else
+                     f"no authentication (set ${esc(token_env)} for a token); ")
+                  + "Ctrl-C stops")
     config = uvicorn.Config(web_app, log_level=log_level, limit_concurrency=max_connections,
                             timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=[sock])

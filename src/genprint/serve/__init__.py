@@ -17,10 +17,11 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["ServeLimits", "create_app"]
 
 
-def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None) -> FastAPI:
+def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None, *,
+               token: str | None = None) -> FastAPI:
     """The FastAPI application of ``genprint serve`` for ``model`` (a model directory or a
     fitted attributor); see :func:`genprint.serve.app.create_app` (imported on first use: it
     needs FastAPI)."""
     from genprint.serve.app import create_app as _create_app
 
-    return _create_app(model, limits)
+    return _create_app(model, limits, token=token)

@@ -20,6 +20,7 @@ read and decoded within the turn, a batch at a time, so memory stays bounded by 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -74,11 +75,8 @@ class _Admission:
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):  # mounted, or behind a proxy with --root-path
-            path = path[len(root):]
-        if not (scope["type"] == "http" and path == UPLOAD_PATH and scope["method"] == "POST"):
+        if not (scope["type"] == "http" and _route_path(scope) == UPLOAD_PATH
+                and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
         limit = self.limits.max_body_bytes
@@ -108,6 +106,37 @@ class _Admission:
             await self.app(scope, counted, send)
         finally:
             self.in_flight -= 1
+
+
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
+"""Paths answered without the token: liveness probes and the API's description."""
+
+
+def _route_path(scope: Scope) -> str:
+    """The request's path within this application (without the prefix it is mounted or
+    proxied under)."""
+    path = scope.get("path", "")
+    root = scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
+
+
+class _TokenCheck:
+    """ASGI middleware requiring ``Authorization: Bearer TOKEN`` on every path but
+    :data:`OPEN_PATHS` (HTTP 401 otherwise, before any body is read)."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _route_path(scope) not in OPEN_PATHS:
+            given = dict(scope.get("headers", [])).get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                await _answer(send, 401, "this server needs `Authorization: Bearer TOKEN` "
+                              "(the token it was started with)",
+                              ((b"www-authenticate", b"Bearer"),))
+                return
+        await self.app(scope, receive, send)
 
 
 async def _read_form(request: Request, limits: ServeLimits) -> FormData:
@@ -189,10 +218,15 @@ def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]
     })
 
 
-def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None) -> FastAPI:
+def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None, *,
+               token: str | None = None) -> FastAPI:
     """A FastAPI application answering with ``model`` (a saved model directory, loaded and
-    checked now, or a fitted :class:`~genprint.methods.base.Attributor`). Run it with any ASGI
-    server, e.g. ``uvicorn.run(create_app("MODEL"))`` or ``genprint serve MODEL``."""
+    checked now, or a fitted :class:`~genprint.methods.base.Attributor`). With ``token``,
+    ``/attribute`` and ``/model`` need ``Authorization: Bearer TOKEN`` (HTTP 401 otherwise).
+    Run it with any ASGI server, e.g. ``uvicorn.run(create_app("MODEL"))`` or
+    ``genprint serve MODEL``."""
+    if token is not None and not token.strip():
+        raise ValueError("an empty token would protect nothing; give one or None")
     attributor = model if isinstance(model, Attributor) else genprint.load(model)
     attributor._check_fitted()
     limits = limits or ServeLimits()
@@ -207,6 +241,8 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                 "a real camera image, or is its source unknown.",
     )
     app.add_middleware(_Admission, limits=limits)
+    if token is not None:  # added last: runs first, so a refused request is never queued
+        app.add_middleware(_TokenCheck, token=token)
 
     @app.head("/health", include_in_schema=False)
     @app.get("/health")

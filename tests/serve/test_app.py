@@ -278,7 +278,8 @@ def test_cli_serves_the_model(served: tuple[Path, Path], monkeypatch: pytest.Mon
     started: dict[str, object] = {}
 
     def fake_run(server: uvicorn.Server, sockets: list[socket.socket]) -> None:
-        started.update(app=server.config.app, port=sockets[0].getsockname()[1])
+        started.update(app=server.config.app, port=sockets[0].getsockname()[1],
+                       logs=json.dumps(server.config.log_config))
         # already listening when --json was printed: a client can connect at once
         socket.create_connection(("127.0.0.1", started["port"]), timeout=5).close()
         sockets[0].close()
@@ -291,6 +292,7 @@ def test_cli_serves_the_model(served: tuple[Path, Path], monkeypatch: pytest.Mon
     # port 0: the port actually bound is the one printed
     assert started["port"] > 0 and info["address"] == f"http://127.0.0.1:{started['port']}"
     assert info["limits"]["max_files"] == 2 and info["method"] == "baseline"
+    assert "sys.stdout" not in started["logs"]  # access lines on stderr: stdout is for --json
     client = TestClient(started["app"])
     good = (sources / "gamma" / "02.png").read_bytes()
     assert _post(client, [("g.png", good)]).json()["results"][0]["candidate"] == "gamma"

@@ -120,5 +120,19 @@ def serve(
                      f"no authentication (set ${esc(token_env)} for a token); ")
                   + "Ctrl-C stops")
     config = uvicorn.Config(web_app, log_level=log_level, limit_concurrency=max_connections,
-                            timeout_keep_alive=5)
+                            timeout_keep_alive=5, log_config=_logs_to_stderr())
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def _logs_to_stderr() -> dict:
+    """uvicorn's logging set-up with its access lines on stderr too (its default writes them
+    to stdout, which stays for --json, as in every genprint command)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for handler in config.get("handlers", {}).values():
+        if handler.get("stream") == "ext://sys.stdout":
+            handler["stream"] = "ext://sys.stderr"
+    return config

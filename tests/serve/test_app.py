@@ -389,3 +389,37 @@ def test_token(served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> No
     served_client = TestClient(started["app"])
     assert served_client.get("/model").status_code == 401
     assert served_client.get("/model", headers={"Authorization": "Bearer t0ken"}).status_code == 200
+
+
+def test_client_gone_during_analysis_stops_reading(served: tuple[Path, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import genprint.serve.app as serve_app
+
+    model, sources = served
+    attributor = genprint.load(model)
+    release, inside, read = threading.Event(), threading.Event(), []
+    original_loaded, original_read = attributor.attribute_loaded, serve_app._read_upload
+
+    def held(*args, **kwargs):  # the analysis has started; files are read as it consumes them
+        inside.set()
+        release.wait(20)
+        return original_loaded(*args, **kwargs)
+
+    def counted(*args, **kwargs):
+        read.append(1)
+        return original_read(*args, **kwargs)
+
+    attributor.attribute_loaded = held  # type: ignore[method-assign]
+    monkeypatch.setattr(serve_app, "_read_upload", counted)
+    with _running(create_app(attributor)) as url:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/attribute", files=_files(sources, "alpha"), timeout=1.0)
+        assert inside.wait(10)
+        time.sleep(1.0)  # the server notices within CLIENT_CHECK_SECONDS
+        release.set()
+        deadline = time.perf_counter() + 10
+        while time.perf_counter() < deadline and httpx.get(f"{url}/health").status_code != 200:
+            time.sleep(0.1)
+        answer = httpx.post(f"{url}/attribute", files=_files(sources, "beta"), timeout=30)
+    assert answer.status_code == 200 and answer.json()["n_images"] == 10
+    assert len(read) == 10  # only the second request's files: the first one's were never read

@@ -14,7 +14,8 @@ Images are decoded as stored, never resized (see :func:`genprint.io.images.decod
 model answers one request at a time (methods keep per-call state); the next ones wait their
 turn, up to :attr:`ServeLimits.max_waiting` of them (more get HTTP 503 before their body is
 read), and one whose client has gone by its turn is dropped without using the model. Files are
-read and decoded within the turn, a batch at a time, so memory stays bounded by the batch.
+read and decoded within the turn, a batch at a time, so memory stays bounded by the batch; if
+the client leaves during its turn, no further file is read (the batch in progress ends it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hmac
 import json
 import logging
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -200,6 +202,17 @@ def _read_upload(upload: UploadFile, index: int, limits: ServeLimits, min_size: 
     return LoadResult(name, pixels, sha256, info.notes)
 
 
+CLIENT_CHECK_SECONDS = 0.25
+"""How often a request being analysed checks that its client is still connected."""
+
+
+async def _watch_client(request: Request, gone: threading.Event) -> None:
+    """Set ``gone`` once the client of ``request`` has disconnected."""
+    while not await request.is_disconnected():
+        await anyio.sleep(CLIENT_CHECK_SECONDS)
+    gone.set()
+
+
 def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]:
     """What ``GET /model`` answers: the method, its sources and thresholds, the identifiers
     that tie answers to this model, and the server's limits."""
@@ -256,11 +269,15 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         """The model this server answers with, and the server's limits."""
         return summary
 
-    def work(uploads: list[UploadFile], first_frame: bool,
-             max_tiles: int | None) -> tuple[list[Attribution], int | None]:
-        """The rows, and the tiles per image they were made with (tiling methods)."""
+    def work(uploads: list[UploadFile], first_frame: bool, max_tiles: int | None,
+             gone: threading.Event) -> tuple[list[Attribution], int | None]:
+        """The rows, and the tiles per image they were made with (tiling methods). Once
+        ``gone`` is set (the client left), no further file is read: the batch in progress
+        ends the work."""
         def loaded() -> Iterator[LoadResult]:
             for i, upload in enumerate(uploads):
+                if gone.is_set():
+                    return
                 yield _read_upload(upload, i, limits, attributor.min_size, first_frame)
 
         own_tiles = getattr(attributor, "max_tiles", None)
@@ -301,7 +318,16 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                     log.info("client left before its turn: %d file(s) not analysed",
                              len(uploads))
                     return Response(status_code=499)
-                rows, tiles = await run_in_threadpool(work, uploads, first_frame, max_tiles)
+                gone = threading.Event()
+                async with anyio.create_task_group() as watching:
+                    watching.start_soon(_watch_client, request, gone)
+                    rows, tiles = await run_in_threadpool(work, uploads, first_frame,
+                                                          max_tiles, gone)
+                    watching.cancel_scope.cancel()
+                if gone.is_set():
+                    log.info("client left during its analysis: stopped after %d of %d "
+                             "file(s)", len(rows), len(uploads))
+                    return Response(status_code=499)
         finally:
             await form.close()
         return json_ready({

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,24 +27,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 import torch
-import uvicorn
 from metric_throughput import smooth, untrained_model
 from PIL import Image
 
 import genprint
-from genprint.cli.serve import listening_socket
 from genprint.serve import ServeLimits, create_app
-
-
-def start_server(app: object) -> tuple[uvicorn.Server, threading.Thread, int]:
-    """uvicorn serving ``app`` on a free localhost port in a thread; returns once it accepts."""
-    sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, sock.getsockname()[1]
+from genprint.serve.app import serving
 
 
 def main() -> None:
@@ -73,24 +60,21 @@ def main() -> None:
         local = model.attribute(paths)
         local_s = time.perf_counter() - t
 
-        server, thread, port = start_server(
-            create_app(model, ServeLimits(max_files=args.per_request)))
-        url = f"http://127.0.0.1:{port}/attribute"
+        app = create_app(model, ServeLimits(max_files=args.per_request))
         requests = [blobs[i : i + args.per_request] for i in range(0, args.n, args.per_request)]
+        with serving(app) as base, httpx.Client() as client:
+            url = f"{base}/attribute"
 
-        def post(files: list[tuple[str, bytes]]) -> list[dict]:
-            answer = client.post(url, files=[("files", f) for f in files], timeout=600)
-            answer.raise_for_status()
-            return answer.json()["results"]
+            def post(files: list[tuple[str, bytes]]) -> list[dict]:
+                answer = client.post(url, files=[("files", f) for f in files], timeout=600)
+                answer.raise_for_status()
+                return answer.json()["results"]
 
-        with httpx.Client() as client:
             post(requests[0])  # warm-up
             t = time.perf_counter()
             with ThreadPoolExecutor(args.clients) as pool:
                 answers = [row for rows in pool.map(post, requests) for row in rows]
             http_s = time.perf_counter() - t
-        server.should_exit = True
-        thread.join(30)
 
     same = sum(a["label"] == r.label for a, r in zip(answers, local, strict=True))
     local_rate, http_rate = args.n / local_s, args.n / http_s

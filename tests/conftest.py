@@ -52,16 +52,22 @@ def rgb_png(tmp_path: Path) -> Path:
     return p
 
 
-@pytest.fixture
-def toy_sources(tmp_path: Path) -> Path:
-    """A folder with one sub-folder per toy source (period 2, 3 and 5 traces), 24 images each."""
+def write_toy_sources(parent: Path) -> Path:
+    """``parent/sources``: one sub-folder per toy source (period 2, 3 and 5 traces), 24 images
+    each (36×40 PNGs, the same pixels every time)."""
     rng = np.random.default_rng(0)
-    root = tmp_path / "sources"
+    root = parent / "sources"
     for name, period in (("alpha", 2), ("beta", 3), ("gamma", 5)):
         (root / name).mkdir(parents=True)
         for i in range(24):
             Image.fromarray(textured(rng, 36, 40, period)).save(root / name / f"{i:02d}.png")
     return root
+
+
+@pytest.fixture
+def toy_sources(tmp_path: Path) -> Path:
+    """:func:`write_toy_sources` in the test's temporary folder."""
+    return write_toy_sources(tmp_path)
 
 
 def rewrite_card(path: Path, card: dict) -> None:

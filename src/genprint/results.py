@@ -170,16 +170,23 @@ def read_results(path: str | os.PathLike[str]) -> list[Attribution]:
                                                                           or ()):
                     raise ValueError(f"{src}: not a genprint results file (its columns are not "
                                      "attribute's)")
-                rows = [_typed(r) for r in reader]
+                return [from_flat_row(r) for r in reader]
         elif kind == ".parquet":
             import pyarrow.parquet as pq
 
-            rows = [_typed(r) for r in pq.read_table(src).to_pylist()]
+            return [from_flat_row(r) for r in pq.read_table(src).to_pylist()]
         else:
             raise ValueError(f"{src}: results are .csv, .parquet or .json files")
         return [Attribution(**{k: r.get(k) for k in RESULT_COLUMNS}) for r in rows]
     except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
         raise ValueError(f"{src}: not a genprint results file ({exc})") from None
+
+
+def from_flat_row(row: dict[str, Any]) -> Attribution:
+    """The :class:`Attribution` of a results-table row (CSV text or Arrow values, ``scores``
+    as JSON text): the inverse of :func:`flat_row`."""
+    typed = _typed(row)
+    return Attribution(**{k: typed.get(k) for k in RESULT_COLUMNS})
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
@@ -199,9 +206,6 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
             out[name] = value
     out["scores"] = json.loads(row.get("scores") or "{}")
     return out
-
-
-
 
 
 class TableWriter:

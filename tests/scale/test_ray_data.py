@@ -24,7 +24,7 @@ import genprint
 from genprint.cli.app import app
 from genprint.results import RESULT_COLUMNS, Attribution, write_results
 from genprint.scale import ModelMismatchError, attribution_dataset, iter_attributions
-from tests.conftest import make_png_header_only, textured
+from tests.conftest import make_png_header_only, textured, write_toy_sources
 
 ray = pytest.importorskip("ray")
 pytest.importorskip("ray.data")
@@ -69,12 +69,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
     """The ``toy_sources`` images (3 sources × 24), a ``baseline`` model trained on them with
     ``genprint train``, and files the reader refuses or notes something about."""
     root = tmp_path_factory.mktemp("scale")
-    rng = np.random.default_rng(0)
-    sources = root / "sources"
-    for name, period in (("alpha", 2), ("beta", 3), ("gamma", 5)):
-        (sources / name).mkdir(parents=True)
-        for i in range(24):
-            Image.fromarray(textured(rng, 36, 40, period)).save(sources / name / f"{i:02d}.png")
+    sources = write_toy_sources(root)
+    rng = np.random.default_rng(1)  # the awkward files below
     model = root / "model"
     out = runner.invoke(app, ["train", "baseline", "--data", str(sources), "--out", str(model),
                               "--json"])

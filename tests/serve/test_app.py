@@ -6,8 +6,6 @@ import hashlib
 import io
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -22,7 +20,8 @@ import genprint
 from genprint.cli.app import app as cli_app
 from genprint.results import Attribution
 from genprint.serve import ServeLimits, create_app
-from tests.conftest import textured
+from genprint.serve.app import serving
+from tests.conftest import write_toy_sources
 
 runner = CliRunner()
 
@@ -31,12 +30,7 @@ runner = CliRunner()
 def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A baseline model trained on three toy sources, and the folder of those sources."""
     root = tmp_path_factory.mktemp("serve")
-    rng = np.random.default_rng(0)
-    sources = root / "sources"
-    for name, period in (("alpha", 2), ("beta", 3), ("gamma", 5)):
-        (sources / name).mkdir(parents=True)
-        for i in range(24):
-            Image.fromarray(textured(rng, 36, 40, period)).save(sources / name / f"{i:02d}.png")
+    sources = write_toy_sources(root)
     model = root / "model"
     out = runner.invoke(cli_app, ["train", "baseline", "--data", str(sources), "--out", str(model)])
     assert out.exit_code == 0, out.output
@@ -182,27 +176,6 @@ def test_animated_first_frame(served: tuple[Path, Path]) -> None:
     assert row["error"] is None and row["label"] is not None
 
 
-@contextmanager
-def _running(app: object) -> Iterator[str]:
-    """``app`` served by uvicorn on a free localhost port in a thread (one event loop, as in
-    production); yields its base URL."""
-    import uvicorn
-
-    from genprint.cli.serve import listening_socket
-
-    sock = listening_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
 def _files(sources: Path, name: str) -> list[tuple[str, tuple[str, bytes, str]]]:
     return [("files", (f"{name}{i}.png", (sources / name / f"{i:02d}.png").read_bytes(),
                        "image/png")) for i in range(10, 20)]
@@ -211,7 +184,7 @@ def _files(sources: Path, name: str) -> list[tuple[str, tuple[str, bytes, str]]]
 def test_concurrent_requests_get_their_own_rows(served: tuple[Path, Path]) -> None:
     model, sources = served
     answers: dict[str, list[str]] = {}
-    with _running(create_app(model)) as url:
+    with serving(create_app(model)) as url:
         def ask(name: str) -> None:
             rows = httpx.post(f"{url}/attribute", files=_files(sources, name)).json()["results"]
             answers[name] = [r["candidate"] for r in rows]
@@ -240,7 +213,7 @@ def test_busy_model_queue_health_and_clients_that_left(served: tuple[Path, Path]
         return original(*args, **kwargs)
 
     attributor.attribute_loaded = held  # type: ignore[method-assign]
-    with _running(create_app(attributor, ServeLimits(max_waiting=1))) as url:
+    with serving(create_app(attributor, ServeLimits(max_waiting=1))) as url:
         first: dict[str, httpx.Response] = {}
         busy = threading.Thread(target=lambda: first.update(r=httpx.post(
             f"{url}/attribute", files=_files(sources, "alpha"), timeout=30)))
@@ -323,7 +296,7 @@ def test_max_tiles_answered_is_the_one_used_under_concurrency(served: tuple[Path
     model, sources = served
     tile = np.asarray(Image.open(sources / "alpha" / "00.png"))[:32, :32]
     big = ("files", ("big.png", _png(np.tile(tile, (4, 4, 1))), "image/png"))
-    with _running(create_app(model)) as url:
+    with serving(create_app(model)) as url:
         answers: list[dict] = []
 
         def ask(params: dict) -> None:
@@ -411,7 +384,7 @@ def test_client_gone_during_analysis_stops_reading(served: tuple[Path, Path],
 
     attributor.attribute_loaded = held  # type: ignore[method-assign]
     monkeypatch.setattr(serve_app, "_read_upload", counted)
-    with _running(create_app(attributor)) as url:
+    with serving(create_app(attributor)) as url:
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/attribute", files=_files(sources, "alpha"), timeout=1.0)
         assert inside.wait(10)

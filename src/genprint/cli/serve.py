@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -13,22 +12,6 @@ from genprint.cli.app import app
 from genprint.cli.output import console, esc, print_json
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port`` (port 0: any free one), so that a port in use is an
-    error before the server starts and the address printed is the real one."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
-    sock = socket.socket(family, kind, proto)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind(address)
-        sock.listen(socket.SOMAXCONN)  # connections queue from now on, before uvicorn runs
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 @app.command("serve")
@@ -79,7 +62,7 @@ def serve(
     try:
         import uvicorn
 
-        from genprint.serve.app import create_app, model_summary
+        from genprint.serve.app import create_app, listening_socket, model_summary
         from genprint.serve.limits import MiB, ServeLimits
     except ImportError as exc:
         console.print(f"[red]error:[/red] genprint serve needs FastAPI and uvicorn ({esc(str(exc))}"

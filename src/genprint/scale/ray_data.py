@@ -26,7 +26,6 @@ raise :class:`ScaleError` saying ``pip install "genprint[ray]"`` when it is miss
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -36,11 +35,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from genprint.results import RESULT_COLUMN_TYPES, RESULT_COLUMNS, Attribution, printable
+from genprint.results import RESULT_COLUMN_TYPES, Attribution, from_flat_row, printable
 from genprint.storage.model_dir import ModelFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -252,7 +251,6 @@ def _build(plan: _Plan, *, actors: int, cpus_per_actor: float) -> Dataset:
     """The Ray dataset of result rows for a plan (lazy: nothing runs until it is consumed)."""
     import ray.data
 
-    _check_pool(actors, cpus_per_actor)
     rows = _input_rows(plan.paths)
     blocks = max(1, min(MAX_BLOCKS, math.ceil(len(rows) / plan.settings.batch_size)))
     try:
@@ -312,6 +310,7 @@ def attribution_dataset(
                  animated=animated, max_tiles=max_tiles, max_pixels=max_pixels,
                  expected_model_sha256=expected_model_sha256, plugins=plugins,
                  with_index=False)
+    _check_pool(actors, cpus_per_actor)
     return _build(plan, actors=actors, cpus_per_actor=cpus_per_actor)
 
 
@@ -459,7 +458,7 @@ def _in_input_order(dataset: Dataset, paths: Sequence[Path],
         rows = batch.to_pylist()
         for row in rows:
             index = row.pop(INDEX_COLUMN)
-            waiting[index] = _to_attribution(row, str(paths[index]))
+            waiting[index] = replace(from_flat_row(row), path=str(paths[index]))
         if on_progress:
             on_progress(len(rows))
         while next_index in waiting:
@@ -468,14 +467,6 @@ def _in_input_order(dataset: Dataset, paths: Sequence[Path],
     if next_index != len(paths) or waiting:
         raise ScaleError(f"Ray returned rows for {next_index + len(waiting)} of {len(paths)} "
                          "files")
-
-
-def _to_attribution(row: dict[str, Any], path: str) -> Attribution:
-    """An :class:`Attribution` from a flat result row (``scores`` as JSON text)."""
-    values = {name: row.get(name) for name in RESULT_COLUMNS}
-    values["path"] = path
-    values["scores"] = json.loads(values["scores"] or "{}")
-    return Attribution(**values)
 
 
 _WORKER_ERROR = re.compile(r"\b(ModelMismatchError|ModelFormatError): ([^\n]+)")

@@ -25,8 +25,10 @@ import hmac
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -340,3 +342,41 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         })
 
     return app
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` (port 0: any free one), so that a port in use is an
+    error before the server starts and the address printed is the real one."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(socket.SOMAXCONN)  # connections queue from now on, before uvicorn runs
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@contextmanager
+def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """``app`` served by uvicorn in a background thread, with one event loop as ``genprint
+    serve`` runs it (e.g. in a notebook, a test or a benchmark); yields its base URL
+    (``port`` 0: a free port) and stops the server on exit."""
+    import time
+
+    import uvicorn
+
+    sock = listening_socket(host, port)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)

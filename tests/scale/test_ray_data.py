@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,18 +48,6 @@ class World:
     sources: Path
     odd: Path
     inputs: list[Path]
-
-
-@pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
-    """A local Ray for the module (started here unless one is running; then left as it was)."""
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-                 log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -103,6 +103,18 @@ def train_probe_cmd(
     seed: Annotated[int, typer.Option(help="Seed of the split and the per-class subset.")] = 0,
     overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Read the images and extract their features on Ray Data (pip install "
+                      "'genprint\\[ray]'): a pool of actors, each holding the backbone, on a "
+                      "local Ray or a cluster (--ray-address); the heads are fitted here. Same "
+                      "model as without it; the images (and a backbone given as a path) must "
+                      "be at the same paths on every node.")] = False,
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --ray: the Ray cluster to run on (e.g. auto, HOST:6379, "
+             "ray://HOST:10001); default: a local Ray with one CPU per actor.")] = None,
+    ray_actors: Annotated[int | None, typer.Option(
+        min=1, help="With --ray: actors holding the backbone, one CPU each (default 2).")
+    ] = None,
 ) -> None:
     """Fit the `probe` method: a frozen backbone's features of every block, a logistic-regression
     or k-NN head per block, the block and hyperparameters chosen on validation, and per-source
@@ -110,6 +122,9 @@ def train_probe_cmd(
     from genprint.methods.fitting import fit_on_items
     from genprint.methods.probe import ProbeAttributor, cap_per_class
 
+    if not ray and (ray_address is not None or ray_actors is not None):
+        raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
+                                 param_hint="--ray")
     check_out_dir(out, overwrite)
     options = {"model_name": backbone_model} if backbone_model else {}
     try:
@@ -132,10 +147,14 @@ def train_probe_cmd(
     }
     total = len(cap_per_class([i.source for i in train_items], per_class, seed)) + len(val_items)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
-        task = bar.add_task("extracting features", total=total)
-        model.on_progress = lambda n: bar.advance(task, n)
         try:
-            errors = fit_on_items(model, train_items, val_items)
+            if ray:
+                errors = _fit_on_ray(model, train_items, val_items, bar, total, ray_address,
+                                     ray_actors or 2)
+            else:
+                task = bar.add_task("extracting features", total=total)
+                model.on_progress = lambda n: bar.advance(task, n)
+                errors = fit_on_items(model, train_items, val_items)
         except (ValueError, FileNotFoundError, ImportError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--backbone" if isinstance(
                 exc, (FileNotFoundError, ImportError)) else None) from None
@@ -163,3 +182,23 @@ def train_probe_cmd(
                   f"{info['n_train_used']} training and {info['n_val']} validation images, "
                   f"layer {model.layer_name_} ({model.head}, hp {model.probe_.hp:g}, "
                   f"score {model.score}), validation accuracy {info['val_accuracy']:.3f}")
+
+
+def _fit_on_ray(model: Any, train_items: list, val_items: list, bar: Any, total: int,
+                address: str | None, actors: int) -> list:
+    """``--ray``: :func:`genprint.scale.fit_probe_on_ray`, with a bar per pass; Ray missing,
+    unreachable or failing is a clean exit 2. The actors import the plugins of
+    ``GENPRINT_PLUGINS`` as set here."""
+    from genprint.plugins import plugin_specs
+    from genprint.scale import ScaleError, fit_probe_on_ray
+
+    reading = bar.add_task("reading images (Ray)", total=len(train_items) + len(val_items))
+    extracting = bar.add_task("extracting features (Ray)", total=total)
+    try:
+        return fit_probe_on_ray(model, train_items, val_items, address=address, actors=actors,
+                                plugins=plugin_specs(),
+                                on_read=lambda n: bar.advance(reading, n),
+                                on_progress=lambda n: bar.advance(extracting, n))
+    except ScaleError as exc:
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
+        raise typer.Exit(2) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,36 +28,69 @@ def fit_on_items(
     min_size = attributor.min_size
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=min_size)
-    _refuse_lost_sources(train, tr_idx, tr_err, "training")
-    _refuse_lost_sources(val, va_idx, va_err, "validation")
+    tr = ReadSplit(tr_idx, [i.shape for i in tr_imgs], fingerprints(tr_imgs), tr_err)
+    va = ReadSplit(va_idx, [i.shape for i in va_imgs], fingerprints(va_imgs), va_err)
+    refuse_lost_sources(train, tr, val, va)
     extra = ({"train_origins": [train[k].origin for k in tr_idx],
               "val_origins": [val[k].origin for k in va_idx]}
              if attributor.uses_origins else {})
     attributor.fit(  # type: ignore[attr-defined]
         tr_imgs, [train[k].source for k in tr_idx], va_imgs, [val[k].source for k in va_idx],
         **extra)
-    tr_fp, va_fp = fingerprints(tr_imgs), fingerprints(va_imgs)
+    record_fit(attributor, train, tr, val, va, min_size)
+    return tr_err + va_err
+
+
+@dataclass
+class ReadSplit:
+    """What reading one split's files gave, without the pixels: enough to plan a fit and to
+    record what it was fitted on (the pixels themselves can be read elsewhere, e.g. on Ray)."""
+
+    kept: list[int]
+    """Positions, in the split's items, of the files that were read as images."""
+    shapes: list[tuple[int, ...]]
+    """Their decoded shapes (one per kept file)."""
+    fingerprints: np.ndarray
+    """Their pixel fingerprints, (len(kept), 24) uint8 (:mod:`genprint.io.fingerprint`)."""
+    errors: list[tuple[Path, ImageError]]
+    """The files that could not be used, with why."""
+
+
+def refuse_lost_sources(train: Sequence[Item], tr: ReadSplit, val: Sequence[Item],
+                        va: ReadSplit) -> None:
+    """A clear ValueError when every image of a source in a split was refused."""
+    _refuse_lost_sources(train, tr.kept, tr.errors, "training")
+    _refuse_lost_sources(val, va.kept, va.errors, "validation")
+
+
+def record_fit(attributor: Attributor, train: Sequence[Item], tr: ReadSplit,
+               val: Sequence[Item], va: ReadSplit, min_size: int) -> None:
+    """After a fit on the kept files of ``train`` and ``val``: the model's training
+    fingerprints (of the images the fit used) and ``training_info_`` (data digest, counts,
+    warnings about the data)."""
+    tr_idx, va_idx = tr.kept, va.kept
     # what the fit used (a method may leave some images out), and what it was given
     used_tr, used_va = attributor.fit_used_ or (range(len(tr_idx)), range(len(va_idx)))
     attributor.training_fingerprints_ = np.unique(
-        np.concatenate([tr_fp[list(used_tr)], va_fp[list(used_va)]]), axis=0)
+        np.concatenate([tr.fingerprints[list(used_tr)], va.fingerprints[list(used_va)]]),
+        axis=0)
     attributor.training_info_ = {
         **getattr(attributor, "training_info_", {}),
         "data_digest": data_digest(
-            as_keys(np.concatenate([tr_fp, va_fp])),
+            as_keys(np.concatenate([tr.fingerprints, va.fingerprints])),
             [str(train[k].source) for k in tr_idx] + [str(val[k].source) for k in va_idx],
             ["train"] * len(tr_idx) + ["val"] * len(va_idx)),
         "data_min_size": min_size,
-        "n_train": len(used_tr), "n_val": len(used_va), "n_skipped": len(tr_err) + len(va_err),
+        "n_train": len(used_tr), "n_val": len(used_va),
+        "n_skipped": len(tr.errors) + len(va.errors),
         "warnings": [*getattr(attributor, "fit_warnings_", []),
                      *data_warnings(train, tr_idx, val, va_idx,
                                     few_validation=attributor.thresholds_from_validation,
                                     val_used=[va_idx[k] for k in used_va]),
-                     *confound_warnings([train[k] for k in tr_idx], tr_imgs),
-                     *repeat_warnings([train[k] for k in tr_idx], tr_fp,
-                                      [val[k] for k in va_idx], va_fp)],
+                     *confound_warnings([train[k] for k in tr_idx], tr.shapes),
+                     *repeat_warnings([train[k] for k in tr_idx], tr.fingerprints,
+                                      [val[k] for k in va_idx], va.fingerprints)],
     }
-    return tr_err + va_err
 
 
 def repeat_warnings(train: Sequence[Item], train_fp: np.ndarray, val: Sequence[Item],
@@ -152,21 +186,23 @@ CONFOUND_ACCURACY = 0.8
 training images (and 0.3 more than guessing the largest source) is flagged."""
 
 
-def confound_warnings(items: Sequence[Item], images: Sequence[np.ndarray]) -> list[str]:
+def confound_warnings(items: Sequence[Item], shapes: Sequence[tuple[int, ...]]) -> list[str]:
     """Warnings when the file format or the image size alone tells the sources apart: a model
     can learn such a difference instead of the source (the built-in benchmark gives every image
-    the same final step for that reason). Format = the file's extension; size = width × height.
+    the same final step for that reason). Format = the file's extension; size = width × height
+    (``shapes``: each image's decoded ``(height, width, ...)``).
 
     How well a property names the source is measured leave-one-out: each image's source is
     guessed as the most common source among the *other* images with the same value (a value no
     other image has gives no clue, so photographs of varied sizes do not count as a confound),
     and compared with guessing the largest source."""
-    labelled = [(item, img) for item, img in zip(items, images, strict=True) if item.source]
+    labelled = [(item, shape) for item, shape in zip(items, shapes, strict=True)
+                if item.source]
     if len({item.source for item, _ in labelled}) < 2:
         return []
     labels = [str(item.source) for item, _ in labelled]
     formats = [_extension(item.path) for item, _ in labelled]
-    sizes = [f"{img.shape[1]}×{img.shape[0]}" for _, img in labelled]
+    sizes = [f"{shape[1]}×{shape[0]}" for _, shape in labelled]
     out = []
     for what, values in (("file format", formats), ("image size", sizes)):
         named, chance = _leave_one_out_accuracy(values, labels)

@@ -43,28 +43,32 @@ MEMO_SIZE = 4096
 """Images whose chosen-layer features are remembered between ``attribute`` and ``embed``."""
 
 
+Shape = tuple[int, ...]
+"""An image's ``(height, width, ...)``: all that choosing the input size needs of it."""
+
+
 @dataclass
 class _Fitting:
-    """The images and labels given to :meth:`ProbeAttributor.fit`, which chooses among them by
-    position."""
+    """The image shapes and labels given to :meth:`ProbeAttributor.plan_fit`, which chooses
+    among the images by position."""
 
-    train_images: list[np.ndarray]
+    train_shapes: list[Shape]
     train_labels: list[str]
-    val_images: list[np.ndarray]
+    val_shapes: list[Shape]
     val_labels: list[str]
     classes: list[str]
 
     def sides(self, tr_ix: Sequence[int], va_ix: Sequence[int]) -> list[int]:
         """The smaller side of each chosen image (training ones first)."""
-        return [min(self.train_images[i].shape[:2]) for i in tr_ix] + \
-            [min(self.val_images[i].shape[:2]) for i in va_ix]
+        return [min(self.train_shapes[i][:2]) for i in tr_ix] + \
+            [min(self.val_shapes[i][:2]) for i in va_ix]
 
     def at_least(self, size: int, tr_ix: Sequence[int], va_ix: Sequence[int]
                  ) -> tuple[list[int], list[int], list[str]]:
         """The chosen positions whose image has both sides ≥ ``size``, and the sources that
         would then have no training or no validation image."""
-        keep_tr = [i for i in tr_ix if min(self.train_images[i].shape[:2]) >= size]
-        keep_va = [i for i in va_ix if min(self.val_images[i].shape[:2]) >= size]
+        keep_tr = [i for i in tr_ix if min(self.train_shapes[i][:2]) >= size]
+        keep_va = [i for i in va_ix if min(self.val_shapes[i][:2]) >= size]
         lost = sorted((set(self.classes) - {self.train_labels[i] for i in keep_tr})
                       | (set(self.classes) - {self.val_labels[i] for i in keep_va}))
         return keep_tr, keep_va, lost
@@ -255,6 +259,25 @@ class ProbeAttributor(Attributor):
             val_images: Sequence[np.ndarray], val_labels: Sequence[str],
             on_progress: Progress | None = None) -> ProbeAttributor:
         """Extract features, choose hyperparameters and layer on validation, set thresholds."""
+        tr_ix, va_ix = self.plan_fit([img.shape for img in train_images], train_labels,
+                                     [img.shape for img in val_images], val_labels)
+        on_progress = on_progress or self.on_progress
+        train_feats = self.extract([train_images[i] for i in tr_ix], on_progress)
+        val_feats = self.extract([val_images[i] for i in va_ix], on_progress)
+        return self.fit_features(train_feats, [train_labels[i] for i in tr_ix], val_feats,
+                                 [val_labels[i] for i in va_ix])
+
+    def plan_fit(self, train_shapes: Sequence[Shape], train_labels: Sequence[str],
+                 val_shapes: Sequence[Shape], val_labels: Sequence[str]
+                 ) -> tuple[list[int], list[int]]:
+        """The first half of :meth:`fit`, which needs only each image's shape: the per-class
+        cap, the images left out for their size (with warnings), and the backbone at the input
+        size the rest fit. Returns the positions of the training and validation images whose
+        features :meth:`fit_features` must then get, in this order (also ``fit_used_``).
+
+        :meth:`fit` runs it on decoded images; feature extraction elsewhere (on Ray Data,
+        :func:`genprint.scale.fit_probe_on_ray`) runs it on shapes read first.
+        """
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
@@ -262,8 +285,8 @@ class ProbeAttributor(Attributor):
         # positions, in the images given, of those the fit uses (a cap, then sizes, drop some)
         tr_ix = cap_per_class(train_labels, self.per_class, self.seed)
         va_ix = [i for i, lab in enumerate(val_labels) if lab in classes]
-        fitting = _Fitting(list(train_images), list(train_labels), list(val_images),
-                           list(val_labels), classes)
+        fitting = _Fitting([tuple(s) for s in train_shapes], list(train_labels),
+                           [tuple(s) for s in val_shapes], list(val_labels), classes)
         self.fit_warnings_: list[str] = []
         self._backbone_obj = None
         self.__dict__.pop("backbone_spec_", None)  # refitting: the size is chosen again
@@ -282,14 +305,7 @@ class ProbeAttributor(Attributor):
         if self.pad == "none":
             self._warn_if_shrunk(fitting.sides(tr_ix, va_ix))
         self.fit_used_ = (sorted(tr_ix), sorted(va_ix))
-        train_images = [train_images[i] for i in tr_ix]
-        train_labels = [train_labels[i] for i in tr_ix]
-        val_images = [val_images[i] for i in va_ix]
-        val_labels = [val_labels[i] for i in va_ix]
-        on_progress = on_progress or self.on_progress
-        train_feats = self.extract(train_images, on_progress)
-        val_feats = self.extract(val_images, on_progress)
-        return self.fit_features(train_feats, train_labels, val_feats, val_labels)
+        return self.fit_used_
 
     def _drop_too_small(self, fitting: _Fitting, tr_ix: list[int], va_ix: list[int]
                         ) -> tuple[list[int], list[int]] | None:

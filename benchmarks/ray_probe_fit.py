@@ -35,7 +35,6 @@ from genprint.methods.probe import ProbeAttributor, cap_per_class
 def items(args: argparse.Namespace) -> tuple[list, list]:
     """Training and validation items of ``--bench``'s protocol, or of ``--data`` (its own
     split, else 20% of each source drawn for validation), as ``genprint train`` reads them."""
-    import genprint.cli.app  # noqa: F401 - the command line's modules, in their order
     from genprint.cli.train import training_items
 
     return training_items(args.data, args.bench, args.protocol, 0.2, 0, None)

@@ -99,6 +99,10 @@ class Attributor(ABC):
     thresholds_from_validation: ClassVar[bool] = True
     """Whether ``fit`` calibrates thresholds on the validation images (training then warns
     when a source has few of them)."""
+    fits_on_features: ClassVar[bool] = False
+    """Whether the method fits on per-image features of a frozen backbone, with ``plan_fit``
+    and ``fit_features``: :func:`genprint.methods.fitting.fit_on_items` then reads the files
+    in two passes and never holds all the decoded images (:mod:`genprint.methods.two_pass`)."""
 
     classes_: list[str]
     thresholds_: np.ndarray

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +17,28 @@ from genprint.methods.base import Attributor
 
 
 def fit_on_items(
-    attributor: Attributor, train: Sequence[Item], val: Sequence[Item]
+    attributor: Attributor, train: Sequence[Item], val: Sequence[Item], *,
+    on_read: Callable[[int], None] | None = None,
 ) -> list[tuple[Path, ImageError]]:
-    """Read the images of ``train`` and ``val`` and call ``attributor.fit`` on them.
+    """Read the images of ``train`` and ``val`` and fit ``attributor`` on them.
 
     Thresholds are calibrated on ``val`` only. Methods with ``uses_origins`` also get each
     item's ``origin`` (``train_origins``, ``val_origins``). Returns the files that could not be
     used (each with its reason); they are left out and the fit goes on with the rest.
+
+    A method that ``fits_on_features`` (``probe``) is fitted in two passes over the files,
+    never holding all the decoded images (:mod:`genprint.methods.two_pass`; ``on_read(n)``:
+    ``n`` more files read in the first pass); the others get every decoded image in
+    ``attributor.fit``.
     """
+    if attributor.fits_on_features:
+        from genprint.methods.two_pass import featurise_locally, fit_in_two_passes, read_locally
+
+        size = attributor.min_size
+        return fit_in_two_passes(
+            attributor, train, val, read_locally(size, on_read),  # type: ignore[arg-type]
+            featurise_locally(attributor, size,  # type: ignore[arg-type]
+                              getattr(attributor, "on_progress", None)))
     min_size = attributor.min_size
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=min_size)

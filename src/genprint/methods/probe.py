@@ -116,6 +116,7 @@ class ProbeAttributor(Attributor):
     """Frozen backbone features + logistic-regression or k-NN head (see module doc)."""
 
     method = "probe"
+    fits_on_features = True
 
     def __init__(
         self,

@@ -17,11 +17,14 @@ How a fit goes:
    images left out for their size, and the backbone's input size.
 3. **Feature pass.** Actors build the backbone at that input size, check it has the driver's
    weights (its ``weights_id``), read the chosen files again and send back the features of
-   every layer (cached on the worker's disk when the model caches features). A file whose
-   pixels changed between the passes stops the fit.
+   every layer (cached on the worker's disk when the model caches features), with each
+   file's fingerprint again: a file whose pixels changed between the passes stops the fit.
 4. **Heads.** The driver fits the heads, chooses the layer and calibrates the thresholds
    (:meth:`~genprint.methods.probe.ProbeAttributor.fit_features`) and records the training
    data as a local fit does (:func:`genprint.methods.fitting.record_fit`).
+
+Steps 2 and 4 and the checks between the passes are the local fit's own code
+(:func:`genprint.methods.two_pass.fit_in_two_passes`); only the two passes run on Ray.
 
 Files are opened **by the workers**: on a cluster, give paths every node sees the same way.
 Importing this module imports neither Ray nor torch.
@@ -55,8 +58,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from genprint.io.images import ImageError
     from genprint.io.sources import Item
-    from genprint.methods.fitting import ReadSplit
     from genprint.methods.probe import ProbeAttributor
+    from genprint.methods.two_pass import FileRead
 
 FILE_COLUMN = "file"
 
@@ -182,20 +185,18 @@ class _FeatureActor:
         if self.problem is not None:
             raise self.problem
         loaded = _read(_files(batch), self.settings.read)
-        bad = [(f, r.pixels) for f, r in zip(_files(batch), loaded, strict=True) if not r.ok]
-        if bad:
-            raise ScaleError(f"{bad[0][0]} could be read in the first pass but not now "
-                             f"({bad[0][1].reason}): did the files change during the fit?")
-        images = [r.pixels for r in loaded]
+        images = [r.pixels for r in loaded if r.ok]
         feats = self.model.extract(images)
+        rows = np.cumsum([r.ok for r in loaded]) - 1  # each readable file's row in ``feats``
         columns: dict[str, Any] = {
             INDEX_COLUMN: batch.column(INDEX_COLUMN),
-            "fingerprint": pa.array([fingerprint(img) for img in images], pa.binary()),
+            "fingerprint": pa.array([fingerprint(r.pixels) if r.ok else None for r in loaded],
+                                    pa.binary()),
         }
         for k, layer in enumerate(feats):
             columns[_layer_column(k)] = pa.array(
-                [np.ascontiguousarray(row, dtype=np.float32).tobytes() for row in layer],
-                pa.binary())
+                [np.ascontiguousarray(layer[rows[j]], dtype=np.float32).tobytes() if r.ok
+                 else None for j, r in enumerate(loaded)], pa.binary())
         return pa.table(columns)
 
 
@@ -237,30 +238,23 @@ def _collect(dataset: Any, n: int, on_progress: Callable[[int], None] | None,
     return out
 
 
-def _read_split(items: Sequence[Item], rows: dict[int, dict[str, Any]], offset: int
-                ) -> ReadSplit:
-    """The reading pass's rows of one split (rows ``offset …`` of the pass) as a ReadSplit."""
-    from genprint.io.fingerprint import as_rows
+def _file_reads(rows: dict[int, dict[str, Any]], paths: Sequence[Path]) -> list[FileRead]:
+    """The reading pass's rows as :class:`~genprint.methods.two_pass.FileRead`, in order."""
     from genprint.io.images import ImageError
-    from genprint.methods.fitting import ReadSplit
+    from genprint.methods.two_pass import FileRead
 
-    kept: list[int] = []
-    shapes: list[tuple[int, ...]] = []
-    keys: list[bytes] = []
-    errors: list[tuple[Path, ImageError]] = []
-    for k, item in enumerate(items):
-        row = rows[offset + k]
+    out = []
+    for k, path in enumerate(paths):
+        row = rows[k]
         if row["error_code"] is not None:
-            error = ImageError(row["error_code"], row["error_reason"], str(item.path))
+            error = ImageError(row["error_code"], row["error_reason"], str(path))
             error.sha256 = row["sha256"]
-            errors.append((item.path, error))
+            out.append(FileRead(None, None, error))
             continue
-        kept.append(k)
         shape = (row["height"], row["width"])
-        shapes.append(shape if row["channels"] is None else (*shape, row["channels"]))
-        keys.append(row["fingerprint"])
-    return ReadSplit(kept, shapes, as_rows(keys) if keys else np.zeros((0, 24), np.uint8),
-                     errors)
+        out.append(FileRead(shape if row["channels"] is None else (*shape, row["channels"]),
+                            row["fingerprint"], None))
+    return out
 
 
 def fit_probe_on_ray(
@@ -288,41 +282,48 @@ def fit_probe_on_ray(
     end. ``plugins`` are imported by the workers before they build the backbone (a backbone
     of your own). ``on_read(n)`` / ``on_progress(n)``: ``n`` more files read / featurised.
 
-    Raises ValueError for the data problems the local fit refuses (a source whose every image
-    was refused, no training image), and :class:`ScaleError` when Ray is missing or
-    unreachable, a worker cannot build the same backbone, or a file changed between passes.
+    The fit is :func:`genprint.methods.two_pass.fit_in_two_passes`, the local fit's, with
+    Ray's two passes. Raises ValueError for the data problems the local fit refuses (a
+    source whose every image was refused, no training image; a file changed between the
+    passes: :class:`~genprint.methods.two_pass.FilesChangedError`), and :class:`ScaleError`
+    when Ray is missing or unreachable or a worker cannot build the driver's backbone.
     """
-    from genprint.io.fingerprint import as_rows
     from genprint.io.images import default_max_pixels
-    from genprint.methods.fitting import record_fit, refuse_lost_sources
+    from genprint.methods.two_pass import fit_in_two_passes
 
     ray = require_ray()
     _check_pool(actors, cpus_per_actor)
     if not train:
         raise ValueError("no training images")
-    threads = max(1, math.floor(cpus_per_actor))
-    min_size = model.min_size
-    read = _ReadSettings(min_size=min_size, max_pixels=default_max_pixels(), threads=threads)
-    items = [*train, *val]
-    files = [os.path.abspath(i.path) for i in items]
-    batch_size = max(1, model.batch_size)
+    read = _ReadSettings(min_size=model.min_size, max_pixels=default_max_pixels(),
+                         threads=max(1, math.floor(cpus_per_actor)))
+    pool = {"actors": actors, "cpus_per_actor": cpus_per_actor,
+            "batch_size": max(1, model.batch_size)}
+
+    def read_pass(paths: Sequence[Path]) -> list[FileRead]:
+        files = [os.path.abspath(p) for p in paths]
+        rows = _collect(_dataset(files, _ReadActor, read, **pool), len(files), on_read, quiet)
+        return _file_reads(rows, paths)
+
+    def feature_pass(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[bytes | None]]:
+        n_layers = len(model.build_backbone().layer_names())
+        if not paths:
+            return model.extract([]), []
+        files = [os.path.abspath(p) for p in paths]
+        rows = _collect(_dataset(files, _FeatureActor, _feature_settings(model, read, plugins),
+                                 **pool), len(files), on_progress, quiet)
+        ordered = [rows[j] for j in range(len(files))]
+        layers = [np.stack([np.frombuffer(r[_layer_column(k)], np.float32)
+                            for r in ordered if r["fingerprint"] is not None])
+                  if any(r["fingerprint"] is not None for r in ordered)
+                  else np.zeros((0, 0), np.float32) for k in range(n_layers)]
+        return layers, [r["fingerprint"] for r in ordered]
+
     cpus = num_cpus if num_cpus is not None else max(1, math.ceil(actors * cpus_per_actor))
     started = _connect(ray, address=address, num_cpus=cpus, quiet=quiet)
     try:
         with _quiet_ray_data(quiet):
-            scanned = _collect(_dataset(files, _ReadActor, read, actors=actors,
-                                        cpus_per_actor=cpus_per_actor, batch_size=batch_size),
-                               len(files), on_read, quiet)
-            tr, va = _read_split(train, scanned, 0), _read_split(val, scanned, len(train))
-            refuse_lost_sources(train, tr, val, va)
-            tr_ix, va_ix = model.plan_fit(tr.shapes, [train[k].source for k in tr.kept],
-                                          va.shapes, [val[k].source for k in va.kept])
-            chosen = [tr.kept[i] for i in tr_ix] + [len(train) + va.kept[i] for i in va_ix]
-            settings = _feature_settings(model, read, plugins)
-            rows = _collect(_dataset([files[i] for i in chosen], _FeatureActor, settings,
-                                     actors=actors, cpus_per_actor=cpus_per_actor,
-                                     batch_size=batch_size),
-                            len(chosen), on_progress, quiet)
+            return fit_in_two_passes(model, train, val, read_pass, feature_pass)
     except Exception as exc:  # Ray's wrapper of a worker's error: said in genprint's words
         ours = None if isinstance(exc, ScaleError | ValueError) else _scale_error(exc)
         if ours is None:
@@ -331,20 +332,6 @@ def fit_probe_on_ray(
     finally:
         if started:
             ray.shutdown()
-    expected = np.concatenate([tr.fingerprints[tr_ix], va.fingerprints[va_ix]])
-    got = as_rows([rows[j]["fingerprint"] for j in range(len(chosen))]) if chosen else expected
-    if not np.array_equal(got, expected):
-        changed = next(j for j in range(len(chosen)) if not np.array_equal(got[j], expected[j]))
-        raise ScaleError(f"{items[chosen[changed]].path} has other pixels than in the first "
-                         "pass: did the files change during the fit?")
-    n_layers = len(model.build_backbone().layer_names())
-    layers = [np.stack([np.frombuffer(rows[j][_layer_column(k)], np.float32)
-                        for j in range(len(chosen))]) for k in range(n_layers)]
-    n_tr = len(tr_ix)
-    model.fit_features([x[:n_tr] for x in layers], [train[tr.kept[i]].source for i in tr_ix],
-                       [x[n_tr:] for x in layers], [val[va.kept[i]].source for i in va_ix])
-    record_fit(model, train, tr, val, va, min_size)
-    return tr.errors + va.errors
 
 
 def _feature_settings(model: ProbeAttributor, read: _ReadSettings, plugins: Sequence[str]

@@ -1,0 +1,152 @@
+"""Fitting a feature-based attributor (``probe``) in two passes over the files, so that the
+decoded images are never all in memory.
+
+A ``probe`` needs two things of each image, at two moments: its shape, to choose which images
+to use and the backbone's input size (:meth:`ProbeAttributor.plan_fit
+<genprint.methods.probe.ProbeAttributor.plan_fit>`), and then the backbone's features of the
+chosen ones (:meth:`~genprint.methods.probe.ProbeAttributor.fit_features`). So the files are
+read twice:
+
+1. the **reading pass** gives, per file, its decoded shape and pixel fingerprint
+   (:mod:`genprint.io.fingerprint`) or why it cannot be used;
+2. the **feature pass** reads the chosen files again and gives every layer's features and the
+   fingerprints again; a file whose pixels changed in between stops the fit
+   (:class:`FilesChangedError`) rather than train on something else.
+
+What holds in memory is the shapes, fingerprints and features, never the pixels of more than a
+chunk of images. The passes are functions, so the same fit runs here
+(:func:`read_locally`, :func:`featurise_locally`: what ``genprint train probe`` does) or on
+Ray Data (:mod:`genprint.scale.ray_features`: ``genprint train probe --ray``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+
+from genprint.io.fingerprint import DIGEST_BYTES, as_rows
+from genprint.io.images import ImageError
+from genprint.io.sources import Item
+from genprint.methods.fitting import ReadSplit, record_fit, refuse_lost_sources
+
+if TYPE_CHECKING:  # pragma: no cover
+    from genprint.methods.probe import ProbeAttributor
+
+Progress = Callable[[int], None]
+
+FEATURE_CHUNK_BATCHES = 4
+"""The local feature pass decodes this many backbone batches of images at a time."""
+
+
+class FileRead(NamedTuple):
+    """What the reading pass learnt of one file: its shape and fingerprint, or its error."""
+
+    shape: tuple[int, ...] | None
+    fingerprint: bytes | None
+    error: ImageError | None
+
+
+ReadPass = Callable[[Sequence[Path]], list[FileRead]]
+"""Reads files (in order) and says, for each, its shape and fingerprint or its error."""
+
+FeaturePass = Callable[[Sequence[Path]], tuple[list[np.ndarray], list[bytes | None]]]
+"""Features of every layer of files (one (N, D) float32 array per layer, rows in input order)
+and each file's fingerprint as read this time (None: it could not be read)."""
+
+
+class FilesChangedError(ValueError):
+    """A file read in the reading pass has other pixels (or none) in the feature pass."""
+
+
+def split_reads(items: Sequence[Item], reads: Sequence[FileRead]) -> ReadSplit:
+    """The reading pass's results for ``items`` as a :class:`ReadSplit`."""
+    kept = [k for k, r in enumerate(reads) if r.error is None]
+    keys = [reads[k].fingerprint for k in kept]
+    return ReadSplit(
+        kept, [reads[k].shape for k in kept],  # type: ignore[misc]
+        as_rows(keys) if keys else np.zeros((0, DIGEST_BYTES), np.uint8),  # type: ignore[arg-type]
+        [(items[k].path, r.error) for k, r in enumerate(reads) if r.error is not None])
+
+
+def fit_in_two_passes(model: ProbeAttributor, train: Sequence[Item], val: Sequence[Item],
+                      read: ReadPass, featurise: FeaturePass) -> list[tuple[Path, ImageError]]:
+    """Fit ``model`` on the files of ``train`` and ``val`` with the two passes given; the
+    files that could not be used, with their reasons (as
+    :func:`~genprint.methods.fitting.fit_on_items` returns them)."""
+    min_size = model.min_size
+    reads = read([i.path for i in [*train, *val]])
+    tr, va = split_reads(train, reads[:len(train)]), split_reads(val, reads[len(train):])
+    refuse_lost_sources(train, tr, val, va)
+    tr_ix, va_ix = model.plan_fit(tr.shapes, [train[k].source for k in tr.kept], va.shapes,
+                                  [val[k].source for k in va.kept])
+    chosen = [train[tr.kept[i]] for i in tr_ix] + [val[va.kept[i]] for i in va_ix]
+    layers, again = featurise([i.path for i in chosen])
+    expected = as_rows([bytes(r) for r in tr.fingerprints[tr_ix]] +
+                       [bytes(r) for r in va.fingerprints[va_ix]]) if chosen else None
+    for j, fp in enumerate(again):
+        if fp is None or expected is None or fp != bytes(expected[j]):
+            how = "could not be read again" if fp is None else "has other pixels than"
+            raise FilesChangedError(f"{chosen[j].path} {how} in the first pass over the data: "
+                                    "did the files change during the fit?")
+    n_tr = len(tr_ix)
+    model.fit_features([x[:n_tr] for x in layers], [i.source for i in chosen[:n_tr]],
+                       [x[n_tr:] for x in layers], [i.source for i in chosen[n_tr:]])
+    record_fit(model, train, tr, val, va, min_size)
+    return tr.errors + va.errors
+
+
+def read_locally(min_size: int, on_read: Progress | None = None) -> ReadPass:
+    """The reading pass in this process (the local reader, a few threads), keeping no pixels."""
+    from genprint.io.batches import iter_images
+    from genprint.io.fingerprint import fingerprint
+
+    def read(paths: Sequence[Path]) -> list[FileRead]:
+        out = []
+        for loaded in iter_images(list(paths), min_size=min_size):
+            if loaded.ok:
+                out.append(FileRead(loaded.pixels.shape,  # type: ignore[union-attr]
+                                    fingerprint(loaded.pixels), None))  # type: ignore[arg-type]
+            else:
+                out.append(FileRead(None, None, loaded.pixels))  # type: ignore[arg-type]
+            if on_read:
+                on_read(1)
+        return out
+
+    return read
+
+
+def featurise_locally(model: ProbeAttributor, min_size: int,
+                      on_progress: Progress | None = None) -> FeaturePass:
+    """The feature pass in this process: the files decoded a few batches at a time, each
+    chunk's features extracted by ``model`` (its planned backbone, its feature cache)."""
+    from genprint.io.batches import iter_images
+    from genprint.io.fingerprint import fingerprint
+
+    def featurise(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[bytes | None]]:
+        chunk_size = max(1, model.batch_size) * FEATURE_CHUNK_BATCHES
+        parts: list[list[np.ndarray]] = []
+        fps: list[bytes | None] = []
+        chunk: list[np.ndarray] = []
+
+        def flush() -> None:
+            if chunk:
+                parts.append(model.extract(chunk, on_progress))
+                chunk.clear()
+
+        for loaded in iter_images(list(paths), min_size=min_size):
+            if not loaded.ok:
+                fps.append(None)
+                continue
+            fps.append(fingerprint(loaded.pixels))  # type: ignore[arg-type]
+            chunk.append(loaded.pixels)  # type: ignore[arg-type]
+            if len(chunk) >= chunk_size:
+                flush()
+        flush()
+        if not parts:
+            parts.append(model.extract([]))
+        return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))], fps
+
+    return featurise

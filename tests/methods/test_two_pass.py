@@ -1,0 +1,90 @@
+"""Fitting a probe in two passes over the files: the model of a fit on the decoded images,
+pixels decoded a chunk at a time, and a file that changes between the passes stops the fit."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from genprint.io.batches import load_items
+from genprint.io.sources import Item
+from genprint.methods import two_pass
+from genprint.methods.fitting import fit_on_items
+from genprint.methods.probe import ProbeAttributor
+from tests.backbones.user_checkpoints import save_open_clip_checkpoint
+from tests.conftest import textured
+
+pytest.importorskip("faiss")
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> tuple[list[Item], list[Item], Path]:
+    """Three toy sources (20 training, 6 validation 36×40 PNGs each) and a tiny checkpoint."""
+    rng = np.random.default_rng(0)
+    train, val = [], []
+    for name, period in (("alpha", 2), ("beta", 3), ("gamma", 5)):
+        (tmp_path / name).mkdir()
+        for i in range(26):
+            path = tmp_path / name / f"{i:02d}.png"
+            Image.fromarray(textured(rng, 36, 40, period)).save(path)
+            (train if i < 20 else val).append(Item(path, name, "train" if i < 20 else "val"))
+    return train, val, save_open_clip_checkpoint(tmp_path / "clip.pt")
+
+
+def probe(ckpt: Path, **kw: object) -> ProbeAttributor:
+    return ProbeAttributor(backbone=str(ckpt), grid=[0.1, 10.0], cache=False, **kw)
+
+
+def test_two_passes_give_the_fit_on_decoded_images(files: tuple, monkeypatch) -> None:
+    train, val, ckpt = files
+    chunks: list[int] = []
+    original = ProbeAttributor.extract
+
+    def counting(self, images, *args, **kwargs):  # type: ignore[no-untyped-def]
+        chunks.append(len(images))
+        return original(self, images, *args, **kwargs)
+
+    monkeypatch.setattr(ProbeAttributor, "extract", counting)
+    model = probe(ckpt, batch_size=4, per_class=15)
+    read: list[int] = []
+    assert fit_on_items(model, train, val, on_read=read.append) == []
+    assert sum(read) == 78
+    # pixels were decoded FEATURE_CHUNK_BATCHES batches at a time, never all at once
+    assert max(chunks) == 4 * two_pass.FEATURE_CHUNK_BATCHES and sum(chunks) == 45 + 18
+
+    chunks.clear()
+    tr_imgs, _, _ = load_items([i.path for i in train])
+    va_imgs, _, _ = load_items([i.path for i in val])
+    direct = probe(ckpt, batch_size=4, per_class=15).fit(
+        tr_imgs, [i.source for i in train], va_imgs, [i.source for i in val])
+    assert chunks == [45, 18]  # the array API extracts each split whole
+    assert model.fit_used_ == direct.fit_used_
+    assert model.layer_name_ == direct.layer_name_ and model.probe_.hp == direct.probe_.hp
+    assert np.allclose(model.thresholds_, direct.thresholds_, atol=1e-5)
+    assert model.training_info_["n_train"] == 45 and model.training_info_["n_val"] == 18
+    assert len(model.training_fingerprints_) == 63
+
+
+def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
+    train, val, ckpt = files
+    victim = train[3].path
+
+    for change, message in ((lambda: Image.fromarray(textured(np.random.default_rng(9), 36, 40,
+                                                              2)).save(victim),
+                             "has other pixels than in the first pass"),
+                            (lambda: victim.write_bytes(b""), "could not be read again")):
+        model = probe(ckpt)
+        first = two_pass.read_locally(model.min_size)
+
+        def read_then_change(paths: Sequence[Path], first=first, change=change) -> list:
+            out = first(paths)
+            change()
+            return out
+
+        with pytest.raises(two_pass.FilesChangedError, match=message):
+            two_pass.fit_in_two_passes(model, train, val, read_then_change,
+                                       two_pass.featurise_locally(model, model.min_size))

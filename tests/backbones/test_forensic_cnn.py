@@ -28,10 +28,27 @@ def assert_constrained(layer: ConstrainedConv2d) -> None:
 def test_registered_with_tiles_preprocessing() -> None:
     _ensure_builtin_backbones()
     assert "forensic-cnn" in BACKBONES
-    net = get_backbone("forensic-cnn", patch_size=48, embedding_dim=16, width=4)
+    net = get_backbone("forensic-cnn", patch_size=48, embedding_dim=16, width=4,
+                       weights="random")
     assert net.preprocessing.input_size == 48 and net.preprocessing.crop == "tiles"
     card = net.card()
     assert card["name"] == "forensic-cnn" and card["architecture"]["patch_size"] == 48
+    # a random network is the same one every time (a model fitted on it loads again), and
+    # the default is the shipped camera checkpoint, never an untrained network
+    again = get_backbone("forensic-cnn", patch_size=48, embedding_dim=16, width=4,
+                         weights="random")
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(),
+                                                 again.state_dict().values(), strict=True))
+    from genprint.methods.camera_pretrain import default_camera_checkpoint
+
+    shipped = get_backbone("forensic-cnn")
+    assert not shipped.training
+    assert shipped.card()["architecture"] == get_backbone(
+        "forensic-cnn", weights=str(default_camera_checkpoint())).card()["architecture"]
+    assert all(torch.equal(a, b) for a, b in zip(
+        shipped.state_dict().values(),
+        get_backbone("forensic-cnn", weights=str(default_camera_checkpoint())).state_dict()
+        .values(), strict=True))
 
 
 def test_constraint_holds_at_construction_and_after_optimiser_steps() -> None:

@@ -138,3 +138,19 @@ def test_train_probe_padded_to_a_given_input_size(tmp_path: Path) -> None:
     out = runner.invoke(app, ["attribute", str(model), str(bench / "images" / "gan-a"), "--json"])
     assert out.exit_code == 0, out.output
     assert all(r["error_code"] is None for r in json.loads(out.stdout))
+
+
+def test_train_probe_on_genprint_s_own_forensic_cnn_then_attribute(tmp_path: Path) -> None:
+    """``--backbone forensic-cnn`` is the shipped camera checkpoint: the saved model loads and
+    attributes (an untrained network, built anew at every load, was refused on load)."""
+    bench = fake_bench(tmp_path / "bench")
+    model = tmp_path / "model"
+    out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone",
+                              "forensic-cnn", "--out", str(model), "--no-cache", "--json"])
+    assert out.exit_code == 0, out.output
+    out = runner.invoke(app, ["attribute", str(model), str(bench / "images" / "gan-a"),
+                              "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)
+    assert len(rows) == 40 and all(r["error_code"] is None for r in rows)
+    assert np.mean([r["candidate"] == "gan-a" for r in rows]) >= 0.75  # forensic, not colour, features

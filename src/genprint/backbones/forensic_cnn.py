@@ -214,17 +214,37 @@ def state_tensors(net: ForensicCNN) -> dict[str, Any]:
     return {f"net.{k}": v.detach().cpu().numpy() for k, v in net.state_dict().items()}
 
 
+SHIPPED_WEIGHTS = "camera"
+"""``weights`` value naming the shipped camera checkpoint (the default)."""
+RANDOM_WEIGHTS = "random"
+"""``weights`` value for a randomly initialised network (seeded: the same one every time)."""
+
+
 @BACKBONES.register(BACKBONE_NAME)
 def forensic_cnn(embedding_dim: int = 128, patch_size: int = 32, width: int = 16, blocks: int = 1,
-                 constrained_filters: int = 6, kernel_size: int = 5, weights: str | None = None,
-                 input_size: int | None = None) -> ForensicCNN:
-    """Factory of the ``forensic-cnn`` backbone.
+                 constrained_filters: int = 6, kernel_size: int = 5,
+                 weights: str | None = SHIPPED_WEIGHTS, input_size: int | None = None,
+                 seed: int = 0) -> ForensicCNN:
+    """Factory of the ``forensic-cnn`` backbone (a frozen feature extractor, e.g. for ``probe``).
 
-    ``weights``: a camera checkpoint or ``metric`` model directory; its card's architecture is
-    then used instead of the other settings. ``input_size`` (the registry's common name for the
-    crop side) overrides ``patch_size``.
+    ``weights``: ``"camera"`` (default) the camera-identification checkpoint shipped with
+    genprint (``genprint pretrain camera``), or the path of a camera checkpoint or ``metric``
+    model directory; the checkpoint's architecture is then used and the other architecture
+    settings are ignored. ``"random"`` (or None): a network of the given architecture,
+    initialised at random from ``seed`` (the same network every time, so a model fitted on its
+    features can be loaded again; a baseline of untrained forensic features). ``input_size``
+    (the registry's common name for the crop side) overrides ``patch_size``.
     """
-    if weights is not None:
+    if weights == SHIPPED_WEIGHTS:
+        from genprint.methods.camera_pretrain import default_camera_checkpoint
+
+        shipped = default_camera_checkpoint()
+        if shipped is None:
+            raise ValueError("the shipped camera checkpoint of forensic-cnn is missing (build it "
+                             "with `genprint pretrain camera`); give weights=PATH, or "
+                             "weights='random' for an untrained network")
+        weights = str(shipped)
+    if weights is not None and weights != RANDOM_WEIGHTS:
         from genprint.storage.model_dir import read_card
 
         arch = read_card(weights).get("backbone", {}).get("architecture")
@@ -236,5 +256,8 @@ def forensic_cnn(embedding_dim: int = 128, patch_size: int = 32, width: int = 16
         net = ForensicCNN(config)
         load_weights(net, weights)
         return net.eval()
-    return ForensicCNN(ForensicCNNConfig(embedding_dim, input_size or patch_size, width, blocks,
-                                         constrained_filters, kernel_size))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = ForensicCNN(ForensicCNNConfig(embedding_dim, input_size or patch_size, width,
+                                            blocks, constrained_filters, kernel_size))
+    return net.eval()

@@ -51,10 +51,16 @@ def test_two_passes_give_the_fit_on_decoded_images(files: tuple, monkeypatch) ->
     monkeypatch.setattr(ProbeAttributor, "extract", counting)
     model = probe(ckpt, batch_size=4, per_class=15)
     read: list[int] = []
-    assert fit_on_items(model, train, val, on_read=read.append) == []
+    assert fit_on_items(model, train, val, on_read=read.append, keep_decoded_bytes=0) == []
     assert sum(read) == 78
     # pixels were decoded FEATURE_CHUNK_BATCHES batches at a time, never all at once
     assert max(chunks) == 4 * two_pass.FEATURE_CHUNK_BATCHES and sum(chunks) == 45 + 18
+    # pixels kept from the first pass (the default budget holds these 78 images) are used
+    # as they are: the same model
+    kept = probe(ckpt, batch_size=4, per_class=15)
+    fit_on_items(kept, train, val)
+    assert kept.fit_used_ == model.fit_used_
+    assert np.array_equal(kept.thresholds_, model.thresholds_)
 
     chunks.clear()
     tr_imgs, _, _ = load_items([i.path for i in train])
@@ -73,12 +79,14 @@ def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
     train, val, ckpt = files
     victim = train[3].path
 
-    for change, message in ((lambda: Image.fromarray(textured(np.random.default_rng(9), 36, 40,
-                                                              2)).save(victim),
-                             "has other pixels than in the first pass"),
-                            (lambda: victim.write_bytes(b""), "could not be read again")):
+    decoded = 36 * 40 * 3
+    for keep, change, message in (
+            (0, lambda: Image.fromarray(textured(np.random.default_rng(9), 36, 40, 2)).save(
+                victim), "has other pixels than in the first pass"),
+            # the victim is not among the images kept from the first pass
+            (3 * decoded, lambda: victim.write_bytes(b""), "could not be read again")):
         model = probe(ckpt)
-        first = two_pass.read_locally(model.min_size)
+        first, featurise = two_pass.local_passes(model, model.min_size, keep_bytes=keep)
 
         def read_then_change(paths: Sequence[Path], first=first, change=change) -> list:
             out = first(paths)
@@ -86,5 +94,4 @@ def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
             return out
 
         with pytest.raises(two_pass.FilesChangedError, match=message):
-            two_pass.fit_in_two_passes(model, train, val, read_then_change,
-                                       two_pass.featurise_locally(model, model.min_size))
+            two_pass.fit_in_two_passes(model, train, val, read_then_change, featurise)

@@ -18,7 +18,7 @@ from genprint.methods.base import Attributor
 
 def fit_on_items(
     attributor: Attributor, train: Sequence[Item], val: Sequence[Item], *,
-    on_read: Callable[[int], None] | None = None,
+    on_read: Callable[[int], None] | None = None, keep_decoded_bytes: int | None = None,
 ) -> list[tuple[Path, ImageError]]:
     """Read the images of ``train`` and ``val`` and fit ``attributor`` on them.
 
@@ -27,18 +27,21 @@ def fit_on_items(
     used (each with its reason); they are left out and the fit goes on with the rest.
 
     A method that ``fits_on_features`` (``probe``) is fitted in two passes over the files,
-    never holding all the decoded images (:mod:`genprint.methods.two_pass`; ``on_read(n)``:
-    ``n`` more files read in the first pass); the others get every decoded image in
-    ``attributor.fit``.
+    holding at most ``keep_decoded_bytes`` of decoded pixels beyond a chunk (default
+    :data:`~genprint.methods.two_pass.KEEP_DECODED_BYTES`; :mod:`genprint.methods.two_pass`;
+    ``on_read(n)``: ``n`` more files read in the first pass); the others get every decoded
+    image in ``attributor.fit``.
     """
     if attributor.fits_on_features:
-        from genprint.methods.two_pass import featurise_locally, fit_in_two_passes, read_locally
+        from genprint.methods import two_pass
 
         size = attributor.min_size
-        return fit_in_two_passes(
-            attributor, train, val, read_locally(size, on_read),  # type: ignore[arg-type]
-            featurise_locally(attributor, size,  # type: ignore[arg-type]
-                              getattr(attributor, "on_progress", None)))
+        read, featurise = two_pass.local_passes(
+            attributor, size, on_read,  # type: ignore[arg-type]
+            getattr(attributor, "on_progress", None),
+            two_pass.KEEP_DECODED_BYTES if keep_decoded_bytes is None else keep_decoded_bytes)
+        return two_pass.fit_in_two_passes(attributor, train, val,  # type: ignore[arg-type]
+                                          read, featurise)
     min_size = attributor.min_size
     tr_imgs, tr_idx, tr_err = load_items([i.path for i in train], min_size=min_size)
     va_imgs, va_idx, va_err = load_items([i.path for i in val], min_size=min_size)

@@ -13,10 +13,11 @@ read twice:
    fingerprints again; a file whose pixels changed in between stops the fit
    (:class:`FilesChangedError`) rather than train on something else.
 
-What holds in memory is the shapes, fingerprints and features, never the pixels of more than a
-chunk of images. The passes are functions, so the same fit runs here
-(:func:`read_locally`, :func:`featurise_locally`: what ``genprint train probe`` does) or on
-Ray Data (:mod:`genprint.scale.ray_features`: ``genprint train probe --ray``).
+What holds in memory is the shapes, fingerprints and features, and decoded pixels up to a
+budget (:data:`KEEP_DECODED_BYTES`, kept from the first pass so that small data is decoded
+once) plus a chunk of images. The passes are functions, so the same fit runs here
+(:func:`local_passes`: what ``genprint train probe`` does) or on Ray Data
+(:mod:`genprint.scale.ray_features`: ``genprint train probe --ray``).
 """
 
 from __future__ import annotations
@@ -98,55 +99,69 @@ def fit_in_two_passes(model: ProbeAttributor, train: Sequence[Item], val: Sequen
     return tr.errors + va.errors
 
 
-def read_locally(min_size: int, on_read: Progress | None = None) -> ReadPass:
-    """The reading pass in this process (the local reader, a few threads), keeping no pixels."""
+KEEP_DECODED_BYTES = 1 << 30
+"""Decoded pixels the local reading pass keeps for the feature pass (1 GiB): data up to that
+size is decoded once, as fast as a fit on decoded images; beyond it, the rest is decoded again
+in the feature pass and memory stays bounded."""
+
+
+def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None = None,
+                 on_progress: Progress | None = None,
+                 keep_bytes: int = KEEP_DECODED_BYTES) -> tuple[ReadPass, FeaturePass]:
+    """The two passes in this process (the local reader, a few threads).
+
+    The reading pass keeps the first ``keep_bytes`` of decoded pixels for the feature pass,
+    which decodes only the other files again (a kept image is analysed as it was read and
+    fingerprinted, so it cannot have changed in between); the feature pass extracts features
+    :data:`FEATURE_CHUNK_BATCHES` batches of images at a time with ``model`` (its planned
+    backbone and feature cache)."""
     from genprint.io.batches import iter_images
     from genprint.io.fingerprint import fingerprint
 
+    kept: dict[str, tuple[np.ndarray, bytes]] = {}
+
     def read(paths: Sequence[Path]) -> list[FileRead]:
         out = []
-        for loaded in iter_images(list(paths), min_size=min_size):
+        room = keep_bytes
+        for path, loaded in zip(paths, iter_images(list(paths), min_size=min_size),
+                                strict=True):
             if loaded.ok:
-                out.append(FileRead(loaded.pixels.shape,  # type: ignore[union-attr]
-                                    fingerprint(loaded.pixels), None))  # type: ignore[arg-type]
+                pixels: np.ndarray = loaded.pixels  # type: ignore[assignment]
+                key = fingerprint(pixels)
+                out.append(FileRead(pixels.shape, key, None))
+                if pixels.nbytes <= room:
+                    kept[str(path)] = (pixels, key)
+                    room -= pixels.nbytes
             else:
                 out.append(FileRead(None, None, loaded.pixels))  # type: ignore[arg-type]
             if on_read:
                 on_read(1)
         return out
 
-    return read
-
-
-def featurise_locally(model: ProbeAttributor, min_size: int,
-                      on_progress: Progress | None = None) -> FeaturePass:
-    """The feature pass in this process: the files decoded a few batches at a time, each
-    chunk's features extracted by ``model`` (its planned backbone, its feature cache)."""
-    from genprint.io.batches import iter_images
-    from genprint.io.fingerprint import fingerprint
-
     def featurise(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[bytes | None]]:
         chunk_size = max(1, model.batch_size) * FEATURE_CHUNK_BATCHES
         parts: list[list[np.ndarray]] = []
         fps: list[bytes | None] = []
         chunk: list[np.ndarray] = []
-
-        def flush() -> None:
-            if chunk:
-                parts.append(model.extract(chunk, on_progress))
-                chunk.clear()
-
-        for loaded in iter_images(list(paths), min_size=min_size):
-            if not loaded.ok:
-                fps.append(None)
-                continue
-            fps.append(fingerprint(loaded.pixels))  # type: ignore[arg-type]
-            chunk.append(loaded.pixels)  # type: ignore[arg-type]
+        again = iter(iter_images([p for p in paths if str(p) not in kept], min_size=min_size))
+        for path in paths:
+            if str(path) in kept:
+                pixels, key = kept.pop(str(path))
+            else:
+                loaded = next(again)
+                if not loaded.ok:
+                    fps.append(None)
+                    continue
+                pixels = loaded.pixels  # type: ignore[assignment]
+                key = fingerprint(pixels)
+            fps.append(key)
+            chunk.append(pixels)
             if len(chunk) >= chunk_size:
-                flush()
-        flush()
-        if not parts:
-            parts.append(model.extract([]))
+                parts.append(model.extract(chunk, on_progress))
+                chunk = []
+        if chunk or not parts:
+            parts.append(model.extract(chunk, on_progress))
+        kept.clear()
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))], fps
 
-    return featurise
+    return read, featurise

@@ -45,10 +45,18 @@ PLUGIN_HINT = ("a part of your own must be registered by a plugin module: genpri
 """Said by errors about names that are not registered."""
 
 _loaded: dict[str, ModuleType] = {}
+_entry_point_values: set[str] = set()
 
 
 class PluginError(ImportError):
     """A plugin module that could not be imported, with the reason."""
+
+
+def loaded_plugin_specs() -> list[str]:
+    """The plugin modules this process has imported by name or path (``genprint --plugin``,
+    ``GENPRINT_PLUGINS``, :func:`load_plugin`), in order; entry points are not listed (every
+    process imports them). What Ray workers must import to see the same registered parts."""
+    return [spec for spec in _loaded if spec not in _entry_point_values]
 
 
 def load_plugin(spec: str) -> ModuleType:
@@ -125,6 +133,7 @@ def load_plugins(extra: Sequence[str] = ()) -> list[str]:
             continue
         try:
             _loaded[ep.value] = ep.load()
+            _entry_point_values.add(ep.value)
         except Exception as exc:  # noqa: BLE001 - an installed package's code
             # not asked for by this command: a broken package must not stop every command
             warnings.warn(f"plugin entry point {ep.name!r} ({ep.value}) of an installed package "

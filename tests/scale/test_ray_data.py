@@ -241,7 +241,7 @@ def test_ray_address_variable_is_the_cluster(monkeypatch: pytest.MonkeyPatch) ->
     """With RAY_ADDRESS set (as under `ray job submit`) and no address given, genprint joins
     that cluster instead of asking Ray for a local one (which Ray refuses then)."""
     from genprint.scale import ScaleError
-    from genprint.scale.ray_data import _connect
+    from genprint.scale.ray_session import connect
 
     class NoRay:
         def is_initialized(self) -> bool:
@@ -252,4 +252,4 @@ def test_ray_address_variable_is_the_cluster(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")  # nothing listens on port 1
     with pytest.raises(ScaleError, match=r"Ray cluster at 127\.0\.0\.1:1"):
-        _connect(NoRay(), address=None, num_cpus=2, quiet=True)
+        connect(NoRay(), address=None, num_cpus=2, quiet=True)

@@ -199,15 +199,15 @@ def _ray_rows(model: Path, paths: list[Path], attributor: object, address: str |
               on_progress: Callable[[int], None]) -> Iterator[Attribution]:
     """The rows of ``--ray``: :func:`genprint.scale.iter_attributions` on the files already
     listed, pinned to the model loaded here (its ``model_sha256``); the actors import the
-    plugins of ``GENPRINT_PLUGINS`` as set here."""
-    from genprint.plugins import plugin_specs
+    plugin modules this process imported (``--plugin``, ``GENPRINT_PLUGINS``)."""
+    from genprint.plugins import loaded_plugin_specs
     from genprint.scale import iter_attributions
 
     return iter_attributions(
         model, paths, address=address, actors=actors, batch_size=batch_size,
         animated=animated,  # type: ignore[arg-type]
         max_tiles=max_tiles, expected_model_sha256=getattr(attributor, "model_sha256_", None),
-        plugins=plugin_specs(), on_progress=on_progress)
+        plugins=loaded_plugin_specs(), on_progress=on_progress)
 
 
 def _rows_to_resume(out: Path | None, attributor: object) -> list:

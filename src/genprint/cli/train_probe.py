@@ -187,16 +187,16 @@ def train_probe_cmd(
 def _fit_on_ray(model: Any, train_items: list, val_items: list, bar: Any, total: int,
                 address: str | None, actors: int) -> list:
     """``--ray``: :func:`genprint.scale.fit_probe_on_ray`, with a bar per pass; Ray missing,
-    unreachable or failing is a clean exit 2. The actors import the plugins of
-    ``GENPRINT_PLUGINS`` as set here."""
-    from genprint.plugins import plugin_specs
+    unreachable or failing is a clean exit 2. The actors import the plugin modules this
+    process imported (``--plugin``, ``GENPRINT_PLUGINS``)."""
+    from genprint.plugins import loaded_plugin_specs
     from genprint.scale import ScaleError, fit_probe_on_ray
 
     reading = bar.add_task("reading images (Ray)", total=len(train_items) + len(val_items))
     extracting = bar.add_task("extracting features (Ray)", total=total)
     try:
         return fit_probe_on_ray(model, train_items, val_items, address=address, actors=actors,
-                                plugins=plugin_specs(),
+                                plugins=loaded_plugin_specs(),
                                 on_read=lambda n: bar.advance(reading, n),
                                 on_progress=lambda n: bar.advance(extracting, n))
     except ScaleError as exc:

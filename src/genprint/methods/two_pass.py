@@ -53,13 +53,23 @@ class FileRead(NamedTuple):
 ReadPass = Callable[[Sequence[Path]], list[FileRead]]
 """Reads files (in order) and says, for each, its shape and fingerprint or its error."""
 
-FeaturePass = Callable[[Sequence[Path]], tuple[list[np.ndarray], list[bytes | None]]]
+FeaturePass = Callable[[Sequence[Path], Sequence[bytes]],
+                       tuple[list[np.ndarray], list[bytes | None]]]
 """Features of every layer of files (one (N, D) float32 array per layer, rows in input order)
-and each file's fingerprint as read this time (None: it could not be read)."""
+and each file's fingerprint as read this time (None: it could not be read). It is given each
+file's fingerprint from the reading pass, to stop at a changed file before analysing it."""
 
 
 class FilesChangedError(ValueError):
     """A file read in the reading pass has other pixels (or none) in the feature pass."""
+
+
+def changed_file(path: Path, got: bytes | None) -> FilesChangedError:
+    """The error for a file whose fingerprint in the feature pass is ``got`` (None: not read)
+    instead of its fingerprint from the reading pass."""
+    how = "could not be read again" if got is None else "has other pixels than"
+    return FilesChangedError(f"{path} {how} in the first pass over the data: did the files "
+                             "change during the fit?")
 
 
 def split_reads(items: Sequence[Item], reads: Sequence[FileRead]) -> ReadSplit:
@@ -84,14 +94,12 @@ def fit_in_two_passes(model: ProbeAttributor, train: Sequence[Item], val: Sequen
     tr_ix, va_ix = model.plan_fit(tr.shapes, [train[k].source for k in tr.kept], va.shapes,
                                   [val[k].source for k in va.kept])
     chosen = [train[tr.kept[i]] for i in tr_ix] + [val[va.kept[i]] for i in va_ix]
-    layers, again = featurise([i.path for i in chosen])
-    expected = as_rows([bytes(r) for r in tr.fingerprints[tr_ix]] +
-                       [bytes(r) for r in va.fingerprints[va_ix]]) if chosen else None
+    expected = [bytes(r) for r in tr.fingerprints[tr_ix]] + \
+        [bytes(r) for r in va.fingerprints[va_ix]]
+    layers, again = featurise([i.path for i in chosen], expected)
     for j, fp in enumerate(again):
-        if fp is None or expected is None or fp != bytes(expected[j]):
-            how = "could not be read again" if fp is None else "has other pixels than"
-            raise FilesChangedError(f"{chosen[j].path} {how} in the first pass over the data: "
-                                    "did the files change during the fit?")
+        if fp != expected[j]:
+            raise changed_file(chosen[j].path, fp)
     n_tr = len(tr_ix)
     model.fit_features([x[:n_tr] for x in layers], [i.source for i in chosen[:n_tr]],
                        [x[n_tr:] for x in layers], [i.source for i in chosen[n_tr:]])
@@ -138,22 +146,22 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
                 on_read(1)
         return out
 
-    def featurise(paths: Sequence[Path]) -> tuple[list[np.ndarray], list[bytes | None]]:
+    def featurise(paths: Sequence[Path], expected: Sequence[bytes]
+                  ) -> tuple[list[np.ndarray], list[bytes | None]]:
         chunk_size = max(1, model.batch_size) * FEATURE_CHUNK_BATCHES
         parts: list[list[np.ndarray]] = []
         fps: list[bytes | None] = []
         chunk: list[np.ndarray] = []
         again = iter(iter_images([p for p in paths if str(p) not in kept], min_size=min_size))
-        for path in paths:
+        for path, want in zip(paths, expected, strict=True):
             if str(path) in kept:
                 pixels, key = kept.pop(str(path))
             else:
                 loaded = next(again)
-                if not loaded.ok:
-                    fps.append(None)
-                    continue
                 pixels = loaded.pixels  # type: ignore[assignment]
-                key = fingerprint(pixels)
+                key = fingerprint(pixels) if loaded.ok else None  # type: ignore[assignment]
+            if key != want:  # before any analysis: a changed file stops the fit now
+                raise changed_file(path, key)
             fps.append(key)
             chunk.append(pixels)
             if len(chunk) >= chunk_size:

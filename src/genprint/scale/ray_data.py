@@ -29,17 +29,26 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
-import signal
-import socket
-import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genprint.results import RESULT_COLUMN_TYPES, Attribution, from_flat_row, printable
+from genprint.scale.ray_session import (
+    ModelMismatchError,
+    ScaleError,
+    check_pool,
+    connect,
+    from_ray_error,
+    pool_dataset,
+    portable_plugin,
+    quiet_ray_data,
+    require_ray,
+    runtime_versions,
+    version_problem,
+    worker_label,
+)
 from genprint.storage.model_dir import ModelFormatError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,35 +60,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("genprint.scale")
 
-INSTALL_HINT = 'pip install "genprint[ray]"'
-"""What to run when Ray Data is missing."""
-
 INDEX_COLUMN = "index"
 """Position of a row's file among the inputs (internal column of :func:`iter_attributions`)."""
 
-MAX_BLOCKS = 10_000
-"""Most blocks the input dataset is cut into (one block per batch below that)."""
-
 PathLike = str | os.PathLike[str]
-
-
-class ScaleError(RuntimeError):
-    """Ray cannot run the job: Ray Data is not installed, a cluster cannot be reached, or it
-    returned fewer rows than files."""
-
-
-class ModelMismatchError(ModelFormatError):
-    """A Ray worker loaded another model than the driver read (another ``model_sha256``)."""
-
-
-def require_ray() -> Any:
-    """The ``ray`` module with Ray Data imported, or :class:`ScaleError` naming the extra."""
-    try:
-        import ray
-        import ray.data  # the part this module needs
-    except ImportError as exc:
-        raise ScaleError(f"Ray Data is not installed ({exc}): {INSTALL_HINT}") from None
-    return ray
 
 
 def model_identity(model: PathLike) -> tuple[dict[str, Any], str]:
@@ -120,6 +104,9 @@ class _ActorSettings:
     plugins: tuple[str, ...]
     """Plugin modules to import before loading the model (:mod:`genprint.plugins`)."""
     with_index: bool
+    versions: dict[str, str]
+    """The driver's :func:`~genprint.scale.ray_session.runtime_versions`; an actor that runs
+    others refuses to work (its decoding or network could differ)."""
 
 
 @dataclass(frozen=True)
@@ -140,16 +127,22 @@ class _AttributionActor:
         from genprint.plugins import PluginError, load_plugins
 
         self.settings = settings
-        self.problem: Exception | None = None
-        """Why this actor cannot attribute (raised at its first batch: a failing constructor
-        would make Ray restart the actor rather than stop the run)."""
+        self.problem: Exception | None = version_problem(settings.versions)
+        """Why this actor cannot attribute (raised at its first batch, where it reaches the
+        driver as genprint's error with its message)."""
+        if self.problem is not None:
+            return
         torch.set_num_threads(settings.threads)
-        where = f"a Ray worker on {socket.gethostname()} (pid {os.getpid()})"
+        where = worker_label()
         try:
             load_plugins(settings.plugins)
             self.attributor: Attributor = genprint.load(settings.model)
         except (ModelFormatError, PluginError) as exc:
             self.problem = ModelFormatError(f"{where} cannot load the model: {exc}")
+            return
+        except Exception as exc:  # noqa: BLE001 - any other failure, said as ours
+            self.problem = ScaleError(f"{where} cannot load the model: "
+                                      f"{type(exc).__name__}: {exc}")
             return
         got = getattr(self.attributor, "model_sha256_", None)
         if got != settings.model_sha256:
@@ -163,13 +156,20 @@ class _AttributionActor:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """Result rows for a batch of ``index``, ``path`` (as given) and ``file`` (to open)."""
+        if self.problem is not None:
+            raise self.problem
+        try:
+            return self._rows(batch)
+        except Exception as exc:  # noqa: BLE001 - reaches the driver as a ScaleError
+            raise ScaleError(f"{worker_label()} failed on a batch of files: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+    def _rows(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
 
         from genprint.io.batches import auto_workers, iter_images
         from genprint.results import flat_row
 
-        if self.problem is not None:
-            raise self.problem
         s = self.settings
         given = [os.fsdecode(p) for p in batch.column("path").to_pylist()]
         files = [os.fsdecode(p) for p in batch.column("file").to_pylist()]
@@ -220,24 +220,9 @@ def _plan(model: PathLike, inputs: PathLike | Sequence[PathLike], *, threads: in
         model=os.path.abspath(model), model_sha256=digest, batch_size=batch_size,
         threads=max(1, threads), animated=animated,
         max_pixels=default_max_pixels() if max_pixels is None else max_pixels,
-        max_tiles=max_tiles, plugins=tuple(_portable_plugin(p) for p in plugins),
-        with_index=with_index)
+        max_tiles=max_tiles, plugins=tuple(portable_plugin(p) for p in plugins),
+        with_index=with_index, versions=runtime_versions())
     return _Plan(_expand(inputs), settings)
-
-
-def _portable_plugin(spec: str) -> str:
-    """A plugin spec the workers can import: a ``.py`` file path made absolute."""
-    spec = spec.strip()
-    is_file = spec.endswith(".py") or os.sep in spec or bool(os.altsep and os.altsep in spec)
-    return os.path.abspath(spec) if is_file else spec
-
-
-def _check_pool(actors: int, cpus_per_actor: float) -> None:
-    """ValueError unless the actor pool's size and CPUs make sense."""
-    if actors < 1:
-        raise ValueError(f"actors must be ≥ 1, got {actors}")
-    if cpus_per_actor <= 0:
-        raise ValueError(f"cpus_per_actor must be > 0, got {cpus_per_actor}")
 
 
 def _input_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -249,18 +234,8 @@ def _input_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
 
 def _build(plan: _Plan, *, actors: int, cpus_per_actor: float) -> Dataset:
     """The Ray dataset of result rows for a plan (lazy: nothing runs until it is consumed)."""
-    import ray.data
-
-    rows = _input_rows(plan.paths)
-    blocks = max(1, min(MAX_BLOCKS, math.ceil(len(rows) / plan.settings.batch_size)))
-    try:
-        source = ray.data.from_items(rows, override_num_blocks=blocks)
-    except TypeError:  # Ray before 2.10 calls it parallelism
-        source = ray.data.from_items(rows, parallelism=blocks)
-    out = source.map_batches(
-        _AttributionActor, batch_size=plan.settings.batch_size, batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=min(actors, blocks)), num_cpus=cpus_per_actor,
-        fn_constructor_kwargs={"settings": plan.settings})
+    out = pool_dataset(_input_rows(plan.paths), _AttributionActor, plan.settings, actors=actors,
+                       cpus_per_actor=cpus_per_actor, batch_size=plan.settings.batch_size)
     context = getattr(out, "context", None)
     if context is not None:  # the rows in input order (this dataset's own setting)
         context.execution_options.preserve_order = True
@@ -310,7 +285,7 @@ def attribution_dataset(
                  animated=animated, max_tiles=max_tiles, max_pixels=max_pixels,
                  expected_model_sha256=expected_model_sha256, plugins=plugins,
                  with_index=False)
-    _check_pool(actors, cpus_per_actor)
+    check_pool(actors, cpus_per_actor)
     return _build(plan, actors=actors, cpus_per_actor=cpus_per_actor)
 
 
@@ -352,100 +327,25 @@ def iter_attributions(
                  animated=animated, max_tiles=max_tiles, max_pixels=max_pixels,
                  expected_model_sha256=expected_model_sha256, plugins=plugins,
                  with_index=True)
-    _check_pool(actors, cpus_per_actor)
+    check_pool(actors, cpus_per_actor)
     if not plan.paths:
         return
     cpus = num_cpus if num_cpus is not None else max(1, math.ceil(actors * cpus_per_actor))
-    started = _connect(ray, address=address, num_cpus=cpus, quiet=quiet)
+    started = connect(ray, address=address, num_cpus=cpus, quiet=quiet)
     try:
-        with _quiet_ray_data(quiet):
+        with quiet_ray_data(quiet):
             dataset = _build(plan, actors=actors, cpus_per_actor=cpus_per_actor)
             if quiet and getattr(dataset, "context", None) is not None:
                 dataset.context.enable_progress_bars = False
             yield from _in_input_order(dataset, plan.paths, on_progress)
     except Exception as exc:  # Ray's wrapper of a worker's error (its class varies by version)
-        ours = None if isinstance(exc, ModelFormatError | ScaleError) else _from_worker(exc)
+        ours = None if type(exc).__module__.startswith("genprint") else from_ray_error(exc)
         if ours is None:
             raise
         raise ours from None
     finally:
         if started:
             ray.shutdown()
-
-
-def _connect(ray: Any, *, address: str | None, num_cpus: int, quiet: bool) -> bool:
-    """Make sure Ray is initialised; True if this call did it (and should shut it down)."""
-    if ray.is_initialized():
-        return False
-    quiet_args: dict[str, Any] = ({"logging_level": logging.WARNING, "log_to_driver": False}
-                                  if quiet else {})
-    if not address and os.environ.get(RAY_ADDRESS_ENV):  # e.g. under `ray job submit`
-        address = os.environ[RAY_ADDRESS_ENV]
-        log.info("using the Ray cluster of %s=%s", RAY_ADDRESS_ENV, address)
-    if address:
-        _check_reachable(address)
-    with _own_signal_handlers():
-        try:
-            if address:
-                ray.init(address=address, **quiet_args)
-            else:
-                ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet_args)
-        except Exception as exc:  # noqa: BLE001 - e.g. ConnectionError: said in our words
-            where = f"reach the Ray cluster at {address}" if address else "start a local Ray"
-            raise ScaleError(f"could not {where}: {type(exc).__name__}: {exc}") from None
-    return True
-
-
-RAY_ADDRESS_ENV = "RAY_ADDRESS"
-"""Ray's own variable naming the cluster to join; used when no ``address`` is given."""
-
-
-@contextmanager
-def _own_signal_handlers() -> Iterator[None]:
-    """Keep the process's SIGTERM / SIGINT handlers across ``ray.init``, which installs its
-    own (exiting at once): the caller's clean-up (the CLI keeps finished rows) still runs."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None:
-                signal.signal(sig, handler)
-
-
-CONNECT_TIMEOUT = 10.0
-"""Seconds to wait for a cluster's port to answer before giving up (Ray itself retries
-without end when nothing answers)."""
-
-
-def _check_reachable(address: str) -> None:
-    """:class:`ScaleError` when ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``) names a
-    port that does not answer; other forms (``auto``, ``local``) are left to Ray."""
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        return
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT):
-            pass
-    except OSError as exc:
-        raise ScaleError(f"could not reach the Ray cluster at {address}: nothing answers at "
-                         f"{host}:{port} ({exc})") from None
-
-
-@contextmanager
-def _quiet_ray_data(quiet: bool) -> Iterator[None]:
-    """While running: Ray Data's logger shows errors only (``quiet``), then as it was."""
-    logger = logging.getLogger("ray.data")
-    before = logger.level
-    if quiet:
-        logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(before)
 
 
 def _in_input_order(dataset: Dataset, paths: Sequence[Path],
@@ -469,14 +369,3 @@ def _in_input_order(dataset: Dataset, paths: Sequence[Path],
                          "files")
 
 
-_WORKER_ERROR = re.compile(r"\b(ModelMismatchError|ModelFormatError): ([^\n]+)")
-
-
-def _from_worker(exc: BaseException) -> Exception | None:
-    """The genprint error a Ray worker raised, rebuilt from Ray's wrapper (which keeps only its
-    text), or None when the error is not one of ours."""
-    found = _WORKER_ERROR.findall(str(exc))
-    if not found:
-        return None
-    kind, message = found[-1]
-    return (ModelMismatchError if kind == "ModelMismatchError" else ModelFormatError)(message)

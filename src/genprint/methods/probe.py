@@ -387,7 +387,7 @@ class ProbeAttributor(Attributor):
             -> ProbeAttributor:
         """Fit from extracted features (one array per backbone layer), e.g. from a cache.
 
-        The per-class cap is **not** applied here (:meth:`fit` applies it before extracting).
+        The per-class cap is **not** applied here (:meth:`plan_fit` applies it before extracting).
         """
         from genprint.backbones.resolve import spec_path, weights_id
 

@@ -115,3 +115,16 @@ def test_a_plugin_file_never_replaces_or_hides_a_module_of_the_same_name(tmp_pat
     finally:
         if name in METRIC_LOSSES:
             METRIC_LOSSES.remove(name)
+
+
+def test_plugins_given_on_the_command_line_are_listed_for_ray_workers(
+        plugin_file: tuple[Path, str]) -> None:
+    """``--ray`` sends the workers every plugin this process imported by name or path
+    (``genprint --plugin`` too, not only ``GENPRINT_PLUGINS``), never entry points."""
+    from genprint.plugins import loaded_plugin_specs
+
+    path, _ = plugin_file
+    assert str(path) not in loaded_plugin_specs()
+    out = CliRunner().invoke(app, ["--plugin", str(path), "zoo", "list"])
+    assert out.exit_code == 0, out.output
+    assert str(path) in loaded_plugin_specs()

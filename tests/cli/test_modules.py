@@ -23,3 +23,13 @@ def test_each_cli_module_imports_on_its_own() -> None:
         if proc.returncode:
             failed[name] = err.strip().splitlines()[-1]
     assert failed == {}
+
+
+def test_genprint_cli_app_is_the_module() -> None:
+    """Assembling the app in ``genprint.cli`` must not hide the module behind its Typer object
+    (``import genprint.cli.app as m`` then gave the Typer)."""
+    import types
+
+    import genprint.cli.app as module
+
+    assert isinstance(module, types.ModuleType) and hasattr(module, "main")

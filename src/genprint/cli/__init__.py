@@ -2,6 +2,5 @@
 
 # The verb modules import ``app`` and register on it, and ``app`` imports every verb module:
 # assembling it here, first, lets any of them be imported on its own (``genprint.cli.train``).
-from genprint.cli.app import app
-
-__all__ = ["app"]
+# (imported as a module: ``genprint.cli.app`` stays the module, not its Typer object)
+from genprint.cli import app as _assembled  # noqa: F401

@@ -95,3 +95,22 @@ def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
 
         with pytest.raises(two_pass.FilesChangedError, match=message):
             two_pass.fit_in_two_passes(model, train, val, read_then_change, featurise)
+
+
+def test_a_file_listed_twice_is_read_as_often_with_or_without_kept_pixels(files: tuple) -> None:
+    """The same path twice among the items (kept pixels are served to both, the others read
+    again for both) gives the fit on decoded images."""
+    train, val, ckpt = files
+    twice = [*train, train[0], train[1]]
+    fitted = {}
+    for keep in (0, two_pass.KEEP_DECODED_BYTES):
+        model = probe(ckpt)
+        assert fit_on_items(model, twice, val, keep_decoded_bytes=keep) == []
+        fitted[keep] = model
+    tr_imgs, _, _ = load_items([i.path for i in twice])
+    va_imgs, _, _ = load_items([i.path for i in val])
+    direct = probe(ckpt).fit(tr_imgs, [i.source for i in twice], va_imgs,
+                             [i.source for i in val])
+    for model in fitted.values():
+        assert model.fit_used_ == direct.fit_used_ and len(model.fit_used_[0]) == 62
+        assert np.allclose(model.thresholds_, direct.thresholds_, atol=1e-5)

@@ -152,24 +152,27 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
         parts: list[list[np.ndarray]] = []
         fps: list[bytes | None] = []
         chunk: list[np.ndarray] = []
-        again = iter(iter_images([p for p in paths if str(p) not in kept], min_size=min_size))
-        for path, want in zip(paths, expected, strict=True):
-            if str(path) in kept:
-                pixels, key = kept.pop(str(path))
-            else:
-                loaded = next(again)
-                pixels = loaded.pixels  # type: ignore[assignment]
-                key = fingerprint(pixels) if loaded.ok else None  # type: ignore[assignment]
-            if key != want:  # before any analysis: a changed file stops the fit now
-                raise changed_file(path, key)
-            fps.append(key)
-            chunk.append(pixels)
-            if len(chunk) >= chunk_size:
+        again = iter_images([p for p in paths if str(p) not in kept], min_size=min_size)
+        try:
+            for path, want in zip(paths, expected, strict=True):
+                if str(path) in kept:  # (not popped: a path listed twice is served twice)
+                    pixels, key = kept[str(path)]
+                else:
+                    loaded = next(again)
+                    pixels = loaded.pixels  # type: ignore[assignment]
+                    key = fingerprint(pixels) if loaded.ok else None  # type: ignore[assignment]
+                if key != want:  # before any analysis: a changed file stops the fit now
+                    raise changed_file(path, key)
+                fps.append(key)
+                chunk.append(pixels)
+                if len(chunk) >= chunk_size:
+                    parts.append(model.extract(chunk, on_progress))
+                    chunk = []
+            if chunk or not parts:
                 parts.append(model.extract(chunk, on_progress))
-                chunk = []
-        if chunk or not parts:
-            parts.append(model.extract(chunk, on_progress))
-        kept.clear()
+        finally:  # the reader's threads stopped and the kept pixels freed, whatever happened
+            again.close()
+            kept.clear()
         return [np.concatenate([p[k] for p in parts]) for k in range(len(parts[0]))], fps
 
     return read, featurise

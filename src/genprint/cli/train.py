@@ -8,11 +8,9 @@ from typing import Annotated
 
 import typer
 
-from genprint.cli.app import app
 from genprint.cli.output import check_out_dir, console, esc, print_json
 
 train_app = typer.Typer(help="Train an attributor on labelled images.", no_args_is_help=True)
-app.add_typer(train_app, name="train")
 
 
 def report_bad_files(errors: list, limit: int = 10) -> None:
@@ -206,3 +204,11 @@ def train_baseline(
     else:
         console.print(f"[green]saved[/green] {esc(str(out))}: {sources_phrase(len(model.classes_))}, "
                       f"{summary['n_train']} training and {summary['n_val']} validation images")
+
+
+# Registered last: importing the app imports every verb module, and the train_* ones import
+# this module's options and helpers, which must exist by then (so that this module, too, can
+# be the first one imported).
+from genprint.cli.app import app
+
+app.add_typer(train_app, name="train")

@@ -70,7 +70,8 @@ def test_two_passes_give_the_fit_on_decoded_images(files: tuple, monkeypatch) ->
     assert chunks == [45, 18]  # the array API extracts each split whole
     assert model.fit_used_ == direct.fit_used_
     assert model.layer_name_ == direct.layer_name_ and model.probe_.hp == direct.probe_.hp
-    assert np.allclose(model.thresholds_, direct.thresholds_, atol=1e-5)
+    # the splits are batched apart, as the array fit batches them: the same model to the bit
+    assert np.array_equal(model.thresholds_, direct.thresholds_)
     assert model.training_info_["n_train"] == 45 and model.training_info_["n_val"] == 18
     assert len(model.training_fingerprints_) == 63
 
@@ -82,9 +83,10 @@ def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
     decoded = 36 * 40 * 3
     for keep, change, message in (
             (0, lambda: Image.fromarray(textured(np.random.default_rng(9), 36, 40, 2)).save(
-                victim), "has other pixels than in the first pass"),
+                victim), "has other pixels in the second pass over the data than in the first"),
             # the victim is not among the images kept from the first pass
-            (3 * decoded, lambda: victim.write_bytes(b""), "could not be read again")):
+            (3 * decoded, lambda: victim.write_bytes(b""),
+             r"was read in the first pass over the data but not in the second \(.*empty")):
         model = probe(ckpt)
         first, featurise = two_pass.local_passes(model, model.min_size, keep_bytes=keep)
 
@@ -97,20 +99,58 @@ def test_a_file_changed_between_the_passes_stops_the_fit(files: tuple) -> None:
             two_pass.fit_in_two_passes(model, train, val, read_then_change, featurise)
 
 
-def test_a_file_listed_twice_is_read_as_often_with_or_without_kept_pixels(files: tuple) -> None:
+@pytest.mark.parametrize("where", ["train twice", "train and val", "val twice"])
+def test_a_file_listed_twice_is_read_as_often_with_or_without_kept_pixels(
+        files: tuple, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same path twice among the items (kept pixels are served to both, the others read
-    again for both) gives the fit on decoded images."""
+    again for both) gives the fit on decoded images; kept pixels are not decoded again."""
+    from genprint.io import batches
+
     train, val, ckpt = files
-    twice = [*train, train[0], train[1]]
-    fitted = {}
-    for keep in (0, two_pass.KEEP_DECODED_BYTES):
-        model = probe(ckpt)
-        assert fit_on_items(model, twice, val, keep_decoded_bytes=keep) == []
-        fitted[keep] = model
-    tr_imgs, _, _ = load_items([i.path for i in twice])
+    if where == "train twice":
+        train = [*train, train[0], train[1]]
+    elif where == "train and val":
+        val = [*val, Item(train[0].path, train[0].source, "val")]
+    else:
+        val = [*val, val[0]]
+    tr_imgs, _, _ = load_items([i.path for i in train])
     va_imgs, _, _ = load_items([i.path for i in val])
-    direct = probe(ckpt).fit(tr_imgs, [i.source for i in twice], va_imgs,
+    direct = probe(ckpt).fit(tr_imgs, [i.source for i in train], va_imgs,
                              [i.source for i in val])
-    for model in fitted.values():
-        assert model.fit_used_ == direct.fit_used_ and len(model.fit_used_[0]) == 62
-        assert np.allclose(model.thresholds_, direct.thresholds_, atol=1e-5)
+    decoded: list[int] = []
+    original = batches.iter_images
+
+    def counting(paths, *args, **kwargs):  # type: ignore[no-untyped-def]
+        decoded.append(len(paths))
+        return original(paths, *args, **kwargs)
+
+    monkeypatch.setattr(batches, "iter_images", counting)
+    for keep in (0, two_pass.KEEP_DECODED_BYTES):
+        decoded.clear()
+        model = probe(ckpt)
+        assert fit_on_items(model, train, val, keep_decoded_bytes=keep) == []
+        assert model.fit_used_ == direct.fit_used_
+        assert np.array_equal(model.thresholds_, direct.thresholds_)
+        n = len(train) + len(val)
+        assert decoded == ([n, n] if keep == 0 else [n, 0])  # kept: every file decoded once
+
+
+def test_one_feature_cache_per_fit(files: tuple, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks share one cache object: opening a cache reads every shard's keys, so one per
+    chunk made a fit on a large cache slow."""
+    from genprint.backbones import features
+
+    train, val, ckpt = files
+    opened: list[int] = []
+    original = features.FeatureCache.__init__
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        opened.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(features.FeatureCache, "__init__", counting)
+    model = ProbeAttributor(backbone=str(ckpt), grid=[1.0], batch_size=4,
+                            cache_dir=str(tmp_path / "cache"))
+    fit_on_items(model, train, val, keep_decoded_bytes=0)
+    assert len(opened) == 1

@@ -189,7 +189,7 @@ def test_a_file_changed_between_the_passes_stops_the_ray_fit(
         if sum(read) == len(train) + len(val):
             Image.fromarray(textured(np.random.default_rng(7), 36, 40, 2)).save(victim)
 
-    with pytest.raises(ScaleError, match=f"{victim.name} has other pixels than in the first"):
+    with pytest.raises(ScaleError, match=f"{victim.name} has other pixels in the second pass"):
         fit_probe_on_ray(ProbeAttributor(backbone=str(data[1]), cache=False), train, val,
                          actors=2, on_read=change_after_the_reading_pass)
 

@@ -230,12 +230,13 @@ def forensic_cnn(embedding_dim: int = 128, patch_size: int = 32, width: int = 16
     ``weights``: ``"camera"`` (default) the camera-identification checkpoint shipped with
     genprint (``genprint pretrain camera``), or the path of a camera checkpoint or ``metric``
     model directory; the checkpoint's architecture is then used and the other architecture
-    settings are ignored. ``"random"`` (or None): a network of the given architecture,
-    initialised at random from ``seed`` (the same network every time, so a model fitted on its
-    features can be loaded again; a baseline of untrained forensic features). ``input_size``
+    settings are ignored (None means the default). ``"random"``: a network of the given
+    architecture, initialised at random from ``seed`` (the same network every time, so a model
+    fitted on its features can be loaded again; a baseline of untrained forensic features).
+    ``input_size``
     (the registry's common name for the crop side) overrides ``patch_size``.
     """
-    if weights == SHIPPED_WEIGHTS:
+    if weights is None or weights == SHIPPED_WEIGHTS:
         from genprint.methods.camera_pretrain import default_camera_checkpoint
 
         shipped = default_camera_checkpoint()
@@ -244,7 +245,7 @@ def forensic_cnn(embedding_dim: int = 128, patch_size: int = 32, width: int = 16
                              "with `genprint pretrain camera`); give weights=PATH, or "
                              "weights='random' for an untrained network")
         weights = str(shipped)
-    if weights is not None and weights != RANDOM_WEIGHTS:
+    if weights != RANDOM_WEIGHTS:
         from genprint.storage.model_dir import read_card
 
         arch = read_card(weights).get("backbone", {}).get("architecture")

@@ -121,6 +121,7 @@ def train_probe_cmd(
     thresholds accepting --target-accept of each source's validation images."""
     from genprint.methods.fitting import fit_on_items
     from genprint.methods.probe import ProbeAttributor, cap_per_class
+    from genprint.methods.two_pass import FilesChangedError
 
     if not ray and (ray_address is not None or ray_actors is not None):
         raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
@@ -152,9 +153,14 @@ def train_probe_cmd(
                 errors = _fit_on_ray(model, train_items, val_items, bar, total, ray_address,
                                      ray_actors or 2)
             else:
+                reading = bar.add_task("reading images", total=len(train_items) + len(val_items))
                 task = bar.add_task("extracting features", total=total)
                 model.on_progress = lambda n: bar.advance(task, n)
-                errors = fit_on_items(model, train_items, val_items)
+                errors = fit_on_items(model, train_items, val_items,
+                                      on_read=lambda n: bar.advance(reading, n))
+        except FilesChangedError as exc:  # not a bad option: the data moved under the fit
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
+            raise typer.Exit(2) from None
         except (ValueError, FileNotFoundError, ImportError) as exc:
             raise typer.BadParameter(str(exc), param_hint="--backbone" if isinstance(
                 exc, (FileNotFoundError, ImportError)) else None) from None

@@ -251,7 +251,13 @@ class ProbeAttributor(Attributor):
 
         backbone = self.build_backbone(min(min(i.shape[:2]) for i in images) if images else None)
         use_cache = self.cache if use_cache is None else use_cache
-        cache = FeatureCache(backbone, self.cache_dir) if use_cache else None
+        cache = None
+        if use_cache:  # one cache object per backbone: opening one reads every shard's keys
+            key = (id(backbone), self.cache_dir)
+            held = self.__dict__.get("_feature_cache")
+            if held is None or held[0] != key:
+                held = self._feature_cache = (key, FeatureCache(backbone, self.cache_dir))
+            cache = held[1]
         return extract_features(backbone, images, batch_size=self.batch_size, cache=cache,
                                 on_progress=on_progress)
 

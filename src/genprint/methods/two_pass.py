@@ -39,7 +39,9 @@ if TYPE_CHECKING:  # pragma: no cover
 Progress = Callable[[int], None]
 
 FEATURE_CHUNK_BATCHES = 4
-"""The local feature pass decodes this many backbone batches of images at a time."""
+"""The local feature pass decodes this many backbone batches of images at a time ..."""
+FEATURE_CHUNK_BYTES = 256 * 2**20
+"""... or fewer, once their decoded pixels reach this many bytes (large photographs)."""
 
 
 class FileRead(NamedTuple):
@@ -53,23 +55,29 @@ class FileRead(NamedTuple):
 ReadPass = Callable[[Sequence[Path]], list[FileRead]]
 """Reads files (in order) and says, for each, its shape and fingerprint or its error."""
 
-FeaturePass = Callable[[Sequence[Path], Sequence[bytes]],
+FeaturePass = Callable[[Sequence[Path], Sequence[bytes], int],
                        tuple[list[np.ndarray], list[bytes | None]]]
 """Features of every layer of files (one (N, D) float32 array per layer, rows in input order)
 and each file's fingerprint as read this time (None: it could not be read). It is given each
-file's fingerprint from the reading pass, to stop at a changed file before analysing it."""
+file's fingerprint from the reading pass, to stop at a changed file before analysing it, and
+the number of leading training files (the local pass batches the two splits apart, as
+:meth:`ProbeAttributor.fit <genprint.methods.probe.ProbeAttributor.fit>` does, so that its
+features are those of a fit on decoded images to the bit)."""
 
 
 class FilesChangedError(ValueError):
     """A file read in the reading pass has other pixels (or none) in the feature pass."""
 
 
-def changed_file(path: Path, got: bytes | None) -> FilesChangedError:
-    """The error for a file whose fingerprint in the feature pass is ``got`` (None: not read)
-    instead of its fingerprint from the reading pass."""
-    how = "could not be read again" if got is None else "has other pixels than"
-    return FilesChangedError(f"{path} {how} in the first pass over the data: did the files "
-                             "change during the fit?")
+def changed_file(path: str | Path, got: bytes | None, reason: str | None = None
+                 ) -> FilesChangedError:
+    """The error for a file whose fingerprint in the feature pass is ``got`` (None: it could
+    not be read, for ``reason``) instead of its fingerprint from the reading pass."""
+    what = (f"was read in the first pass over the data but not in the second ({reason})"
+            if got is None else "has other pixels in the second pass over the data than in "
+            "the first")
+    return FilesChangedError(f"{path} {what}: did the files change during the fit? Nothing "
+                             "was fitted")
 
 
 def split_reads(items: Sequence[Item], reads: Sequence[FileRead]) -> ReadSplit:
@@ -96,7 +104,7 @@ def fit_in_two_passes(model: ProbeAttributor, train: Sequence[Item], val: Sequen
     chosen = [train[tr.kept[i]] for i in tr_ix] + [val[va.kept[i]] for i in va_ix]
     expected = [bytes(r) for r in tr.fingerprints[tr_ix]] + \
         [bytes(r) for r in va.fingerprints[va_ix]]
-    layers, again = featurise([i.path for i in chosen], expected)
+    layers, again = featurise([i.path for i in chosen], expected, len(tr_ix))
     for j, fp in enumerate(again):
         if fp != expected[j]:
             raise changed_file(chosen[j].path, fp)
@@ -146,28 +154,35 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
                 on_read(1)
         return out
 
-    def featurise(paths: Sequence[Path], expected: Sequence[bytes]
+    def featurise(paths: Sequence[Path], expected: Sequence[bytes], n_train: int
                   ) -> tuple[list[np.ndarray], list[bytes | None]]:
         chunk_size = max(1, model.batch_size) * FEATURE_CHUNK_BATCHES
         parts: list[list[np.ndarray]] = []
         fps: list[bytes | None] = []
         chunk: list[np.ndarray] = []
+        chunk_bytes = 0
         again = iter_images([p for p in paths if str(p) not in kept], min_size=min_size)
         try:
-            for path, want in zip(paths, expected, strict=True):
+            for j, (path, want) in enumerate(zip(paths, expected, strict=True)):
+                if j == n_train and chunk:  # training and validation images batched apart
+                    parts.append(model.extract(chunk, on_progress))
+                    chunk, chunk_bytes = [], 0
                 if str(path) in kept:  # (not popped: a path listed twice is served twice)
                     pixels, key = kept[str(path)]
                 else:
                     loaded = next(again)
                     pixels = loaded.pixels  # type: ignore[assignment]
-                    key = fingerprint(pixels) if loaded.ok else None  # type: ignore[assignment]
+                    if not loaded.ok:
+                        raise changed_file(path, None, pixels.reason)  # type: ignore[attr-defined]
+                    key = fingerprint(pixels)
                 if key != want:  # before any analysis: a changed file stops the fit now
                     raise changed_file(path, key)
                 fps.append(key)
                 chunk.append(pixels)
-                if len(chunk) >= chunk_size:
+                chunk_bytes += pixels.nbytes
+                if len(chunk) >= chunk_size or chunk_bytes >= FEATURE_CHUNK_BYTES:
                     parts.append(model.extract(chunk, on_progress))
-                    chunk = []
+                    chunk, chunk_bytes = [], 0
             if chunk or not parts:
                 parts.append(model.extract(chunk, on_progress))
         finally:  # the reader's threads stopped and the kept pixels freed, whatever happened

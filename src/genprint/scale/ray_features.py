@@ -226,6 +226,7 @@ class _FeatureActor:
         import pyarrow as pa
 
         from genprint.io.fingerprint import fingerprint
+        from genprint.methods.two_pass import changed_file
 
         files = _files(batch)
         expected = batch.column(EXPECTED_COLUMN).to_pylist()
@@ -234,9 +235,8 @@ class _FeatureActor:
                                       _iter_read(files, self.settings.read), strict=True):
             got = fingerprint(loaded.pixels) if loaded.ok else None  # type: ignore[arg-type]
             if got != want:  # checked before any analysis: a changed file stops the fit now
-                how = "could not be read again" if got is None else "has other pixels than"
-                raise ScaleError(f"{name} {how} in the first pass over the data ({worker_label()}):"
-                                 " did the files change during the fit?")
+                reason = None if loaded.ok else loaded.pixels.reason  # type: ignore[union-attr]
+                raise ScaleError(f"{changed_file(name, got, reason)} ({worker_label()})")
             images.append(loaded.pixels)
         feats = self.model.extract(images)
         columns: dict[str, Any] = {INDEX_COLUMN: batch.column(INDEX_COLUMN)}
@@ -394,8 +394,10 @@ def fit_probe_on_ray(
         return _file_reads(_read_rows(_batches(dataset, quiet), len(rows), on_read), paths,
                            read)
 
-    def feature_pass(paths: Sequence[Path], expected: Sequence[bytes]
+    def feature_pass(paths: Sequence[Path], expected: Sequence[bytes], n_train: int
                      ) -> tuple[list[np.ndarray], list[bytes | None]]:
+        # (n_train unused: the actors batch as the files come, so the features equal the
+        # local ones to float rounding, not to the bit)
         if not paths:
             return model.extract([]), []
         rows = [{INDEX_COLUMN: i, FILE_COLUMN: os.fsencode(os.path.abspath(p)),

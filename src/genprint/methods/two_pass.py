@@ -145,7 +145,7 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
                 pixels: np.ndarray = loaded.pixels  # type: ignore[assignment]
                 key = fingerprint(pixels)
                 out.append(FileRead(pixels.shape, key, None))
-                if pixels.nbytes <= room:
+                if str(path) not in kept and pixels.nbytes <= room:  # (a repeat counts once)
                     kept[str(path)] = (pixels, key)
                     room -= pixels.nbytes
             else:
@@ -161,6 +161,9 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
         fps: list[bytes | None] = []
         chunk: list[np.ndarray] = []
         chunk_bytes = 0
+        chosen = {str(p) for p in paths}
+        for left_out in [k for k in kept if k not in chosen]:  # (the cap, sizes): freed now
+            del kept[left_out]
         again = iter_images([p for p in paths if str(p) not in kept], min_size=min_size)
         try:
             for j, (path, want) in enumerate(zip(paths, expected, strict=True)):

@@ -19,6 +19,12 @@ from genprint.cli.output import (
     save_interrupted,
     shortened_paths,
 )
+from genprint.cli.ray_options import (
+    DEFAULT_RAY_ACTORS,
+    RayActorsOption,
+    RayAddressOption,
+    check_ray_options,
+)
 from genprint.results import Attribution, ResultsWriter, printable
 
 
@@ -51,11 +57,8 @@ def attribute(
                       "each holding the model, on a local Ray or a cluster (--ray-address). "
                       "Same rows and outputs; the model and images must be at the same paths "
                       "on every node.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        help="With --ray: the Ray cluster to run on (e.g. auto, HOST:6379, "
-             "ray://HOST:10001); default: a local Ray with one CPU per actor.")] = None,
-    ray_actors: Annotated[int | None, typer.Option(
-        min=1, help="With --ray: actors holding the model, one CPU each (default 2).")] = None,
+    ray_address: RayAddressOption = None,
+    ray_actors: RayActorsOption = None,
 ) -> None:
     """Attribute images: one row per image with label (a source or `unknown`), candidate, score,
     threshold, per-source scores, and the reason for any file that could not be used.
@@ -69,9 +72,7 @@ def attribute(
     from genprint.scale import ScaleError
     from genprint.storage.model_dir import ModelFormatError
 
-    if not ray and (ray_address is not None or ray_actors is not None):
-        raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
-                                 param_hint="--ray")
+    check_ray_options(ray, ray_address, ray_actors)
     if ray and workers is not None:
         raise typer.BadParameter("with --ray, each actor reads its files with as many threads "
                                  "as it has CPUs; leave --workers out", param_hint="--workers")
@@ -129,7 +130,8 @@ def attribute(
         try:
             animated = "first" if first_frame else "refuse"
             progress = lambda n: bar.advance(task, n)
-            rows = (_ray_rows(model, paths, attributor, ray_address, ray_actors or 2,
+            actors = ray_actors or DEFAULT_RAY_ACTORS
+            rows = (_ray_rows(model, paths, attributor, ray_address, actors,
                               batch_size, animated, max_tiles, progress) if ray else
                     attributor.iter_attribute(paths, batch_size=batch_size, workers=workers,
                                               animated=animated, on_progress=progress))

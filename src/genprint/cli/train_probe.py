@@ -9,6 +9,12 @@ from typing import Annotated, Any
 import typer
 
 from genprint.cli.output import check_out_dir, console, esc, print_json, progress_bar
+from genprint.cli.ray_options import (
+    DEFAULT_RAY_ACTORS,
+    RayAddressOption,
+    RayBackboneActorsOption,
+    check_ray_options,
+)
 from genprint.cli.train import (
     BenchOption,
     DataOption,
@@ -109,12 +115,8 @@ def train_probe_cmd(
                       "local Ray or a cluster (--ray-address); the heads are fitted here. Same "
                       "model as without it; the images (and a backbone given as a path) must "
                       "be at the same paths on every node.")] = False,
-    ray_address: Annotated[str | None, typer.Option(
-        help="With --ray: the Ray cluster to run on (e.g. auto, HOST:6379, "
-             "ray://HOST:10001); default: a local Ray with one CPU per actor.")] = None,
-    ray_actors: Annotated[int | None, typer.Option(
-        min=1, help="With --ray: actors holding the backbone, one CPU each (default 2).")
-    ] = None,
+    ray_address: RayAddressOption = None,
+    ray_actors: RayBackboneActorsOption = None,
 ) -> None:
     """Fit the `probe` method: a frozen backbone's features of every block, a logistic-regression
     or k-NN head per block, the block and hyperparameters chosen on validation, and per-source
@@ -123,9 +125,7 @@ def train_probe_cmd(
     from genprint.methods.probe import ProbeAttributor, cap_per_class
     from genprint.methods.two_pass import FilesChangedError
 
-    if not ray and (ray_address is not None or ray_actors is not None):
-        raise typer.BadParameter("--ray-address and --ray-actors go with --ray",
-                                 param_hint="--ray")
+    check_ray_options(ray, ray_address, ray_actors)
     check_out_dir(out, overwrite)
     options = {"model_name": backbone_model} if backbone_model else {}
     try:
@@ -151,7 +151,7 @@ def train_probe_cmd(
         try:
             if ray:
                 errors = _fit_on_ray(model, train_items, val_items, bar, total, ray_address,
-                                     ray_actors or 2)
+                                     ray_actors or DEFAULT_RAY_ACTORS)
             else:
                 reading = bar.add_task("reading images", total=len(train_items) + len(val_items))
                 task = bar.add_task("extracting features", total=total)

@@ -36,8 +36,12 @@ from typing import TYPE_CHECKING, Any
 
 from genprint.results import RESULT_COLUMN_TYPES, Attribution, from_flat_row, printable
 from genprint.scale.ray_session import (
+    FILE_COLUMN,
+    INDEX_COLUMN,
     ModelMismatchError,
     ScaleError,
+    WorkerActor,
+    batch_files,
     check_pool,
     connect,
     from_ray_error,
@@ -60,8 +64,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("genprint.scale")
 
-INDEX_COLUMN = "index"
-"""Position of a row's file among the inputs (internal column of :func:`iter_attributions`)."""
 
 PathLike = str | os.PathLike[str]
 
@@ -117,8 +119,10 @@ class _Plan:
     settings: _ActorSettings
 
 
-class _AttributionActor:
+class _AttributionActor(WorkerActor):
     """The callable class ``map_batches`` runs: one per actor, holding one loaded model."""
+
+    doing = "attributing a batch of files"
 
     def __init__(self, settings: _ActorSettings) -> None:
         import torch
@@ -127,9 +131,7 @@ class _AttributionActor:
         from genprint.plugins import PluginError, load_plugins
 
         self.settings = settings
-        self.problem: Exception | None = version_problem(settings.versions)
-        """Why this actor cannot attribute (raised at its first batch, where it reaches the
-        driver as genprint's error with its message)."""
+        self.problem = version_problem(settings.versions)
         if self.problem is not None:
             return
         torch.set_num_threads(settings.threads)
@@ -154,17 +156,8 @@ class _AttributionActor:
         if settings.max_tiles is not None:
             self.attributor.max_tiles = settings.max_tiles  # type: ignore[attr-defined]
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        """Result rows for a batch of ``index``, ``path`` (as given) and ``file`` (to open)."""
-        if self.problem is not None:
-            raise self.problem
-        try:
-            return self._rows(batch)
-        except Exception as exc:  # noqa: BLE001 - reaches the driver as a ScaleError
-            raise ScaleError(f"{worker_label()} failed on a batch of files: "
-                             f"{type(exc).__name__}: {exc}") from None
-
     def _rows(self, batch: pa.Table) -> pa.Table:
+        """Result rows for a batch of ``index``, ``path`` (as given) and ``file`` (to open)."""
         import pyarrow as pa
 
         from genprint.io.batches import auto_workers, iter_images
@@ -172,7 +165,7 @@ class _AttributionActor:
 
         s = self.settings
         given = [os.fsdecode(p) for p in batch.column("path").to_pylist()]
-        files = [os.fsdecode(p) for p in batch.column("file").to_pylist()]
+        files = batch_files(batch)
         readers = 1 if s.threads <= 1 else min(s.threads, auto_workers(files))
         loaded = iter_images(files, workers=readers, min_size=self.attributor.min_size,
                              animated=s.animated, max_pixels=s.max_pixels)  # type: ignore[arg-type]
@@ -228,7 +221,7 @@ def _plan(model: PathLike, inputs: PathLike | Sequence[PathLike], *, threads: in
 def _input_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
     """One input row per file: its position, its path as given (for the result row) and as
     an absolute path (for the workers), as bytes so that any file name survives Arrow."""
-    return [{INDEX_COLUMN: i, "path": os.fsencode(str(p)), "file": os.fsencode(os.path.abspath(p))}
+    return [{INDEX_COLUMN: i, "path": os.fsencode(str(p)), FILE_COLUMN: os.fsencode(os.path.abspath(p))}
             for i, p in enumerate(paths)]
 
 
@@ -339,7 +332,7 @@ def iter_attributions(
                 dataset.context.enable_progress_bars = False
             yield from _in_input_order(dataset, plan.paths, on_progress)
     except Exception as exc:  # Ray's wrapper of a worker's error (its class varies by version)
-        ours = None if type(exc).__module__.startswith("genprint") else from_ray_error(exc)
+        ours = from_ray_error(exc)
         if ours is None:
             raise
         raise ours from None

@@ -38,7 +38,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from genprint.scale.ray_session import (
+    FILE_COLUMN,
+    INDEX_COLUMN,
     ScaleError,
+    WorkerActor,
+    batch_files,
     check_pool,
     connect,
     from_ray_error,
@@ -60,8 +64,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from genprint.methods.probe import ProbeAttributor
     from genprint.methods.two_pass import FileRead
 
-INDEX_COLUMN = "index"
-FILE_COLUMN = "file"
 EXPECTED_COLUMN = "expected"
 """Feature-pass input: each file's fingerprint from the reading pass."""
 
@@ -99,10 +101,6 @@ class _FeatureSettings:
     read: _ReadSettings
 
 
-def _files(batch: pa.Table) -> list[str]:
-    return [os.fsdecode(p) for p in batch.column(FILE_COLUMN).to_pylist()]
-
-
 def _iter_read(files: list[str], settings: _ReadSettings) -> Iterator[LoadResult]:
     """The local reader's results for ``files``, in order, one decoded image at a time."""
     from genprint.io.batches import auto_workers, iter_images
@@ -130,23 +128,14 @@ def _start(settings: _ReadSettings) -> Exception | None:
     return None
 
 
-class _ReadActor:
+class _ReadActor(WorkerActor):
     """Reads files and sends back shapes and fingerprints (no pixels), or each file's error."""
+
+    doing = "reading a batch of files"
 
     def __init__(self, settings: _ReadSettings) -> None:
         self.settings = settings
         self.problem = _start(settings)
-        """Why this actor cannot work (raised at its first batch, where it reaches the driver
-        as genprint's error with its message)."""
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.problem is not None:
-            raise self.problem
-        try:
-            return self._rows(batch)
-        except Exception as exc:  # noqa: BLE001 - reaches the driver as a ScaleError
-            raise ScaleError(f"{worker_label()} failed reading a batch of files: "
-                             f"{type(exc).__name__}: {exc}") from None
 
     def _rows(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
@@ -156,7 +145,7 @@ class _ReadActor:
         host = worker_label()
         rows = []
         for index, loaded in zip(batch.column(INDEX_COLUMN).to_pylist(),
-                                 _iter_read(_files(batch), self.settings), strict=True):
+                                 _iter_read(batch_files(batch), self.settings), strict=True):
             row: dict[str, Any] = {INDEX_COLUMN: index, "shape": None, "fingerprint": None,
                                    "error_code": None, "error_reason": None,
                                    "sha256": loaded.sha256, "worker": host}
@@ -179,13 +168,14 @@ def _read_schema() -> pa.Schema:
                       ("worker", pa.string())])
 
 
-class _FeatureActor:
+class _FeatureActor(WorkerActor):
     """Holds the backbone; sends back every layer's features of the files it is given."""
+
+    doing = "extracting features"
 
     def __init__(self, settings: _FeatureSettings) -> None:
         self.settings = settings
         self.problem = _start(settings.read)
-        """Why this actor cannot work (raised at its first batch, as for :class:`_ReadActor`)."""
         if self.problem is not None:
             return
         from genprint.backbones.resolve import weights_id
@@ -211,24 +201,13 @@ class _FeatureActor:
                 f"({settings.weights_id[:12]}…, {settings.input_size} px): every node must see "
                 "the same backbone files")
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        if self.problem is not None:
-            raise self.problem
-        try:
-            return self._rows(batch)
-        except ScaleError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - reaches the driver as a ScaleError
-            raise ScaleError(f"{worker_label()} failed extracting features: "
-                             f"{type(exc).__name__}: {exc}") from None
-
     def _rows(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
 
         from genprint.io.fingerprint import fingerprint
         from genprint.methods.two_pass import changed_file
 
-        files = _files(batch)
+        files = batch_files(batch)
         expected = batch.column(EXPECTED_COLUMN).to_pylist()
         images = []
         for name, want, loaded in zip(files, expected,
@@ -413,7 +392,7 @@ def fit_probe_on_ray(
         with quiet_ray_data(quiet):
             return fit_in_two_passes(model, train, val, read_pass, feature_pass)
     except Exception as exc:  # Ray's wrapper of a worker's error: said in genprint's words
-        ours = None if type(exc).__module__.startswith("genprint") else from_ray_error(exc)
+        ours = from_ray_error(exc)
         if ours is None:
             raise
         raise ours from None

@@ -142,6 +142,42 @@ def quiet_ray_data(quiet: bool) -> Iterator[None]:
         logger.setLevel(before)
 
 
+INDEX_COLUMN = "index"
+"""Position of a row's file among the inputs (input and output rows of every actor pool)."""
+FILE_COLUMN = "file"
+"""Absolute path of the file a worker opens, as bytes (any file name survives Arrow)."""
+
+
+def batch_files(batch: Any) -> list[str]:
+    """The files of a pyarrow batch's :data:`FILE_COLUMN`, as paths to open."""
+    return [os.fsdecode(p) for p in batch.column(FILE_COLUMN).to_pylist()]
+
+
+class WorkerActor:
+    """Base of the callable classes the actor pools run. A subclass sets ``problem`` in its
+    constructor when it cannot work (raised at its first batch, where it reaches the driver as
+    genprint's error with its message: a failing constructor would only say that the actor
+    died) and computes a batch in ``_rows``; any other error there reaches the driver as a
+    :class:`ScaleError` naming the worker and what it was doing (``doing``)."""
+
+    doing = "working on a batch of files"
+    problem: Exception | None = None
+
+    def __call__(self, batch: Any) -> Any:
+        if self.problem is not None:
+            raise self.problem
+        try:
+            return self._rows(batch)
+        except ScaleError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reaches the driver as a ScaleError
+            raise ScaleError(f"{worker_label()} failed {self.doing}: "
+                             f"{type(exc).__name__}: {exc}") from None
+
+    def _rows(self, batch: Any) -> Any:  # pragma: no cover - every subclass has its own
+        raise NotImplementedError
+
+
 def pool_dataset(rows: Sequence[dict[str, Any]], cls: type, settings: Any, *, actors: int,
                  cpus_per_actor: float, batch_size: int) -> Any:
     """A lazy dataset: ``cls(settings)`` actors (a fixed pool of ``actors``, ``cpus_per_actor``
@@ -209,7 +245,10 @@ def from_ray_error(exc: BaseException) -> Exception | None:
     """genprint's error for an exception Ray raised while running a dataset: the genprint
     error a worker raised (rebuilt from Ray's wrapper, which keeps only its text), a
     :class:`ScaleError` for any other failure of Ray or of a worker (a worker that died, an
-    error in a worker), or None when ``exc`` does not come from Ray."""
+    error in a worker), or None when ``exc`` does not come from Ray (it is then re-raised as
+    it is)."""
+    if type(exc).__module__.startswith("genprint"):  # raised here, already ours
+        return None
     found = _OUR_ERROR.findall(str(exc))
     if found:
         kind, message = found[-1]

@@ -38,7 +38,7 @@ import genprint
 from genprint.evaluation.evaluate import evaluate
 from genprint.io.batches import load_items
 from genprint.methods.fitting import fit_on_items
-from genprint.methods.metric import MetricAttributor
+from genprint.methods.metric import RESIDUAL_WEIGHT, MetricAttributor
 from genprint.world.protocols import protocol_view
 
 COLUMNS = (("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"),
@@ -57,6 +57,7 @@ def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespac
     model = MetricAttributor(
         loss=args.loss, epochs=args.epochs, refs_per_class=args.refs_per_class, init=init,
         camera_ckpt=str(args.camera_ckpt) if init == "camera" else None, seed=args.seed,
+        residual_weight=args.residual_weight,
         **(arch_of(args.camera_ckpt) if init == "camera" else {}))
     model.training_info_ = {"bench": str(bench), "protocol": protocol}
     t0 = time.perf_counter()
@@ -200,6 +201,8 @@ def main() -> None:
     parser.add_argument("--loss", default="proxy-anchor")
     parser.add_argument("--epochs", type=int, default=60)
     parser.add_argument("--refs-per-class", type=int, default=8)
+    parser.add_argument("--residual-weight", type=float, default=RESIDUAL_WEIGHT,
+                        help="weight of the residual statistics joined to the embedding")
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-draws", type=int, default=5,
                         help="draws of the enrolled images (draw 0: the first in manifest order)")

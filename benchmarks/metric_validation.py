@@ -49,14 +49,14 @@ from genprint.evaluation.metrics import auroc, oscr
 from genprint.io.batches import load_items
 from genprint.methods import metric_refs as refs
 from genprint.methods.camera_pretrain import checkpoint_architecture
-from genprint.methods.metric import MetricAttributor
+from genprint.methods.metric import RESIDUAL_WEIGHT, MetricAttributor
 from genprint.world.protocols import protocol_view
 
 REAL = "real"
 EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "split_seed",
                       "hold_cameras",
                       "no_origin_classes", "pseudo_sources", "pseudo_kind", "symmetries",
-                      "symmetries_at_inference", "layer")
+                      "symmetries_at_inference", "layer", "residual_weight")
 """Options that change a fold's embeddings (``--reuse`` checks them)."""
 
 
@@ -142,7 +142,9 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
                             # (a default added later is left out, so older runs still match)
                             if not (k == "pseudo_kind" and args.pseudo_kind == "upsample")
                             and not (k == "layer" and args.layer == "embedding")
-                            and not (k == "split_seed" and args.split_seed is None)},
+                            and not (k == "split_seed" and args.split_seed is None)
+                            # (runs from before residual statistics had none)
+                            and not (k == "residual_weight" and not args.residual_weight)},
                            sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
         z = np.load(npz)
@@ -164,7 +166,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         origin_classes=not args.no_origin_classes,
         unseen_origin_thresholds=args.unseen_origin_thresholds,
         pseudo_sources=args.pseudo_sources, pseudo_kind=args.pseudo_kind,
-        symmetries=args.symmetries,
+        symmetries=args.symmetries, residual_weight=args.residual_weight,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -396,6 +398,9 @@ def main() -> None:
     parser.add_argument("--layer", default="embedding",
                         help="features the references live in: embedding, stage1..3 or a "
                              "'+'-joined list (pooled, each unit-normalised, then joined)")
+    parser.add_argument("--residual-weight", type=float, default=RESIDUAL_WEIGHT,
+                        help="join the method's residual statistics to the embedding, with "
+                             "this weight (MetricAttributor(residual_weight=...))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=None,
                         help="seed of the calibration / evaluation halves (default: --seed), so "

@@ -62,7 +62,7 @@ def test_attributes_toy_sources_with_tiles(model: MetricAttributor, data: dict) 
     assert np.mean([r.candidate == lab for r, lab in zip(results, labels, strict=True)]) >= 0.9
     assert all(r.n_tiles == 4 and 0.0 <= r.tile_agreement <= 1.0 for r in results)
     assert model.classes_ == ["noise", "p2", "p3"]
-    assert model.references_.shape == (3, 16)
+    assert model.references_.shape == (3, 16 + 60)  # the embedding joined to residual statistics
 
 
 def test_thresholds_accept_the_target_share_of_validation_images(model: MetricAttributor,

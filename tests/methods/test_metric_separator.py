@@ -76,8 +76,9 @@ def test_samples_are_kept_per_source_and_capped(monkeypatch: pytest.MonkeyPatch)
     m = MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(*toy(4, 0), *toy(3, 1))
     # 4 training + 3 validation images per source, at most 5 kept of each
     assert np.bincount(m.sample_sources_).tolist() == [5, 5, 5]
-    assert m.samples_.shape == (15, TINY["embedding_dim"])
-    assert np.isnan(m.separators_).all() and m.separators_.shape == (3, TINY["embedding_dim"] + 1)
+    dim = m.references_.shape[1]  # the embedding joined to the residual statistics
+    assert m.samples_.shape == (15, dim) and dim == TINY["embedding_dim"] + 60
+    assert np.isnan(m.separators_).all() and m.separators_.shape == (3, dim + 1)
     assert refs.sample_subset(np.array([0, 0, 1]), 5, 0).tolist() == [0, 1, 2]
 
 
@@ -115,7 +116,7 @@ def test_attributions_say_which_rule_accepted(model: MetricAttributor) -> None:
     assert all(r.accepted_by is None for r in before if r.is_unknown)
     m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "p5", separator=True)
     m.thresholds_[-1] = -1e-9  # the distance rule takes nothing
-    m.separators_[-1] = np.r_[np.zeros(TINY["embedding_dim"]), 1.0]  # claims everything
+    m.separators_[-1] = np.r_[np.zeros(m.references_.shape[1]), 1.0]  # claims everything
     after = m.attribute_arrays(images)
     for b, a in zip(before, after, strict=True):  # only the unknown images change
         if b.is_unknown:
@@ -135,7 +136,7 @@ def test_the_attribute_table_marks_separator_labels(model: MetricAttributor,
     m.enroll([textured(np.random.default_rng([4, k]), 32, 32, 5) for k in range(4)], "p5",
              separator=True)
     m.thresholds_[:] = -1e-9  # nothing is accepted by distance ...
-    m.separators_[-1] = np.r_[np.zeros(TINY["embedding_dim"]), 1.0]  # ... p5 claims it all
+    m.separators_[-1] = np.r_[np.zeros(m.references_.shape[1]), 1.0]  # ... p5 claims it all
     m.save(tmp_path / "m")
     image = tmp_path / "x.png"
     from PIL import Image

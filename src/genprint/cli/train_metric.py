@@ -72,6 +72,11 @@ def train_metric_cmd(
         help="none, flips or dihedral: train on a random pixel-exact flip / quarter turn of "
              "each crop and average the views at inference (opt-in; on validation dihedral "
              "raised enrolment recall and lowered AUROC, docs/metric.md).")] = "none",
+    residual_weight: Annotated[float | None, typer.Option(
+        help="Weight of 60 training-free residual statistics (noise level, interpolation and "
+             "colour-filter traces, spectrum) joined to the learned embedding; 0 = the "
+             "embedding alone. Default: 0.5 with k-means reference points, 0 with proxies "
+             "(docs/metric.md, \"Residual statistics\").", show_default=False)] = None,
     target_accept: TargetAcceptOption = 0.95,
     val_fraction: ValFractionOption = 0.2,
     sources: SourcesOption = None,
@@ -93,6 +98,8 @@ def train_metric_cmd(
     if symmetries not in SYMMETRIES:
         raise typer.BadParameter(f"choose one of {', '.join(SYMMETRIES)}",
                                  param_hint="--symmetries")
+    if residual_weight is not None and not residual_weight >= 0:  # also refuses nan
+        raise typer.BadParameter("must be a number ≥ 0", param_hint="--residual-weight")
     arch = {"width": width or 16, "embedding_dim": embedding_dim or 128,
             "patch_size": patch_size or 32, "blocks": 1}
     if init == "camera":
@@ -119,7 +126,7 @@ def train_metric_cmd(
         camera_ckpt=str(camera_ckpt) if init == "camera" else None,
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
         unseen_origin_thresholds=unseen_origin_thresholds, pseudo_sources=pseudo_sources,
-        symmetries=symmetries, seed=seed)
+        symmetries=symmetries, residual_weight=residual_weight, seed=seed)
     model.training_info_ = data_provenance(data, bench, protocol, split_info)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("metric training (epochs)", total=epochs)

@@ -66,6 +66,7 @@ from genprint.io.crops import tiles
 from genprint.io.fingerprint import as_rows, fingerprint
 from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
+from genprint.methods import metric_residual as residual
 from genprint.methods.base import (
     METHODS,
     Attributor,
@@ -85,6 +86,10 @@ from genprint.methods.metric_train import (
     train_metric,
 )
 from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_file
+
+RESIDUAL_WEIGHT = 0.5
+"""Default weight of the residual statistics joined to the embedding (k-means reference points):
+chosen on the validation folds among 0, 0.25, 0.5, 1 and 2 (docs/metric.md)."""
 
 INITS = ("scratch", "camera")
 REFERENCE_KINDS = ("kmeans", "proxies")
@@ -122,7 +127,7 @@ class MetricAttributor(Attributor):
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
         pseudo_sources: int = 0, pseudo_kind: str = "upsample", symmetries: str = "none",
-        seed: int = 0,
+        residual_weight: float | None = None, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -146,6 +151,7 @@ class MetricAttributor(Attributor):
         self.pseudo_sources = pseudo_sources
         self.pseudo_kind = pseudo_kind
         self.symmetries = symmetries
+        self.residual_weight = residual_weight
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -156,9 +162,18 @@ class MetricAttributor(Attributor):
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
                  "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "pseudo_kind",
-                 "symmetries",
+                 "symmetries", "residual_weight",
                  "seed")
         return {n: getattr(self, n) for n in names}
+
+    @property
+    def effective_residual_weight(self) -> float:
+        """The weight of the residual statistics (:mod:`genprint.methods.metric_residual`):
+        ``residual_weight``, or where it is ``None`` (default) :data:`RESIDUAL_WEIGHT` with
+        k-means reference points and 0 with proxies (which live in the network's space)."""
+        if self.residual_weight is None:
+            return RESIDUAL_WEIGHT if self.references == "kmeans" else 0.0
+        return float(self.residual_weight)
 
     @property
     def min_size(self) -> int:
@@ -210,6 +225,14 @@ class MetricAttributor(Attributor):
         if self.pseudo_kind not in PSEUDO_KINDS:
             raise ValueError(f"pseudo_kind must be one of {PSEUDO_KINDS}, got "
                              f"{self.pseudo_kind!r}")
+        if self.residual_weight is not None and (isinstance(self.residual_weight, bool) or not (
+                isinstance(self.residual_weight, int | float)
+                and np.isfinite(self.residual_weight) and self.residual_weight >= 0)):
+            raise ValueError(f"residual_weight must be None or a finite number ≥ 0, got "
+                             f"{self.residual_weight!r}")
+        if self.effective_residual_weight > 0 and self.references == "proxies":
+            raise ValueError("residual_weight > 0 needs k-means reference points: the proxies "
+                             "live in the network's embedding, not in the joined space")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
         proxy_losses = [n for n in METRIC_LOSSES if has_proxies(n)]
@@ -263,6 +286,12 @@ class MetricAttributor(Attributor):
                     out[i : i + n] += self.net_.embed(patches_to_tensor(seen)).numpy()[:n]
         if len(views) > 1:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        weight = self.effective_residual_weight
+        if weight > 0:  # with symmetries, the statistics are averaged over the views too
+            stats = np.mean([residual.residual_statistics(
+                stacked if k == 0 else np.stack([symmetry_view(t, k) for t in stacked]))
+                for k in views], axis=0)
+            out = residual.join(out, stats, self.residual_mean_, self.residual_std_, weight)
         return out, owner
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -323,6 +352,10 @@ class MetricAttributor(Attributor):
             loss_images = [*train_images, *extra]
             y_loss = np.r_[y_loss, n_loss + extra_y]
             n_loss += self.pseudo_sources
+        if self.effective_residual_weight > 0:  # statistics of the tiles the embedding sees
+            self.residual_mean_, self.residual_std_ = residual.standardiser(
+                residual.residual_statistics(np.concatenate(
+                    [tiles(img, self.patch_size, self.max_tiles) for img in train_images])))
         self.net_ = self._initial_network()
         bundle, history = train_metric(
             self.net_, loss_images, y_loss, n_loss, loss=self.loss, epochs=self.epochs,
@@ -355,7 +388,7 @@ class MetricAttributor(Attributor):
             **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
-            "pseudo_kind": self.pseudo_kind,
+            "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),
@@ -541,6 +574,9 @@ class MetricAttributor(Attributor):
         }
         arrays = {"references": self.references_.astype(np.float32),
                   "reference_sources": self.reference_sources_.astype(np.int64)}
+        if self.effective_residual_weight > 0:
+            arrays.update(residual_mean=self.residual_mean_.astype(np.float64),
+                          residual_std=self.residual_std_.astype(np.float64))
         if getattr(self, "samples_", None) is not None:
             arrays.update(samples=self.samples_.astype(np.float32),
                           sample_sources=self.sample_sources_.astype(np.int64),
@@ -551,8 +587,9 @@ class MetricAttributor(Attributor):
     def _from_contents(cls, contents: ModelContents) -> MetricAttributor:
         card = contents.card
         # models saved before origin classes existed were trained one class per source
+        # (and before residual statistics existed, with the embedding alone)
         model = cls(**{"origin_classes": False, "unseen_origin_thresholds": False,
-                       **card.get("params", {})})
+                       "residual_weight": 0.0, **card.get("params", {})})
         try:
             symmetry_views(model.symmetries)
         except ValueError as exc:
@@ -569,6 +606,13 @@ class MetricAttributor(Attributor):
             raise ModelFormatError(f"weights do not fit the architecture: {exc}") from None
         model.net_.eval()
         model.references_ = contents.arrays["references"].astype(np.float32)
+        if _card_residual_weight(model) > 0:
+            model.residual_mean_, model.residual_std_ = _residual_standardiser(contents, model)
+        expected_dim = model.net_.embedding_dim + (
+            residual.N_FEATURES if model.effective_residual_weight > 0 else 0)
+        if model.references_.ndim != 2 or model.references_.shape[1] != expected_dim:
+            raise ModelFormatError(f"the reference points have {model.references_.shape[-1]} "
+                                   f"dimensions where the model's embedding has {expected_dim}")
         model.reference_sources_ = contents.arrays["reference_sources"].astype(np.int64)
         model.classes_ = list(card["classes"])
         model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
@@ -614,6 +658,30 @@ def _checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
     card = Path(_checkpoint_path(ckpt)) / "card.json"
     digest = sha256_file(card) if card.is_file() else None
     return {"camera_ckpt": _portable(ckpt), "camera_ckpt_sha256": digest}
+
+
+def _card_residual_weight(model: MetricAttributor) -> float:
+    """The loaded model's residual weight, checked (``ModelFormatError`` if malformed)."""
+    w = model.residual_weight
+    if w is not None and (isinstance(w, bool) or not isinstance(w, int | float)
+                          or not np.isfinite(w) or w < 0):
+        raise ModelFormatError(f"residual_weight in the card is {w!r}")
+    return model.effective_residual_weight
+
+
+def _residual_standardiser(contents: ModelContents, model: MetricAttributor
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """The stored mean and std of the residual statistics, checked against the model."""
+    if "residual_mean" not in contents.arrays or "residual_std" not in contents.arrays:
+        raise ModelFormatError("the model joins residual statistics but does not hold their "
+                               "mean and std")
+    mean = contents.arrays["residual_mean"].astype(np.float64)
+    std = contents.arrays["residual_std"].astype(np.float64)
+    expected = (residual.N_FEATURES,)
+    if (mean.shape != expected or std.shape != expected or not np.all(np.isfinite(mean))
+            or not np.all(np.isfinite(std)) or not np.all(std > 0)):
+        raise ModelFormatError("the residual statistics' mean and std do not fit the model")
+    return mean, std
 
 
 def _samples_of(contents: ModelContents, model: MetricAttributor

@@ -12,6 +12,10 @@
    With ``pseudo_sources`` = P > 0, P extra loss classes are made by re-synthesising random
    training images through fixed random upsampling operators
    (:mod:`genprint.methods.metric_pseudo`); they shape the embedding only.
+   With ``residual_weight`` > 0 (default 0.5 with k-means reference points), 60 training-free
+   residual statistics per tile (:mod:`genprint.methods.metric_residual`) are standardised,
+   weighted and joined to the unit embedding, and the joined vector re-normalised: everything
+   below (reference points, thresholds, enrolment, stored samples) lives in that space.
 2. **Reference points**, ``refs_per_class`` (K, default 8) per source: k-means centroids of the
    training images' embeddings (default), or the learned proxies of a proxy loss
    (``references="proxies"`` with ``proxy-anchor`` / ``arcface``: one point per source). The

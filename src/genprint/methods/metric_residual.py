@@ -22,7 +22,10 @@ live in the joined space. With weight 0 (or the feature off) the embedding is un
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
 
 N_FEATURES = 60
 """Length of :func:`residual_statistics`' vector per tile."""
@@ -43,10 +46,28 @@ def _bands(h: int, w: int) -> np.ndarray:
     return r * ANGULAR_BANDS + a
 
 
-def residual_statistics(tiles: np.ndarray) -> np.ndarray:
-    """The statistics of a batch of RGB tiles (N×H×W×3 uint8, H, W ≥ 8 and even) → N×60 float64.
+@functools.lru_cache(maxsize=16)
+def _band_matrix(h: int, w: int) -> torch.Tensor:
+    """(h·(w//2+1)) × bands matrix summing an ``rfft2`` power map into the full spectrum's bands.
 
-    Every number is computed per tile; nothing is resized."""
+    The power spectrum of a real signal is symmetric, P(−f) = P(f): an ``rfft2`` entry stands
+    for itself and, outside the first column and (w even) the Nyquist column, whose mirrors are
+    ``rfft2`` entries of their own, for its mirror too, which may lie in another band."""
+    half = w // 2 + 1
+    full = _bands(h, w)
+    matrix = np.zeros((h, half, RADIAL_BANDS * ANGULAR_BANDS))
+    for i in range(h):
+        for j in range(half):
+            matrix[i, j, full[i, j]] += 1.0
+            if j != 0 and not (w % 2 == 0 and j == w // 2):
+                matrix[i, j, full[-i % h, -j % w]] += 1.0
+    return torch.from_numpy(matrix.reshape(h * half, -1))
+
+
+def residual_statistics(tiles: np.ndarray) -> np.ndarray:
+    """The statistics of a batch of RGB tiles (N×H×W×3 uint8, H, W ≥ 8) → N×60 float64.
+
+    Every number is computed per tile (in float64, with torch's kernels); nothing is resized."""
     if tiles.ndim != 4 or tiles.shape[-1] != 3:
         raise ValueError(f"residual statistics need N×H×W×3 tiles, got shape {tiles.shape}")
     n, height, width, _ = tiles.shape
@@ -54,36 +75,36 @@ def residual_statistics(tiles: np.ndarray) -> np.ndarray:
         raise ValueError(f"residual statistics need tiles of at least 8×8, got {height}×{width}")
     if n == 0:
         return np.zeros((0, N_FEATURES))
-    x = tiles.astype(np.float64) / 255.0
-    r = x[:, 1:-1, 1:-1] - 0.25 * (x[:, :-2, 1:-1] + x[:, 2:, 1:-1]
-                                   + x[:, 1:-1, :-2] + x[:, 1:-1, 2:])
-    h, w = r.shape[1:3]
-    sd = r.std(axis=(1, 2)) + 1e-6  # N×3
-    z = (r - r.mean(axis=(1, 2), keepdims=True)) / sd[:, None, None, :]
-    parts = [np.log(sd)]
-    for dy, dx in LAGS:
-        a = z[:, dy:, max(dx, 0): w + min(dx, 0)]
-        b = z[:, : h - dy, max(-dx, 0): w - max(dx, 0)]
-        parts.append((a * b).mean(axis=(1, 2)))
-    parts.append(np.stack([(z[..., 0] * z[..., 1]).mean(axis=(1, 2)),
-                           (z[..., 1] * z[..., 2]).mean(axis=(1, 2)),
-                           (z[..., 0] * z[..., 2]).mean(axis=(1, 2))], axis=1))
-    phases = np.stack([(r[:, i::2, j::2] ** 2).mean(axis=(1, 2)) for i in (0, 1) for j in (0, 1)],
-                      axis=2)  # N×3×4
-    phases = np.sort(np.log(phases / phases.mean(axis=2, keepdims=True) + 1e-9), axis=2)
-    parts.append(phases.reshape(n, 12))
-    power = (np.abs(np.fft.fft2(r, axes=(1, 2))) ** 2).mean(axis=3).reshape(n, -1)
-    band = _bands(h, w).ravel()
-    n_bands = RADIAL_BANDS * ANGULAR_BANDS
-    per_band = np.zeros((n, n_bands))
-    for b in range(n_bands):
-        mask = band == b
-        if mask.any():
-            per_band[:, b] = power[:, mask].sum(axis=1)
-    total = power.sum(axis=1, keepdims=True) + 1e-12
-    present = np.bincount(band, minlength=n_bands) > 0
-    parts.append(np.where(present, np.log(per_band / total + 1e-9), 0.0))
-    return np.concatenate(parts, axis=1)
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(tiles)).to(torch.float64).div_(255.0)
+        x = x.permute(0, 3, 1, 2)  # N×3×H×W
+        r = x[:, :, 1:-1, 1:-1] - 0.25 * (x[:, :, :-2, 1:-1] + x[:, :, 2:, 1:-1]
+                                          + x[:, :, 1:-1, :-2] + x[:, :, 1:-1, 2:])
+        h, w = r.shape[2:]
+        sd = r.std(dim=(2, 3), correction=0) + 1e-6  # N×3
+        z = (r - r.mean(dim=(2, 3), keepdim=True)) / sd[:, :, None, None]
+        parts = [sd.log()]
+        for dy, dx in LAGS:
+            a = z[:, :, dy:, max(dx, 0): w + min(dx, 0)]
+            b = z[:, :, : h - dy, max(-dx, 0): w - max(dx, 0)]
+            parts.append((a * b).mean(dim=(2, 3)))
+        parts.append(torch.stack([(z[:, 0] * z[:, 1]).mean(dim=(1, 2)),
+                                  (z[:, 1] * z[:, 2]).mean(dim=(1, 2)),
+                                  (z[:, 0] * z[:, 2]).mean(dim=(1, 2))], dim=1))
+        phases = torch.stack([(r[:, :, i::2, j::2] ** 2).mean(dim=(2, 3))
+                              for i in (0, 1) for j in (0, 1)], dim=2)  # N×3×4
+        phases = torch.log(phases / phases.mean(dim=2, keepdim=True) + 1e-9).sort(dim=2).values
+        parts.append(phases.reshape(n, 12))
+        # half of the symmetric spectrum (rfft2) gives the full spectrum's band sums
+        spectrum = torch.fft.rfft2(r)
+        power = (spectrum.real**2 + spectrum.imag**2).mean(dim=1).reshape(n, -1)
+        per_band = power @ _band_matrix(h, w)
+        total = per_band.sum(dim=1, keepdim=True) + 1e-12
+        present = torch.from_numpy(np.bincount(_bands(h, w).ravel(),
+                                               minlength=per_band.shape[1]) > 0)
+        parts.append(torch.where(present, torch.log(per_band / total + 1e-9),
+                                 torch.zeros((), dtype=torch.float64)))
+        return torch.cat(parts, dim=1).numpy()
 
 
 def standardiser(stats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -409,6 +409,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("metric-validation"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.layer != "embedding" and args.residual_weight:
+        parser.error("--layer other than embedding reads the network's features alone: add "
+                     "--residual-weight 0")
     if args.init == "camera" and args.camera_ckpt is None:
         from genprint.methods.camera_pretrain import default_camera_checkpoint
 

@@ -130,7 +130,7 @@ def test_save_load_round_trip_and_tampering(joined, tmp_path) -> None:
             genprint.load(tmp_path / "m")
     card["params"]["residual_weight"] = 0.0  # claims the plain embedding: sizes disagree
     rewrite_card(card_path, card)
-    with pytest.raises(ModelFormatError):
+    with pytest.raises(ModelFormatError, match="residual statistics of weight 0 has 16"):
         genprint.load(tmp_path / "m")
 
 
@@ -158,3 +158,97 @@ def test_a_card_from_before_residual_statistics_loads_as_the_embedding_alone(tmp
     loaded = genprint.load(tmp_path / "m")
     assert loaded.effective_residual_weight == 0.0
     np.testing.assert_allclose(loaded.embed(images), model.embed(images), atol=1e-6)
+
+
+def test_flat_tiles_give_finite_statistics_and_carry_no_weight() -> None:
+    """A constant, saturated or one-flat-channel tile has no residual to measure: finite
+    numbers, and the joined part of an entirely flat tile is the training mean (0)."""
+    rng = np.random.default_rng(3)
+    textured_tile = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    constant = np.full((32, 32, 3), 90, np.uint8)
+    saturated = np.full((32, 32, 3), 255, np.uint8)
+    one_flat = textured_tile.copy()
+    one_flat[..., 0] = 255
+    ramp = np.broadcast_to(np.arange(32, dtype=np.uint8)[None, :, None] * 4, (32, 32, 3)).copy()
+    batch = np.stack([textured_tile, constant, saturated, one_flat, ramp])
+    stats = residual.residual_statistics(batch)
+    assert np.all(np.isfinite(stats))
+    assert residual.flat(stats).tolist() == [False, True, True, False, True]
+    mean, std = residual.standardiser(residual.residual_statistics(
+        rng.integers(0, 256, (50, 32, 32, 3), dtype=np.uint8)))
+    emb = np.eye(5, 16, dtype=np.float32)
+    joined = residual.join(emb, stats, mean, std, 0.5)
+    np.testing.assert_array_equal(joined[[1, 2, 4], 16:], 0.0)
+    # every standardised number is clipped: one odd tile cannot outweigh an image's others
+    assert np.all(np.abs(joined[:, 16:]) <= 0.5 * residual.CLIP / np.sqrt(60) + 1e-6)
+
+
+def test_an_image_with_a_flat_tile_is_scored_not_nan(joined) -> None:
+    model, images, _ = joined
+    img = np.concatenate([np.concatenate([images[0], images[1]], axis=1),
+                          np.concatenate([images[2], np.full_like(images[0], 255)], axis=1)])
+    result = model.attribute_arrays([img])[0]
+    assert np.isfinite(result.score) and np.isfinite(model.embed([img])).all()
+    # a flat image in the training data does not break the fit
+    train, labels = toy(4, 4)
+    train[0] = np.zeros_like(train[0])
+    fitted = MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(train, labels, train,
+                                                                      labels)
+    assert np.all(np.isfinite(fitted.thresholds_)) and np.all(np.isfinite(fitted.residual_std_))
+
+
+def test_statistics_do_not_depend_on_the_rest_of_the_call() -> None:
+    """Fixed-size, padded chunks: a tile's numbers are the same bit for bit alone or in a crowd."""
+    tiles = np.random.default_rng(5).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    crowd = residual.statistics_in_chunks(tiles)
+    for k in (0, 17, 39):
+        np.testing.assert_array_equal(residual.statistics_in_chunks(tiles[k : k + 1])[0], crowd[k])
+    np.testing.assert_allclose(crowd, residual.residual_statistics(tiles), atol=1e-12)
+
+
+def test_the_card_keeps_the_weight_used_and_refuses_odd_ones(tmp_path) -> None:
+    torch.set_num_threads(1)
+    images, labels = toy(3, 8)
+    model = MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(images, labels, images,
+                                                                     labels)
+    assert model.residual_weight is None
+    model.save(tmp_path / "m")
+    card_path = next((tmp_path / "m").glob("*.json"))
+    card = json.loads(card_path.read_text())
+    assert card["params"]["residual_weight"] == 0.5  # not None: a later default cannot change it
+    for bad, match in ((1e300, "residual_weight"), (10**400, "residual_weight"),
+                       (None, None)):
+        edited = json.loads(json.dumps(card))
+        edited["params"]["residual_weight"] = bad
+        edited["params"]["references"] = "proxies" if bad is None else "kmeans"
+        rewrite_card(card_path, edited)
+        with pytest.raises(ModelFormatError, match=match or "proxy|dimensions"):
+            genprint.load(tmp_path / "m")
+
+
+def test_the_stored_mean_and_std_are_checked(joined, tmp_path) -> None:
+    from genprint.storage.model_dir import ModelContents
+
+    model, _, _ = joined
+    card, tensors, arrays = model._to_contents()
+    for name, bad in (("residual_std", np.zeros(60)), ("residual_mean", np.full(60, np.nan)),
+                      ("residual_mean", np.zeros(59))):
+        broken = {**arrays, name: bad}
+        contents = ModelContents(card={**card, "classes": model.classes_,
+                                       "thresholds": model.thresholds_.tolist()},
+                                 tensors=tensors,
+                                 arrays=broken)
+        with pytest.raises(ModelFormatError, match=name):
+            MetricAttributor._from_contents(contents)
+
+
+def test_the_cli_refuses_odd_weights(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from genprint.cli.app import app
+
+    for args in (["--residual-weight", "-1"], ["--residual-weight", "inf"],
+                 ["--residual-weight", "0.5", "--references", "proxies"]):
+        out = CliRunner().invoke(app, ["train", "metric", "--data", str(tmp_path), "--out",
+                                       str(tmp_path / "m"), *args])
+        assert out.exit_code == 2 and "--residual-weight" in out.output, out.output

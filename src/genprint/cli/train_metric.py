@@ -88,7 +88,12 @@ def train_metric_cmd(
     points per source and distance thresholds calibrated on validation images."""
     from genprint.methods.camera_pretrain import checkpoint_architecture, default_camera_checkpoint
     from genprint.methods.fitting import fit_on_items
-    from genprint.methods.metric import INITS, MetricAttributor
+    from genprint.methods.metric import (
+        INITS,
+        MAX_RESIDUAL_WEIGHT,
+        MetricAttributor,
+        weight_problem,
+    )
     from genprint.methods.metric_train import SYMMETRIES
     from genprint.storage.model_dir import ModelFormatError
 
@@ -98,8 +103,13 @@ def train_metric_cmd(
     if symmetries not in SYMMETRIES:
         raise typer.BadParameter(f"choose one of {', '.join(SYMMETRIES)}",
                                  param_hint="--symmetries")
-    if residual_weight is not None and not residual_weight >= 0:  # also refuses nan
-        raise typer.BadParameter("must be a number ≥ 0", param_hint="--residual-weight")
+    if weight_problem(residual_weight):
+        raise typer.BadParameter(f"must be a number from 0 to {MAX_RESIDUAL_WEIGHT:g}",
+                                 param_hint="--residual-weight")
+    if residual_weight and references == "proxies":
+        raise typer.BadParameter("residual statistics need k-means reference points (the "
+                                 "proxies live in the network's space); leave it out or use 0",
+                                 param_hint="--residual-weight")
     arch = {"width": width or 16, "embedding_dim": embedding_dim or 128,
             "patch_size": patch_size or 32, "blocks": 1}
     if init == "camera":

@@ -50,6 +50,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -90,6 +91,23 @@ from genprint.methods.metric_train import (
     train_metric,
 )
 from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_file
+
+MAX_RESIDUAL_WEIGHT = 100.0
+"""Largest ``residual_weight`` accepted (beyond it the embedding would not count at all)."""
+
+
+def weight_problem(weight: object) -> bool:
+    """Whether ``weight`` is not a usable ``residual_weight`` (None, or a real in [0, max])."""
+    if weight is None:
+        return False
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real):
+        return True
+    try:
+        value = float(weight)
+    except (OverflowError, ValueError):
+        return True
+    return not (0.0 <= value <= MAX_RESIDUAL_WEIGHT)  # also refuses nan
+
 
 RESIDUAL_WEIGHT = 0.5
 """Default weight of the residual statistics joined to the embedding (k-means reference points):
@@ -177,7 +195,7 @@ class MetricAttributor(Attributor):
         k-means reference points and 0 with proxies (which live in the network's space)."""
         if self.residual_weight is None:
             return RESIDUAL_WEIGHT if self.references == "kmeans" else 0.0
-        return float(self.residual_weight)
+        return float(self.residual_weight)  # type: ignore[arg-type]
 
     @property
     def min_size(self) -> int:
@@ -229,11 +247,9 @@ class MetricAttributor(Attributor):
         if self.pseudo_kind not in PSEUDO_KINDS:
             raise ValueError(f"pseudo_kind must be one of {PSEUDO_KINDS}, got "
                              f"{self.pseudo_kind!r}")
-        if self.residual_weight is not None and (isinstance(self.residual_weight, bool) or not (
-                isinstance(self.residual_weight, int | float)
-                and np.isfinite(self.residual_weight) and self.residual_weight >= 0)):
-            raise ValueError(f"residual_weight must be None or a finite number ≥ 0, got "
-                             f"{self.residual_weight!r}")
+        if weight_problem(self.residual_weight):
+            raise ValueError(f"residual_weight must be None or a number from 0 to "
+                             f"{MAX_RESIDUAL_WEIGHT:g}, got {self.residual_weight!r}")
         if self.effective_residual_weight > 0 and self.references == "proxies":
             raise ValueError("residual_weight > 0 needs k-means reference points: the proxies "
                              "live in the network's embedding, not in the joined space")
@@ -292,7 +308,7 @@ class MetricAttributor(Attributor):
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         weight = self.effective_residual_weight
         if weight > 0:  # with symmetries, the statistics are averaged over the views too
-            stats = np.mean([residual.residual_statistics(
+            stats = np.mean([residual.statistics_in_chunks(
                 stacked if k == 0 else np.stack([symmetry_view(t, k) for t in stacked]))
                 for k in views], axis=0)
             out = residual.join(out, stats, self.residual_mean_, self.residual_std_, weight)
@@ -358,7 +374,7 @@ class MetricAttributor(Attributor):
             n_loss += self.pseudo_sources
         if self.effective_residual_weight > 0:  # statistics of the tiles the embedding sees
             self.residual_mean_, self.residual_std_ = residual.standardiser(
-                residual.residual_statistics(np.concatenate(
+                residual.statistics_in_chunks(np.concatenate(
                     [tiles(img, self.patch_size, self.max_tiles) for img in train_images])))
         self.net_ = self._initial_network()
         bundle, history = train_metric(
@@ -565,7 +581,9 @@ class MetricAttributor(Attributor):
     # ------------------------------------------------------------------ persistence
     def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
         card = {
-            "params": {**self.get_params(), "camera_ckpt": _portable(self.camera_ckpt)},
+            # the weight the model was built with, not None: a later default cannot change it
+            "params": {**self.get_params(), "camera_ckpt": _portable(self.camera_ckpt),
+                       "residual_weight": self.effective_residual_weight},
             "backbone": self.net_.card(),
             "reference_points": {"kind": self.references,
                                  "per_source": np.bincount(self.reference_sources_,
@@ -615,8 +633,10 @@ class MetricAttributor(Attributor):
         expected_dim = model.net_.embedding_dim + (
             residual.N_FEATURES if model.effective_residual_weight > 0 else 0)
         if model.references_.ndim != 2 or model.references_.shape[1] != expected_dim:
-            raise ModelFormatError(f"the reference points have {model.references_.shape[-1]} "
-                                   f"dimensions where the model's embedding has {expected_dim}")
+            raise ModelFormatError(
+                f"the reference points have {model.references_.shape[-1]} dimensions where the "
+                f"network's embedding ({model.net_.embedding_dim}) joined to residual statistics "
+                f"of weight {model.effective_residual_weight:g} has {expected_dim}")
         model.reference_sources_ = contents.arrays["reference_sources"].astype(np.int64)
         model.classes_ = list(card["classes"])
         model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
@@ -667,9 +687,12 @@ def _checkpoint_provenance(ckpt: str | None) -> dict[str, Any]:
 def _card_residual_weight(model: MetricAttributor) -> float:
     """The loaded model's residual weight, checked (``ModelFormatError`` if malformed)."""
     w = model.residual_weight
-    if w is not None and (isinstance(w, bool) or not isinstance(w, int | float)
-                          or not np.isfinite(w) or w < 0):
-        raise ModelFormatError(f"residual_weight in the card is {w!r}")
+    if weight_problem(w):
+        raise ModelFormatError(f"residual_weight in the card is {w!r}; it must be a number from "
+                               f"0 to {MAX_RESIDUAL_WEIGHT:g}")
+    if model.effective_residual_weight > 0 and model.references == "proxies":
+        raise ModelFormatError("the card joins residual statistics to proxy reference points, "
+                               "which no fit makes")
     return model.effective_residual_weight
 
 
@@ -682,9 +705,11 @@ def _residual_standardiser(contents: ModelContents, model: MetricAttributor
     mean = contents.arrays["residual_mean"].astype(np.float64)
     std = contents.arrays["residual_std"].astype(np.float64)
     expected = (residual.N_FEATURES,)
-    if (mean.shape != expected or std.shape != expected or not np.all(np.isfinite(mean))
-            or not np.all(np.isfinite(std)) or not np.all(std > 0)):
-        raise ModelFormatError("the residual statistics' mean and std do not fit the model")
+    for name, values in (("residual_mean", mean), ("residual_std", std)):
+        if values.shape != expected or not np.all(np.isfinite(values)):
+            raise ModelFormatError(f"{name} must hold {residual.N_FEATURES} finite numbers")
+    if not np.all(std > 0):
+        raise ModelFormatError("residual_std must be positive")
     return mean, std
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -84,16 +85,10 @@ def test_the_joined_space_holds_references_samples_and_enrolment(joined) -> None
     assert model.training_info_["residual_weight"] == 1.0
     new = toy(3, 9)[0][:3]
     before = model.references_.copy()
-    model_e = _copy(model)
+    model_e = copy.deepcopy(model)
     model_e.enroll(new, "newcomer")
     assert model_e.references_.shape[1] == dim
     np.testing.assert_array_equal(model_e.references_[: len(before)], before)
-
-
-def _copy(model: MetricAttributor) -> MetricAttributor:
-    import copy
-
-    return copy.deepcopy(model)
 
 
 def test_the_network_part_is_the_plain_embedding() -> None:

@@ -67,8 +67,9 @@ def _bands(h: int, w: int) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _band_matrix(h: int, w: int) -> torch.Tensor:
-    """(h·(w//2+1)) × bands matrix summing an ``rfft2`` power map into the full spectrum's bands.
+def _band_matrix(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h·(w//2+1)) × bands matrix summing an ``rfft2`` power map into the full spectrum's bands,
+    and which bands hold a frequency at all at this size (cached: every chunk needs them).
 
     The power spectrum of a real signal is symmetric, P(−f) = P(f): an ``rfft2`` entry stands
     for itself and, outside the first column and (w even) the Nyquist column, whose mirrors are
@@ -81,7 +82,8 @@ def _band_matrix(h: int, w: int) -> torch.Tensor:
             matrix[i, j, full[i, j]] += 1.0
             if j != 0 and not (w % 2 == 0 and j == w // 2):
                 matrix[i, j, full[-i % h, -j % w]] += 1.0
-    return torch.from_numpy(matrix.reshape(h * half, -1))
+    present = np.bincount(full.ravel(), minlength=RADIAL_BANDS * ANGULAR_BANDS) > 0
+    return torch.from_numpy(matrix.reshape(h * half, -1)), torch.from_numpy(present)
 
 
 def residual_statistics(tiles: np.ndarray) -> np.ndarray:
@@ -119,10 +121,9 @@ def residual_statistics(tiles: np.ndarray) -> np.ndarray:
         # half of the symmetric spectrum (rfft2) gives the full spectrum's band sums
         spectrum = torch.fft.rfft2(r)
         power = (spectrum.real**2 + spectrum.imag**2).mean(dim=1).reshape(n, -1)
-        per_band = power @ _band_matrix(h, w)
+        matrix, present = _band_matrix(h, w)
+        per_band = power @ matrix
         total = per_band.sum(dim=1, keepdim=True) + 1e-12
-        present = torch.from_numpy(np.bincount(_bands(h, w).ravel(),
-                                               minlength=per_band.shape[1]) > 0)
         parts.append(torch.where(present, torch.log(per_band / total + 1e-9),
                                  torch.zeros((), dtype=torch.float64)))
         return torch.cat(parts, dim=1).numpy()

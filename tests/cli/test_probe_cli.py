@@ -154,3 +154,41 @@ def test_train_probe_on_genprint_s_own_forensic_cnn_then_attribute(tmp_path: Pat
     rows = json.loads(out.stdout)
     assert len(rows) == 40 and all(r["error_code"] is None for r in rows)
     assert np.mean([r["candidate"] == "gan-a" for r in rows]) >= 0.75  # forensic, not colour, features
+
+
+def test_train_probe_keep_decoded_budget_gives_the_same_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--keep-decoded-mb 0`` (every file decoded again in the feature pass) reaches the
+    reading pass and saves the model the default budget does; a negative budget and the option
+    with --ray are refused."""
+    from genprint.methods import two_pass
+
+    budgets = []
+    real_passes = two_pass.local_passes
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        budgets.append(args[4] if len(args) > 4 else kwargs.get("keep_bytes"))
+        return real_passes(*args, **kwargs)
+
+    monkeypatch.setattr(two_pass, "local_passes", spy)
+    bench = fake_bench(tmp_path / "bench", per_split=4)
+    ckpt = save_open_clip_checkpoint(tmp_path / "clip.pt")
+    summaries = []
+    for name, extra in (("default", []), ("none-kept", ["--keep-decoded-mb", "0"])):
+        out = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone",
+                                  str(ckpt), "--out", str(tmp_path / name), "--no-cache",
+                                  "--json", *extra])
+        assert out.exit_code == 0, out.output
+        summaries.append(json.loads(out.stdout))
+    assert budgets == [two_pass.KEEP_DECODED_BYTES, 0]
+    assert summaries[0]["thresholds"] == summaries[1]["thresholds"]
+    assert summaries[0]["layer"] == summaries[1]["layer"]
+    assert summaries[0]["layers"] == summaries[1]["layers"]
+    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--out", str(tmp_path / "bad"), "--keep-decoded-mb", "-1"])
+    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
+    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
+                              "--out", str(tmp_path / "bad"), "--keep-decoded-mb", "8",
+                              "--ray"])
+    assert bad.exit_code == 2 and "local fits only" in bad.output
+    assert not (tmp_path / "bad").exists()

@@ -117,6 +117,11 @@ def train_probe_cmd(
                       "be at the same paths on every node.")] = False,
     ray_address: RayAddressOption = None,
     ray_actors: RayBackboneActorsOption = None,
+    keep_decoded_mb: Annotated[int | None, typer.Option(
+        min=0, help="Decoded pixels (MiB) the first reading pass keeps for the feature pass "
+                    "(default 1024): data up to that size is decoded once; beyond it the rest "
+                    "is decoded again, so memory stays bounded. 0 keeps none (least memory, "
+                    "about 1.5x the time). Same model either way. Local fits only.")] = None,
 ) -> None:
     """Fit the `probe` method: a frozen backbone's features of every block, a logistic-regression
     or k-NN head per block, the block and hyperparameters chosen on validation, and per-source
@@ -126,6 +131,9 @@ def train_probe_cmd(
     from genprint.methods.two_pass import FilesChangedError
 
     check_ray_options(ray, ray_address, ray_actors)
+    if ray and keep_decoded_mb is not None:
+        raise typer.BadParameter("applies to local fits only: with --ray, the actors read "
+                                 "every file again in the feature pass", param_hint="--keep-decoded-mb")
     check_out_dir(out, overwrite)
     options = {"model_name": backbone_model} if backbone_model else {}
     try:
@@ -156,8 +164,10 @@ def train_probe_cmd(
                 reading = bar.add_task("reading images", total=len(train_items) + len(val_items))
                 task = bar.add_task("extracting features", total=total)
                 model.on_progress = lambda n: bar.advance(task, n)
-                errors = fit_on_items(model, train_items, val_items,
-                                      on_read=lambda n: bar.advance(reading, n))
+                errors = fit_on_items(
+                    model, train_items, val_items, on_read=lambda n: bar.advance(reading, n),
+                    keep_decoded_bytes=None if keep_decoded_mb is None
+                    else keep_decoded_mb << 20)
         except FilesChangedError as exc:  # not a bad option: the data moved under the fit
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None

@@ -57,7 +57,7 @@ def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespac
     model = MetricAttributor(
         loss=args.loss, epochs=args.epochs, refs_per_class=args.refs_per_class, init=init,
         camera_ckpt=str(args.camera_ckpt) if init == "camera" else None, seed=args.seed,
-        residual_weight=args.residual_weight,
+        residual_weight=args.residual_weight, augment=args.augment,
         **(arch_of(args.camera_ckpt) if init == "camera" else {}))
     model.training_info_ = {"bench": str(bench), "protocol": protocol}
     t0 = time.perf_counter()
@@ -244,6 +244,8 @@ def main() -> None:
     parser.add_argument("--refs-per-class", type=int, default=8)
     parser.add_argument("--residual-weight", type=float, default=RESIDUAL_WEIGHT,
                         help="weight of the residual statistics joined to the embedding")
+    parser.add_argument("--augment", default="none", choices=["none", "jpeg"],
+                        help="training augmentation (MetricAttributor(augment=...))")
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-draws", type=int, default=5,
                         help="draws of the enrolled images (draw 0: the first in manifest order)")

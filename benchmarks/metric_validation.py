@@ -56,7 +56,7 @@ REAL = "real"
 EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "split_seed",
                       "hold_cameras",
                       "no_origin_classes", "pseudo_sources", "pseudo_kind", "symmetries",
-                      "symmetries_at_inference", "layer", "residual_weight")
+                      "symmetries_at_inference", "layer", "residual_weight", "augment")
 """Options that change a fold's embeddings (``--reuse`` checks them)."""
 
 
@@ -144,7 +144,8 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
                             and not (k == "layer" and args.layer == "embedding")
                             and not (k == "split_seed" and args.split_seed is None)
                             # (runs from before residual statistics had none)
-                            and not (k == "residual_weight" and not args.residual_weight)},
+                            and not (k == "residual_weight" and not args.residual_weight)
+                            and not (k == "augment" and args.augment == "none")},
                            sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
         z = np.load(npz)
@@ -166,7 +167,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         origin_classes=not args.no_origin_classes,
         unseen_origin_thresholds=args.unseen_origin_thresholds,
         pseudo_sources=args.pseudo_sources, pseudo_kind=args.pseudo_kind,
-        symmetries=args.symmetries, residual_weight=args.residual_weight,
+        symmetries=args.symmetries, residual_weight=args.residual_weight, augment=args.augment,
         camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
@@ -460,6 +461,8 @@ def main() -> None:
     parser.add_argument("--residual-weight", type=float, default=RESIDUAL_WEIGHT,
                         help="join the method's residual statistics to the embedding, with "
                              "this weight (MetricAttributor(residual_weight=...))")
+    parser.add_argument("--augment", default="none", choices=["none", "jpeg"],
+                        help="training augmentation (MetricAttributor(augment=...))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=None,
                         help="seed of the calibration / evaluation halves (default: --seed), so "

@@ -77,6 +77,10 @@ def train_metric_cmd(
              "colour-filter traces, spectrum) joined to the learned embedding; 0 = the "
              "embedding alone. Default: 0.5 with k-means reference points, 0 with proxies "
              "(docs/metric.md, \"Residual statistics\").", show_default=False)] = None,
+    augment: Annotated[str, typer.Option(
+        help="none or jpeg: re-save half of the training crops as JPEG (quality 60-95) so that "
+             "the embedding learns to see through re-compression (opt-in; figures in "
+             "docs/metric.md, \"JPEG augmentation\").")] = "none",
     target_accept: TargetAcceptOption = 0.95,
     val_fraction: ValFractionOption = 0.2,
     sources: SourcesOption = None,
@@ -94,7 +98,7 @@ def train_metric_cmd(
         MetricAttributor,
         weight_problem,
     )
-    from genprint.methods.metric_train import SYMMETRIES
+    from genprint.methods.metric_train import AUGMENTATIONS, SYMMETRIES
     from genprint.storage.model_dir import ModelFormatError
 
     check_out_dir(out, overwrite)
@@ -103,6 +107,9 @@ def train_metric_cmd(
     if symmetries not in SYMMETRIES:
         raise typer.BadParameter(f"choose one of {', '.join(SYMMETRIES)}",
                                  param_hint="--symmetries")
+    if augment not in AUGMENTATIONS:
+        raise typer.BadParameter(f"choose one of {', '.join(AUGMENTATIONS)}",
+                                 param_hint="--augment")
     if weight_problem(residual_weight):
         raise typer.BadParameter(f"must be a number from 0 to {MAX_RESIDUAL_WEIGHT:g}",
                                  param_hint="--residual-weight")
@@ -136,7 +143,7 @@ def train_metric_cmd(
         camera_ckpt=str(camera_ckpt) if init == "camera" else None,
         target_accept=target_accept, max_tiles=max_tiles, origin_classes=origin_classes,
         unseen_origin_thresholds=unseen_origin_thresholds, pseudo_sources=pseudo_sources,
-        symmetries=symmetries, residual_weight=residual_weight, seed=seed)
+        symmetries=symmetries, residual_weight=residual_weight, augment=augment, seed=seed)
     model.training_info_ = data_provenance(data, bench, protocol, split_info)
     with progress_bar(disable=json_out or not console.is_terminal) as bar:
         task = bar.add_task("metric training (epochs)", total=epochs)

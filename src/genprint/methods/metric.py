@@ -84,6 +84,7 @@ from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
     METRIC_LOSSES,
     EpochCallback,
+    check_augment,
     has_proxies,
     proxies,
     symmetry_view,
@@ -149,7 +150,7 @@ class MetricAttributor(Attributor):
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
         pseudo_sources: int = 0, pseudo_kind: str = "upsample", symmetries: str = "none",
-        residual_weight: float | None = None, seed: int = 0,
+        residual_weight: float | None = None, augment: str = "none", seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -174,6 +175,7 @@ class MetricAttributor(Attributor):
         self.pseudo_kind = pseudo_kind
         self.symmetries = symmetries
         self.residual_weight = residual_weight
+        self.augment = augment
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -184,7 +186,7 @@ class MetricAttributor(Attributor):
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
                  "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "pseudo_kind",
-                 "symmetries", "residual_weight",
+                 "symmetries", "residual_weight", "augment",
                  "seed")
         return {n: getattr(self, n) for n in names}
 
@@ -242,6 +244,7 @@ class MetricAttributor(Attributor):
         if self.references not in REFERENCE_KINDS:
             raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
         symmetry_views(self.symmetries)  # raises on an unknown set
+        check_augment(self.augment)
         if self.pseudo_sources < 0:
             raise ValueError(f"pseudo_sources must be ≥ 0, got {self.pseudo_sources}")
         if self.pseudo_kind not in PSEUDO_KINDS:
@@ -381,7 +384,8 @@ class MetricAttributor(Attributor):
             self.net_, loss_images, y_loss, n_loss, loss=self.loss, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
-            seed=self.seed, on_epoch=self.on_epoch, symmetries=self.symmetries)
+            seed=self.seed, on_epoch=self.on_epoch, symmetries=self.symmetries,
+            augment=self.augment)
         self.classes_ = classes
         self.model_sha256_ = None  # refitted: no saved model holds it until saved
         unseen = None
@@ -409,6 +413,7 @@ class MetricAttributor(Attributor):
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,
+            "augment": self.augment,
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),
@@ -614,6 +619,7 @@ class MetricAttributor(Attributor):
                        "residual_weight": 0.0, **card.get("params", {})})
         try:
             symmetry_views(model.symmetries)
+            check_augment(model.augment)
         except ValueError as exc:
             raise ModelFormatError(str(exc)) from None
         arch = card.get("backbone", {}).get("architecture")

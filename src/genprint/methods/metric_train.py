@@ -142,16 +142,51 @@ def symmetry_views(symmetries: str) -> tuple[int, ...]:
     return SYMMETRIES[symmetries]
 
 
+AUGMENTATIONS = ("none", "jpeg")
+"""Training augmentations of ``metric`` (``MetricAttributor(augment=...)``): none, or a JPEG
+re-save of a share of the crops (:func:`jpeg_resave`)."""
+
+JPEG_SHARE = 0.5
+"""Share of the training crops re-saved as JPEG with ``augment="jpeg"``."""
+
+JPEG_QUALITIES = (60, 95)
+"""Range of the JPEG qualities drawn (uniformly, both ends included) for ``augment="jpeg"``."""
+
+
+def jpeg_resave(patch: np.ndarray, quality: int) -> np.ndarray:
+    """An H×W×3 uint8 patch saved as JPEG at ``quality`` (Pillow's defaults otherwise: 4:2:0
+    chroma subsampling) and decoded again: what re-publishing an image does to it. The size
+    does not change; nothing is resampled."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(patch)).save(buf, format="JPEG", quality=int(quality))
+    buf.seek(0)
+    with Image.open(buf) as img:
+        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def check_augment(augment: str) -> None:
+    """Raise ``ValueError`` on an unknown augmentation."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {augment!r}")
+
+
 def patch_batches(
     images: Sequence[np.ndarray], labels: np.ndarray, patch_size: int, batch_size: int,
     rng: np.random.Generator, crops_per_image: int = 1, symmetries: str = "none",
+    augment: str = "none",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches of random crops: (N×3×S×S in [0, 1], N labels).
 
     With ``symmetries`` other than ``"none"``, each crop is shown in one of the set's views,
-    drawn at random. Batches of fewer than 2 patches are dropped (batch norm and pair losses
-    need 2).
+    drawn at random. With ``augment="jpeg"``, :data:`JPEG_SHARE` of the crops are re-saved as
+    JPEG at a quality drawn from :data:`JPEG_QUALITIES` (after the view). Batches of fewer than
+    2 patches are dropped (batch norm and pair losses need 2).
     """
+    check_augment(augment)
     views = symmetry_views(symmetries)
     order = np.repeat(np.arange(len(images)), crops_per_image)
     rng.shuffle(order)
@@ -163,6 +198,10 @@ def patch_batches(
         if len(views) > 1:
             patches = np.stack([symmetry_view(p, int(k))
                                 for p, k in zip(patches, rng.choice(views, len(idx)), strict=True)])
+        if augment == "jpeg":
+            lo, hi = JPEG_QUALITIES
+            for j in np.flatnonzero(rng.random(len(idx)) < JPEG_SHARE):
+                patches[j] = jpeg_resave(patches[j], int(rng.integers(lo, hi + 1)))
         yield patches_to_tensor(patches), torch.from_numpy(labels[idx]).long()
 
 
@@ -182,6 +221,7 @@ def optimise(
     seed: int,
     on_epoch: EpochCallback | None = None,
     symmetries: str = "none",
+    augment: str = "none",
 ) -> list[float]:
     """AdamW with a cosine schedule over ``epochs``; returns the mean loss of every epoch.
 
@@ -201,7 +241,7 @@ def optimise(
     for epoch in range(epochs):
         total, count = 0.0, 0
         for x, y in patch_batches(images, labels, net.config.patch_size, batch_size, rng,
-                                  crops_per_image, symmetries):
+                                  crops_per_image, symmetries, augment):
             loss = step_loss(x, y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -221,7 +261,7 @@ def train_metric(
     net: ForensicCNN, images: Sequence[np.ndarray], labels: np.ndarray, n_classes: int, *,
     loss: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
     proxy_lr_mult: float, crops_per_image: int, seed: int,
-    on_epoch: EpochCallback | None = None, symmetries: str = "none",
+    on_epoch: EpochCallback | None = None, symmetries: str = "none", augment: str = "none",
 ) -> tuple[LossBundle, list[float]]:
     """Metric learning of ``net`` on labelled images (labels 0..n_classes−1).
 
@@ -237,5 +277,5 @@ def train_metric(
     history = optimise(net, step, extra, images, labels, epochs=epochs, batch_size=batch_size,
                        lr=lr, weight_decay=weight_decay, extra_lr_mult=proxy_lr_mult,
                        crops_per_image=crops_per_image, seed=seed, on_epoch=on_epoch,
-                       symmetries=symmetries)
+                       symmetries=symmetries, augment=augment)
     return bundle, history

@@ -1,0 +1,90 @@
+"""``MetricAttributor(augment="jpeg")``: JPEG re-saves of a share of the training crops."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import genprint
+from genprint.methods import metric_train
+from genprint.methods.metric import MetricAttributor
+from genprint.methods.metric_train import jpeg_resave, patch_batches
+from genprint.storage.model_dir import ModelFormatError
+from tests.conftest import rewrite_card
+from tests.methods.test_metric import TINY, toy
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_jpeg_resave_is_a_jpeg_round_trip_of_the_same_size() -> None:
+    rng = np.random.default_rng(0)
+    patch = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    out = jpeg_resave(patch, 75)
+    assert out.shape == patch.shape and out.dtype == np.uint8
+    buf = io.BytesIO()
+    Image.fromarray(patch).save(buf, format="JPEG", quality=75)
+    np.testing.assert_array_equal(out, np.asarray(Image.open(io.BytesIO(buf.getvalue()))))
+    # a lower quality loses more of the noise
+    err = [np.abs(jpeg_resave(patch, q).astype(int) - patch).mean() for q in (95, 60)]
+    assert 0 < err[0] < err[1]
+
+
+def test_about_half_the_crops_are_resaved_with_qualities_in_range(monkeypatch) -> None:
+    images, _ = toy(20, 0)
+    y = np.zeros(len(images), dtype=np.int64)
+    qualities: list[int] = []
+    real = metric_train.jpeg_resave
+
+    def spy(patch: np.ndarray, quality: int) -> np.ndarray:
+        qualities.append(quality)
+        return real(patch, quality)
+
+    monkeypatch.setattr(metric_train, "jpeg_resave", spy)
+    plain = next(patch_batches(images, y, 32, 60, np.random.default_rng(3)))[0]
+    jpeg = next(patch_batches(images, y, 32, 60, np.random.default_rng(3), augment="jpeg"))[0]
+    changed = (plain != jpeg).flatten(1).any(dim=1).numpy()
+    # the crops are drawn before the augmentation: the unchanged ones are the same patches
+    assert len(qualities) == int(changed.sum())
+    assert 0.3 < changed.mean() < 0.7
+    lo, hi = metric_train.JPEG_QUALITIES
+    assert min(qualities) >= lo and max(qualities) <= hi and len(set(qualities)) > 5
+    with pytest.raises(ValueError, match="augment"):
+        next(patch_batches(images, y, 32, 60, np.random.default_rng(3), augment="blur"))
+
+
+def test_the_augmentation_is_saved_checked_and_absent_in_old_cards(tmp_path) -> None:
+    images, labels = toy(6, 1)
+    with pytest.raises(ValueError, match="augment"):
+        MetricAttributor(**TINY, epochs=1, augment="jpg").fit(images, labels, images, labels)
+    model = MetricAttributor(**TINY, epochs=1, refs_per_class=1, augment="jpeg").fit(
+        images, labels, images, labels)
+    assert model.training_info_["augment"] == "jpeg"
+    model.save(tmp_path / "m")
+    loaded = genprint.load(tmp_path / "m")
+    assert loaded.augment == "jpeg"
+    a, b = model.attribute_arrays(images), loaded.attribute_arrays(images)
+    assert [r.label for r in a] == [r.label for r in b]
+    card_path = next((tmp_path / "m").glob("*.json"))
+    card = json.loads(card_path.read_text())
+    del card["params"]["augment"]  # as releases before the option wrote it
+    rewrite_card(card_path, card)
+    assert genprint.load(tmp_path / "m").augment == "none"
+    card["params"]["augment"] = "mixup"
+    rewrite_card(card_path, card)
+    with pytest.raises(ModelFormatError, match="augment"):
+        genprint.load(tmp_path / "m")
+
+
+def test_the_cli_refuses_an_unknown_augmentation(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from genprint.cli.app import app
+
+    out = CliRunner().invoke(app, ["train", "metric", "--data", str(tmp_path), "--out",
+                                   str(tmp_path / "m"), "--augment", "blur"])
+    assert out.exit_code == 2 and "--augment" in out.output, out.output
+    assert not (tmp_path / "m").exists()

@@ -297,10 +297,11 @@ def known_enrolment_reach(cal_e: np.ndarray, cal_y: np.ndarray, ev_e: np.ndarray
     other images: ``--enrol-images`` of a source's validation images (calibration and
     evaluation halves) enrolled by the method's rule, ``draws`` random draws per source.
 
-    This is what the rule gives a source the embedding already models well. If the enrolled
-    distances were exchangeable with a new image's, the largest of n held-out distances would
-    accept a share distributed as Beta(n, 1), which reaches 0.90 with probability 1 − 0.9ⁿ
-    (0.65 for n = 10)."""
+    This is what the rule gives a source the embedding already models well. If the images'
+    distances were independent draws of one law, the largest of n held-out distances would
+    accept a share of the source distributed as Beta(n, 1), which reaches 0.90 with
+    probability 1 − 0.9ⁿ (0.65 for n = 10), and the recall on m further images (beta-binomial)
+    would reach 0.90 with probability ≈ 0.68 for m = 50."""
     n, k = args.enrol_images, args.enrol_k
     emb = np.concatenate([cal_e, ev_e[eval_y >= 0]])
     y = np.concatenate([cal_y, eval_y[eval_y >= 0]])

@@ -182,13 +182,15 @@ def test_train_probe_keep_decoded_budget_gives_the_same_model(
         summaries.append(json.loads(out.stdout))
     assert budgets == [two_pass.KEEP_DECODED_BYTES, 0]
     assert summaries[0]["thresholds"] == summaries[1]["thresholds"]
-    assert summaries[0]["layer"] == summaries[1]["layer"]
     assert summaries[0]["layers"] == summaries[1]["layers"]
-    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
-                              "--out", str(tmp_path / "bad"), "--keep-decoded-mb", "-1"])
-    assert bad.exit_code == 2 and not (tmp_path / "bad").exists()
-    bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone", str(ckpt),
-                              "--out", str(tmp_path / "bad"), "--keep-decoded-mb", "8",
-                              "--ray"])
-    assert bad.exit_code == 2 and "local fits only" in bad.output
-    assert not (tmp_path / "bad").exists()
+    # the same model to the bit: every saved file but the card (which records times)
+    files = [{p.name: p.read_bytes() for p in (tmp_path / name).iterdir()
+              if p.is_file() and p.suffix != ".json" or p.name == "layers.json"}
+             for name in ("default", "none-kept")]
+    assert len(files[0]) >= 2 and files[0] == files[1]
+    for extra in (["--keep-decoded-mb", "-1"], ["--keep-decoded-mb", "8", "--ray"]):
+        bad = runner.invoke(app, ["train", "probe", "--bench", str(bench), "--backbone",
+                                  str(ckpt), "--out", str(tmp_path / "new" / "bad"), *extra])
+        assert bad.exit_code == 2 and "--keep-decoded-mb" in bad.output, bad.output
+        assert not (tmp_path / "new").exists()
+    assert "local fits only" in bad.output

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,32 +32,74 @@ def test_jpeg_resave_is_a_jpeg_round_trip_of_the_same_size() -> None:
     # a lower quality loses more of the noise
     err = [np.abs(jpeg_resave(patch, q).astype(int) - patch).mean() for q in (95, 60)]
     assert 0 < err[0] < err[1]
+    # off the block grid: same size, other pixels (the blocks cut the patch elsewhere)
+    shifted = jpeg_resave(patch, 75, (5, 11))
+    assert shifted.shape == patch.shape and not np.array_equal(shifted, out)
+    assert np.abs(shifted.astype(int) - patch).mean() < 2 * np.abs(out.astype(int) - patch).mean()
+    with pytest.raises(ValueError, match="offset"):
+        jpeg_resave(patch, 75, (16, 0))
+    for bad in (patch.astype(np.float32), patch[..., :1], np.dstack([patch, patch[..., :1]])):
+        with pytest.raises(ValueError, match="uint8"):
+            jpeg_resave(bad, 75)
 
 
-def test_about_half_the_crops_are_resaved_with_qualities_in_range(monkeypatch) -> None:
+def test_about_half_the_crops_are_resaved_before_the_view_on_any_grid_phase(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     images, _ = toy(20, 0)
     y = np.zeros(len(images), dtype=np.int64)
-    qualities: list[int] = []
+    calls: list[tuple[np.ndarray, int, tuple[int, int]]] = []
     real = metric_train.jpeg_resave
 
-    def spy(patch: np.ndarray, quality: int) -> np.ndarray:
-        qualities.append(quality)
-        return real(patch, quality)
+    def spy(patch: np.ndarray, quality: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+        calls.append((patch.copy(), quality, offset))
+        return real(patch, quality, offset)
 
     monkeypatch.setattr(metric_train, "jpeg_resave", spy)
     plain = next(patch_batches(images, y, 32, 60, np.random.default_rng(3)))[0]
     jpeg = next(patch_batches(images, y, 32, 60, np.random.default_rng(3), augment="jpeg"))[0]
     changed = (plain != jpeg).flatten(1).any(dim=1).numpy()
     # the crops are drawn before the augmentation: the unchanged ones are the same patches
-    assert len(qualities) == int(changed.sum())
+    assert len(calls) == int(changed.sum())
     assert 0.3 < changed.mean() < 0.7
     lo, hi = metric_train.JPEG_QUALITIES
+    qualities = [q for _, q, _ in calls]
     assert min(qualities) >= lo and max(qualities) <= hi and len(set(qualities)) > 5
+    offsets = np.array([o for _, _, o in calls])
+    assert offsets.min() >= 0 and offsets.max() < metric_train.JPEG_GRID
+    assert len({tuple(o) for o in offsets}) > 5
+    # with symmetries, the crop is compressed first and the view taken after: what reaches
+    # the JPEG re-save is an unturned crop
+    crops = {np.asarray(p.permute(1, 2, 0) * 255).round().astype(np.uint8).tobytes()
+             for p in plain}
+    calls.clear()
+    next(patch_batches(images, y, 32, 60, np.random.default_rng(3), symmetries="dihedral",
+                       augment="jpeg"))
+    assert calls and all(p.tobytes() in crops for p, _, _ in calls)
     with pytest.raises(ValueError, match="augment"):
         next(patch_batches(images, y, 32, 60, np.random.default_rng(3), augment="blur"))
 
 
-def test_the_augmentation_is_saved_checked_and_absent_in_old_cards(tmp_path) -> None:
+def test_the_augmentation_reaches_training_and_needs_rgb_uint8(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    images, labels = toy(4, 2)
+    calls = []
+    real = metric_train.jpeg_resave
+    monkeypatch.setattr(metric_train, "jpeg_resave",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(images, labels, images, labels)
+    assert not calls
+    MetricAttributor(**TINY, epochs=1, refs_per_class=1, augment="jpeg").fit(
+        images, labels, images, labels)
+    assert len(calls) > 0
+    floats = [img.astype(np.float32) for img in images]
+    with pytest.raises(ValueError, match=r"training image 0 is not an \(H, W, 3\) uint8"):
+        MetricAttributor(**TINY, epochs=1).fit(floats, labels, images, labels)
+    with pytest.raises(ValueError, match="validation image 0"):
+        MetricAttributor(**TINY, epochs=1).fit(images, labels, [img[..., :1] for img in images],
+                                               labels)
+
+
+def test_the_augmentation_is_saved_checked_and_absent_in_old_cards(tmp_path: Path) -> None:
     images, labels = toy(6, 1)
     with pytest.raises(ValueError, match="augment"):
         MetricAttributor(**TINY, epochs=1, augment="jpg").fit(images, labels, images, labels)
@@ -79,12 +122,13 @@ def test_the_augmentation_is_saved_checked_and_absent_in_old_cards(tmp_path) -> 
         genprint.load(tmp_path / "m")
 
 
-def test_the_cli_refuses_an_unknown_augmentation(tmp_path) -> None:
+def test_the_cli_refuses_an_unknown_augmentation_before_creating_anything(
+        tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
     from genprint.cli.app import app
 
     out = CliRunner().invoke(app, ["train", "metric", "--data", str(tmp_path), "--out",
-                                   str(tmp_path / "m"), "--augment", "blur"])
+                                   str(tmp_path / "new" / "m"), "--augment", "blur"])
     assert out.exit_code == 2 and "--augment" in out.output, out.output
-    assert not (tmp_path / "m").exists()
+    assert not (tmp_path / "new").exists()

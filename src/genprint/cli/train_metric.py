@@ -101,7 +101,6 @@ def train_metric_cmd(
     from genprint.methods.metric_train import AUGMENTATIONS, SYMMETRIES
     from genprint.storage.model_dir import ModelFormatError
 
-    check_out_dir(out, overwrite)
     if init not in INITS:
         raise typer.BadParameter(f"choose one of {', '.join(INITS)}", param_hint="--init")
     if symmetries not in SYMMETRIES:
@@ -132,6 +131,7 @@ def train_metric_cmd(
         arch = {"width": cfg.width, "embedding_dim": cfg.embedding_dim,
                 "patch_size": cfg.patch_size, "blocks": cfg.blocks}
         camera_ckpt = Path(ckpt)
+    check_out_dir(out, overwrite)  # after the options' checks: a bad option creates nothing
     split_info: dict[str, object] = {}
     train_items, val_items = training_items(data, bench, protocol, val_fraction, seed, sources,
                                             split_info)
@@ -161,7 +161,8 @@ def train_metric_cmd(
         "method": "metric", "out": str(out), "classes": model.classes_,
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "protocol", "init", "loss",
-                                    "reference_points", "train_seconds",
+                                    "reference_points", "residual_weight", "augment",
+                                    "train_seconds",
                                     "val_closed_set_accuracy", "warnings")},
     }
     if json_out:

@@ -77,7 +77,9 @@ def _check(image: np.ndarray) -> None:
 
 
 # --------------------------------------------------------------------------------- JPEG
-def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """An (H, W, 3) uint8 image saved as JPEG at ``quality`` (Pillow, 4:2:0 chroma) and decoded
+    again (the ``jpeg*`` perturbations; ``metric``'s JPEG augmentation)."""
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality, subsampling="4:2:0")
     buf.seek(0)
@@ -87,7 +89,7 @@ def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
 
 for _q in (95, 75, 50):
     _register(f"jpeg{_q}", f"JPEG round trip at quality {_q} (Pillow, 4:2:0)")(
-        lambda image, seed, min_size, _q=_q: _jpeg(image, _q))
+        lambda image, seed, min_size, _q=_q: jpeg_round_trip(image, _q))
 
 
 # --------------------------------------------------------------------------------- resize

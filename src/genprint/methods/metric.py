@@ -355,6 +355,16 @@ class MetricAttributor(Attributor):
             raise ValueError("train_origins and train_labels differ in length")
         if val_origins is not None and len(val_origins) != len(val_labels):
             raise ValueError("val_origins and val_labels differ in length")
+        for name, imgs in (("training", train_images), ("validation", val_images)):
+            bad = next((i for i, img in enumerate(imgs) if not (
+                isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
+                and img.dtype == np.uint8)), None)
+            if bad is not None:
+                img = imgs[bad]
+                raise ValueError(f"{name} image {bad} is not an (H, W, 3) uint8 array (got "
+                                 f"{getattr(img, 'dtype', type(img).__name__)} "
+                                 f"{getattr(img, 'shape', '')}); genprint.io.images reads files "
+                                 "as RGB uint8")
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")

@@ -153,19 +153,29 @@ JPEG_QUALITIES = (60, 95)
 """Range of the JPEG qualities drawn (uniformly, both ends included) for ``augment="jpeg"``."""
 
 
-def jpeg_resave(patch: np.ndarray, quality: int) -> np.ndarray:
-    """An H×W×3 uint8 patch saved as JPEG at ``quality`` (Pillow's defaults otherwise: 4:2:0
-    chroma subsampling) and decoded again: what re-publishing an image does to it. The size
-    does not change; nothing is resampled."""
-    import io
+JPEG_GRID = 16
+"""A JPEG re-save with 4:2:0 chroma works on 16×16 blocks from the image's corner; a crop of a
+larger image may start anywhere on that grid, so training draws the grid's phase."""
 
-    from PIL import Image
 
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(patch)).save(buf, format="JPEG", quality=int(quality))
-    buf.seek(0)
-    with Image.open(buf) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
+def jpeg_resave(patch: np.ndarray, quality: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+    """An H×W×3 uint8 patch saved as JPEG at ``quality`` (Pillow, 4:2:0 chroma) and decoded
+    again: what re-publishing an image does to it. ``offset`` = (dy, dx) puts the patch that
+    far from the corner of the JPEG block grid, as for a crop taken inside a larger image: the
+    patch is padded by mirroring above and to the left, compressed, and cut out again. The
+    size does not change; nothing is resampled."""
+    from genprint.evaluation.perturb import jpeg_round_trip
+
+    if patch.ndim != 3 or patch.shape[2] != 3 or patch.dtype != np.uint8:
+        raise ValueError(f"JPEG augmentation needs (H, W, 3) uint8 patches, got {patch.dtype} "
+                         f"{patch.shape}")
+    dy, dx = offset
+    if not (0 <= dy < JPEG_GRID and 0 <= dx < JPEG_GRID):
+        raise ValueError(f"offset must lie in [0, {JPEG_GRID}), got {offset}")
+    if dy or dx:
+        padded = np.pad(patch, ((dy, 0), (dx, 0), (0, 0)), mode="symmetric")
+        return jpeg_round_trip(padded, quality)[dy:, dx:].copy()
+    return jpeg_round_trip(patch, quality)
 
 
 def check_augment(augment: str) -> None:
@@ -181,10 +191,12 @@ def patch_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of shuffled batches of random crops: (N×3×S×S in [0, 1], N labels).
 
-    With ``symmetries`` other than ``"none"``, each crop is shown in one of the set's views,
-    drawn at random. With ``augment="jpeg"``, :data:`JPEG_SHARE` of the crops are re-saved as
-    JPEG at a quality drawn from :data:`JPEG_QUALITIES` (after the view). Batches of fewer than
-    2 patches are dropped (batch norm and pair losses need 2).
+    With ``augment="jpeg"``, :data:`JPEG_SHARE` of the crops are re-saved as JPEG at a quality
+    drawn from :data:`JPEG_QUALITIES`, on a block grid of random phase (:func:`jpeg_resave`).
+    With ``symmetries`` other than ``"none"``, each crop is then shown in one of the set's
+    views, drawn at random (an image is compressed before anyone flips it, and at inference
+    the views are taken of the image as it is). Batches of fewer than 2 patches are dropped
+    (batch norm and pair losses need 2).
     """
     check_augment(augment)
     views = symmetry_views(symmetries)
@@ -195,13 +207,15 @@ def patch_batches(
         if len(idx) < 2:
             continue
         patches = np.stack([random_crop(images[i], patch_size, rng) for i in idx])
-        if len(views) > 1:
-            patches = np.stack([symmetry_view(p, int(k))
-                                for p, k in zip(patches, rng.choice(views, len(idx)), strict=True)])
         if augment == "jpeg":
             lo, hi = JPEG_QUALITIES
             for j in np.flatnonzero(rng.random(len(idx)) < JPEG_SHARE):
-                patches[j] = jpeg_resave(patches[j], int(rng.integers(lo, hi + 1)))
+                dy, dx = rng.integers(0, JPEG_GRID, 2)
+                patches[j] = jpeg_resave(patches[j], int(rng.integers(lo, hi + 1)),
+                                         (int(dy), int(dx)))
+        if len(views) > 1:
+            patches = np.stack([symmetry_view(p, int(k))
+                                for p, k in zip(patches, rng.choice(views, len(idx)), strict=True)])
         yield patches_to_tensor(patches), torch.from_numpy(labels[idx]).long()
 
 

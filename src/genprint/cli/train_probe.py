@@ -133,7 +133,8 @@ def train_probe_cmd(
     check_ray_options(ray, ray_address, ray_actors)
     if ray and keep_decoded_mb is not None:
         raise typer.BadParameter("applies to local fits only: with --ray, the actors read "
-                                 "every file again in the feature pass", param_hint="--keep-decoded-mb")
+                                 "every file again in the feature pass",
+                                 param_hint="--keep-decoded-mb")
     check_out_dir(out, overwrite)
     options = {"model_name": backbone_model} if backbone_model else {}
     try:

@@ -53,8 +53,10 @@ def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespac
         model = genprint.load(path)
         assert isinstance(model, MetricAttributor)
         saved = {"augment": model.augment, "residual_weight": model.effective_residual_weight,
+                 "real_gen_weight": float(model.real_gen_weight),
                  "epochs": model.epochs, "loss": model.loss, "refs_per_class": model.refs_per_class}
         asked = {"augment": args.augment, "residual_weight": float(args.residual_weight),
+                 "real_gen_weight": float(args.real_gen_weight),
                  "epochs": args.epochs, "loss": args.loss, "refs_per_class": args.refs_per_class}
         if saved != asked:
             raise SystemExit(f"{path} was trained with {saved}, not {asked}: use another --out "
@@ -65,6 +67,7 @@ def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespac
         loss=args.loss, epochs=args.epochs, refs_per_class=args.refs_per_class, init=init,
         camera_ckpt=str(args.camera_ckpt) if init == "camera" else None, seed=args.seed,
         residual_weight=args.residual_weight, augment=args.augment,
+        real_gen_weight=args.real_gen_weight,
         **(arch_of(args.camera_ckpt) if init == "camera" else {}))
     model.training_info_ = {"bench": str(bench), "protocol": protocol}
     t0 = time.perf_counter()
@@ -255,6 +258,8 @@ def main() -> None:
                         help="weight of the residual statistics joined to the embedding")
     parser.add_argument("--augment", default="none", choices=["none", "jpeg"],
                         help="training augmentation (MetricAttributor(augment=...))")
+    parser.add_argument("--real-gen-weight", type=float, default=0.0,
+                        help="weight of a real-vs-generated head during training")
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-draws", type=int, default=5,
                         help="draws of the enrolled images (draw 0: the first in manifest order)")

@@ -56,7 +56,8 @@ REAL = "real"
 EMBEDDING_SETTINGS = ("bench", "protocol", "camera_ckpt", "init", "seed", "split_seed",
                       "hold_cameras",
                       "no_origin_classes", "pseudo_sources", "pseudo_kind", "symmetries",
-                      "symmetries_at_inference", "layer", "residual_weight", "augment")
+                      "symmetries_at_inference", "layer", "residual_weight", "augment",
+                      "real_gen_weight")
 """Options that change a fold's embeddings (``--reuse`` checks them)."""
 
 
@@ -145,7 +146,8 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
                             and not (k == "split_seed" and args.split_seed is None)
                             # (runs from before residual statistics had none)
                             and not (k == "residual_weight" and not args.residual_weight)
-                            and not (k == "augment" and args.augment == "none")},
+                            and not (k == "augment" and args.augment == "none")
+                            and not (k == "real_gen_weight" and not args.real_gen_weight)},
                            sort_keys=True)
     if args.reuse and npz.is_file():  # the saved embeddings of an earlier run of this fold
         z = np.load(npz)
@@ -159,7 +161,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         return fold_rows(z["train"], z["train_y"], z["cal"], z["cal_y"], z["eval"], z["eval_y"],
                          len(z["classes"]), MetricAttributor().target_accept,
                          unseen_saved, [str(s) for s in z["pseudo_sources"]], held, loss, epochs,
-                         args), 0.0
+                         args, real_index(list(map(str, z["classes"])))), 0.0
     view = protocol_view(bench, protocol)
     arch = checkpoint_architecture(args.camera_ckpt) if args.init == "camera" else None
     model = MetricAttributor(
@@ -168,7 +170,7 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
         unseen_origin_thresholds=args.unseen_origin_thresholds,
         pseudo_sources=args.pseudo_sources, pseudo_kind=args.pseudo_kind,
         symmetries=args.symmetries, residual_weight=args.residual_weight, augment=args.augment,
-        camera_ckpt=str(args.camera_ckpt) if arch else None,
+        real_gen_weight=args.real_gen_weight, camera_ckpt=str(args.camera_ckpt) if arch else None,
         **({"width": arch.width, "embedding_dim": arch.embedding_dim, "blocks": arch.blocks}
            if arch else {}))
     cams = set(args.hold_cameras)
@@ -227,17 +229,34 @@ def run_fold(bench: Path, protocol: str, held: list[str], loss: str, epochs: int
               f"{np.mean(accepted[eval_y < 0]):.3f}, as real {np.mean(ok[eval_y < 0]):.3f}",
               flush=True)
     return fold_rows(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, len(model.classes_),
-                     model.target_accept, unseen, ps_src, held, loss, epochs, args), seconds
+                     model.target_accept, unseen, ps_src, held, loss, epochs, args,
+                     real_index(list(model.classes_))), seconds
+
+
+def real_index(classes: list[str]) -> int | None:
+    """The index of the real source among ``classes``, if any."""
+    return classes.index(REAL) if REAL in classes else None
 
 
 def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
               ev_e: np.ndarray, eval_y: np.ndarray, n_classes: int, target: float,
               unseen: np.ndarray | None, ps_src: list[str], held: list[str], loss: str,
-              epochs: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+              epochs: int, args: argparse.Namespace, real_index: int | None = None
+              ) -> list[dict[str, Any]]:
     """The figures of every (K, score) setting of one fold, from its embeddings."""
     if args.whiten is not None:
         w = whitener(tr_e, tr_y, args.whiten)
         tr_e, cal_e, ev_e = (unit(e @ w) for e in (tr_e, cal_e, ev_e))
+    if real_index is not None and (eval_y < 0).any():
+        pts, own = refs.class_references(tr_e, tr_y, n_classes, args.enrol_k, args.seed)
+        cal_d = refs.source_distances(cal_e, pts, own, n_classes)
+        thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
+                                        target)
+        d = refs.source_distances(ev_e[eval_y < 0], pts, own, n_classes)
+        cand = d.argmin(axis=1)
+        as_real = float(np.mean((cand == real_index) & (d[np.arange(len(d)), cand] <= thr[cand])))
+        print(f"fold {held}: pseudo-unknowns accepted as real {as_real:.3f} (K = "
+              f"{args.enrol_k}, thresholds of the calibration half)", flush=True)
     reach = known_enrolment_reach(cal_e, cal_y, ev_e, eval_y, n_classes, args, target)
     print(f"fold {held}: simulated enrolments of the known sources reach recall 0.90 in "
           f"{reach:.3f} of draws", flush=True)
@@ -464,6 +483,9 @@ def main() -> None:
                              "this weight (MetricAttributor(residual_weight=...))")
     parser.add_argument("--augment", default="none", choices=["none", "jpeg"],
                         help="training augmentation (MetricAttributor(augment=...))")
+    parser.add_argument("--real-gen-weight", type=float, default=0.0,
+                        help="weight of a real-vs-generated head on the embedding during "
+                             "training (MetricAttributor(real_gen_weight=...))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--split-seed", type=int, default=None,
                         help="seed of the calibration / evaluation halves (default: --seed), so "

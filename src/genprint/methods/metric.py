@@ -92,6 +92,7 @@ from genprint.methods.metric_train import (
     train_metric,
 )
 from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_file
+from genprint.world.protocols import REAL
 
 MAX_RESIDUAL_WEIGHT = 100.0
 """Largest ``residual_weight`` accepted (beyond it the embedding would not count at all)."""
@@ -109,6 +110,10 @@ def weight_problem(weight: object) -> bool:
         return True
     return not (0.0 <= value <= MAX_RESIDUAL_WEIGHT)  # also refuses nan
 
+
+REAL_SOURCE = REAL
+"""The source whose images are camera photographs (``real_gen_weight``'s head learns it against
+every other source), named as in the built-in world's manifests."""
 
 RESIDUAL_WEIGHT = 0.5
 """Default weight of the residual statistics joined to the embedding (k-means reference points):
@@ -150,7 +155,8 @@ class MetricAttributor(Attributor):
         camera_ckpt: str | None = None, target_accept: float = 0.95, max_tiles: int = 16,
         origin_classes: bool = True, unseen_origin_thresholds: bool = False,
         pseudo_sources: int = 0, pseudo_kind: str = "upsample", symmetries: str = "none",
-        residual_weight: float | None = None, augment: str = "none", seed: int = 0,
+        residual_weight: float | None = None, augment: str = "none",
+        real_gen_weight: float = 0.0, seed: int = 0,
     ) -> None:
         self.patch_size = patch_size
         self.embedding_dim = embedding_dim
@@ -176,6 +182,7 @@ class MetricAttributor(Attributor):
         self.symmetries = symmetries
         self.residual_weight = residual_weight
         self.augment = augment
+        self.real_gen_weight = real_gen_weight
         self.seed = seed
         self.on_epoch: EpochCallback | None = None
         """Optional progress hook called after each training epoch (not saved)."""
@@ -186,7 +193,7 @@ class MetricAttributor(Attributor):
                  "references", "epochs", "batch_size", "lr", "weight_decay", "proxy_lr_mult",
                  "crops_per_image", "init", "camera_ckpt", "target_accept", "max_tiles",
                  "origin_classes", "unseen_origin_thresholds", "pseudo_sources", "pseudo_kind",
-                 "symmetries", "residual_weight", "augment",
+                 "symmetries", "residual_weight", "augment", "real_gen_weight",
                  "seed")
         return {n: getattr(self, n) for n in names}
 
@@ -245,6 +252,11 @@ class MetricAttributor(Attributor):
             raise ValueError(f"references must be one of {', '.join(REFERENCE_KINDS)}")
         symmetry_views(self.symmetries)  # raises on an unknown set
         check_augment(self.augment)
+        if (isinstance(self.real_gen_weight, bool)
+                or not isinstance(self.real_gen_weight, (int, float, np.floating, np.integer))
+                or not 0.0 <= float(self.real_gen_weight) <= 100.0):
+            raise ValueError(f"real_gen_weight must be a number from 0 to 100, got "
+                             f"{self.real_gen_weight!r}")
         if self.pseudo_sources < 0:
             raise ValueError(f"pseudo_sources must be ≥ 0, got {self.pseudo_sources}")
         if self.pseudo_kind not in PSEUDO_KINDS:
@@ -389,13 +401,18 @@ class MetricAttributor(Attributor):
             self.residual_mean_, self.residual_std_ = residual.standardiser(
                 residual.statistics_in_chunks(np.concatenate(
                     [tiles(img, self.patch_size, self.max_tiles) for img in train_images])))
+        generated = None  # per loss class: a generator (not the source named real)?
+        if self.real_gen_weight and REAL_SOURCE in classes:
+            generated = np.r_[np.asarray(loss_parent) != classes.index(REAL_SOURCE),
+                              np.ones(n_loss - len(loss_parent), dtype=bool)]
         self.net_ = self._initial_network()
         bundle, history = train_metric(
             self.net_, loss_images, y_loss, n_loss, loss=self.loss, epochs=self.epochs,
             batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
             proxy_lr_mult=self.proxy_lr_mult, crops_per_image=self.crops_per_image,
             seed=self.seed, on_epoch=self.on_epoch, symmetries=self.symmetries,
-            augment=self.augment)
+            augment=self.augment, generated=generated, real_gen_weight=float(
+                self.real_gen_weight) if generated is not None else 0.0)
         self.classes_ = classes
         self.model_sha256_ = None  # refitted: no saved model holds it until saved
         unseen = None
@@ -423,7 +440,8 @@ class MetricAttributor(Attributor):
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,
-            "augment": self.augment,
+            "augment": self.augment, "real_gen_weight": float(self.real_gen_weight)
+            if generated is not None else 0.0,
             "reference_points": self.references, "epochs": self.epochs,
             "loss_history": [round(v, 5) for v in history],
             "train_seconds": round(time.perf_counter() - t0, 1),

@@ -276,17 +276,35 @@ def train_metric(
     loss: str, epochs: int, batch_size: int, lr: float, weight_decay: float,
     proxy_lr_mult: float, crops_per_image: int, seed: int,
     on_epoch: EpochCallback | None = None, symmetries: str = "none", augment: str = "none",
+    generated: np.ndarray | None = None, real_gen_weight: float = 0.0,
 ) -> tuple[LossBundle, list[float]]:
     """Metric learning of ``net`` on labelled images (labels 0..n_classes−1).
+
+    With ``real_gen_weight`` > 0 and ``generated`` (one bool per class: is it a generator?), a
+    linear real-vs-generated head on the embedding adds ``real_gen_weight`` × its binary
+    cross-entropy to the loss, so that what every generator shares against real images is kept
+    in the embedding (the head is dropped after training).
 
     Returns the loss bundle (holding the learned proxies, if any) and the per-epoch losses.
     """
     torch.manual_seed(seed)
     bundle = build_loss(loss, n_classes, net.embedding_dim)
     extra = list(bundle.loss.parameters())
+    head: nn.Linear | None = None
+    if real_gen_weight > 0:
+        if generated is None or len(generated) != n_classes:
+            raise ValueError("real_gen_weight needs one generated/real flag per class")
+        head = nn.Linear(net.embedding_dim, 1)
+        extra += list(head.parameters())
+        is_gen = torch.as_tensor(np.asarray(generated, dtype=np.float32))
 
     def step(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return bundle(net.embed(x), y)
+        emb = net.embed(x)
+        out = bundle(emb, y)
+        if head is not None:
+            out = out + real_gen_weight * nn.functional.binary_cross_entropy_with_logits(
+                head(emb).squeeze(1), is_gen[y])
+        return out
 
     history = optimise(net, step, extra, images, labels, epochs=epochs, batch_size=batch_size,
                        lr=lr, weight_decay=weight_decay, extra_lr_mult=proxy_lr_mult,

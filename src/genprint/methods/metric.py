@@ -16,6 +16,10 @@
    residual statistics per tile (:mod:`genprint.methods.metric_residual`) are standardised,
    weighted and joined to the unit embedding, and the joined vector re-normalised: everything
    below (reference points, thresholds, enrolment, stored samples) lives in that space.
+   With ``augment="jpeg"`` (opt-in), half of the training crops are re-saved as JPEG on a
+   block grid of random phase (:func:`genprint.methods.metric_train.jpeg_resave`). With
+   ``real_gen_weight`` > 0 (measured, not adopted), a real-vs-generated head on the embedding
+   adds its loss during training.
 2. **Reference points**, ``refs_per_class`` (K, default 8) per source: k-means centroids of the
    training images' embeddings (default), or the learned proxies of a proxy loss
    (``references="proxies"`` with ``proxy-anchor`` / ``arcface``: one point per source). The

@@ -410,3 +410,22 @@ def test_a_card_naming_the_shipped_checkpoint_rebuilds_from_it() -> None:
     load_weights(ref, str(shipped))
     for name, value in ref.state_dict().items():
         torch.testing.assert_close(net.state_dict()[name], value)
+
+
+def test_fit_and_enroll_refuse_images_that_are_not_rgb_uint8() -> None:
+    """Arrays from elsewhere (floats, grey, RGBA) would train or enrol on another scale of
+    pixels without a word; they are refused, naming the image, and nothing changes."""
+    images, labels = toy(4, 2)
+    floats = [img.astype(np.float32) for img in images]
+    with pytest.raises(ValueError, match=r"training image 0 is not an \(H, W, 3\) uint8"):
+        MetricAttributor(**TINY, epochs=1).fit(floats, labels, images, labels)
+    with pytest.raises(ValueError, match="validation image 0"):
+        MetricAttributor(**TINY, epochs=1).fit(images, labels, [img[..., :1] for img in images],
+                                               labels)
+    model = MetricAttributor(**TINY, epochs=1, refs_per_class=1).fit(images, labels, images,
+                                                                      labels)
+    before = model.references_.copy()
+    with pytest.raises(ValueError, match=r"enrolment image 1 is not an \(H, W, 3\) uint8"):
+        model.enroll([images[0], floats[1], images[2]], "newcomer")
+    assert "newcomer" not in model.classes_
+    np.testing.assert_array_equal(model.references_, before)

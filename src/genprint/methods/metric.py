@@ -129,6 +129,20 @@ FORWARD_CHUNK = 16
 """Tiles per network forward at inference (see :meth:`MetricAttributor._embed_tiles`)."""
 
 
+def check_rgb_uint8(images: Sequence[np.ndarray], name: str) -> None:
+    """Raise ``ValueError`` naming the first of ``images`` that is not an (H, W, 3) uint8 array
+    (``name``: which images, for the message). Files read by :mod:`genprint.io.images` always
+    are; arrays from elsewhere (floats, grey, RGBA) would otherwise train or enrol on another
+    scale of pixels without a word."""
+    for i, img in enumerate(images):
+        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
+                and img.dtype == np.uint8):
+            raise ValueError(f"{name} image {i} is not an (H, W, 3) uint8 array (got "
+                             f"{getattr(img, 'dtype', type(img).__name__)} "
+                             f"{getattr(img, 'shape', '')}); genprint.io.images reads files as "
+                             "RGB uint8")
+
+
 def training_classes(labels: Sequence[str], origins: Sequence[str | None] | None,
                      index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
     """Classes of the metric-learning loss: one per source, or one per (source, origin) pair
@@ -371,16 +385,8 @@ class MetricAttributor(Attributor):
             raise ValueError("train_origins and train_labels differ in length")
         if val_origins is not None and len(val_origins) != len(val_labels):
             raise ValueError("val_origins and val_labels differ in length")
-        for name, imgs in (("training", train_images), ("validation", val_images)):
-            bad = next((i for i, img in enumerate(imgs) if not (
-                isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
-                and img.dtype == np.uint8)), None)
-            if bad is not None:
-                img = imgs[bad]
-                raise ValueError(f"{name} image {bad} is not an (H, W, 3) uint8 array (got "
-                                 f"{getattr(img, 'dtype', type(img).__name__)} "
-                                 f"{getattr(img, 'shape', '')}); genprint.io.images reads files "
-                                 "as RGB uint8")
+        check_rgb_uint8(train_images, "training")
+        check_rgb_uint8(val_images, "validation")
         classes = sorted(set(train_labels))
         if not classes:
             raise ValueError("no training images")
@@ -547,6 +553,7 @@ class MetricAttributor(Attributor):
             raise ValueError(f"source {source!r} is already known to this model")
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
+        check_rgb_uint8(images, "enrolment")
         model_before = getattr(self, "model_sha256_", None)
         first: dict[bytes, np.ndarray] = {}  # a picture given twice counts once
         for img in images:

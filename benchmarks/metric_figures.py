@@ -86,12 +86,19 @@ def arch_of(ckpt: Path) -> dict[str, int]:
             "patch_size": cfg.patch_size, "blocks": cfg.blocks}
 
 
-def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws: int = 1,
-              separator: bool = False) -> list[dict[str, Any]]:
-    """Enrol every unknown source of ``protocol`` from ``n`` of its test images (see doc)."""
+def test_images(model: MetricAttributor, bench: Path, protocol: str
+                ) -> tuple[list[np.ndarray], np.ndarray]:
+    """The readable test images of ``protocol`` and the source of each."""
     view = protocol_view(bench, protocol)
     images, kept, _ = load_items([i.path for i in view.test], min_size=model.min_size)
-    sources = np.array([view.test[k].source for k in kept])
+    return images, np.array([view.test[k].source for k in kept])
+
+
+def enrolment(model: MetricAttributor, images: list[np.ndarray], sources: np.ndarray,
+              unknown: list[str], n: int, draws: int = 1, separator: bool = False
+              ) -> list[dict[str, Any]]:
+    """Enrol every ``unknown`` source from ``n`` of its test images (see doc); ``images`` and
+    ``sources``: :func:`test_images`."""
     known = np.isin(sources, model.classes_)
     known_imgs = [images[k] for k in np.flatnonzero(known)]
 
@@ -107,7 +114,7 @@ def enrolment(model: MetricAttributor, bench: Path, protocol: str, n: int, draws
 
     before_open, before_closed = accuracy(model)
     rows = []
-    for source in view.protocol.unknown:
+    for source in unknown:
         idx = np.flatnonzero(sources == source)
         if len(idx) <= n:
             continue
@@ -201,13 +208,14 @@ def markdown(rows: list[dict[str, Any]], enrol: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def known_reach(model: MetricAttributor, bench: Path, protocol: str, n: int,
+def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.ndarray, n: int,
                 draws: int = 5) -> dict[str, float]:
     """What the enrolment rule gives a source the model already knows: for each known source,
-    ``draws`` random sets of ``n`` of its test images are enrolled by the method's threshold
-    rule alone (their own reference points and leave-one-out threshold, no other source in
-    play), and the share of its other test images within that threshold is measured. Returns,
-    per source and ``"all"``, the share of draws reaching 0.90.
+    ``draws`` random sets of ``n`` of its test images (``images``, ``sources``:
+    :func:`test_images`) are enrolled by the method's threshold rule alone
+    (:func:`genprint.methods.metric_refs.enrolled_distances`), and the share of its other test
+    images within that threshold is measured. Returns, per source and ``"all"``, the share of
+    draws reaching 0.90.
 
     If the images' distances were independent draws of one law, the largest of n held-out
     distances would accept a share of the source distributed as Beta(n, 1), which reaches 0.90
@@ -216,11 +224,9 @@ def known_reach(model: MetricAttributor, bench: Path, protocol: str, n: int,
     rule gives a source as compact as independent draws."""
     from genprint.methods import metric_refs as refs
 
-    view = protocol_view(bench, protocol)
-    items = [i for i in view.test if i.source in model.classes_]
-    images, kept, _ = load_items([i.path for i in items], min_size=model.min_size)
-    sources = np.array([items[k].source for k in kept])
-    emb = model.embed(images)
+    known = np.isin(sources, model.classes_)
+    emb = model.embed([img for img, k in zip(images, known, strict=True) if k])
+    sources = sources[known]
     out: dict[str, float] = {}
     reached_all: list[bool] = []
     for source in model.classes_:
@@ -231,12 +237,9 @@ def known_reach(model: MetricAttributor, bench: Path, protocol: str, n: int,
         reached = []
         for _ in range(draws):
             pick = rng.permutation(len(e))
-            few, rest = e[pick[:n]], e[pick[n:]]
-            owner = np.arange(n)
-            t, _ = refs.enrolment_threshold(few, owner, few, model.refs_per_class, model.seed,
-                                            model.target_accept, -np.asarray(model.thresholds_))
-            d = refs.distances(rest, refs.enrolment_references(
-                few, owner, model.refs_per_class, model.seed)).min(axis=1)
+            t, d = refs.enrolled_distances(e[pick[:n]], e[pick[n:]], model.refs_per_class,
+                                           model.seed, model.target_accept,
+                                           -np.asarray(model.thresholds_))
             reached.append(bool(np.mean(d <= t) >= 0.9))
         out[str(source)] = float(np.mean(reached))
         reached_all += reached
@@ -284,9 +287,11 @@ def main() -> None:
             rows.append({**run.metrics, "init": init, "train_seconds": seconds})
             print(markdown(rows[-1:], []).splitlines()[-1], flush=True)
             if protocol == "all" and init == args.inits[0]:
-                enrol = enrolment(model, args.bench, protocol, args.enrol_images,
+                images, sources = test_images(model, args.bench, protocol)
+                unknown = list(protocol_view(args.bench, protocol).protocol.unknown)
+                enrol = enrolment(model, images, sources, unknown, args.enrol_images,
                                   args.enrol_draws, args.enrol_separator)
-                reach = known_reach(model, args.bench, protocol, args.enrol_images,
+                reach = known_reach(model, images, sources, args.enrol_images,
                                     max(args.enrol_draws, 20))
                 print(f"known sources enrolled again from {args.enrol_images} test images "
                       f"(the threshold rule alone): draws reaching recall 0.90, "

@@ -39,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,16 +68,26 @@ def folds(known: list[str], hold: int) -> list[list[str]]:
     return [gens[i::len(gens) // hold] for i in range(len(gens) // hold)]
 
 
+def known_references(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
+                     n_classes: int, k: int, seed: int, target_accept: float
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The method's reference points (K per source, from the training embeddings), their
+    sources, and the thresholds calibrated on the calibration half."""
+    points, owners = refs.class_references(tr_e, tr_y, n_classes, k, seed)
+    cal_d = refs.source_distances(cal_e, points, owners, n_classes)
+    thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
+                                    target_accept)
+    return points, owners, thr
+
+
 def figures(train_emb: np.ndarray, train_y: np.ndarray, cal_emb: np.ndarray, cal_y: np.ndarray,
             eval_emb: np.ndarray, eval_y: np.ndarray, n_classes: int, k: int, score: str,
             seed: int, target_accept: float, unseen: np.ndarray | None = None
             ) -> dict[str, float]:
     """Closed accuracy, AUROC and OSCR of one reference / score setting (eval_y −1 = unknown),
     and the share of ``unseen`` (held-out camera) images accepted as their source."""
-    points, owners = refs.class_references(train_emb, train_y, n_classes, k, seed)
-    cal_d = refs.source_distances(cal_emb, points, owners, n_classes)
-    thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
-                                    target_accept)
+    points, owners, thr = known_references(train_emb, train_y, cal_emb, cal_y, n_classes, k,
+                                           seed, target_accept)
     d = refs.source_distances(eval_emb, points, owners, n_classes)
     if score == "relative":
         d = d / thr[None, :]
@@ -248,10 +259,8 @@ def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
         w = whitener(tr_e, tr_y, args.whiten)
         tr_e, cal_e, ev_e = (unit(e @ w) for e in (tr_e, cal_e, ev_e))
     if real_index is not None and (eval_y < 0).any():
-        pts, own = refs.class_references(tr_e, tr_y, n_classes, args.enrol_k, args.seed)
-        cal_d = refs.source_distances(cal_e, pts, own, n_classes)
-        thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
-                                        target)
+        pts, own, thr = known_references(tr_e, tr_y, cal_e, cal_y, n_classes, args.enrol_k,
+                                         args.seed, target)
         d = refs.source_distances(ev_e[eval_y < 0], pts, own, n_classes)
         cand = d.argmin(axis=1)
         as_real = float(np.mean((cand == real_index) & (d[np.arange(len(d)), cand] <= thr[cand])))
@@ -321,24 +330,30 @@ def known_enrolment_reach(cal_e: np.ndarray, cal_y: np.ndarray, ev_e: np.ndarray
     accept a share of the source distributed as Beta(n, 1), which reaches 0.90 with
     probability 1 − 0.9ⁿ (0.65 for n = 10), and the recall on m further images (beta-binomial)
     would reach 0.90 with probability ≈ 0.68 for m = 50."""
-    n, k = args.enrol_images, args.enrol_k
     emb = np.concatenate([cal_e, ev_e[eval_y >= 0]])
     y = np.concatenate([cal_y, eval_y[eval_y >= 0]])
+    reached = [float(np.mean(d <= t)) >= 0.9 for t, d in
+               simulated_enrolments(emb, y, n_classes, args, target_accept, draws)]
+    return float(np.mean(reached)) if reached else float("nan")
+
+
+def simulated_enrolments(emb: np.ndarray, y: np.ndarray, n_classes: int,
+                         args: argparse.Namespace, target_accept: float, draws: int
+                         ) -> Iterator[tuple[float, np.ndarray]]:
+    """For each known source with more than ``--enrol-images`` images in ``emb`` and each of
+    ``draws`` random draws (seeded by ``--seed``): the enrolment threshold of the drawn images
+    and the distances of the source's other images to their reference points
+    (:func:`genprint.methods.metric_refs.enrolled_distances`)."""
+    n = args.enrol_images
     rng = np.random.default_rng(args.seed)
-    reached = []
     for c in range(n_classes):
         e = emb[y == c]
         if len(e) <= n:
             continue
         for _ in range(draws):
             pick = rng.permutation(len(e))
-            few, rest = e[pick[:n]], e[pick[n:]]
-            t, _ = refs.enrolment_threshold(few, np.arange(n), few, k, args.seed,
-                                            target_accept, np.ones(1))
-            d = refs.distances(rest, refs.enrolment_references(few, np.arange(n), k,
-                                                               args.seed)).min(axis=1)
-            reached.append(float(np.mean(d <= t)) >= 0.9)
-    return float(np.mean(reached)) if reached else float("nan")
+            yield refs.enrolled_distances(e[pick[:n]], e[pick[n:]], args.enrol_k, args.seed,
+                                          target_accept, np.ones(1))
 
 
 def enrolment_factor(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
@@ -347,22 +362,9 @@ def enrolment_factor(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_
     """Smallest factor (≥ 1, step 0.01) on the enrolment threshold for which simulated
     enrolments of the known sources (``--enrol-images`` of their calibration images, the rest
     held out) accept ``target_accept`` of the rest, on average."""
-    n, k = args.enrol_images, args.enrol_k
     grid = np.round(np.arange(1.0, 3.0001, 0.01), 2)
-    rng = np.random.default_rng(args.seed)
-    acc = []
-    for c in range(n_classes):
-        e = cal_e[cal_y == c]
-        if len(e) <= n:
-            continue
-        for _ in range(draws):
-            pick = rng.permutation(len(e))
-            few, rest = e[pick[:n]], e[pick[n:]]
-            t, _ = refs.enrolment_threshold(few, np.arange(n), few, k, args.seed,
-                                            target_accept, np.ones(1))
-            d = refs.distances(rest, refs.enrolment_references(few, np.arange(n), k,
-                                                               args.seed)).min(axis=1)
-            acc.append([(d <= g * t).mean() for g in grid])
+    acc = [[(d <= g * t).mean() for g in grid] for t, d in
+           simulated_enrolments(cal_e, cal_y, n_classes, args, target_accept, draws)]
     mean = np.mean(acc, axis=0)
     return float(grid[np.argmax(mean >= target_accept)] if (mean >= target_accept).any()
                  else grid[-1])
@@ -379,10 +381,8 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     knowns' open-set accuracy, the mean share of the other held-out sources' images the new
     source takes, and how many enrolments meet both targets (recall ≥ 0.90, drop < 2)."""
     k = args.enrol_k
-    points, owners = refs.class_references(tr_e, tr_y, n_classes, k, args.seed)
-    cal_d = refs.source_distances(cal_e, points, owners, n_classes)
-    thr = refs.calibrate_thresholds(cal_d[np.arange(len(cal_y)), cal_y], cal_y, n_classes,
-                                    target_accept)
+    points, owners, thr = known_references(tr_e, tr_y, cal_e, cal_y, n_classes, k, args.seed,
+                                           target_accept)
     known = eval_y >= 0
     kn_e, kn_y = ev_e[known], eval_y[known]
 

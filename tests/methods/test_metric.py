@@ -179,6 +179,24 @@ def test_enrolment_threshold_rules_for_few_images(model: MetricAttributor) -> No
     assert nine_tiles["threshold_rule"] == "leave-one-tile-out" and nine_tiles["n_tiles"] == 9
 
 
+def test_enrolled_distances_are_what_an_enrolment_records(model: MetricAttributor) -> None:
+    """``metric_refs.enrolled_distances`` (the benchmarks' simulated enrolments) gives the
+    threshold ``enroll`` records (as a score: its negative) and the distances to the points it adds."""
+    from genprint.methods import metric_refs
+
+    rng = np.random.default_rng(9)
+    few = [textured(rng, 32, 32, 5) for _ in range(5)]
+    rest = [textured(rng, 32, 32, 5) for _ in range(3)]
+    m = copy.deepcopy(model)
+    record = m.enroll(few, "p5")
+    t, d = metric_refs.enrolled_distances(m.embed(few), m.embed(rest), m.refs_per_class,
+                                          m.seed, m.target_accept, -np.asarray(model.thresholds_))
+    assert t == pytest.approx(-record["threshold"])  # the record gives it as a score
+    new_points = m.references_[m.reference_sources_ == len(m.classes_) - 1]
+    np.testing.assert_allclose(d, metric_refs.distances(m.embed(rest), new_points).min(axis=1),
+                               atol=1e-6)
+
+
 def test_tiles_are_exact_crops_never_resized(model: MetricAttributor) -> None:
     img = textured(np.random.default_rng(7), 70, 100, 3)
     [pred] = model.predict_arrays([img])

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 from PIL import Image
 
+from genprint.io.images import is_rgb8
 from genprint.registry import Registry
 
 Perturbation = Callable[[np.ndarray, int], np.ndarray]
@@ -71,7 +72,7 @@ def _rng(name: str, seed: int) -> np.random.Generator:
 
 
 def _check(image: np.ndarray) -> None:
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    if not is_rgb8(image):
         raise ValueError(f"a perturbation needs an (H, W, 3) uint8 image, got {image.dtype} "
                          f"{image.shape}")
 

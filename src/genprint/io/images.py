@@ -57,6 +57,12 @@ The environment variable ``GENPRINT_MAX_PIXELS`` (or ``genprint --max-pixels N``
 MAX_PIXELS_ENV = "GENPRINT_MAX_PIXELS"
 
 
+def is_rgb8(image: object) -> bool:
+    """Whether ``image`` is a decoded picture as genprint reads them: an (H, W, 3) uint8 array."""
+    return (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+            and image.dtype == np.uint8)
+
+
 def default_max_pixels() -> int:
     """The pixel limit in force: ``GENPRINT_MAX_PIXELS`` if set to a positive integer, else
     :data:`DEFAULT_MAX_PIXELS`."""

@@ -26,7 +26,7 @@ import numpy as np
 from genprint import UNKNOWN
 from genprint.io.content import UNIFORM_SHARE, is_uniform
 from genprint.io.fingerprint import PictureSet, check_fingerprints
-from genprint.io.images import AnimatedPolicy
+from genprint.io.images import AnimatedPolicy, is_rgb8
 from genprint.registry import Registry
 from genprint.results import Attribution
 from genprint.storage.model_dir import ModelContents, ModelFormatError, read_model_dir
@@ -173,7 +173,7 @@ class Attributor(ABC):
         results: list[Attribution] = []
         good: list[int] = []
         for i, img in enumerate(images):
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            if not is_rgb8(img):
                 results.append(Attribution(names[i], error=f"expected (H, W, 3) uint8, got "
                                            f"{img.dtype} {img.shape}", error_code="corrupt"))
             elif min(img.shape[:2]) < self.min_size:

@@ -73,6 +73,7 @@ from genprint.backbones.forensic_cnn import (
 )
 from genprint.io.crops import tiles
 from genprint.io.fingerprint import as_rows, fingerprint
+from genprint.io.images import is_rgb8
 from genprint.io.sources import check_source_names
 from genprint.methods import metric_refs as refs
 from genprint.methods import metric_residual as residual
@@ -115,10 +116,6 @@ def weight_problem(weight: object) -> bool:
     return not (0.0 <= value <= MAX_RESIDUAL_WEIGHT)  # also refuses nan
 
 
-REAL_SOURCE = REAL
-"""The source whose images are camera photographs (``real_gen_weight``'s head learns it against
-every other source), named as in the built-in world's manifests."""
-
 RESIDUAL_WEIGHT = 0.5
 """Default weight of the residual statistics joined to the embedding (k-means reference points):
 chosen on the validation folds among 0, 0.25, 0.5, 1 and 2 (docs/metric.md)."""
@@ -135,8 +132,7 @@ def check_rgb_uint8(images: Sequence[np.ndarray], name: str) -> None:
     are; arrays from elsewhere (floats, grey, RGBA) would otherwise train or enrol on another
     scale of pixels without a word."""
     for i, img in enumerate(images):
-        if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3
-                and img.dtype == np.uint8):
+        if not is_rgb8(img):
             raise ValueError(f"{name} image {i} is not an (H, W, 3) uint8 array (got "
                              f"{getattr(img, 'dtype', type(img).__name__)} "
                              f"{getattr(img, 'shape', '')}); genprint.io.images reads files as "
@@ -411,9 +407,9 @@ class MetricAttributor(Attributor):
             self.residual_mean_, self.residual_std_ = residual.standardiser(
                 residual.statistics_in_chunks(np.concatenate(
                     [tiles(img, self.patch_size, self.max_tiles) for img in train_images])))
-        generated = None  # per loss class: a generator (not the source named real)?
-        if self.real_gen_weight and REAL_SOURCE in classes:
-            generated = np.r_[np.asarray(loss_parent) != classes.index(REAL_SOURCE),
+        generated = None  # per loss class: a generator (not the source named real, as in the
+        if self.real_gen_weight and REAL in classes:  # built-in world's manifests)?
+            generated = np.r_[np.asarray(loss_parent) != classes.index(REAL),
                               np.ones(n_loss - len(loss_parent), dtype=bool)]
         self.net_ = self._initial_network()
         bundle, history = train_metric(

@@ -217,6 +217,20 @@ def enrolment_threshold(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
     return float(np.median(existing_thresholds)), "median of existing thresholds"
 
 
+def enrolled_distances(few: np.ndarray, rest: np.ndarray, k: int, seed: int,
+                       target_accept: float, existing_thresholds: np.ndarray
+                       ) -> tuple[float, np.ndarray]:
+    """Enrol the image embeddings ``few`` by the enrolment rule alone (their own reference
+    points and threshold, no other source in play) and measure ``rest`` against them: the
+    threshold, and each of ``rest``'s distances to the nearest new point. Used to see what the
+    rule gives a source whose other images are known (simulated enrolments)."""
+    owner = np.arange(len(few))
+    threshold, _ = enrolment_threshold(few, owner, few, k, seed, target_accept,
+                                       existing_thresholds)
+    points = enrolment_references(few, owner, k, seed)
+    return threshold, distances(rest, points).min(axis=1)
+
+
 def sample_subset(labels: np.ndarray, per_source: int, seed: int) -> np.ndarray:
     """Indices of at most ``per_source`` items of each label (random, reproducible, sorted)."""
     rng = np.random.default_rng(seed)

@@ -165,8 +165,9 @@ def jpeg_resave(patch: np.ndarray, quality: int, offset: tuple[int, int] = (0, 0
     patch is padded by mirroring above and to the left, compressed, and cut out again. The
     size does not change; nothing is resampled."""
     from genprint.evaluation.perturb import jpeg_round_trip
+    from genprint.io.images import is_rgb8
 
-    if patch.ndim != 3 or patch.shape[2] != 3 or patch.dtype != np.uint8:
+    if not is_rgb8(patch):
         raise ValueError(f"JPEG augmentation needs (H, W, 3) uint8 patches, got {patch.dtype} "
                          f"{patch.shape}")
     dy, dx = offset

@@ -188,7 +188,8 @@ def test_the_command_line_with_ray_gives_the_local_outputs(local_ray: None, worl
     outs = {}
     for name, extra in (("local", []), ("ray", ["--ray"])):
         out = runner.invoke(app, ["attribute", model, *inputs, "--json", "--out",
-                                  str(tmp_path / f"{name}.csv"), *extra])
+                                  str(tmp_path / f"{name}.csv"), *extra],
+                            env={"COLUMNS": "400"})
         assert out.exit_code == 0, out.output
         outs[name] = json.loads(out.stdout)
     assert_same_flat_rows(outs["ray"], outs["local"])
@@ -200,6 +201,67 @@ def test_the_command_line_with_ray_gives_the_local_outputs(local_ray: None, worl
                                  "--ray-actors", "1"])
     assert local.exit_code == on_ray.exit_code == 1
     assert on_ray.stdout == local.stdout and "zero.png" in on_ray.stdout
+
+
+def assert_same_metrics(got: Any, want: Any, where: str = "metrics") -> None:
+    """Equal JSON values, floating-point ones within :data:`TOLERANCE` (NaN equal to NaN)."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and got.keys() == want.keys(), where
+        for k in want:
+            assert_same_metrics(got[k], want[k], f"{where}.{k}")
+    elif isinstance(want, list):
+        assert isinstance(got, list) and len(got) == len(want), where
+        for k, (g, w) in enumerate(zip(got, want, strict=True)):
+            assert_same_metrics(g, w, f"{where}[{k}]")
+    elif isinstance(want, float):
+        assert isinstance(got, float | int), where
+        assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= TOLERANCE, where
+    else:
+        assert got == want, where
+
+
+def test_eval_with_ray_gives_the_local_figures(local_ray: None, world: World,
+                                               tmp_path: Path) -> None:
+    """``genprint eval --data D --ray`` reads and attributes on Ray, and gives the figures,
+    the files left out, the pictures seen in training and the per-image answers of the local
+    evaluation."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(7)
+    for name, period in (("alpha", 2), ("beta", 3), ("delta", 7)):  # delta: an unknown source
+        (data / name).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(textured(rng, 36, 40, period)).save(data / name / f"new{i}.png")
+    for name in ("00.png", "01.png"):  # pictures the model was fitted on
+        (data / "alpha" / name).write_bytes((world.sources / "alpha" / name).read_bytes())
+    for name in ("zero.png", "trunc.png", "flat.png"):  # files left out, with their reasons
+        (data / "beta" / name).write_bytes((world.odd / name).read_bytes())
+    figures = {}
+    for name, extra in (("local", []), ("ray", ["--ray", "--ray-actors", "2"])):
+        out = runner.invoke(app, ["eval", str(world.model), "--data", str(data), "--json",
+                                  str(tmp_path / f"{name}.json"), "--results",
+                                  str(tmp_path / f"{name}.csv"), *extra],
+                            env={"COLUMNS": "400"})
+        assert out.exit_code == 0, out.output
+        assert "3 test file(s) could not be used" in out.output
+        assert "2 of the 20 test images are pictures the model was fitted on" in out.output
+        figures[name] = json.loads((tmp_path / f"{name}.json").read_text())
+    assert_same_metrics(figures["ray"], figures["local"])
+    assert figures["ray"]["n_unknown_test"] == 6 and figures["ray"]["n_known_test"] == 14
+    assert figures["ray"]["n_test_seen_in_training"] == 2
+    assert {u["error_code"] for u in figures["ray"]["unreadable_test"]} == {
+        "empty", "truncated", "no_content"}
+    local_rows, ray_rows = _csv_rows(tmp_path / "local.csv"), _csv_rows(tmp_path / "ray.csv")
+    assert len(ray_rows) == 23
+    assert_same_flat_rows(ray_rows, local_rows)
+
+
+def test_eval_with_ray_refuses_what_it_cannot_do(world: World) -> None:
+    data = str(world.sources)
+    out = runner.invoke(app, ["eval", str(world.model), "--data", data, "--ray", "--perturb",
+                              "jpeg75"])
+    assert out.exit_code == 2 and "--perturb" in out.output
+    out = runner.invoke(app, ["eval", str(world.model), "--data", data, "--ray-actors", "2"])
+    assert out.exit_code == 2 and "--ray" in out.output
 
 
 def test_command_line_ray_errors(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

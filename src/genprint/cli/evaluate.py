@@ -19,6 +19,12 @@ from genprint.cli.output import (
     to_json,
     warnings_as_notes,
 )
+from genprint.cli.ray_options import (
+    DEFAULT_RAY_ACTORS,
+    RayActorsOption,
+    RayAddressOption,
+    check_ray_options,
+)
 from genprint.evaluation.report import SUMMARY_ROWS
 from genprint.storage.atomic import write_text_atomic
 
@@ -50,14 +56,28 @@ def evaluate_cmd(
         "--results", help="Write the answer for every test image (clean run) to a .csv, "
                           ".parquet or .json file: attribute's columns plus true_source, and "
                           "a row with the reason for each file left out.")] = None,
+    ray: Annotated[bool, typer.Option(
+        "--ray", help="Read and attribute the test images on Ray Data (pip install "
+                      "'genprint\\[ray]'): a pool of actors, each holding the model, on a local "
+                      "Ray or a cluster (--ray-address; every node must see the files and the "
+                      "model at the same paths). Same figures as without; not with --perturb.")
+    ] = False,
+    ray_address: RayAddressOption = None,
+    ray_actors: RayActorsOption = None,
 ) -> None:
     """Evaluate a model on a protocol's test split, or on labelled data of your own
     (thresholds were fixed on validation data)."""
     import genprint
-    from genprint.evaluation.evaluate import bench_view, evaluate_conditions, load_eval_data
+    from genprint.evaluation.evaluate import (
+        bench_view,
+        evaluate_answers,
+        evaluate_conditions,
+        load_eval_data,
+    )
     from genprint.evaluation.perturb import expand_perturbations
     from genprint.io.sources import ManifestError
     from genprint.registry import RegistryError
+    from genprint.scale import ScaleError
     from genprint.storage.model_dir import ModelFormatError
     from genprint.world.protocols import ProtocolView
 
@@ -67,6 +87,11 @@ def evaluate_cmd(
     if data is not None and protocol is not None:
         raise typer.BadParameter("--protocol applies to --bench only; with --data, known "
                                  "sources are the model's", param_hint="--protocol")
+    check_ray_options(ray, ray_address, ray_actors)
+    if ray and perturb:
+        raise typer.BadParameter("--perturb runs in this process (it transforms the decoded "
+                                 "pixels); evaluate perturbations without --ray",
+                                 param_hint="--perturb")
     check_out_file(json_path, "--json")
     check_out_file(report, "--report")
     if results is not None:
@@ -121,10 +146,22 @@ def evaluate_cmd(
                 if not isinstance(target, ProtocolView):  # read once: its size sets the total
                     target, root = bench_view(target, protocol), target
                 bar.update(task, total=len(target.test) * (1 + len(conditions)))
-                run, perturbed = evaluate_conditions(
-                    attributor, target, protocol, conditions, root=root, require_overlap=True,
-                    on_progress=lambda n: bar.advance(task, n), embed=report is not None)
+                progress = lambda n: bar.advance(task, n)
+                if ray:
+                    run, perturbed = evaluate_answers(
+                        attributor, target, protocol,
+                        _ray_answers(model, attributor, ray_address,
+                                     ray_actors or DEFAULT_RAY_ACTORS),
+                        on_progress=progress, root=root, require_overlap=True), {}
+                else:
+                    run, perturbed = evaluate_conditions(
+                        attributor, target, protocol, conditions, root=root,
+                        require_overlap=True, on_progress=progress, embed=report is not None)
         except (ManifestError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {esc(str(exc))}")
+            raise typer.Exit(2) from None
+        except (ModelFormatError, ScaleError) as exc:  # --ray: Ray missing or unreachable, a
+            # worker that cannot load the model or loads another one
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
     metrics = {**run.metrics, **extra}
@@ -147,6 +184,21 @@ def evaluate_cmd(
         if json_path:
             write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
+
+
+def _ray_answers(model: Path, attributor: Any, address: str | None, actors: int) -> Any:
+    """The answers of ``--ray``: :func:`genprint.scale.iter_attributions` pinned to the model
+    loaded here (its ``model_sha256``), with the plugin modules this process imported."""
+    from genprint.plugins import loaded_plugin_specs
+    from genprint.scale import iter_attributions
+
+    def answers(paths: list[Path], on_progress: Any) -> Any:
+        return iter_attributions(
+            model, paths, address=address, actors=actors,
+            expected_model_sha256=getattr(attributor, "model_sha256_", None),
+            plugins=loaded_plugin_specs(), on_progress=on_progress)
+
+    return answers
 
 
 def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from genprint import __version__
 from genprint.evaluation.perturb import Perturbation
 from genprint.io.batches import iter_images
-from genprint.io.content import is_uniform
+from genprint.io.content import NO_CONTENT_REASON, is_uniform
 from genprint.io.fingerprint import PictureSet
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
@@ -196,9 +196,9 @@ class _TestSet:
                 if notes:
                     self.notes[k] = "; ".join(notes)
                 if isinstance(loaded, ImageError) or is_uniform(loaded):
-                    errors.append((k, path, loaded if isinstance(loaded, ImageError) else
-                                   ImageError("no_content", "one colour covers ≥ 99% of the "
-                                              "image: nothing to attribute")))
+                    err = loaded if isinstance(loaded, ImageError) else ImageError(
+                        "no_content", NO_CONTENT_REASON)
+                    errors.append((k, err.code, err.reason))
                     if on_skip:
                         on_skip(1)
                     continue
@@ -214,13 +214,21 @@ class _TestSet:
                 yield k, loaded
 
         yield from _in_batches(usable(), size)
+        self.settle(kept, errors)
+        self.cache = cache
+
+    def settle(self, kept: list[int], errors: Sequence[tuple[int, str, str]]) -> None:
+        """Record the first pass's outcome: the usable files (``kept``, indices into
+        :attr:`items`) and the left-out ones (index, error code, reason), with the warnings
+        about them and about test images the model was fitted on (:attr:`seen`, filled by the
+        pass). ValueError when no file is usable."""
         if self.items and not kept:
-            raise _nothing_to_evaluate([e.reason for _, _, e in errors])
-        self.kept, self.cache = kept, cache
-        self.unreadable = [{"path": str(path), "source": self.items[k].source,
-                            "error_code": err.code, "reason": err.reason,
-                            "sha256": self.sha256.get(k)} for k, path, err in errors]
-        _warn_unusable([(path, err) for _, path, err in errors])
+            raise _nothing_to_evaluate([reason for _, _, reason in errors])
+        self.kept = kept
+        self.unreadable = [{"path": str(self.items[k].path), "source": self.items[k].source,
+                            "error_code": code, "reason": reason,
+                            "sha256": self.sha256.get(k)} for k, code, reason in errors]
+        _warn_unusable([(self.items[k].path, code, reason) for k, code, reason in errors])
         if self.seen:
             shown = ", ".join(self.items[k].path.name for k in self.seen[:3])
             warnings.warn(
@@ -229,7 +237,7 @@ class _TestSet:
                 f"{shown}{', ...' if len(self.seen) > 3 else ''}); their answers say nothing "
                 "about new images and make the figures look better than they are. Keep test "
                 "pictures out of training (the figures' test_seen_in_training lists them)",
-                stacklevel=4)
+                stacklevel=5)
 
     def seen_metrics(self) -> dict[str, Any]:
         """How many (and which) test images the model was fitted on; None where it keeps no
@@ -258,18 +266,18 @@ def _in_batches(pairs: Iterable[tuple[int, np.ndarray]], size: int
         yield idx, imgs
 
 
-def _warn_unusable(errors: Sequence[tuple[Path, ImageError]]) -> None:
-    others = [(path, err) for path, err in errors if err.code != "not_found"]
+def _warn_unusable(errors: Sequence[tuple[Path, str, str]]) -> None:
+    """One warning for the test files left out: (path, error code, reason) each."""
+    others = [(path, reason) for path, code, reason in errors if code != "not_found"]
     n_missing = len(errors) - len(others)
     if others:  # missing files counted apart: reading the data has already named them
         also = f", besides {n_missing} missing file(s)" if n_missing else ""
         warnings.warn(f"{len(others)} test file(s) could not be used (unreadable, too small "
                       f"for this model, or of one colour) and are left out{also}; first: "
-                      f"{others[0][0]}: "
-                      f"{others[0][1].reason}", stacklevel=2)
+                      f"{others[0][0]}: {others[0][1]}", stacklevel=3)
     elif n_missing:
         warnings.warn(f"{n_missing} test file(s) are missing and left out; first: "
-                      f"{errors[0][0]}", stacklevel=2)
+                      f"{errors[0][0]}", stacklevel=3)
 
 
 def cap_test_items(items: Sequence[Item], per_source: int | None) -> list[Item]:
@@ -484,6 +492,16 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
     fn = _resolve(perturb, attributor.min_size)
     results, embeddings, changed = _attribute(attributor, test, fn, batch_size, on_progress,
                                               embed)
+    return _scored_run(attributor, test, protocol, results, embeddings,
+                       None if fn is None else changed)
+
+
+def _scored_run(attributor: Attributor, test: _TestSet, protocol: str,
+                results: list[Attribution], embeddings: np.ndarray | None,
+                changed: int | None) -> EvaluationRun:
+    """The run and its metrics from the answers for the usable test images (in
+    :attr:`_TestSet.kept` order); ``changed``: how many images a perturbation changed (None
+    for a clean run)."""
     items = [test.items[k] for k in test.kept or []]
     metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
     metrics = {"method": attributor.method, "protocol": protocol,
@@ -491,7 +509,7 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
                "genprint_version": __version__, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
                **test.seen_metrics()}
-    if fn is not None:  # e.g. a crop leaves images no larger than the method's size whole
+    if changed is not None:  # e.g. a crop leaves images no larger than the method's size whole
         metrics["perturbed_share"] = changed / max(len(items), 1)
         lost = sum(not r.ok for r in results)  # e.g. a crop that leaves one colour
         if lost:
@@ -542,6 +560,55 @@ def evaluate(
     if isinstance(perturb, str):
         run.metrics["perturbation"] = perturb
     return run
+
+
+AnswerSource = Callable[[list[Path], Callable[[int], None] | None], Iterable[Attribution]]
+"""``answers(paths, on_progress)``: one :class:`Attribution` per path, in the order given
+(calling ``on_progress(n)`` as they come), e.g. rows computed on Ray."""
+
+
+def evaluate_answers(
+    attributor: Attributor,
+    bench: str | os.PathLike[str] | ProtocolView,
+    protocol: str,
+    answers: AnswerSource,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+    root: str | os.PathLike[str] | None = None,
+    require_overlap: bool = False,
+) -> EvaluationRun:
+    """The clean evaluation of :func:`evaluate` with the answers computed elsewhere.
+
+    ``answers`` is given the test files' paths and must give the rows ``attributor`` gives for
+    them (:meth:`~genprint.methods.base.Attributor.iter_attribute`'s: an error row for a file
+    that cannot be used, ``seen_in_training``, ``sha256`` and ``notes`` filled in), e.g.
+    :func:`genprint.scale.iter_attributions` with the same model, which reads and attributes
+    the files in a pool of Ray actors. The test split, the checks of the model's sources, the
+    files left out and the metrics are those of :func:`evaluate`; there are no embeddings (the
+    report's 2-D map uses the per-source scores instead). RuntimeError if ``answers`` gives
+    rows for other files or another number of them.
+    """
+    test = _load_test_set(attributor, bench, protocol, None, root, require_overlap)
+    paths = [item.path for item in test.items]
+    rows = list(answers(paths, on_progress))
+    if len(rows) != len(paths) or any(r.path != str(p) for r, p in zip(rows, paths,
+                                                                       strict=False)):
+        raise RuntimeError(f"the answers are for other files than the {len(paths)} test "
+                           f"file(s) asked ({len(rows)} row(s))")
+    kept: list[int] = []
+    errors: list[tuple[int, str, str]] = []
+    for k, row in enumerate(rows):
+        test.sha256[k] = row.sha256
+        if row.notes:
+            test.notes[k] = row.notes
+        if not row.ok:
+            errors.append((k, row.error_code or "unreadable", row.error or "could not be used"))
+            continue
+        kept.append(k)
+        if row.seen_in_training:
+            test.seen.append(k)
+    test.settle(kept, errors)
+    return _scored_run(attributor, test, protocol, [rows[k] for k in kept], None, None)
 
 
 def evaluate_conditions(

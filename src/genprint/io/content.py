@@ -13,6 +13,10 @@ UNIFORM_SHARE = 0.99
 """An image whose most common colour covers at least this share of its pixels is uniform (a
 solid colour, give or take a few pixels)."""
 
+NO_CONTENT_REASON = (f"one colour covers ≥ {UNIFORM_SHARE:.0%} of the image: it has no trace to "
+                     "attribute")
+"""The reason given for a uniform image (error code ``no_content``), wherever it is refused."""
+
 _SAMPLE = 4096
 """Pixels drawn (seeded) to find the only colour that could cover 99% of an image."""
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from genprint import UNKNOWN
-from genprint.io.content import UNIFORM_SHARE, is_uniform
+from genprint.io.content import NO_CONTENT_REASON, is_uniform
 from genprint.io.fingerprint import PictureSet, check_fingerprints
 from genprint.io.images import AnimatedPolicy, is_rgb8
 from genprint.registry import Registry
@@ -184,8 +184,7 @@ class Attributor(ABC):
                     error_code="too_small"))
             elif is_uniform(img):
                 results.append(Attribution(
-                    names[i], error=f"one colour covers ≥ {UNIFORM_SHARE:.0%} of the image: it "
-                    "has no trace to attribute", error_code="no_content"))
+                    names[i], error=NO_CONTENT_REASON, error_code="no_content"))
             else:
                 results.append(Attribution(names[i]))
                 good.append(i)

@@ -284,7 +284,8 @@ def _embedding_map(d: _Data) -> str:
     if d.embeddings is not None:
         base, what = d.embeddings, "per-image embeddings (the method's embed())"
     else:
-        base, what = d.scores, "per-image vectors of per-source scores (the method has no embed())"
+        base, what = d.scores, ("per-image vectors of per-source scores (the evaluation kept no "
+                                "embeddings: the method has no embed(), or it ran on Ray)")
     keep = np.isfinite(base).all(axis=1)
     x = base[keep]
     if len(x) < 3:

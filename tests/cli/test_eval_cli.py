@@ -476,3 +476,35 @@ def test_a_uniform_test_image_is_counted_as_left_out_in_every_condition(
     assert row["error_code"] == "no_content" and row["path"].endswith(flat.name)
     assert run.metrics["n_unknown_test"] == 3
     assert conditions["jpeg75"]["n_unknown_test"] == 3  # the same images in every condition
+
+
+def test_eval_data_with_links_copies_and_a_link_loop(world: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    """A link that loops is one unusable file, not a crash; a link to a folder that would
+    count its files under a second label is refused; copies of one file are counted and named
+    when their labels differ."""
+    data = _make_folder(tmp_path / "mine", SOURCES)
+    os.symlink("loop.png", data / "real" / "loop.png")  # a link to itself
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert [u["error_code"] for u in metrics["unreadable_test"]] == ["unreadable"]
+    assert metrics["n_known_test"] == 12 and metrics["n_test_copies"] == 0
+    # copies of one file: counted once per copy, and named when their labels differ
+    shutil.copy(data / "real" / "0.png", data / "gan-a" / "copy-of-real.png")
+    shutil.copy(data / "gan-b" / "1.png", data / "gan-b" / "again.png")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert metrics["n_test_copies"] == 2 and metrics["n_known_test"] == 14
+    assert sorted(Path(p).name for p in metrics["test_copies_with_other_labels"]) == [
+        "0.png", "copy-of-real.png"]
+    text = _flat(out.output)
+    assert "2 test file(s) are copies (same bytes) of another test file" in text
+    assert "1 of these files carry two or more labels" in text
+    # a link inside a source folder back to the top: every file would be read again as `real`
+    os.symlink("..", data / "real" / "up")
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data)])
+    assert out.exit_code == 2
+    assert "one file cannot have two labels" in _flat(out.output)
+    assert "Traceback" not in out.output

@@ -274,3 +274,18 @@ def test_manifest_quirks_of_spreadsheets_and_windows(tmp_path: Path) -> None:
     assert "1 empty row(s) skipped" in problems  # csv drops the blank line, keeps ",,,"
     assert "differ on 1 row(s): 'source' is used" in problems
     assert "1 path(s) written with '\\'" in problems
+
+
+def test_a_folder_layout_reads_each_file_once_whatever_links_lead_to_it(tmp_path: Path) -> None:
+    import os
+
+    _img(tmp_path / "real" / "a.png")
+    _img(tmp_path / "gan" / "b.png")
+    os.symlink("a.png", tmp_path / "real" / "also-a.png")  # the same file, same source
+    ds = read_folder(tmp_path)
+    assert sorted(i.path.name for i in ds.items) == ["a.png", "b.png"]
+    assert any("reached twice under the same source" in p for p in ds.problems)
+    os.symlink("../gan", tmp_path / "real" / "gan-too")  # gan's files under `real` too
+    with pytest.raises(ManifestError, match=r"b\.png is the same file as .* \(gan\) but is "
+                                            r"reached under real"):
+        read_folder(tmp_path)

@@ -3,6 +3,7 @@ metrics on a benchmark protocol, or on labelled images of one's own."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -123,7 +124,8 @@ def evaluate_cmd(
         for problem in own.problems:
             console.print(f"[yellow]note:[/yellow] {esc(problem)}")
         trained_on = getattr(attributor, "training_info_", {}).get("data")
-        if own.split is None and trained_on and Path(trained_on).resolve() == data.resolve():
+        same = bool(trained_on) and os.path.realpath(trained_on) == os.path.realpath(data)
+        if own.split is None and same:
             console.print("[yellow]warning:[/yellow] the model was trained on this data, which "
                           "has no split: every image, training and validation ones included, is "
                           "evaluated, so the figures are optimistic. Evaluate on other images, "
@@ -256,7 +258,11 @@ def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> No
     table.add_row("known / unknown test images",
                   f"{metrics.get('n_known_test')} / {metrics.get('n_unknown_test')}")
     if metrics.get("n_unreadable_test"):
-        table.add_row("test files left out (unreadable)", str(metrics["n_unreadable_test"]))
+        table.add_row("test files left out (could not be used)",
+                      str(metrics["n_unreadable_test"]))
+    if metrics.get("n_test_copies"):
+        table.add_row("test files that copy another (counted again)",
+                      str(metrics["n_test_copies"]))
     if metrics.get("n_test_seen_in_training"):
         table.add_row("test images the model was fitted on",
                       str(metrics["n_test_seen_in_training"]))

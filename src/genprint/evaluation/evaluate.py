@@ -112,7 +112,8 @@ def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
     name = item.path.as_posix()
     if bench_dir is not None:
         try:
-            name = item.path.resolve().relative_to(Path(bench_dir).resolve()).as_posix()
+            name = Path(os.path.realpath(item.path)).relative_to(
+                os.path.realpath(bench_dir)).as_posix()
         except ValueError:  # outside the folder: the path as given
             pass
     return zlib.crc32(name.encode("utf-8", "surrogateescape"))
@@ -238,6 +239,44 @@ class _TestSet:
                 "about new images and make the figures look better than they are. Keep test "
                 "pictures out of training (the figures' test_seen_in_training lists them)",
                 stacklevel=5)
+        self._warn_repeats()
+
+    def repeated_files(self) -> list[list[int]]:
+        """Groups (indices into :attr:`items`, two or more each) of usable test files with the
+        same bytes (sha256): copies of one file, which the figures count once per copy."""
+        groups: dict[str, list[int]] = {}
+        for k in self.kept or []:
+            digest = self.sha256.get(k)
+            if digest:
+                groups.setdefault(digest, []).append(k)
+        return [g for g in groups.values() if len(g) > 1]
+
+    def _warn_repeats(self) -> None:
+        groups = self.repeated_files()
+        if not groups:
+            return
+        extra = sum(len(g) - 1 for g in groups)
+        clash = [g for g in groups if len({self.items[k].source for k in g}) > 1]
+        message = (f"{extra} test file(s) are copies (same bytes) of another test file, and "
+                   "each copy is counted in the figures")
+        if clash:
+            g = clash[0]
+            message += (f"; {len(clash)} of these files carry two or more labels (first: "
+                        + ", ".join(f"{self.items[k].path} as {self.items[k].source}"
+                                    for k in g[:2])
+                        + "): one picture cannot come from two sources, so some answers are "
+                        "scored against a wrong label")
+        warnings.warn(message + " (the figures' n_test_copies and "
+                      "test_copies_with_other_labels count them)", stacklevel=6)
+
+    def repeat_metrics(self) -> dict[str, Any]:
+        """How many test files are extra copies of another, and the paths of the copies whose
+        group carries more than one label."""
+        groups = self.repeated_files()
+        clash = [g for g in groups if len({self.items[k].source for k in g}) > 1]
+        return {"n_test_copies": sum(len(g) - 1 for g in groups),
+                "test_copies_with_other_labels": [str(self.items[k].path) for g in clash
+                                                  for k in g]}
 
     def seen_metrics(self) -> dict[str, Any]:
         """How many (and which) test images the model was fitted on; None where it keeps no
@@ -508,7 +547,7 @@ def _scored_run(attributor: Attributor, test: _TestSet, protocol: str,
                "model_sha256": getattr(attributor, "model_sha256_", None),
                "genprint_version": __version__, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
-               **test.seen_metrics()}
+               **test.seen_metrics(), **test.repeat_metrics()}
     if changed is not None:  # e.g. a crop leaves images no larger than the method's size whole
         metrics["perturbed_share"] = changed / max(len(items), 1)
         lost = sum(not r.ok for r in results)  # e.g. a crop that leaves one colour

@@ -389,9 +389,41 @@ def read_folder(path: str | os.PathLike[str]) -> Dataset:
     if broken:
         dataset.problems.append(f"link(s) to nothing in {folder}, left out: "
                                 f"{', '.join(broken[:5])}")
+    _one_item_per_file(dataset)
     if not dataset.items:
         raise ManifestError(f"{folder}: no images found")
     return dataset
+
+
+def _one_item_per_file(dataset: Dataset) -> None:
+    """Keep each file of a folder layout once, however it was reached (links to files or to
+    folders, e.g. a link inside a source folder back to the top): a file reached again under
+    the same source and split is dropped with a note; under another source or split it is a
+    :class:`ManifestError`, as for a manifest listing one file twice, since it would be counted
+    under a label that is not its own."""
+    first: dict[str, Item] = {}
+    kept: list[Item] = []
+    repeats = 0
+    for item in dataset.items:
+        key = os.path.realpath(item.path)
+        seen = first.get(key)
+        if seen is None:
+            first[key] = item
+            kept.append(item)
+            continue
+        if (seen.source, seen.split) != (item.source, item.split):
+            def where(i: Item) -> str:
+                return f"{i.source or '(unlabelled)'}" + (f", split {i.split}" if i.split else "")
+
+            raise ManifestError(
+                f"{item.path} is the same file as {seen.path} ({where(seen)}) but is reached "
+                f"under {where(item)}, through a link: one file cannot have two labels; remove "
+                "the link (folders are followed through links)")
+        repeats += 1
+    if repeats:
+        dataset.problems.append(f"{repeats} file(s) were reached twice under the same source "
+                                "(through links) and are used once")
+    dataset.items = kept
 
 
 def _folder_entries(folder: Path) -> tuple[list[Path], list[Path], list[str]]:

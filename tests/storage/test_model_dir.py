@@ -263,3 +263,31 @@ def test_a_current_card_without_its_digest_is_refused(tmp_path: Path) -> None:
     (out / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelFormatError, match="card_digest is missing"):
         read_model_dir(out)
+
+
+def test_a_killed_save_of_a_new_model_and_a_file_are_named_on_load(tmp_path: Path) -> None:
+    (tmp_path / ".m.tmp-abc123").mkdir()  # the first save of m, killed while writing
+    with pytest.raises(ModelFormatError, match=r"no such folder; a save of it left "
+                                               r"\.m\.tmp-abc123 beside it"):
+        read_model_dir(tmp_path / "m")
+    (tmp_path / "f.png").write_bytes(b"x")
+    with pytest.raises(ModelFormatError, match="a file, not a folder"):
+        read_model_dir(tmp_path / "f.png")
+
+
+def test_outputs_inside_a_model_folder_are_refused_before_any_work(tmp_path: Path) -> None:
+    from genprint.storage.atomic import check_output_file, enclosing_model_dir
+
+    model = _write(tmp_path / "m")
+    for out in (model / "card.json", model / "results.csv", model / "sub" / "r.json"):
+        with pytest.raises(IsADirectoryError, match="inside the model folder"):
+            check_output_file(out)
+    with pytest.raises(IsADirectoryError, match="inside the model folder"):
+        check_output_dir(model / "inner", overwrite=False)
+    assert not (model / "sub").exists()
+    read_model_dir(model)  # untouched
+    assert enclosing_model_dir(model) is None  # the folder itself may be replaced whole
+    assert check_output_dir(model, overwrite=True) == model
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "card.json").write_text("{}")  # not a model's card: no objection
+    assert check_output_file(tmp_path / "other" / "r.csv") == tmp_path / "other" / "r.csv"

@@ -71,12 +71,34 @@ def check_output_file(path: str | os.PathLike[str]) -> Path:
     return out
 
 
+def enclosing_model_dir(path: str | os.PathLike[str]) -> Path | None:
+    """The genprint model folder that ``path`` would be written inside (a folder above it
+    holding a valid model card), or None. ``path`` itself does not count: a model folder may
+    be replaced as a whole."""
+    from genprint.storage.model_dir import CARD_NAME, ModelFormatError, read_card
+
+    here = Path(os.path.realpath(Path(path).parent))
+    for folder in (here, *here.parents):
+        if (folder / CARD_NAME).is_file():
+            try:
+                read_card(folder)
+            except (ModelFormatError, OSError, ValueError):  # not a model's card
+                continue
+            return folder
+    return None
+
+
 def check_parent_writable(out: Path) -> None:
     """Check that ``out``'s parent is (or can be made) a folder we can write in, by creating
     and removing a temporary file there; ``OSError`` with the reason otherwise."""
     parent = out.parent
     if parent.exists() and not parent.is_dir():
         raise NotADirectoryError(f"cannot write {out}: {parent} is not a folder")
+    model = enclosing_model_dir(out)
+    if model is not None:
+        raise IsADirectoryError(f"cannot write {out}: it is inside the model folder {model}, "
+                                "whose files are checked on load (an extra or replaced file "
+                                "would make the model refuse to load); write outside it")
     try:
         parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{out.name}.check-", dir=parent)

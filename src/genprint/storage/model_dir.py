@@ -347,6 +347,14 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
                 f"{folder}: no such folder, but a save that was replacing it left the previous "
                 f"model in {old[-1]}; if no save of it is running, it was killed: rename that "
                 f"folder to {folder.name} to use the previous model")
+        if folder.exists():
+            raise ModelFormatError(f"{folder}: not a model directory (a file, not a folder)")
+        partial = [p for p in _leftovers(folder) if ".tmp-" in p.name]
+        if partial:
+            raise ModelFormatError(
+                f"{folder}: no such folder; a save of it left {partial[-1].name} beside it, a "
+                "model being written: if no save of it is running, the save was killed and "
+                "that folder is incomplete (delete it and save again)")
         raise ModelFormatError(f"{folder}: not a model directory (no such folder)")
     if not card_path.is_file():
         raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")

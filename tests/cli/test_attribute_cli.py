@@ -276,6 +276,24 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     other = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
                                 "--resume"])
     assert other.exit_code == 2 and "another model" in other.output
+    # rows of files that are not among the inputs, or a row cut short, are not resumed
+    (tmp_path / "stopped.partial.csv").write_text((tmp_path / "r.csv").read_text(
+        encoding="utf-8"), encoding="utf-8")  # alpha's rows and another file's
+    other = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
+                                "--resume"])
+    said = " ".join(other.output.split())
+    assert other.exit_code == 2 and "1 row(s) for files that are not among the inputs" in said
+    text = (tmp_path / "r.csv").read_text(encoding="utf-8")
+    lines = [line for line in text.splitlines(keepends=True)
+             if "00.png" not in line or "alpha" not in line]
+    cut = "".join(lines[:3])
+    (tmp_path / "stopped.partial.csv").write_text(cut[: cut.rstrip().rfind(",") - 30],
+                                                  encoding="utf-8")
+    other = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target),
+                                "--resume"])
+    said = " ".join(other.output.split())
+    assert other.exit_code == 2 and "incomplete row(s)" in said, other.output
+    assert not target.exists()
     (tmp_path / "stopped.partial.csv").write_text("from an earlier run", encoding="utf-8")
     monkeypatch.setattr(BaselineAttributor, "attribute_arrays", interrupted)
     calls.clear()

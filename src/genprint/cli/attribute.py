@@ -109,7 +109,7 @@ def attribute(
         console.print(f"note: {not_images} file(s) in the folders have no image extension "
                       "and were left out; name a file explicitly to have it read whatever its "
                       "extension")
-    done_rows = _rows_to_resume(out, attributor) if resume else []
+    done_rows = _rows_to_resume(out, attributor, paths) if resume else []
     if done_rows:
         done = {r.path for r in done_rows}
         paths = [p for p in paths if str(p) not in done and printable(str(p)) not in done]
@@ -212,9 +212,10 @@ def _ray_rows(model: Path, paths: list[Path], attributor: object, address: str |
         plugins=loaded_plugin_specs(), on_progress=on_progress)
 
 
-def _rows_to_resume(out: Path | None, attributor: object) -> list:
-    """The rows of the interrupted run to resume (``--resume``), checked to come from this
-    model; none (with a note) when there is no partial file."""
+def _rows_to_resume(out: Path | None, attributor: object, paths: list[Path]) -> list:
+    """The rows of the interrupted run to resume (``--resume``), checked to be whole rows of
+    this model for files among ``paths`` (the inputs); none (with a note) when there is no
+    partial file."""
     from genprint.results import read_results
 
     if out is None:
@@ -237,7 +238,27 @@ def _rows_to_resume(out: Path | None, attributor: object) -> list:
                       f"(model_sha256 {min(others)[:12]}…, this one "
                       f"{(current or 'unsaved')[:12]}…); answers of two models would be mixed")
         raise typer.Exit(2)
+    damaged = [r for r in rows if r.model_sha256 is None or not _is_digest(r.sha256)]
+    if damaged:
+        console.print(f"[red]error:[/red] {esc(str(partial))} holds {len(damaged)} incomplete "
+                      f"row(s) (first: {esc(damaged[0].path)}: no model_sha256, or a sha256 "
+                      "that is not one); it was not written by an interrupted run as it is. "
+                      "Delete it to start from the first file")
+        raise typer.Exit(2)
+    given = {str(p) for p in paths} | {printable(str(p)) for p in paths}
+    strangers = [r for r in rows if r.path not in given]
+    if strangers:
+        console.print(f"[red]error:[/red] {esc(str(partial))} holds {len(strangers)} row(s) "
+                      f"for files that are not among the inputs (first: "
+                      f"{esc(strangers[0].path)}); resume with the inputs of the interrupted "
+                      "run, or delete it to start from the first file")
+        raise typer.Exit(2)
     return rows
+
+
+def _is_digest(value: str | None) -> bool:
+    """Whether ``value`` is absent (a file whose bytes could not be read) or a hex sha256."""
+    return value is None or (len(value) == 64 and all(c in "0123456789abcdef" for c in value))
 
 
 def _answer(row: Attribution) -> str:

@@ -69,3 +69,19 @@ def test_unusable_paths_are_reported_per_file(tmp_path: Path) -> None:
     manifest = tmp_path / "m.csv"
     manifest.write_text("path,source\n" + "".join(f"{p},a\n" for p in paths))
     assert len(read_manifest(manifest).missing()) == 3
+
+
+def test_images_of_one_colour_are_refused_for_learning_only(tmp_path: Path) -> None:
+    flat = tmp_path / "flat.png"
+    Image.new("RGB", (40, 30), (9, 90, 200)).save(flat)
+    busy = tmp_path / "busy.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (30, 40, 3), np.uint8)).save(busy)
+    plain = list(iter_images([flat, busy]))
+    assert plain[0].ok and plain[1].ok  # attribution refuses it in its own step
+    strict = list(iter_images([flat, busy], refuse_uniform=True))
+    assert not strict[0].ok and strict[0].pixels.code == "no_content"  # type: ignore[union-attr]
+    assert strict[0].sha256 == plain[0].sha256 == hashlib.sha256(flat.read_bytes()).hexdigest()
+    assert strict[1].ok
+    _, kept, errors = load_items([flat, busy])  # training and enrolment readers
+    assert kept == [1] and [(p, e.code) for p, e in errors] == [(flat, "no_content")]
+    assert "no trace" in errors[0][1].reason

@@ -181,3 +181,14 @@ def test_a_model_with_decomposed_source_names_reads_them_composed(tmp_path: Path
     card["classes"] = ["a", "bu\u0308"]  # as a model trained on macOS folder names kept them
     rewrite_card(out / "card.json", card)
     assert load_attributor(out).classes_ == ["a", "b\u00fc"]  # as data is read now
+
+
+def test_an_image_of_one_colour_is_left_out_of_training(tmp_path: Path) -> None:
+    train = _items(tmp_path, "a", 6, 48, "train", 2) + _items(tmp_path, "b", 6, 48, "train", 3)
+    val = _items(tmp_path, "a", 3, 48, "val", 2) + _items(tmp_path, "b", 3, 48, "val", 3)
+    Image.new("RGB", (48, 48), (128, 128, 128)).save(tmp_path / "grey.png")
+    train.append(Item(tmp_path / "grey.png", "a", "train"))
+    model = BaselineAttributor()
+    errors = fit_on_items(model, train, val)
+    assert [(p.name, e.code) for p, e in errors] == [("grey.png", "no_content")]
+    assert model.training_info_["n_train"] == 12

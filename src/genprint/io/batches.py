@@ -10,6 +10,7 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from genprint.io.content import NO_CONTENT_REASON, is_uniform
 from genprint.io.images import AnimatedPolicy, ImageError, read_image_with_info
 
 R = TypeVar("R")
@@ -71,9 +72,15 @@ def iter_images(
     min_size: int | tuple[int, int] = 1,
     animated: AnimatedPolicy = "refuse",
     max_pixels: int | None = None,
+    refuse_uniform: bool = False,
 ) -> Iterator[LoadResult]:
     """Yield a :class:`LoadResult` ``(path, pixels or ImageError, sha256)`` for every path, in
     input order (``sha256`` of the file's bytes, None when they could not be read).
+
+    With ``refuse_uniform``, an image that one colour covers (:func:`genprint.io.content.
+    is_uniform`) is an ``ImageError`` with code ``no_content``: it has no trace to learn from
+    (readers of training and enrolment images; attribution refuses such an image in its own
+    step, after the same check).
 
     ``workers=None`` picks the thread count with :func:`auto_workers`. Files are read and
     decoded by a small thread pool (Pillow releases the GIL while decoding), in chunks of up
@@ -92,9 +99,13 @@ def iter_images(
     def load(p: str | os.PathLike[str]) -> LoadResult:
         try:
             pixels, info = read_image_with_info(p, **kwargs)  # type: ignore[arg-type]
-            return LoadResult(Path(p), pixels, info.sha256, info.notes)
         except ImageError as exc:
             return LoadResult(Path(p), exc, exc.sha256)
+        if refuse_uniform and is_uniform(pixels):
+            err = ImageError("no_content", NO_CONTENT_REASON, os.fsdecode(p))
+            err.sha256 = info.sha256
+            return LoadResult(Path(p), err, info.sha256, info.notes)
+        return LoadResult(Path(p), pixels, info.sha256, info.notes)
 
     if workers <= 1:
         for p in paths:
@@ -122,17 +133,20 @@ def load_items(
     *,
     min_size: int | tuple[int, int] = 1,
     workers: int | None = None,
+    refuse_uniform: bool = True,
 ) -> tuple[list[np.ndarray], list[int], list[tuple[Path, ImageError]]]:
-    """Load images for training or evaluation.
+    """Load images for training or enrolment.
 
     Returns the decoded images, the index in ``paths`` of each, and ``(path, error)`` for every
     file that could not be used — so callers can report them and carry on with the rest.
+    Images of one colour are refused (``no_content``) unless ``refuse_uniform`` is False.
     """
     images: list[np.ndarray] = []
     kept: list[int] = []
     errors: list[tuple[Path, ImageError]] = []
     for idx, (path, loaded, *_) in enumerate(iter_images(paths, workers=workers,
-                                                         min_size=min_size)):
+                                                         min_size=min_size,
+                                                         refuse_uniform=refuse_uniform)):
         if isinstance(loaded, ImageError):
             errors.append((path, loaded))
         else:

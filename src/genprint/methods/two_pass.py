@@ -139,8 +139,8 @@ def local_passes(model: ProbeAttributor, min_size: int, on_read: Progress | None
     def read(paths: Sequence[Path]) -> list[FileRead]:
         out = []
         room = keep_bytes
-        for path, loaded in zip(paths, iter_images(list(paths), min_size=min_size),
-                                strict=True):
+        for path, loaded in zip(paths, iter_images(list(paths), min_size=min_size,
+                                                   refuse_uniform=True), strict=True):
             if loaded.ok:
                 pixels: np.ndarray = loaded.pixels  # type: ignore[assignment]
                 key = fingerprint(pixels)

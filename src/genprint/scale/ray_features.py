@@ -107,7 +107,7 @@ def _iter_read(files: list[str], settings: _ReadSettings) -> Iterator[LoadResult
 
     readers = 1 if settings.cpus <= 1 else min(settings.cpus, auto_workers(files))
     return iter_images(files, workers=readers, min_size=settings.min_size,
-                       max_pixels=settings.max_pixels)
+                       max_pixels=settings.max_pixels, refuse_uniform=True)
 
 
 def _start(settings: _ReadSettings) -> Exception | None:
@@ -297,7 +297,8 @@ def _file_reads(rows: Sequence[dict[str, Any]], paths: Sequence[Path],
 
     recheck = [k for k, r in enumerate(rows) if r["error_code"] in NODE_ERRORS]
     here = dict(zip(recheck, iter_images([paths[k] for k in recheck], min_size=read.min_size,
-                                         max_pixels=read.max_pixels), strict=True))
+                                         max_pixels=read.max_pixels, refuse_uniform=True),
+                    strict=True))
     out = []
     for k, (row, path) in enumerate(zip(rows, paths, strict=True)):
         if row["error_code"] is None:

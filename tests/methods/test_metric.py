@@ -447,3 +447,23 @@ def test_fit_and_enroll_refuse_images_that_are_not_rgb_uint8() -> None:
         model.enroll([images[0], floats[1], images[2]], "newcomer")
     assert "newcomer" not in model.classes_
     np.testing.assert_array_equal(model.references_, before)
+
+
+def test_enrolment_refuses_pictures_the_model_already_holds(model: MetricAttributor,
+                                                           data: dict) -> None:
+    from genprint.io.fingerprint import fingerprints
+    from genprint.methods.metric import EnrolmentConflict
+
+    m = copy.deepcopy(model)
+    m.training_fingerprints_ = fingerprints(data["train"][0])  # as a fit on files keeps them
+    rng = np.random.default_rng(11)
+    new = [textured(rng, 32, 32, 5) for _ in range(4)]
+    before = (m.classes_[:], m.references_.copy())
+    with pytest.raises(EnrolmentConflict, match=r"1 of the 5 enrolment image\(s\) \(first: "
+                                                r"image 2\) have the same pixels") as err:
+        m.enroll([*new[:2], data["train"][0][3].copy(), *new[2:]], "p5")
+    assert err.value.indices == [2]
+    assert m.classes_ == before[0] and np.array_equal(m.references_, before[1])
+    m.enroll(new, "p5")  # the new pictures alone
+    with pytest.raises(EnrolmentConflict):  # and now they are the model's too
+        m.enroll(new[:2], "p5-again")

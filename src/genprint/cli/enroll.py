@@ -61,13 +61,25 @@ def enroll_cmd(
         paths = scan.paths
         if scan.repeated:
             console.print(f"note: {scan.repeated} file(s) named more than once are read once")
-        loaded, _, errors = load_items(paths, min_size=attributor.min_size)
+        loaded, kept, errors = load_items(paths, min_size=attributor.min_size)
         report_bad_files(errors)
         if not loaded:
             console.print("[red]error:[/red] none of the images could be used")
             raise typer.Exit(1)
+        from genprint.methods.metric import EnrolmentConflict
+
         try:
             record = attributor.enroll(loaded, source, separator=separator)
+        except EnrolmentConflict as exc:
+            named = [paths[kept[i]] for i in exc.indices]
+            shown = ", ".join(esc(str(p)) for p in named[:5])
+            more = f" and {len(named) - 5} more" if len(named) > 5 else ""
+            console.print(f"[red]error:[/red] {len(named)} of the {len(loaded)} image(s) are "
+                          "pictures the model was fitted on or has enrolled (the same pixels), "
+                          f"each already one of its sources: {shown}{more}. One picture cannot "
+                          f"come from two sources; leave them out to enrol {esc(source)}. "
+                          "Nothing was changed")
+            raise typer.Exit(2) from None
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--source") from None
         if separator and record.get("separator", "").startswith("none"):

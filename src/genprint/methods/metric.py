@@ -126,6 +126,16 @@ FORWARD_CHUNK = 16
 """Tiles per network forward at inference (see :meth:`MetricAttributor._embed_tiles`)."""
 
 
+class EnrolmentConflict(ValueError):
+    """Enrolment images that are pictures the model was already fitted on (trained, validated
+    or enrolled), so already labelled as one of its sources; ``indices`` says which of the
+    images given."""
+
+    def __init__(self, indices: list[int], message: str) -> None:
+        super().__init__(message)
+        self.indices = indices
+
+
 def check_rgb_uint8(images: Sequence[np.ndarray], name: str) -> None:
     """Raise ``ValueError`` naming the first of ``images`` that is not an (H, W, 3) uint8 array
     (``name``: which images, for the message). Files read by :mod:`genprint.io.images` always
@@ -550,6 +560,15 @@ class MetricAttributor(Attributor):
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
         check_rgb_uint8(images, "enrolment")
+        fitted_on = self._fitted_on()
+        known = [] if fitted_on is None else [i for i, img in enumerate(images)
+                                              if img in fitted_on]
+        if known:
+            raise EnrolmentConflict(known, (
+                f"{len(known)} of the {len(images)} enrolment image(s) (first: image "
+                f"{known[0]}) have the same pixels as pictures this model was fitted on or "
+                f"enrolled, each already one of its sources ({', '.join(self.classes_)}): one "
+                f"picture cannot come from two sources; leave them out to enrol {source!r}"))
         model_before = getattr(self, "model_sha256_", None)
         first: dict[bytes, np.ndarray] = {}  # a picture given twice counts once
         for img in images:

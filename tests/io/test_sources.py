@@ -124,6 +124,7 @@ def test_scan_reads_each_file_once_and_counts_what_it_left_out(tmp_path: Path) -
     assert [p.name for p in scan.paths] == ["a.png", "x.png"]  # where each first appears
     assert scan.repeated == 3  # a.png in d, a.png named again, x.png through its link
     assert scan.not_images == 2  # carved (reached twice, counted once) and notes.txt
+    assert sorted(p.name for p in scan.not_image_examples) == ["carved", "notes.txt"]
     # the Python API keeps one entry per input file, repeats included (results line up)
     again = scan_inputs([tmp_path / "d" / "ext" / "a.png", tmp_path / "d" / "ext" / "a.png"])
     assert len(again) == 2

@@ -96,19 +96,22 @@ def attribute(
                           f"{attributor.max_tiles}; the model's hash (model_sha256) does not "
                           "record this setting, so keep it with the results")
         attributor.max_tiles = max_tiles
-    paths, repeated, not_images = scan_inputs_report(inputs)
+    scan = scan_inputs_report(inputs)
+    paths, repeated, not_images = scan.paths, scan.repeated, scan.not_images
+    examples = ", ".join(esc(str(p)) for p in scan.not_image_examples)
+    more = ", ..." if not_images > len(scan.not_image_examples) else ""
     if not paths:
         console.print("[red]error:[/red] no image files found in the inputs"
-                      + (f" ({not_images} file(s) without an image extension)" if not_images
-                         else ""))
+                      + (f" ({not_images} file(s) without an image extension: {examples}{more})"
+                         if not_images else ""))
         raise typer.Exit(2)
     if repeated:
         console.print(f"note: {repeated} path(s) name a file already among the inputs "
                       "(overlapping folders or links): each file is attributed once")
     if not_images:
         console.print(f"note: {not_images} file(s) in the folders have no image extension "
-                      "and were left out; name a file explicitly to have it read whatever its "
-                      "extension")
+                      f"and were left out ({examples}{more}); name a file explicitly to have it "
+                      "read whatever its extension")
     done_rows = _rows_to_resume(out, attributor, paths) if resume else []
     if done_rows:
         done = {r.path for r in done_rows}

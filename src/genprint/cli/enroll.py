@@ -38,7 +38,7 @@ def enroll_cmd(
     estimate of the recall to expect. An overlap check says which share of the model's stored
     images of its other sources the new source would take."""
     import genprint
-    from genprint.cli.train import report_bad_files
+    from genprint.cli.train import report_bad_files, skipped_rows
     from genprint.io.batches import load_items
     from genprint.io.sources import scan_inputs_report
     from genprint.storage.model_dir import ModelFormatError, model_lock
@@ -87,6 +87,7 @@ def enroll_cmd(
                           f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
         attributor.save(target, overwrite=True)
     summary = {"model": str(out if out is not None else model), **record, "n_skipped": len(errors),
+               "skipped": skipped_rows(errors),
                "classes": list(attributor.classes_)}
     if json_out:
         print_json(summary)

@@ -14,14 +14,23 @@ train_app = typer.Typer(help="Train an attributor on labelled images.", no_args_
 
 
 def report_bad_files(errors: list, limit: int = 10) -> None:
-    """Print the files that could not be used, with their reasons (first ``limit``)."""
+    """Print the files that could not be used, with their reasons: all of them up to
+    ``limit`` + 5, else the first ``limit`` (``--json``'s ``skipped`` lists every one)."""
     if not errors:
         return
     console.print(f"[yellow]{len(errors)} file(s) skipped:[/yellow]")
-    for path, err in errors[:limit]:
+    shown = errors if len(errors) <= limit + 5 else errors[:limit]
+    for path, err in shown:
         console.print(f"  {esc(str(path))}: {esc(str(err.reason))}")
-    if len(errors) > limit:
-        console.print(f"  ... and {len(errors) - limit} more")
+    if len(errors) > len(shown):
+        console.print(f"  ... and {len(errors) - len(shown)} more (`--json` lists every one "
+                      "under skipped)")
+
+
+def skipped_rows(errors: list) -> list[dict[str, str]]:
+    """The files that could not be used, for a ``--json`` summary: path, error code, reason."""
+    return [{"path": str(path), "error_code": err.code, "reason": err.reason}
+            for path, err in errors]
 
 
 def report_data_warnings(model: object) -> None:
@@ -198,6 +207,7 @@ def train_baseline(
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         **{k: model.training_info_.get(k) for k in ("n_train", "n_val", "n_skipped", "protocol",
                                                     "warnings")},
+        "skipped": skipped_rows(errors),
     }
     if json_out:
         print_json(summary)

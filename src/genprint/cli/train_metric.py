@@ -22,6 +22,7 @@ from genprint.cli.train import (
     no_training_images,
     report_bad_files,
     report_data_warnings,
+    skipped_rows,
     sources_phrase,
     train_app,
     training_items,
@@ -164,6 +165,7 @@ def train_metric_cmd(
                                     "reference_points", "residual_weight", "augment",
                                     "train_seconds",
                                     "val_closed_set_accuracy", "warnings")},
+        "skipped": skipped_rows(errors),
     }
     if json_out:
         print_json(summary)

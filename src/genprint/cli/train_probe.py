@@ -29,6 +29,7 @@ from genprint.cli.train import (
     no_training_images,
     report_bad_files,
     report_data_warnings,
+    skipped_rows,
     sources_phrase,
     train_app,
     training_items,
@@ -189,6 +190,7 @@ def train_probe_cmd(
         "thresholds": dict(zip(model.classes_, map(float, model.thresholds_), strict=True)),
         **{k: info.get(k) for k in ("n_train", "n_val", "n_skipped", "n_train_used", "protocol",
                                     "val_accuracy", "val_loso_auroc", "warnings")},
+        "skipped": skipped_rows(errors),
         "layers": rows,
     }
     if json_out:

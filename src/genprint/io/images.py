@@ -232,7 +232,8 @@ def _check_png_crcs(data: bytes) -> bool:
         kind = data[pos + 4 : pos + 8]
         stop = pos + 8 + length
         if stop + 4 > end:
-            raise ImageError("truncated", f"file is truncated inside PNG chunk {kind!r}")
+            raise ImageError("truncated", "file is truncated inside PNG chunk "
+                             f"{kind.decode('latin-1', 'replace')}")
         stored = int.from_bytes(data[stop : stop + 4], "big")
         if zlib.crc32(data[pos + 4 : stop]) & 0xFFFFFFFF != stored:
             name = kind.decode("latin-1", "replace")
@@ -378,7 +379,10 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
         except (OSError, SyntaxError, ValueError, EOFError) as exc:
             message = str(exc)
             if "truncated" in message.lower() or isinstance(exc, EOFError):
-                raise ImageError("truncated", f"file is truncated: {message}") from None
+                detail = message.removeprefix("image file is truncated").strip(" :")
+                glue = " " if detail.startswith("(") else ": "
+                raise ImageError("truncated", "file is truncated" + (glue + detail if detail
+                                                                     else "")) from None
             raise ImageError("corrupt", f"cannot decode image data: {message}") from None
         pixels, notes = _to_rgb8(img, deep)
         if orientation not in (None, 1):

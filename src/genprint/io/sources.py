@@ -180,6 +180,8 @@ class Scan(NamedTuple):
     folders, a file also inside a given folder, links)."""
     not_images: int
     """Files inside the given folders left out for their extension (not hidden ones)."""
+    not_image_examples: tuple[Path, ...] = ()
+    """The first few of those files (at most 3), to name them."""
 
 
 def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]], *, unique: bool = True) -> Scan:
@@ -204,7 +206,8 @@ def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]], *, unique: bool
                 continue
             seen.add(key)
             paths.append(f)
-    return Scan(paths, repeated, len(left_out - seen))
+    others = sorted(left_out - seen)
+    return Scan(paths, repeated, len(others), tuple(Path(p) for p in others[:3]))
 
 
 def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:

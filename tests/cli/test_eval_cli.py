@@ -225,7 +225,7 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     [row] = metrics["unreadable_test"]
     assert row["path"].endswith(f"gan-a/{broken.name}") and row["error_code"] == "truncated"
     page = report.read_text(encoding="utf-8")
-    assert "test files that could not be read (left out)" in page and broken.name in page
+    assert "test files that could not be used (left out)" in page and broken.name in page
     gone = bench / "gan-b" / f"{SPLITS.index('test'):02d}.png"  # a missing test file is
     gone.unlink()  # counted apart from the unreadable one, not lumped in with it
     out = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench)])
@@ -493,8 +493,12 @@ def test_eval_data_with_links_copies_and_a_link_loop(world: dict[str, Path],
     # copies of one file: counted once per copy, and named when their labels differ
     shutil.copy(data / "real" / "0.png", data / "gan-a" / "copy-of-real.png")
     shutil.copy(data / "gan-b" / "1.png", data / "gan-b" / "again.png")
-    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-"])
+    out = runner.invoke(app, ["eval", str(world["all"]), "--data", str(data), "--json", "-",
+                              "--report", str(tmp_path / "r.html")])
     assert out.exit_code == 0, out.output
+    page = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "test files that copy another (same bytes; each counted)" in page
+    assert page.count("a copy under two or more labels") == 2
     metrics = json.loads(out.stdout)
     assert metrics["n_test_copies"] == 2 and metrics["n_known_test"] == 14
     assert sorted(Path(p).name for p in metrics["test_copies_with_other_labels"]) == [

@@ -142,6 +142,35 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     again = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3", "--out", str(copy),
                                 *few])
     assert again.exit_code == 2 and "exists" in again.output
+    # pictures the model holds (a training image, an enrolled one) stop the enrolment, named;
+    # a file of one colour is skipped with the others that cannot be used, and listed in --json
+    from PIL import Image
+
+    card_bytes = (model / "card.json").read_bytes()
+    import csv
+
+    with open(bench / "manifest.csv", newline="", encoding="utf-8") as fh:
+        training_image = bench / next(r["path"] for r in csv.DictReader(fh)
+                                      if r["split"] == "train" and r["source"] == "real")
+    gen_c = sorted((bench / "images" / "gen-c").glob("*.png"))
+    held = runner.invoke(app, ["enroll", str(model), "--source", "gen-d", str(training_image),
+                               str(gen_c[6]), *map(str, gen_c[13:15])],  # gen_c[6]: in gen-c2
+                         env={"COLUMNS": "300"})
+    said = " ".join(held.output.split())
+    assert held.exit_code == 2 and "2 of the 4 image(s) are pictures the model" in said
+    assert str(training_image) in said and str(gen_c[6]) in said
+    assert "Nothing was changed" in said and (model / "card.json").read_bytes() == card_bytes
+    Image.new("RGB", (40, 40), (20, 30, 40)).save(tmp_path / "flat.png")
+    rest = [str(p) for p in sorted((bench / "images" / "gen-c").glob("*.png"))[13:16]]
+    skipped = invoke("enroll", str(model), "--source", "gen-d", "--out", str(tmp_path / "md"),
+                     str(tmp_path / "flat.png"), *rest)
+    assert skipped["n_images"] == 3 and skipped["n_skipped"] == 1
+    assert [(Path(r["path"]).name, r["error_code"]) for r in skipped["skipped"]] == [
+        ("flat.png", "no_content")]
+    inside = runner.invoke(app, ["attribute", str(model), rest[0], "--out",
+                                 str(model / "results.csv")])
+    assert inside.exit_code == 2 and "inside the model folder" in " ".join(inside.output.split())
+    assert (model / "card.json").read_bytes() == card_bytes and genprint.load(model)
 
 
 def test_train_metric_from_scratch_with_data(tmp_path: Path, toy_sources: Path) -> None:

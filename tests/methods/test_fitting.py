@@ -192,3 +192,6 @@ def test_an_image_of_one_colour_is_left_out_of_training(tmp_path: Path) -> None:
     errors = fit_on_items(model, train, val)
     assert [(p.name, e.code) for p, e in errors] == [("grey.png", "no_content")]
     assert model.training_info_["n_train"] == 12
+    from genprint.io.fingerprint import dataset_digest  # the data check leaves it out too
+
+    assert dataset_digest([*train, *val]) == model.training_info_["data_digest"]

@@ -253,6 +253,18 @@ def test_eval_with_ray_gives_the_local_figures(local_ray: None, world: World,
     local_rows, ray_rows = _csv_rows(tmp_path / "local.csv"), _csv_rows(tmp_path / "ray.csv")
     assert len(ray_rows) == 23
     assert_same_flat_rows(ray_rows, local_rows)
+    # a manifest whose row names a folder: one unusable file on both paths (not its contents)
+    with open(data / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        fh.write("path,source\nalpha/new0.png,alpha\nbeta/new1.png,beta\ndelta,delta\n"
+                 "delta/new2.png,delta\n")
+    figures = {}
+    for name, extra in (("local", []), ("ray", ["--ray", "--ray-actors", "1"])):
+        out = runner.invoke(app, ["eval", str(world.model), "--data", str(data), "--json", "-",
+                                  *extra])
+        assert out.exit_code == 0, out.output
+        figures[name] = json.loads(out.stdout)
+    assert_same_metrics(figures["ray"], figures["local"])
+    assert [Path(u["path"]).name for u in figures["ray"]["unreadable_test"]] == ["delta"]
 
 
 def test_eval_with_ray_refuses_what_it_cannot_do(world: World) -> None:

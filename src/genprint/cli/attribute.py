@@ -234,33 +234,34 @@ def _rows_to_resume(out: Path | None, attributor: object, paths: list[Path]) -> 
     except ValueError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
+    damaged = [r for r in rows if not (r.model_sha256 and _is_digest(r.model_sha256))
+               or not _is_digest(r.sha256)]
+    if damaged:
+        console.print(f"[red]error:[/red] {esc(str(partial))} holds {len(damaged)} incomplete "
+                      f"row(s) (first: {esc(damaged[0].path)}: its model_sha256 or sha256 is "
+                      "missing or cut short); it is not the file an interrupted run left. "
+                      "Delete it to start from the first file")
+        raise typer.Exit(2)
     current = getattr(attributor, "model_sha256_", None)
-    others = {r.model_sha256 for r in rows if r.model_sha256} - {current}
+    others = {r.model_sha256 for r in rows} - {current}
     if others:
         console.print(f"[red]error:[/red] {esc(str(partial))} was made by another model "
                       f"(model_sha256 {min(others)[:12]}…, this one "
                       f"{(current or 'unsaved')[:12]}…); answers of two models would be mixed")
         raise typer.Exit(2)
-    damaged = [r for r in rows if r.model_sha256 is None or not _is_digest(r.sha256)]
-    if damaged:
-        console.print(f"[red]error:[/red] {esc(str(partial))} holds {len(damaged)} incomplete "
-                      f"row(s) (first: {esc(damaged[0].path)}: no model_sha256, or a sha256 "
-                      "that is not one); it was not written by an interrupted run as it is. "
-                      "Delete it to start from the first file")
-        raise typer.Exit(2)
     given = {str(p) for p in paths} | {printable(str(p)) for p in paths}
     strangers = [r for r in rows if r.path not in given]
     if strangers:
-        console.print(f"[red]error:[/red] {esc(str(partial))} holds {len(strangers)} row(s) "
-                      f"for files that are not among the inputs (first: "
-                      f"{esc(strangers[0].path)}); resume with the inputs of the interrupted "
-                      "run, or delete it to start from the first file")
-        raise typer.Exit(2)
+        console.print(f"note: {len(strangers)} row(s) of {esc(str(partial))} are for files that "
+                      f"are not among the inputs (first: {esc(strangers[0].path)}) and are left "
+                      "out of --out")
+        rows = [r for r in rows if r.path in given]
     return rows
 
 
 def _is_digest(value: str | None) -> bool:
-    """Whether ``value`` is absent (a file whose bytes could not be read) or a hex sha256."""
+    """Whether ``value`` is absent (e.g. a file whose bytes could not be read) or a hex
+    sha256."""
     return value is None or (len(value) == 64 and all(c in "0123456789abcdef" for c in value))
 
 

@@ -162,8 +162,9 @@ def evaluate_cmd(
         except (ManifestError, ValueError) as exc:
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
-        except (ModelFormatError, ScaleError) as exc:  # --ray: Ray missing or unreachable, a
-            # worker that cannot load the model or loads another one
+        except (ModelFormatError, ScaleError, RuntimeError) as exc:  # --ray: Ray missing or
+            # unreachable, a worker that cannot load the model or loads another one; a test
+            # file that changed between two passes
             console.print(f"[red]error:[/red] {esc(str(exc))}")
             raise typer.Exit(2) from None
     metrics = {**run.metrics, **extra}
@@ -198,7 +199,7 @@ def _ray_answers(model: Path, attributor: Any, address: str | None, actors: int)
         return iter_attributions(
             model, paths, address=address, actors=actors,
             expected_model_sha256=getattr(attributor, "model_sha256_", None),
-            plugins=loaded_plugin_specs(), on_progress=on_progress)
+            plugins=loaded_plugin_specs(), on_progress=on_progress, expand_folders=False)
 
     return answers
 

@@ -34,7 +34,7 @@ def pretrain_camera_cmd(
     """Train the forensic CNN to tell the bench's camera models apart; save the checkpoint that
     `genprint train metric --init camera` starts from."""
     from genprint.backbones.forensic_cnn import ForensicCNNConfig
-    from genprint.cli.train import report_bad_files, training_items
+    from genprint.cli.train import report_bad_files, skipped_rows, training_items
     from genprint.io.batches import load_items
     from genprint.methods.camera_pretrain import pretrain_camera, save_camera_checkpoint
 
@@ -62,7 +62,8 @@ def pretrain_camera_cmd(
     save_camera_checkpoint(result, out, overwrite=overwrite,
                            provenance={"bench": str(bench), "n_skipped": len(tr_err + va_err)})
     summary = {"out": str(out), "cameras": result.cameras,
-               "architecture": config.to_dict(), **result.info}
+               "architecture": config.to_dict(), **result.info,
+               "skipped": skipped_rows(tr_err + va_err)}
     if json_out:
         print_json(summary)
     else:

@@ -137,7 +137,7 @@ class _TestSet:
     kept: list[int] | None = None
     """Indices into ``items`` of the files that could be used; known after the first pass."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
-    """Test files that could not be read (left out): path, error code and reason."""
+    """Test files that could not be used (left out): path, error code and reason."""
     cache: list[np.ndarray] | None = None
     """The kept images, when they fit in :data:`KEEP_PIXELS`."""
     sha256: dict[int, str | None] = field(default_factory=dict)
@@ -185,7 +185,7 @@ class _TestSet:
     def _first_pass(self, size: int, on_skip: Callable[[int], None] | None
                     ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         kept: list[int] = []
-        errors: list[tuple[int, Path, ImageError]] = []
+        errors: list[tuple[int, str, str]] = []  # index, error code, reason
         cache: list[np.ndarray] | None = [] if self.keep else None
         pixels = 0
 

@@ -159,7 +159,7 @@ def _summary(run: EvaluationRun) -> str:
                  ""))
     rows.append(("genprint version", [str(m.get("genprint_version"))], ""))
     unreadable = m.get("unreadable_test") or []
-    rows.append(("test files that could not be read (left out)", [str(len(unreadable))], ""))
+    rows.append(("test files that could not be used (left out)", [str(len(unreadable))], ""))
     rows += [(f"  {u['path']}", [f"{u['error_code']}: {u['reason']}"], "")
              for u in unreadable[:20]]
     seen = m.get("test_seen_in_training")
@@ -167,6 +167,11 @@ def _summary(run: EvaluationRun) -> str:
         rows.append(("test images the model was fitted on (same pixels)", [str(len(seen))], ""))
         rows += [(f"  {path}", ["seen in training, validation or enrolment"], "")
                  for path in seen[:20]]
+    if m.get("n_test_copies"):
+        rows.append(("test files that copy another (same bytes; each counted)",
+                     [str(m["n_test_copies"])], ""))
+        rows += [(f"  {path}", ["a copy under two or more labels"], "")
+                 for path in (m.get("test_copies_with_other_labels") or [])[:20]]
     return "<h2>Summary</h2>" + _table("summary", ["metric", "value"], rows)
 
 

@@ -103,14 +103,14 @@ def data_digest(keys: Sequence[bytes], sources: Sequence[str], splits: Sequence[
 
 def dataset_digest(items: Sequence[Item], min_size: int = 1) -> str:
     """:func:`data_digest` of labelled items (each with a source and a split), reading every
-    image; files that cannot be read, or are smaller than ``min_size`` (the method's
-    ``min_size``), are left out, as training leaves them out. E.g. for the training and
-    validation items a model was fitted on."""
+    image; files that cannot be read, are smaller than ``min_size`` (the method's
+    ``min_size``) or of one colour are left out, as training leaves them out. E.g. for the
+    training and validation items a model was fitted on."""
     from genprint.io.batches import iter_images
 
     keys, sources, splits = [], [], []
-    for item, result in zip(items, iter_images([i.path for i in items], min_size=min_size),
-                            strict=True):
+    for item, result in zip(items, iter_images([i.path for i in items], min_size=min_size,
+                                               refuse_uniform=True), strict=True):
         if not isinstance(result.pixels, ImageError):
             keys.append(fingerprint(result.pixels))
             sources.append(str(item.source))

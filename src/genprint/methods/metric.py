@@ -71,6 +71,7 @@ from genprint.backbones.forensic_cnn import (
     patches_to_tensor,
     state_tensors,
 )
+from genprint.io.content import NO_CONTENT_REASON, is_uniform
 from genprint.io.crops import tiles
 from genprint.io.fingerprint import as_rows, fingerprint
 from genprint.io.images import is_rgb8
@@ -560,6 +561,10 @@ class MetricAttributor(Attributor):
         if len(images) == 0:
             raise ValueError("enrolment needs at least one image")
         check_rgb_uint8(images, "enrolment")
+        flat = [i for i, img in enumerate(images) if is_uniform(img)]
+        if flat:
+            raise ValueError(f"enrolment image {flat[0]} ({len(flat)} in all) is of one colour: "
+                             f"{NO_CONTENT_REASON}; leave such images out")
         fitted_on = self._fitted_on()
         known = [] if fitted_on is None else [i for i, img in enumerate(images)
                                               if img in fitted_on]

@@ -193,7 +193,7 @@ def _expand(inputs: PathLike | Sequence[PathLike]) -> list[Path]:
 def _plan(model: PathLike, inputs: PathLike | Sequence[PathLike], *, threads: int,
           batch_size: int, animated: AnimatedPolicy, max_tiles: int | None,
           max_pixels: int | None, expected_model_sha256: str | None,
-          plugins: Sequence[str], with_index: bool) -> _Plan:
+          plugins: Sequence[str], with_index: bool, expand_folders: bool = True) -> _Plan:
     """The driver's checks (model card, settings) and file list, before Ray is touched."""
     from genprint.io.images import default_max_pixels
 
@@ -215,7 +215,9 @@ def _plan(model: PathLike, inputs: PathLike | Sequence[PathLike], *, threads: in
         max_pixels=default_max_pixels() if max_pixels is None else max_pixels,
         max_tiles=max_tiles, plugins=tuple(portable_plugin(p) for p in plugins),
         with_index=with_index, versions=runtime_versions())
-    return _Plan(_expand(inputs), settings)
+    files = _expand(inputs) if expand_folders else [
+        Path(p) for p in ([inputs] if isinstance(inputs, str | os.PathLike) else inputs)]
+    return _Plan(files, settings)
 
 
 def _input_rows(paths: Sequence[Path]) -> list[dict[str, Any]]:
@@ -297,6 +299,7 @@ def iter_attributions(
     expected_model_sha256: str | None = None,
     plugins: Sequence[str] = (),
     on_progress: Callable[[int], None] | None = None,
+    expand_folders: bool = True,
     quiet: bool = True,
 ) -> Iterator[Attribution]:
     """:class:`~genprint.results.Attribution` rows computed on Ray, in input order: the rows
@@ -310,6 +313,8 @@ def iter_attributions(
     and no dashboard. A Ray started or connected here is shut down when the iteration ends.
     The other arguments are those of :func:`attribution_dataset`; ``on_progress(n)`` is called
     as rows arrive. ``quiet`` keeps Ray's progress bars and informational logs off the console.
+    ``expand_folders=False`` takes ``inputs`` as the files themselves, one row each (a folder
+    among them is a file that cannot be read), as an evaluation's list of test files needs.
 
     Raises :class:`ModelFormatError` (a bad model, or a worker that cannot load it),
     :class:`ModelMismatchError` (a worker sees another model) and :class:`ScaleError` (Ray
@@ -319,7 +324,7 @@ def iter_attributions(
     plan = _plan(model, inputs, threads=math.floor(cpus_per_actor), batch_size=batch_size,
                  animated=animated, max_tiles=max_tiles, max_pixels=max_pixels,
                  expected_model_sha256=expected_model_sha256, plugins=plugins,
-                 with_index=True)
+                 with_index=True, expand_folders=expand_folders)
     check_pool(actors, cpus_per_actor)
     if not plan.paths:
         return

@@ -95,6 +95,7 @@ def _register_verbs() -> None:
     from genprint.cli import (  # noqa: F401
         attribute,
         bench,
+        calibrate,
         compare,
         demo,
         enroll,

@@ -103,7 +103,7 @@ def _nothing_to_evaluate(reasons: Sequence[str | None]) -> ValueError:
                       "nothing to evaluate")
 
 
-def _image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
+def image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
     """Seed of an image's perturbation: crc32 of its path relative to the benchmark (or to the
     folder of one's own data; the path as given when there is none).
 
@@ -484,7 +484,7 @@ def _load_test_set(attributor: Attributor, bench: str | os.PathLike[str] | Proto
     except ImportError:  # pragma: no cover - world extra not installed
         held_out = []
     fitted_on = attributor.training_fingerprints_
-    return _TestSet(view, chosen, [_image_seed(i, root) for i in chosen], held_out,
+    return _TestSet(view, chosen, [image_seed(i, root) for i in chosen], held_out,
                     attributor.min_size,
                     fitted_on=None if fitted_on is None else PictureSet(fitted_on))
 

@@ -1,0 +1,115 @@
+"""Setting a trained model's thresholds again, from validation images under given conditions.
+
+A model's thresholds are set at training on clean validation images: each source accepts 95%
+of them (:mod:`genprint.methods.thresholds`). Images in the wild are often re-saved (JPEG) or
+processed, which moves their scores away from every source; a threshold set on clean images
+then calls most of them ``unknown`` (``genprint eval --perturb`` measures it). Recalibrating
+applies **the same rule** to the same kind of held-out images, seen under the conditions the
+model will meet (e.g. clean and JPEG 75, pooled): each source's threshold then accepts 95% of
+its validation images under that mix. Nothing else changes — not the network, not the reference
+points, not the decision rule — and the cost is measured the same way: a wider threshold also
+accepts more images of unseen generators. A recalibrated model is a new model (its card records
+the conditions and the previous thresholds; its ``model_sha256`` differs).
+
+Any method whose answers compare ``scores[candidate]`` with ``thresholds_[candidate]``
+(higher = more like; ``metric``, ``baseline``, ``probe``: :attr:`~genprint.methods.base.
+Attributor.thresholds_from_validation`) can be recalibrated; ``invert`` tests a p-value at its
+level α and is refused. Sources without validation images here (e.g. enrolled ones) keep their
+thresholds. ``metric``'s optional unseen-origin rule for ``real`` is not re-applied: under
+recalibration every source gets the plain rule.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from genprint.methods.base import Attributor
+from genprint.methods.thresholds import score_threshold
+
+CHUNK = 256
+"""Images attributed per call when scoring (bounded memory for the method's work arrays)."""
+
+
+def own_scores(attributor: Attributor, images: Sequence[np.ndarray],
+               labels: Sequence[str]) -> dict[str, list[float]]:
+    """Each known source's score for its own images among ``images`` (labels outside the
+    model's classes are ignored; images the model cannot use, e.g. too small, are left out)."""
+    classes = list(attributor.classes_)
+    keep = [i for i, lab in enumerate(labels) if lab in classes]
+    out: dict[str, list[float]] = {c: [] for c in classes}
+    if not keep:
+        return out
+    for start in range(0, len(keep), CHUNK):
+        part = keep[start : start + CHUNK]
+        for i, result in zip(part, attributor.attribute_arrays([images[i] for i in part]),
+                             strict=True):
+            if result.ok:
+                out[labels[i]].append(float(result.scores[labels[i]]))
+    return out
+
+
+def recalibrate(attributor: Attributor, images: Sequence[np.ndarray], labels: Sequence[str],
+                conditions: Sequence[str], *, min_images: int = 1) -> dict[str, Any]:
+    """Set the thresholds of ``attributor``'s sources again from ``images`` (its sources'
+    held-out images, already under ``conditions``, named for the record): see
+    :func:`recalibrate_from_scores`. ValueError if ``images`` and ``labels`` differ in length."""
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    check_recalibratable(attributor)
+    return recalibrate_from_scores(attributor, own_scores(attributor, images, labels),
+                                   conditions, min_images=min_images)
+
+
+def check_recalibratable(attributor: Attributor) -> None:
+    """ValueError for a method whose thresholds do not come from validation images."""
+    if not attributor.thresholds_from_validation:
+        raise ValueError(f"method {attributor.method!r} does not set its thresholds from "
+                         "validation images (invert tests a p-value at its level alpha); there "
+                         "is nothing to recalibrate")
+
+
+def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float]],
+                            conditions: Sequence[str], *, min_images: int = 1
+                            ) -> dict[str, Any]:
+    """Set each source's threshold from ``scores`` (its own held-out images' scores, e.g. from
+    :func:`own_scores` under every condition, pooled) by the training rule at the model's
+    ``target_accept``. A source with fewer than ``min_images`` scores keeps its threshold.
+    Returns the record also appended to ``training_info_["recalibrated"]``: the conditions,
+    per source the images used and the thresholds before and after.
+
+    ValueError for a method whose thresholds do not come from validation images (``invert``)
+    or when no source has scores.
+    """
+    check_recalibratable(attributor)
+    target = float(getattr(attributor, "target_accept", 0.95))
+    before = np.asarray(attributor.thresholds_, dtype=np.float64)
+    after = before.copy()
+    per_source: dict[str, dict[str, Any]] = {}
+    for k, name in enumerate(attributor.classes_):
+        mine = scores.get(name, [])
+        if len(mine) >= min_images:
+            after[k] = score_threshold(np.array(mine), target)
+        per_source[name] = {"n_images": len(mine), "before": float(before[k]),
+                            "after": float(after[k]),
+                            "recalibrated": len(mine) >= min_images}
+    if not any(s["recalibrated"] for s in per_source.values()):
+        raise ValueError(f"none of the model's sources ({', '.join(attributor.classes_)}) has "
+                         f"at least {min_images} image(s) to recalibrate on")
+    record = {"recalibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "model_sha256_before": getattr(attributor, "model_sha256_", None),
+              "conditions": list(conditions), "target_accept": target,
+              "sources": per_source}
+    info = dict(getattr(attributor, "training_info_", {}) or {})
+    unseen = [s for s in info.get("thresholds_for_unseen_origins") or []
+              if per_source.get(s, {}).get("recalibrated")]
+    if unseen:  # metric: these thresholds now follow the plain rule
+        record["unseen_origin_rule_replaced_for"] = unseen
+    attributor.thresholds_ = after
+    attributor.model_sha256_ = None  # no saved model holds these thresholds until saved
+    info["recalibrated"] = [*info.get("recalibrated", []), record]
+    attributor.training_info_ = info
+    return record

@@ -1,0 +1,79 @@
+"""`genprint calibrate`: a model's thresholds set again under given conditions, as a new model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import genprint
+from genprint.cli.app import app
+from tests.cli.test_eval_cli import _make_bench, _train
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("calibrate")
+    bench = _make_bench(root / "bench")
+    return {"bench": bench, "model": _train(bench, "all", root / "model")}
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_calibrate_clean_gives_the_training_thresholds_and_noise_widens_them(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    model, bench = world["model"], world["bench"]
+    before = genprint.load(model)
+    out = runner.invoke(app, ["calibrate", str(model), "--bench", str(bench), "--perturb",
+                              "none", "--out", str(tmp_path / "clean"), "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout)
+    assert record["validation_images_are_the_models"] is True
+    assert record["conditions"] == ["none"] and record["skipped"] == []
+    assert {s["n_images"] for s in record["sources"].values()} == {4}
+    clean = genprint.load(tmp_path / "clean")
+    np.testing.assert_allclose(clean.thresholds_, before.thresholds_, rtol=0, atol=1e-6)
+    assert clean.model_sha256_ != before.model_sha256_  # a new model, with its record
+
+    out = runner.invoke(app, ["calibrate", str(model), "--bench", str(bench), "--perturb",
+                              "none", "--perturb", "noise", "--out", str(tmp_path / "noisy")],
+                        env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    said = _flat(out.output)
+    assert "calibrating on the model's own 12 validation images" in said
+    assert "thresholds recalibrated under none, noise" in said
+    noisy = genprint.load(tmp_path / "noisy")
+    assert (noisy.thresholds_ <= before.thresholds_ + 1e-12).all()
+    assert noisy.training_info_["recalibrated"][-1]["conditions"] == ["none", "noise"]
+    assert genprint.load(model).model_sha256_ == before.model_sha256_  # MODEL left as it was
+    evaluated = runner.invoke(app, ["eval", str(tmp_path / "noisy"), "--bench", str(bench),
+                                    "--json", "-"])
+    assert evaluated.exit_code == 0, evaluated.output
+
+
+def test_calibrate_refuses_bad_uses_before_writing(world: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    model, bench = str(world["model"]), str(world["bench"])
+    cases = [
+        (["--perturb", "jpeg12"], "--perturb"),
+        (["--perturb", "none", "--out", str(Path(model) / "inner")], "inside the model folder"),
+        (["--perturb", "none", "--protocol", "all", "--data", bench], "--protocol"),
+    ]
+    for extra, message in cases:
+        args = ["calibrate", model, "--bench", bench, *extra]
+        if "--out" not in extra:
+            args += ["--out", str(tmp_path / "x")]
+        if "--data" in extra:
+            args.remove("--bench")
+            args.remove(bench)
+        out = runner.invoke(app, args, env={"COLUMNS": "200"})
+        assert out.exit_code == 2 and message in _flat(out.output), (extra, out.output)
+    assert not (tmp_path / "x").exists() and not (Path(model) / "inner").exists()
+    genprint.load(model)

@@ -68,8 +68,9 @@ def check_recalibratable(attributor: Attributor) -> None:
     """ValueError for a method whose thresholds do not come from validation images."""
     if not attributor.thresholds_from_validation:
         raise ValueError(f"method {attributor.method!r} does not set its thresholds from "
-                         "validation images (invert tests a p-value at its level alpha); there "
-                         "is nothing to recalibrate")
+                         "validation images (invert tests a p-value at its level alpha, "
+                         "calibrated by `genprint verify calibrate`); there is nothing to "
+                         "recalibrate")
 
 
 def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float]],

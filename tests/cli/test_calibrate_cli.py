@@ -76,4 +76,31 @@ def test_calibrate_refuses_bad_uses_before_writing(world: dict[str, Path],
         out = runner.invoke(app, args, env={"COLUMNS": "200"})
         assert out.exit_code == 2 and message in _flat(out.output), (extra, out.output)
     assert not (tmp_path / "x").exists() and not (Path(model) / "inner").exists()
+    same = runner.invoke(app, ["calibrate", model, "--bench", bench, "--perturb", "none",
+                               "--out", model, "--overwrite"], env={"COLUMNS": "200"})
+    assert same.exit_code == 2 and "give --out a new directory" in _flat(same.output)
     genprint.load(model)
+
+
+def test_an_older_card_is_checked_by_its_whole_data_digest(world: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    """A card without the validation digest (saved before it was recorded) is checked by the
+    digest of every training and validation picture; other validation images are flagged."""
+    import shutil
+
+    from tests.conftest import rewrite_card
+
+    old = tmp_path / "old"
+    shutil.copytree(world["model"], old)
+    card = json.loads((old / "card.json").read_text())
+    del card["training"]["val_data_digest"]
+    rewrite_card(old / "card.json", card)
+    out = runner.invoke(app, ["calibrate", str(old), "--bench", str(world["bench"]),
+                              "--perturb", "none", "--out", str(tmp_path / "a"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["validation_images_are_the_models"] is True
+    out = runner.invoke(app, ["calibrate", str(world["model"]), "--bench", str(world["bench"]),
+                              "--protocol", "pair", "--perturb", "none", "--out",
+                              str(tmp_path / "b")], env={"COLUMNS": "200"})
+    said = _flat(out.output)
+    assert out.exit_code == 0 and "are not the ones the model was fitted with" in said

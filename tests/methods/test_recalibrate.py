@@ -88,7 +88,7 @@ def test_sources_without_images_keep_their_threshold_and_bad_uses_are_refused(
                          min_images=5)
     assert not record["sources"]["p2"]["recalibrated"]
     assert model.thresholds_[model.classes_.index("p2")] == before[model.classes_.index("p2")]
-    with pytest.raises(ValueError, match="has at least 5 image"):
+    with pytest.raises(ValueError, match="has at least 5 score"):
         recalibrate(model, images[:3], ["p2"] * 3, ["none"], min_images=5)
     with pytest.raises(ValueError, match="labels"):
         recalibrate(model, images[:3], ["p2"] * 2, ["none"])
@@ -99,3 +99,20 @@ def test_sources_without_images_keep_their_threshold_and_bad_uses_are_refused(
 
     with pytest.raises(ValueError, match="nothing to recalibrate"):
         recalibrate(Verifier(), images, labels, ["none"])
+
+
+def test_enrolled_sources_keep_their_threshold(models: dict, data: dict) -> None:
+    model = copy.deepcopy(models["metric"])
+    rng = np.random.default_rng(3)
+    model.enroll([textured(rng, 48, 48, 7) for _ in range(6)], "p7")
+    before = np.array(model.thresholds_, dtype=np.float64)
+    extra = [textured(rng, 48, 48, 7) for _ in range(8)]
+    images, labels = data["val"]
+    record = recalibrate(model, [*images, *extra], [*labels, *["p7"] * 8], ["none"])
+    assert record["sources"]["p7"]["recalibrated"] is False
+    assert "enrolled" in record["sources"]["p7"]["kept_because"]
+    assert model.thresholds_[-1] == before[-1]
+    assert "recalibrated under none" in model.training_info_["threshold_rule"]
+    again = recalibrate(model, images, labels, ["none"])  # twice: one mention in the rule
+    assert model.training_info_["threshold_rule"].count("recalibrated under") == 1
+    assert len(model.training_info_["recalibrated"]) == 2 and again["sources"]["p2"]["recalibrated"]

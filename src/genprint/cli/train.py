@@ -80,6 +80,7 @@ def training_items(
                 dataset = with_split(dataset, (1 - val_fraction, val_fraction, 0.0), seed=seed)
                 info["split"] = (f"drawn per source: {val_fraction:g} for validation "
                                  f"(--val-fraction), seed {seed}")
+                info["split_drawn"] = {"val_fraction": val_fraction, "seed": seed}
             elif unsplit:  # the data has splits: a row without one is not guessed into one
                 console.print(f"note: {unsplit} image(s) without a split are left out (the "
                               "others have one; --val-fraction splits only data without any)")
@@ -138,6 +139,7 @@ def data_provenance(data: Path | None, bench: Path | None, protocol: str,
         "protocol": protocol if bench is not None else None,
         "manifest_sha256": sha256_file(manifest) if manifest is not None else None,
         "split": split.get("split"),
+        "split_drawn": split.get("split_drawn"),
     }
 
 

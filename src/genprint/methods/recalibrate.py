@@ -60,8 +60,16 @@ def recalibrate(attributor: Attributor, images: Sequence[np.ndarray], labels: Se
     if len(images) != len(labels):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     check_recalibratable(attributor)
-    return recalibrate_from_scores(attributor, own_scores(attributor, images, labels),
-                                   conditions, min_images=min_images)
+    record = recalibrate_from_scores(attributor, own_scores(attributor, images, labels),
+                                     conditions, min_images=min_images)
+    count_images(record, labels)
+    return record
+
+
+def count_images(record: dict[str, Any], labels: Sequence[str]) -> None:
+    """Add each source's number of images (``labels`` of the images scored) to ``record``."""
+    for name, entry in record["sources"].items():
+        entry["n_images"] = sum(lab == name for lab in labels)
 
 
 def check_recalibratable(attributor: Attributor) -> None:
@@ -76,41 +84,59 @@ def check_recalibratable(attributor: Attributor) -> None:
 def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float]],
                             conditions: Sequence[str], *, min_images: int = 1
                             ) -> dict[str, Any]:
-    """Set each source's threshold from ``scores`` (its own held-out images' scores, e.g. from
-    :func:`own_scores` under every condition, pooled) by the training rule at the model's
-    ``target_accept``. A source with fewer than ``min_images`` scores keeps its threshold.
-    Returns the record also appended to ``training_info_["recalibrated"]``: the conditions,
-    per source the images used and the thresholds before and after.
+    """Set each trained source's threshold from ``scores`` (its own held-out images' scores,
+    e.g. from :func:`own_scores` under every condition, pooled) by the training rule at the
+    model's ``target_accept``: the threshold accepts that share of the pooled scores (a
+    quantile of the mixture of conditions, each image counted once per condition).
+
+    A source with fewer than ``min_images`` scores keeps its threshold, and so does every
+    enrolled source (``metric``): its threshold comes from its enrolment images by the
+    enrolment rule, and held-out images of it would be the user's own, not the model's
+    validation set. Returns the record also appended to ``training_info_["recalibrated"]``:
+    the conditions and, per source, the scores used, the thresholds before and after, and why a
+    source was left as it was.
 
     ValueError for a method whose thresholds do not come from validation images (``invert``)
-    or when no source has scores.
+    or when no source can be recalibrated.
     """
     check_recalibratable(attributor)
     target = float(getattr(attributor, "target_accept", 0.95))
     before = np.asarray(attributor.thresholds_, dtype=np.float64)
     after = before.copy()
+    enrolled = set(getattr(attributor, "enrolled_sources", ()) or ())
     per_source: dict[str, dict[str, Any]] = {}
     for k, name in enumerate(attributor.classes_):
         mine = scores.get(name, [])
-        if len(mine) >= min_images:
+        entry: dict[str, Any] = {"n_scores": len(mine), "before": float(before[k])}
+        if name in enrolled:
+            entry["kept_because"] = "enrolled (its threshold follows the enrolment rule)"
+        elif len(mine) < min_images:
+            entry["kept_because"] = f"fewer than {min_images} score(s)"
+        else:
             after[k] = score_threshold(np.array(mine), target)
-        per_source[name] = {"n_images": len(mine), "before": float(before[k]),
-                            "after": float(after[k]),
-                            "recalibrated": len(mine) >= min_images}
+        entry["after"] = float(after[k])
+        entry["recalibrated"] = "kept_because" not in entry
+        per_source[name] = entry
     if not any(s["recalibrated"] for s in per_source.values()):
-        raise ValueError(f"none of the model's sources ({', '.join(attributor.classes_)}) has "
-                         f"at least {min_images} image(s) to recalibrate on")
+        raise ValueError(f"none of the model's trained sources "
+                         f"({', '.join(c for c in attributor.classes_ if c not in enrolled)}) "
+                         f"has at least {min_images} score(s) to recalibrate on")
     record = {"recalibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "model_sha256_before": getattr(attributor, "model_sha256_", None),
               "conditions": list(conditions), "target_accept": target,
               "sources": per_source}
     info = dict(getattr(attributor, "training_info_", {}) or {})
-    unseen = [s for s in info.get("thresholds_for_unseen_origins") or []
-              if per_source.get(s, {}).get("recalibrated")]
+    done = {s for s, e in per_source.items() if e["recalibrated"]}
+    unseen = [s for s in info.get("thresholds_for_unseen_origins") or [] if s in done]
     if unseen:  # metric: these thresholds now follow the plain rule
         record["unseen_origin_rule_replaced_for"] = unseen
+        info["thresholds_for_unseen_origins"] = [
+            s for s in info["thresholds_for_unseen_origins"] if s not in done]
     attributor.thresholds_ = after
     attributor.model_sha256_ = None  # no saved model holds these thresholds until saved
     info["recalibrated"] = [*info.get("recalibrated", []), record]
+    rule = str(info.get("threshold_rule") or "").split("; recalibrated")[0]
+    info["threshold_rule"] = (f"{rule}; recalibrated under {', '.join(conditions)} for "
+                              f"{', '.join(sorted(done))} (see recalibrated)").lstrip("; ")
     attributor.training_info_ = info
     return record

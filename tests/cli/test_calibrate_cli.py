@@ -56,6 +56,14 @@ def test_calibrate_clean_gives_the_training_thresholds_and_noise_widens_them(
     evaluated = runner.invoke(app, ["eval", str(tmp_path / "noisy"), "--bench", str(bench),
                                     "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.stdout)["thresholds_recalibrated_under"] == [["none", "noise"]]
+    from genprint.serve.app import model_summary
+    from genprint.serve.limits import ServeLimits
+
+    described = model_summary(noisy, ServeLimits())
+    assert described["recalibrated_under"] == [["none", "noise"]]
+    assert "recalibrated under none, noise" in described["threshold_rule"]
+    assert model_summary(before, ServeLimits())["recalibrated_under"] == []
 
 
 def test_calibrate_refuses_bad_uses_before_writing(world: dict[str, Path],

@@ -261,6 +261,8 @@ def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> No
     if metrics.get("n_unreadable_test"):
         table.add_row("test files left out (could not be used)",
                       str(metrics["n_unreadable_test"]))
+    for conditions in metrics.get("thresholds_recalibrated_under") or []:
+        table.add_row("thresholds recalibrated under", ", ".join(conditions))
     if metrics.get("n_test_copies"):
         table.add_row("test files that copy another (counted again)",
                       str(metrics["n_test_copies"]))

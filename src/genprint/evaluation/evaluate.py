@@ -543,8 +543,11 @@ def _scored_run(attributor: Attributor, test: _TestSet, protocol: str,
     for a clean run)."""
     items = [test.items[k] for k in test.kept or []]
     metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
+    info = getattr(attributor, "training_info_", None) or {}
     metrics = {"method": attributor.method, "protocol": protocol,
                "model_sha256": getattr(attributor, "model_sha256_", None),
+               "thresholds_recalibrated_under": [r.get("conditions")
+                                                 for r in info.get("recalibrated") or []],
                "genprint_version": __version__, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
                **test.seen_metrics(), **test.repeat_metrics()}

@@ -158,6 +158,9 @@ def _summary(run: EvaluationRun) -> str:
     rows.append(("model (sha256 of its card.json)", [str(m.get("model_sha256") or "not saved")],
                  ""))
     rows.append(("genprint version", [str(m.get("genprint_version"))], ""))
+    for conditions in m.get("thresholds_recalibrated_under") or []:
+        rows.append(("thresholds recalibrated under (genprint calibrate)",
+                     [", ".join(conditions)], ""))
     unreadable = m.get("unreadable_test") or []
     rows.append(("test files that could not be used (left out)", [str(len(unreadable))], ""))
     rows += [(f"  {u['path']}", [f"{u['error_code']}: {u['reason']}"], "")

@@ -220,6 +220,7 @@ def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]
     that tie answers to this model, and the server's limits."""
     thresholds = getattr(attributor, "thresholds_", None)
     fingerprints = getattr(attributor, "training_fingerprints_", None)
+    info = getattr(attributor, "training_info_", None) or {}
     return json_ready({
         "method": attributor.method,
         "classes": list(attributor.classes_),
@@ -228,6 +229,8 @@ def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]
         "model_sha256": getattr(attributor, "model_sha256_", None),
         "created": attributor.created_,
         "n_training_fingerprints": None if fingerprints is None else len(fingerprints),
+        "threshold_rule": info.get("threshold_rule"),
+        "recalibrated_under": [r.get("conditions") for r in info.get("recalibrated") or []],
         "genprint_version": genprint.__version__,
         "limits": limits.describe(),
     })

@@ -53,6 +53,11 @@ class ModelInfo(BaseModel):
     model_sha256: str | None
     created: dict[str, Any] | None = Field(description="The card's creation record.")
     n_training_fingerprints: int | None
+    threshold_rule: str | None = Field(
+        default=None, description="How the thresholds were set (the card's record).")
+    recalibrated_under: list[list[str]] = Field(
+        default_factory=list, description="The conditions of each `genprint calibrate` of the "
+                                          "thresholds, in order (none: as trained).")
     genprint_version: str
     limits: dict[str, Any] = Field(description="The server's limits per request.")
 

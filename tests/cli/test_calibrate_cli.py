@@ -112,3 +112,27 @@ def test_an_older_card_is_checked_by_its_whole_data_digest(world: dict[str, Path
                               str(tmp_path / "b")], env={"COLUMNS": "200"})
     said = _flat(out.output)
     assert out.exit_code == 0 and "are not the ones the model was fitted with" in said
+
+
+def test_data_split_at_training_is_found_from_the_card(tmp_path: Path,
+                                                       toy_sources: Path) -> None:
+    """A model trained on --data without a split drew its validation images (--val-fraction,
+    --seed); calibrate draws the same ones by default, and says when other ones are drawn."""
+    model = tmp_path / "m"
+    out = runner.invoke(app, ["train", "baseline", "--data", str(toy_sources), "--out",
+                              str(model), "--val-fraction", "0.25", "--seed", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    trained = genprint.load(model)
+    assert trained.training_info_["split_drawn"] == {"val_fraction": 0.25, "seed": 3}
+    out = runner.invoke(app, ["calibrate", str(model), "--data", str(toy_sources), "--perturb",
+                              "none", "--out", str(tmp_path / "c"), "--json"])
+    assert out.exit_code == 0, out.output
+    record = json.loads(out.stdout)
+    assert record["validation_images_are_the_models"] is True
+    assert {s["n_images"] for s in record["sources"].values()} == {6}  # a quarter of 24
+    np.testing.assert_allclose(genprint.load(tmp_path / "c").thresholds_, trained.thresholds_,
+                               rtol=0, atol=1e-6)
+    out = runner.invoke(app, ["calibrate", str(model), "--data", str(toy_sources), "--perturb",
+                              "none", "--seed", "4", "--out", str(tmp_path / "d"), "--json"])
+    assert out.exit_code == 0 and json.loads(out.stdout)[
+        "validation_images_are_the_models"] is False

@@ -348,7 +348,8 @@ def read_manifest(path: str | os.PathLike[str]) -> Dataset:
     if missing:
         shown = ", ".join(str(m) for m in missing[:5])
         more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
-        dataset.problems.append(f"{len(missing)} file(s) listed in the manifest are missing: {shown}{more}")
+        dataset.problems.append(f"{len(missing)} file(s) listed in the manifest are missing "
+                                f"(or links to nothing, or link loops): {shown}{more}")
     return dataset
 
 

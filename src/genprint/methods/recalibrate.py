@@ -14,8 +14,8 @@ the conditions and the previous thresholds; its ``model_sha256`` differs).
 Any method whose answers compare ``scores[candidate]`` with ``thresholds_[candidate]``
 (higher = more like; ``metric``, ``baseline``, ``probe``: :attr:`~genprint.methods.base.
 Attributor.thresholds_from_validation`) can be recalibrated; ``invert`` tests a p-value at its
-level α and is refused. Sources without validation images here (e.g. enrolled ones) keep their
-thresholds. ``metric``'s optional unseen-origin rule for ``real`` is not re-applied: under
+level α and is refused. Enrolled sources keep their thresholds (set from the enrolment images
+by the enrolment rule), and so do sources without validation images here. ``metric``'s optional unseen-origin rule for ``real`` is not re-applied: under
 recalibration every source gets the plain rule.
 """
 

@@ -208,6 +208,16 @@ def _typed(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+class RowsKept(OSError):
+    """The rows were complete but could not be renamed to their path; they were kept at
+    :attr:`kept` instead (see :meth:`TableWriter.commit`)."""
+
+    def __init__(self, kept: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, f"{cause.strerror or cause}; the complete rows are in "
+                                      f"{kept}")
+        self.kept = kept
+
+
 class TableWriter:
     """A ``.csv``, ``.parquet`` or ``.json`` table written row by row, atomically.
 
@@ -306,9 +316,36 @@ class TableWriter:
             raise
         return Path(path)
 
-    def commit(self) -> Path:
-        """Complete the file and rename it to its path."""
-        return self.keep_as(self.path)
+    def commit(self, fallback: str | os.PathLike[str] | None = None) -> Path:
+        """Complete the file and rename it to its path. When only that last rename fails (the
+        rows are complete: e.g. the existing file at the path cannot be replaced) and
+        ``fallback`` is given, the file is renamed to ``fallback`` instead and
+        :class:`RowsKept` (an ``OSError``) says why and where; otherwise the temporary file is
+        removed and the error raised."""
+        from genprint.storage.atomic import file_mode
+
+        try:
+            self._finish()
+            os.chmod(self.tmp, file_mode())
+        except BaseException:
+            self.abandon()
+            raise
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            if fallback is not None:
+                try:
+                    os.replace(self.tmp, fallback)
+                except OSError:
+                    pass
+                else:
+                    raise RowsKept(Path(fallback), exc) from exc
+            self.abandon()
+            raise
+        except BaseException:
+            self.abandon()
+            raise
+        return self.path
 
     def abandon(self) -> None:
         """Remove the temporary file; the path is left as it was."""

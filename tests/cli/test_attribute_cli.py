@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -322,13 +323,33 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
 
     monkeypatch.setattr(BaselineAttributor, "attribute_arrays", real)
 
-    def full(self):
+    def full(self, fallback=None):
         raise OSError(28, "No space left on device")
 
+    committing = ResultsWriter.commit
     monkeypatch.setattr(ResultsWriter, "commit", full)
     out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
     assert out.exit_code == 2 and "No space left on device" in out.output
     assert not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # the finished file cannot replace --out (e.g. an immutable file): the rows are kept
+    monkeypatch.setattr(ResultsWriter, "commit", committing)
+    target.write_text("older results", encoding="utf-8")
+    replace = os.replace
+
+    def refused(src, dst):
+        if Path(dst) == target:
+            raise PermissionError(1, "Operation not permitted")
+        return replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", refused)
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
+    said = " ".join(out.output.split())
+    assert out.exit_code == 2 and "Operation not permitted" in said
+    assert "every row is there" in said
+    assert target.read_text(encoding="utf-8") == "older results"  # untouched
+    with open(tmp_path / "stopped.partial.csv", newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == straight
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
 

@@ -25,7 +25,7 @@ from genprint.cli.ray_options import (
     RayAddressOption,
     check_ray_options,
 )
-from genprint.results import Attribution, ResultsWriter, printable
+from genprint.results import Attribution, ResultsWriter, RowsKept, printable
 
 
 @app.command("attribute")
@@ -150,7 +150,7 @@ def attribute(
             finally:  # its clean-up now (--ray: Ray shut down), before any exit below
                 rows.close()
             if writer is not None:  # inside: an interrupt while completing keeps the rows
-                writer.commit()
+                writer.commit(fallback=partial_path(writer.path))
                 writer = None
         except (ModelFormatError, ScaleError) as exc:  # e.g. a backbone that cannot be
             if writer is not None:  # rebuilt here; with --ray, Ray missing or unreachable
@@ -167,6 +167,9 @@ def attribute(
                 writer.abandon()
             console.print(f"[red]error:[/red] could not write {esc(str(out))}: "
                           f"{esc(str(exc))}")
+            if isinstance(exc, RowsKept):
+                console.print(f"every row is there, in input order: rename {esc(str(exc.kept))} "
+                              f"to {esc(str(out))} once it can be replaced")
             raise typer.Exit(2) from None
         except BaseException:
             if writer is not None:

@@ -20,6 +20,24 @@ def test_warnings_become_notes_once_each(capsys: pytest.CaptureFixture[str]) -> 
     assert "UserWarning" not in err and ".py:" not in err
 
 
+def test_other_libraries_deprecation_notices_are_not_notes(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A library's notice to its own users (Ray's ``DeprecationWarning`` about its settings) is
+    not genprint's to print; genprint's own warnings of any kind are."""
+    import genprint.cli.output as ours
+
+    with warnings_as_notes():
+        warnings.warn_explicit("`use_push_based_shuffle` is deprecated!", DeprecationWarning,
+                               "/site-packages/ray/data/context.py", 1286)
+        warnings.warn_explicit("the old option is deprecated", FutureWarning, ours.__file__, 1)
+        warnings.warn_explicit("a third-party user warning", UserWarning,
+                               "/site-packages/other/mod.py", 1)
+    err = capsys.readouterr().err
+    assert "use_push_based_shuffle" not in err
+    assert "note: the old option is deprecated" in err
+    assert "note: a third-party user warning" in err
+
+
 def test_notes_are_printed_when_the_block_fails(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(RuntimeError), warnings_as_notes():
         warnings.warn("partial result", stacklevel=1)

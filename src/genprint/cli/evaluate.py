@@ -224,10 +224,14 @@ def print_perturbation_table(clean: dict[str, Any], perturbed: dict[str, dict[st
     from rich.console import Console
     from rich.table import Table
 
+    from genprint.evaluation.report import thresholds_phrase
+
     columns = [("closed_set_accuracy", "closed acc"), ("auroc", "AUROC"),
                ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"),
-               ("real_vs_generated_auroc", "real/gen AUROC")]
-    table = Table(title="robustness (thresholds from clean validation data)")
+               ("real_vs_generated_auroc", "real/gen AUROC"),
+               ("known_correct", "known given source"),
+               ("unknown_rejected", "unknown called unknown")]
+    table = Table(title=f"robustness ({thresholds_phrase(clean)})")
     table.add_column("condition")
     for _, label in columns:
         table.add_column(label, justify="right")

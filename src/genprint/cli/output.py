@@ -53,6 +53,9 @@ def warnings_as_notes() -> Iterator[None]:
             seen: set[str] = set()
             for w in caught:
                 msg = str(w.message)
+                if issubclass(w.category, DeprecationWarning | FutureWarning) and not str(
+                        w.filename).replace("\\", "/").count("/genprint/"):
+                    continue  # another library's notice to its own users (e.g. Ray's)
                 if msg not in seen:
                     seen.add(msg)
                     console.print(f"[yellow]note:[/yellow] {esc(str(msg))}")

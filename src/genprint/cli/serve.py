@@ -19,8 +19,8 @@ def serve(
     model: Annotated[Path, typer.Argument(help="A saved attributor directory.")],
     host: Annotated[str, typer.Option(help="Address to listen on. The default answers this "
                                            "machine only; 0.0.0.0 answers every network "
-                                           "(there is no authentication: put it behind a "
-                                           "proxy that has some).")] = "127.0.0.1",
+                                           "(then set a token with --token-env, and put it "
+                                           "behind a proxy for TLS).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on (0: any free "
                                                             "port, printed).")] = 8000,
     max_files: Annotated[int, typer.Option(min=1, help="Files per request (more: HTTP 413).")

@@ -45,7 +45,18 @@ PERTURBATION_COLUMNS = (
     ("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"),
     ("ap", "AP"), ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"),
     ("real_vs_generated_auroc", "real/gen AUROC"),
+    ("known_correct", "known given their source"), ("unknown_rejected", "unknown called unknown"),
 )
+
+
+def thresholds_phrase(metrics: dict[str, Any]) -> str:
+    """Where the thresholds the answers use come from: clean validation data, or the last
+    ``genprint calibrate``'s conditions."""
+    recalibrated = metrics.get("thresholds_recalibrated_under") or []
+    if recalibrated:
+        return ("the model's thresholds, recalibrated on validation data under "
+                + ", ".join(recalibrated[-1]))
+    return "thresholds from clean validation data"
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px}
@@ -350,7 +361,8 @@ def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] 
     rows = [(name, [fmt(m.get(k)) for k, _ in PERTURBATION_COLUMNS] + [description(name, m)],
              "") for name, m in conditions.items()]
     out.append("<p>Every test image, real and generated alike, is perturbed (seeded per image); "
-               "thresholds stay those fixed on clean validation data.</p>")
+               f"the answers use the {_e(thresholds_phrase(run.metrics))} under every "
+               "condition.</p>")
     out.append(_table("perturbations", header, rows))
     fig = _figure(max(5.0, 1.0 + 0.7 * len(conditions)), 3.6)
     ax = fig.add_subplot()

@@ -170,7 +170,9 @@ def _strips_rgb8(img: Image.Image) -> tuple[np.ndarray, int]:
 def _alpha_note(see_through: int, total: int) -> list[str]:
     if not see_through:
         return []
-    return [(f"alpha channel dropped: {see_through / max(total, 1):.1%} of the pixels are not "
+    share = see_through / max(total, 1)
+    shown = f"{share:.1%}" if share >= 0.001 else f"{see_through} of {total}"
+    return [(f"alpha channel dropped: {shown} of the pixels are not "
             "opaque, and their stored colours are analysed")]
 
 

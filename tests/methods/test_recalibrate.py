@@ -116,3 +116,18 @@ def test_enrolled_sources_keep_their_threshold(models: dict, data: dict) -> None
     again = recalibrate(model, images, labels, ["none"])  # twice: one mention in the rule
     assert model.training_info_["threshold_rule"].count("recalibrated under") == 1
     assert len(model.training_info_["recalibrated"]) == 2 and again["sources"]["p2"]["recalibrated"]
+
+
+def test_another_acceptance_share_becomes_the_models(models: dict, data: dict,
+                                                     tmp_path: Path) -> None:
+    model = copy.deepcopy(models["baseline"])
+    images, labels = data["val"]
+    record = recalibrate(model, images, labels, ["none"], target_accept=0.75)
+    scores = own_scores(models["baseline"], images, labels)
+    for k, name in enumerate(model.classes_):  # rank ⌈13 · 0.75⌉ = 10 of 12, best first
+        assert model.thresholds_[k] == pytest.approx(sorted(scores[name], reverse=True)[9])
+    assert record["target_accept"] == 0.75 and model.target_accept == 0.75
+    model.save(tmp_path / "m")
+    assert genprint.load(tmp_path / "m").target_accept == 0.75
+    with pytest.raises(ValueError, match="target_accept"):
+        recalibrate(model, images, labels, ["none"], target_accept=1.5)

@@ -47,6 +47,10 @@ def calibrate_cmd(
     seed: Annotated[int | None, typer.Option(
         help="For --data without a split: the seed of the split at training (default: as the "
              "model's card records, else 0).")] = None,
+    target_accept: Annotated[float | None, typer.Option(
+        min=0.5, max=1.0, help="Share of each source's pooled validation scores its threshold "
+                               "accepts (default: the model's, 0.95 unless trained otherwise); "
+                               "it becomes the model's.")] = None,
     overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
@@ -116,7 +120,8 @@ def calibrate_cmd(
                                             else data.parent if data is not None else None)
     pooled = _pooled_scores(attributor, images, items, labels, names, root)
     try:
-        record = recalibrate_from_scores(attributor, pooled, names)
+        record = recalibrate_from_scores(attributor, pooled, names,
+                                         target_accept=target_accept)
     except ValueError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None

@@ -53,7 +53,8 @@ def own_scores(attributor: Attributor, images: Sequence[np.ndarray],
 
 
 def recalibrate(attributor: Attributor, images: Sequence[np.ndarray], labels: Sequence[str],
-                conditions: Sequence[str], *, min_images: int = 1) -> dict[str, Any]:
+                conditions: Sequence[str], *, min_images: int = 1,
+                target_accept: float | None = None) -> dict[str, Any]:
     """Set the thresholds of ``attributor``'s sources again from ``images`` (its sources'
     held-out images, already under ``conditions``, named for the record): see
     :func:`recalibrate_from_scores`. ValueError if ``images`` and ``labels`` differ in length."""
@@ -61,7 +62,8 @@ def recalibrate(attributor: Attributor, images: Sequence[np.ndarray], labels: Se
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     check_recalibratable(attributor)
     record = recalibrate_from_scores(attributor, own_scores(attributor, images, labels),
-                                     conditions, min_images=min_images)
+                                     conditions, min_images=min_images,
+                                     target_accept=target_accept)
     count_images(record, labels)
     return record
 
@@ -82,12 +84,14 @@ def check_recalibratable(attributor: Attributor) -> None:
 
 
 def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float]],
-                            conditions: Sequence[str], *, min_images: int = 1
-                            ) -> dict[str, Any]:
+                            conditions: Sequence[str], *, min_images: int = 1,
+                            target_accept: float | None = None) -> dict[str, Any]:
     """Set each trained source's threshold from ``scores`` (its own held-out images' scores,
     e.g. from :func:`own_scores` under every condition, pooled) by the training rule at the
     model's ``target_accept``: the threshold accepts that share of the pooled scores (a
-    quantile of the mixture of conditions, each image counted once per condition).
+    quantile of the mixture of conditions, each image counted once per condition). With
+    ``target_accept`` given, that share instead, and it becomes the model's (a later
+    enrolment follows it too).
 
     A source with fewer than ``min_images`` scores keeps its threshold, and so does every
     enrolled source (``metric``): its threshold comes from its enrolment images by the
@@ -100,7 +104,10 @@ def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float
     or when no source can be recalibrated.
     """
     check_recalibratable(attributor)
-    target = float(getattr(attributor, "target_accept", 0.95))
+    target = float(getattr(attributor, "target_accept", 0.95) if target_accept is None
+                   else target_accept)
+    if not 0.0 < target <= 1.0:
+        raise ValueError(f"target_accept must be in (0, 1], got {target}")
     before = np.asarray(attributor.thresholds_, dtype=np.float64)
     after = before.copy()
     enrolled = set(getattr(attributor, "enrolled_sources", ()) or ())
@@ -133,6 +140,8 @@ def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float
         info["thresholds_for_unseen_origins"] = [
             s for s in info["thresholds_for_unseen_origins"] if s not in done]
     attributor.thresholds_ = after
+    if hasattr(attributor, "target_accept"):
+        attributor.target_accept = target  # type: ignore[attr-defined]
     attributor.model_sha256_ = None  # no saved model holds these thresholds until saved
     info["recalibrated"] = [*info.get("recalibrated", []), record]
     rule = str(info.get("threshold_rule") or "").split("; recalibrated")[0]

@@ -259,6 +259,14 @@ def _rows_to_resume(out: Path | None, attributor: object, paths: list[Path]) -> 
                       f"are not among the inputs (first: {esc(strangers[0].path)}) and are left "
                       "out of --out")
         rows = [r for r in rows if r.path in given]
+    spelled = Counter(printable(str(p)) for p in paths)  # two files, one printed name: a
+    shared = {name for name, n in spelled.items() if n > 1}  # row cannot say which it is
+    if shared and any(r.path in shared for r in rows):
+        console.print(f"note: {sum(r.path in shared for r in rows)} row(s) of "
+                      f"{esc(str(partial))} name a file whose printed name another input shares "
+                      "(a name with bytes that are not UTF-8, written as \\xNN); both files are "
+                      "attributed again")
+        rows = [r for r in rows if r.path not in shared]
     return rows
 
 

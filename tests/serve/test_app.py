@@ -396,3 +396,46 @@ def test_client_gone_during_analysis_stops_reading(served: tuple[Path, Path],
         answer = httpx.post(f"{url}/attribute", files=_files(sources, "beta"), timeout=30)
     assert answer.status_code == 200 and answer.json()["n_images"] == 10
     assert len(read) == 10  # only the second request's files: the first one's were never read
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Prometheus text as {(sample name, sorted labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_metrics_count_requests_answers_errors_and_time(served: tuple[Path, Path]) -> None:
+    pytest.importorskip("prometheus_client")
+    model, sources = served
+    client = TestClient(create_app(model, ServeLimits(max_files=8)))
+    files = _mixed_files(sources)  # 3 attributed, 5 that cannot be used (1 with notes only)
+    answer = _post(client, files)
+    assert answer.status_code == 200
+    rows = answer.json()["results"]
+    assert _post(client, [(f"{i}.png", b"") for i in range(9)]).status_code == 413
+    assert client.get("/model").status_code == 200
+    text = client.get("/metrics")
+    assert text.status_code == 200 and text.headers["content-type"].startswith("text/plain")
+    got = _samples(text.text)
+    labels = [r["label"] for r in rows if r["error"] is None]
+    for label in set(labels):
+        assert got[("genprint_answers_total", (("label", label),))] == labels.count(label)
+    codes = [r["error_code"] for r in rows if r["error"] is not None]
+    for code in set(codes):
+        assert got[("genprint_image_errors_total", (("error_code", code),))] == codes.count(code)
+    assert got[("genprint_http_requests_total", (("path", "/attribute"), ("status", "200")))] == 1
+    assert got[("genprint_http_requests_total", (("path", "/attribute"), ("status", "413")))] == 1
+    assert got[("genprint_http_requests_total", (("path", "/model"), ("status", "200")))] == 1
+    assert got[("genprint_model_seconds_count", ())] == 1 and got[("genprint_wait_seconds_count",
+                                                                   ())] == 1
+    assert got[("genprint_requests_in_flight", ())] == 0
+    info = [k for k in got if k[0] == "genprint_model_info"]
+    assert len(info) == 1 and ("method", "baseline") in info[0][1]
+    # with a token, the counters are the service's too: the token is needed
+    guarded = TestClient(create_app(model, token="s3cret"))
+    assert guarded.get("/metrics").status_code == 401
+    assert guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    after = _samples(guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text)
+    assert after[("genprint_http_requests_total", (("path", "/metrics"), ("status", "401")))] == 1

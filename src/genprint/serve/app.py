@@ -7,8 +7,9 @@ uploaded file name. A file that cannot be used (empty, corrupt, truncated, too l
 image, ...) gets its ``error`` and ``error_code`` and the other files are still answered, so the
 request succeeds (HTTP 200) as long as it was well formed. ``GET /model`` describes the model
 (its ``model_sha256`` ties every answer to it) and the server's limits, ``GET /health``
-answers ``{"status": "ok"}`` at once even while the model is busy, and ``/docs`` is the
-interactive OpenAPI page.
+answers ``{"status": "ok"}`` at once even while the model is busy, ``GET /metrics`` gives
+monitoring counters in Prometheus' text format (:mod:`genprint.serve.metrics`), and ``/docs``
+is the interactive OpenAPI page.
 
 Images are decoded as stored, never resized (see :func:`genprint.io.images.decode_image`). The
 model answers one request at a time (methods keep per-call state); the next ones wait their
@@ -27,6 +28,7 @@ import logging
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,6 +48,7 @@ from genprint.io.images import ImageError, decode_image
 from genprint.methods.base import Attributor
 from genprint.results import Attribution, json_ready
 from genprint.serve.limits import ServeLimits
+from genprint.serve.metrics import ServeMetrics, metrics_or_none
 from genprint.serve.schema import (
     ERROR_RESPONSES,
     UPLOAD_BODY,
@@ -73,9 +76,11 @@ class _Admission:
     arrived) and a request that would make more than ``max_waiting`` wait (HTTP 503, before
     any of its body is read)."""
 
-    def __init__(self, app: ASGIApp, limits: ServeLimits) -> None:
+    def __init__(self, app: ASGIApp, limits: ServeLimits,
+                 metrics: ServeMetrics | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.metrics = metrics
         self.in_flight = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,10 +111,40 @@ class _Admission:
             return message
 
         self.in_flight += 1
+        if self.metrics is not None:
+            self.metrics.in_flight.inc()
         try:
             await self.app(scope, counted, send)
         finally:
             self.in_flight -= 1
+            if self.metrics is not None:
+                self.metrics.in_flight.dec()
+
+
+class _Counting:
+    """ASGI middleware counting every HTTP request by path and status code (outermost, so
+    refusals of the other middlewares — 401, 413, 503 — are counted too)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an error before any answer started
+
+        async def noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted)
+        finally:
+            self.metrics.request(_route_path(scope), status)
 
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -240,7 +275,8 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                token: str | None = None) -> FastAPI:
     """A FastAPI application answering with ``model`` (a saved model directory, loaded and
     checked now, or a fitted :class:`~genprint.methods.base.Attributor`). With ``token``,
-    ``/attribute`` and ``/model`` need ``Authorization: Bearer TOKEN`` (HTTP 401 otherwise).
+    ``/attribute``, ``/model`` and ``/metrics`` need ``Authorization: Bearer TOKEN`` (HTTP 401
+    otherwise).
     Run it with any ASGI server, e.g. ``uvicorn.run(create_app("MODEL"))`` or
     ``genprint serve MODEL``."""
     if token is not None and not token.strip():
@@ -258,9 +294,13 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         summary="Open-set source attribution of images: which generator made an image, is it "
                 "a real camera image, or is its source unknown.",
     )
-    app.add_middleware(_Admission, limits=limits)
-    if token is not None:  # added last: runs first, so a refused request is never queued
+    metrics = metrics_or_none(method=attributor.method, model_sha256=summary["model_sha256"],
+                              version=genprint.__version__)
+    app.add_middleware(_Admission, limits=limits, metrics=metrics)
+    if token is not None:  # added after: runs before, so a refused request is never queued
         app.add_middleware(_TokenCheck, token=token)
+    if metrics is not None:  # added last: runs first, and counts every answer
+        app.add_middleware(_Counting, metrics=metrics)
 
     @app.head("/health", include_in_schema=False)
     @app.get("/health")
@@ -273,6 +313,19 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
     async def describe_model() -> dict[str, Any]:
         """The model this server answers with, and the server's limits."""
         return summary
+
+    @app.get("/metrics", response_class=Response,
+             responses={200: {"content": {"text/plain": {}},
+                              "description": "Prometheus text format"}})
+    async def serve_metrics() -> Response:
+        """Counters for monitoring, in Prometheus' text format: requests by path and status,
+        images answered by label (a source or `unknown`), files that could not be used by
+        error code, the model's time per request and the wait for it, requests in flight."""
+        if metrics is None:
+            raise HTTPException(501, "metrics need prometheus-client: pip install "
+                                "'genprint[serve]'")
+        body, kind = metrics.render()
+        return Response(content=body, media_type=kind)
 
     def work(uploads: list[UploadFile], first_frame: bool, max_tiles: int | None,
              gone: threading.Event) -> tuple[list[Attribution], int | None]:
@@ -318,7 +371,11 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
             return Response(status_code=499)
         try:
             uploads = _uploads(form)
+            asked = time.perf_counter()
             async with turn:
+                started = time.perf_counter()
+                if metrics is not None:
+                    metrics.wait_seconds.observe(started - asked)
                 if await request.is_disconnected():
                     log.info("client left before its turn: %d file(s) not analysed",
                              len(uploads))
@@ -329,6 +386,9 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                     rows, tiles = await run_in_threadpool(work, uploads, first_frame,
                                                           max_tiles, gone)
                     watching.cancel_scope.cancel()
+                if metrics is not None:
+                    metrics.model_seconds.observe(time.perf_counter() - started)
+                    metrics.rows(rows)
                 if gone.is_set():
                     log.info("client left during its analysis: stopped after %d of %d "
                              "file(s)", len(rows), len(uploads))
@@ -368,7 +428,6 @@ def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
     """``app`` served by uvicorn in a background thread, with one event loop as ``genprint
     serve`` runs it (e.g. in a notebook, a test or a benchmark); yields its base URL
     (``port`` 0: a free port) and stops the server on exit."""
-    import time
 
     import uvicorn
 

@@ -41,7 +41,8 @@ def serve(
         help=f"Server log level ({', '.join(LOG_LEVELS)}); `info` logs one line per request.")
     ] = "info",
     token_env: Annotated[str, typer.Option(
-        help="Environment variable holding a token: when it is set, /attribute and /model "
+        help="Environment variable holding a token: when it is set, /attribute, /model and "
+             "/metrics "
              "need `Authorization: Bearer TOKEN` (HTTP 401 otherwise); /health and the API "
              "description stay open. Without it, no authentication.")
     ] = "GENPRINT_SERVE_TOKEN",
@@ -51,7 +52,8 @@ def serve(
 ) -> None:
     """Serve a model over HTTP: POST image files to /attribute (multipart field `files`) and get
     one row per file, as `genprint attribute --json` gives them; GET /model describes the model
-    and the limits, GET /health answers, /docs is the interactive API page.
+    and the limits, GET /health answers, GET /metrics gives monitoring counters (Prometheus
+    text), /docs is the interactive API page.
 
     Example: curl -F files=@photo.jpg -F files=@other.png http://127.0.0.1:8000/attribute
 
@@ -98,7 +100,7 @@ def serve(
     console.print(f"serving {esc(str(model))} (method {summary['method']}, "
                   f"{len(summary['classes'])} sources, model_sha256 "
                   f"{(summary['model_sha256'] or '-')[:12]}) at {esc(address)}; POST images to "
-                  f"/attribute, API page at /docs; "
+                  f"/attribute, API page at /docs, counters at /metrics; "
                   + (f"requests need the token of ${esc(token_env)}; " if token else
                      f"no authentication (set ${esc(token_env)} for a token); ")
                   + "Ctrl-C stops")

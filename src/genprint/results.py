@@ -290,6 +290,9 @@ class TableWriter:
             self._buffer = []
 
     def _finish(self) -> None:
+        """Complete the temporary file (once: a second call changes nothing)."""
+        if getattr(self, "_finished", False):
+            return
         if self.kind == ".json" and self._fh is not None:
             # from the file, not self.count: an interrupt may fall between a row and its count
             self._fh.write("[]\n" if self._fh.tell() == 0 else "\n]\n")
@@ -300,6 +303,7 @@ class TableWriter:
             self._flush_parquet()
             self._parquet.close()
             self._parquet = None
+        self._finished = True
 
     def keep_as(self, path: str | os.PathLike[str]) -> Path:
         """Complete the file and give it the name ``path`` (e.g. ``results.partial.csv``).
@@ -319,9 +323,9 @@ class TableWriter:
     def commit(self, fallback: str | os.PathLike[str] | None = None) -> Path:
         """Complete the file and rename it to its path. When only that last rename fails (the
         rows are complete: e.g. the existing file at the path cannot be replaced) and
-        ``fallback`` is given, the file is renamed to ``fallback`` instead and
-        :class:`RowsKept` (an ``OSError``) says why and where; otherwise the temporary file is
-        removed and the error raised."""
+        ``fallback`` is given, the file is renamed to ``fallback`` instead — or, if that fails
+        too, left as the hidden temporary file — and :class:`RowsKept` (an ``OSError``) says
+        why and where; otherwise the temporary file is removed and the error raised."""
         from genprint.storage.atomic import file_mode
 
         try:
@@ -333,15 +337,14 @@ class TableWriter:
         try:
             os.replace(self.tmp, self.path)
         except OSError as exc:
-            if fallback is not None:
-                try:
-                    os.replace(self.tmp, fallback)
-                except OSError:
-                    pass
-                else:
-                    raise RowsKept(Path(fallback), exc) from exc
-            self.abandon()
-            raise
+            if fallback is None:
+                self.abandon()
+                raise
+            try:
+                os.replace(self.tmp, fallback)
+            except BaseException:  # noqa: BLE001 - the complete rows stay where they are
+                raise RowsKept(self.tmp, exc) from exc
+            raise RowsKept(Path(fallback), exc) from exc
         except BaseException:
             self.abandon()
             raise

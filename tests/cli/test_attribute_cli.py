@@ -379,6 +379,32 @@ def test_with_out_the_console_gets_counts_and_ctrl_c_keeps_the_finished_rows(
     with open(tmp_path / "stopped.partial.csv", newline="", encoding="utf-8") as fh:
         assert list(csv.DictReader(fh)) == straight
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    # the fallback cannot be written either (a folder there): the rows stay in the hidden file,
+    # named, rather than deleted
+    (tmp_path / "stopped.partial.csv").unlink()
+    (tmp_path / "stopped.partial.csv").mkdir()
+    out = runner.invoke(app, ["attribute", str(model), str(alpha), "--out", str(target)])
+    said = " ".join(out.output.split())
+    hidden = [p for p in tmp_path.iterdir() if p.name.startswith(".stopped.csv.tmp-")]
+    assert out.exit_code == 2 and len(hidden) == 1
+    assert hidden[0].name in "".join(out.output.split())
+    with open(hidden[0], newline="", encoding="utf-8") as fh:
+        assert list(csv.DictReader(fh)) == straight
+
+
+def test_a_results_file_is_completed_once(tmp_path: Path) -> None:
+    """Completing a Parquet file twice (an interrupt after a refused rename, then keeping the
+    rows) must not start it again empty."""
+    import pyarrow.parquet as pq
+
+    from genprint.results import Attribution, ResultsWriter
+
+    writer = ResultsWriter(tmp_path / "r.parquet")
+    writer.add(Attribution("a.png", label="x", candidate="x", score=1.0, threshold=0.5,
+                           is_unknown=False, scores={"x": 1.0}))
+    writer._finish()  # as a refused rename leaves it
+    kept = writer.keep_as(tmp_path / "r.partial.parquet")
+    assert pq.read_table(kept).num_rows == 1
 
 
 def test_main_turns_sigterm_into_exit_143_and_puts_the_handler_back(

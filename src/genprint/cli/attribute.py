@@ -163,7 +163,7 @@ def attribute(
                              "Run the same command with --resume to finish.")
             raise typer.Exit(143 if isinstance(stop, Terminated) else 130) from None
         except OSError as exc:  # e.g. the disk filled up while writing --out
-            if writer is not None:
+            if writer is not None and not isinstance(exc, RowsKept):
                 writer.abandon()
             console.print(f"[red]error:[/red] could not write {esc(str(out))}: "
                           f"{esc(str(exc))}")

@@ -57,6 +57,19 @@ def test_calibrate_clean_gives_the_training_thresholds_and_noise_widens_them(
                                     "--json", "-"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.stdout)["thresholds_recalibrated_under"] == [["none", "noise"]]
+    for name, phrase in ((tmp_path / "noisy", ("the model's thresholds, recalibrated on "
+                          "validation data under none, noise")),
+                         (model, "the thresholds set on clean validation data")):
+        shown = runner.invoke(app, ["eval", str(name), "--bench", str(bench), "--perturb",
+                                    "noise", "--report", str(tmp_path / "r.html")],
+                              env={"COLUMNS": "250"})
+        assert shown.exit_code == 0, shown.output
+        flat = _flat(shown.output)
+        assert f"robustness ({phrase})" in flat
+        assert "known given source" in flat and "unknown called unknown" in flat
+        page = _flat((tmp_path / "r.html").read_text(encoding="utf-8").replace("&#x27;", "'"))
+        assert f"the answers use {phrase} under every condition" in page
+        assert "known given their source" in page
     from genprint.serve.app import model_summary
     from genprint.serve.limits import ServeLimits
 

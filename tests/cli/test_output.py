@@ -32,8 +32,10 @@ def test_other_libraries_deprecation_notices_are_not_notes(
         warnings.warn_explicit("the old option is deprecated", FutureWarning, ours.__file__, 1)
         warnings.warn_explicit("a third-party user warning", UserWarning,
                                "/site-packages/other/mod.py", 1)
+        warnings.warn_explicit("`old_knob` is deprecated!", PendingDeprecationWarning,  # a
+                               "/home/u/genprint/.venv/lib/site-packages/ray/x.py", 1)  # clone
     err = capsys.readouterr().err
-    assert "use_push_based_shuffle" not in err
+    assert "use_push_based_shuffle" not in err and "old_knob" not in err
     assert "note: the old option is deprecated" in err
     assert "note: a third-party user warning" in err
 

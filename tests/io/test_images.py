@@ -120,11 +120,15 @@ def test_dropped_alpha_colour_conversions_and_orientation_are_noted() -> None:
     assert tuple(pixels[0, 0]) == (200, 200, 200)  # their stored colour, analysed
     assert info.notes == (("alpha channel dropped: 12.5% of the pixels are not opaque, and their "
                           "stored colours are analysed"),)
-    big = np.full((40, 50, 4), 200, np.uint8)
+    big = np.full((100, 100, 4), 200, np.uint8)
     big[..., 3] = 255
-    big[3, 4, 3] = 254  # one pixel in 2000: a share would round to 0.0%
+    big[3, 4, 3] = 254  # one pixel in 10 000: a share would round to 0.0%
     _, info = decode_image(_encode(Image.fromarray(big, "RGBA"), "PNG"))
-    assert info.notes[0].startswith("alpha channel dropped: 1 of 2000 of the pixels")
+    assert info.notes[0].startswith("alpha channel dropped: 1 of the 10000 pixels is not opaque")
+    big[..., 3] = 0
+    big[3, 4, 3] = 255  # all but one: a share would round to 100.0%
+    _, info = decode_image(_encode(Image.fromarray(big, "RGBA"), "PNG"))
+    assert info.notes[0].startswith("alpha channel dropped: 9999 of the 10000 pixels are not")
     _, info = decode_image(_encode(Image.fromarray(np.full((4, 4, 4), 9, np.uint8)[..., :3]),
                                    "PNG"))
     assert info.notes == ()  # plain 8-bit RGB: nothing to say

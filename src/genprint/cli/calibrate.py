@@ -32,8 +32,8 @@ def calibrate_cmd(
         "--perturb", help="A condition the thresholds must hold under (repeatable; pooled): "
                           "'none' for the images as they are, or a perturbation of `genprint "
                           "eval --perturb` (jpeg95, jpeg75, jpeg50, resize0.5, blur0.5, blur1, "
-                          "crop, noise; 'all' for every one). A crop leaves images no larger "
-                          "than the method's input as they are.")],
+                          "crop, noise; 'all' for every perturbation, without 'none'). A crop "
+                          "leaves images no larger than the method's input as they are.")],
     out: Annotated[Path, typer.Option(help="Directory of the recalibrated model, not MODEL "
                                            "(MODEL is left as it was).")],
     data: DataOption = None,
@@ -144,6 +144,15 @@ def calibrate_cmd(
                     if not e["recalibrated"]}
     for name, why in kept_as_were.items():
         console.print(f"[yellow]note:[/yellow] {esc(name)} keeps its threshold: {esc(why)}")
+    if kept_as_were and record["target_accept"] != record["target_accept_before"]:
+        console.print(f"[yellow]note:[/yellow] the sources that keep their thresholds still "
+                      f"accept about {record['target_accept_before']:.0%} of their images, the "
+                      f"others {record['target_accept']:.0%}")
+    if any("enrolled" in why for why in kept_as_were.values()):
+        console.print("[yellow]note:[/yellow] the trained sources' thresholds changed, so an "
+                      "enrolled source may now lose images to a trained one it used to get "
+                      "(enrolled sources are visited after the nearest trained source decides); "
+                      "their enrolment self-checks were measured with the old thresholds")
     if record.get("unseen_origin_rule_replaced_for"):
         console.print("note: the unseen-origin threshold of "
                       f"{esc(', '.join(record['unseen_origin_rule_replaced_for']))} now follows "

@@ -53,12 +53,23 @@ def warnings_as_notes() -> Iterator[None]:
             seen: set[str] = set()
             for w in caught:
                 msg = str(w.message)
-                if issubclass(w.category, DeprecationWarning | FutureWarning) and not str(
-                        w.filename).replace("\\", "/").count("/genprint/"):
+                if issubclass(w.category, DeprecationWarning | PendingDeprecationWarning
+                              | FutureWarning) and not _ours(w.filename):
                     continue  # another library's notice to its own users (e.g. Ray's)
                 if msg not in seen:
                     seen.add(msg)
                     console.print(f"[yellow]note:[/yellow] {esc(str(msg))}")
+
+
+def _ours(filename: str) -> bool:
+    """Whether a warning was raised from genprint's own code (its package folder)."""
+    import genprint
+
+    package = os.path.realpath(os.path.dirname(genprint.__file__))
+    try:
+        return os.path.commonpath([os.path.realpath(filename), package]) == package
+    except ValueError:  # another drive, or a name that is not a path ("<string>")
+        return False
 
 
 def progress_bar(disable: bool = False) -> Progress:

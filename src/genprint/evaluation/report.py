@@ -56,7 +56,7 @@ def thresholds_phrase(metrics: dict[str, Any]) -> str:
     if recalibrated:
         return ("the model's thresholds, recalibrated on validation data under "
                 + ", ".join(recalibrated[-1]))
-    return "thresholds from clean validation data"
+    return "the thresholds set on clean validation data"
 _CSS = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1000px;color:#222}
 table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px}
@@ -361,7 +361,7 @@ def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] 
     rows = [(name, [fmt(m.get(k)) for k, _ in PERTURBATION_COLUMNS] + [description(name, m)],
              "") for name, m in conditions.items()]
     out.append("<p>Every test image, real and generated alike, is perturbed (seeded per image); "
-               f"the answers use the {_e(thresholds_phrase(run.metrics))} under every "
+               f"the answers use {_e(thresholds_phrase(run.metrics))} under every "
                "condition.</p>")
     out.append(_table("perturbations", header, rows))
     fig = _figure(max(5.0, 1.0 + 0.7 * len(conditions)), 3.6)

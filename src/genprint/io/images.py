@@ -170,10 +170,12 @@ def _strips_rgb8(img: Image.Image) -> tuple[np.ndarray, int]:
 def _alpha_note(see_through: int, total: int) -> list[str]:
     if not see_through:
         return []
-    share = see_through / max(total, 1)
-    shown = f"{share:.1%}" if share >= 0.001 else f"{see_through} of {total}"
-    return [(f"alpha channel dropped: {shown} of the pixels are not "
-            "opaque, and their stored colours are analysed")]
+    share = f"{see_through / max(total, 1):.1%}"
+    if share in ("0.0%", "100.0%"):  # a share that hides the pixels the note is about
+        what = f"{see_through} of the {total} pixels {'is' if see_through == 1 else 'are'}"
+    else:
+        what = f"{share} of the pixels are"
+    return [f"alpha channel dropped: {what} not opaque, and their stored colours are analysed"]
 
 
 def _to_rgb8(img: Image.Image, deep: bool = False) -> tuple[np.ndarray, list[str]]:

@@ -131,6 +131,7 @@ def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float
     record = {"recalibrated_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "model_sha256_before": getattr(attributor, "model_sha256_", None),
               "conditions": list(conditions), "target_accept": target,
+              "target_accept_before": float(getattr(attributor, "target_accept", 0.95)),
               "sources": per_source}
     info = dict(getattr(attributor, "training_info_", {}) or {})
     done = {s for s, e in per_source.items() if e["recalibrated"]}
@@ -145,7 +146,8 @@ def recalibrate_from_scores(attributor: Attributor, scores: dict[str, list[float
     attributor.model_sha256_ = None  # no saved model holds these thresholds until saved
     info["recalibrated"] = [*info.get("recalibrated", []), record]
     rule = str(info.get("threshold_rule") or "").split("; recalibrated")[0]
-    info["threshold_rule"] = (f"{rule}; recalibrated under {', '.join(conditions)} for "
+    info["threshold_rule"] = (f"{rule}; recalibrated under {', '.join(conditions)} to accept "
+                              f"{target:.0%} of the pooled scores, for "
                               f"{', '.join(sorted(done))} (see recalibrated)").lstrip("; ")
     attributor.training_info_ = info
     return record

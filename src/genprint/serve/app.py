@@ -143,8 +143,12 @@ class _Counting:
 
         try:
             await self.app(scope, receive, noted)
-        finally:
+        except anyio.get_cancelled_exc_class():  # e.g. at shutdown: nothing answered, not
+            raise  # counted
+        except Exception:  # a crash: counted (500 unless an answer had started)
             self.metrics.request(_route_path(scope), status)
+            raise
+        self.metrics.request(_route_path(scope), status)
 
 
 OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"})
@@ -388,13 +392,14 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                     watching.cancel_scope.cancel()
                 if metrics is not None:
                     metrics.model_seconds.observe(time.perf_counter() - started)
-                    metrics.rows(rows)
                 if gone.is_set():
                     log.info("client left during its analysis: stopped after %d of %d "
                              "file(s)", len(rows), len(uploads))
                     return Response(status_code=499)
         finally:
             await form.close()
+        if metrics is not None:  # answers delivered (not those of a client that left)
+            metrics.rows(rows)
         return json_ready({
             "model_sha256": summary["model_sha256"],
             "genprint_version": genprint.__version__,

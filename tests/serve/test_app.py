@@ -394,8 +394,14 @@ def test_client_gone_during_analysis_stops_reading(served: tuple[Path, Path],
         while time.perf_counter() < deadline and httpx.get(f"{url}/health").status_code != 200:
             time.sleep(0.1)
         answer = httpx.post(f"{url}/attribute", files=_files(sources, "beta"), timeout=30)
+        counters = httpx.get(f"{url}/metrics").text
     assert answer.status_code == 200 and answer.json()["n_images"] == 10
     assert len(read) == 10  # only the second request's files: the first one's were never read
+    if "genprint_answers_total" in counters:  # with prometheus-client: only delivered answers
+        got = _samples(counters)
+        answered = sum(v for (name, _), v in got.items() if name == "genprint_answers_total")
+        assert answered == 10
+        assert got[("genprint_http_requests_total", (("path", "/attribute"), ("status", "499")))] == 1
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -92,10 +92,15 @@ def calibrate_cmd(
         raise typer.Exit(2) from None
     info = getattr(attributor, "training_info_", {}) or {}
     drawn = info.get("split_drawn") or _drawn_split(str(info.get("split") or ""))
+    asked_split = val_fraction is not None or seed is not None
     val_fraction = val_fraction if val_fraction is not None else drawn.get("val_fraction", 0.2)
     seed = seed if seed is not None else drawn.get("seed", 0)
     protocol = protocol or str(info.get("protocol") or "all")
-    train, val = training_items(data, bench, protocol, val_fraction, seed, None)
+    how: dict[str, object] = {}
+    train, val = training_items(data, bench, protocol, val_fraction, seed, None, how)
+    if asked_split and (bench is not None or how.get("split") == "the data's own"):
+        console.print("note: --val-fraction and --seed are not used: the data has its own "
+                      "split, whose validation rows are used")
     trained = [c for c in attributor.classes_
                if c not in set(getattr(attributor, "enrolled_sources", ()) or ())]
     val = [i for i in val if i.source in trained]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -28,12 +29,13 @@ def test_other_libraries_deprecation_notices_are_not_notes(
 
     with warnings_as_notes():
         warnings.warn_explicit("`use_push_based_shuffle` is deprecated!", DeprecationWarning,
-                               "/site-packages/ray/data/context.py", 1286)
+                               str(Path("site-packages", "ray", "data", "context.py")), 1286)
         warnings.warn_explicit("the old option is deprecated", FutureWarning, ours.__file__, 1)
         warnings.warn_explicit("a third-party user warning", UserWarning,
-                               "/site-packages/other/mod.py", 1)
-        warnings.warn_explicit("`old_knob` is deprecated!", PendingDeprecationWarning,  # a
-                               "/home/u/genprint/.venv/lib/site-packages/ray/x.py", 1)  # clone
+                               str(Path("site-packages", "other", "mod.py")), 1)
+        clone_venv = Path("clone", "genprint", ".venv", "site-packages", "ray", "x.py")
+        warnings.warn_explicit("`old_knob` is deprecated!", PendingDeprecationWarning,
+                               str(clone_venv), 1)  # a venv inside a clone named genprint
     err = capsys.readouterr().err
     assert "use_push_based_shuffle" not in err and "old_knob" not in err
     assert "note: the old option is deprecated" in err

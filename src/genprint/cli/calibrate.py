@@ -62,6 +62,7 @@ def calibrate_cmd(
     import os
 
     import genprint
+    from genprint.evaluation.evaluate import seed_root
     from genprint.evaluation.perturb import expand_perturbations
     from genprint.io.batches import load_items
     from genprint.methods.fitting import FEW_VALIDATION_IMAGES
@@ -121,8 +122,7 @@ def calibrate_cmd(
                       "card's): the thresholds are only as good as these images are new to the "
                       "model and apart from the test images (check --val-fraction and --seed "
                       "for data split at training)")
-    root = bench if bench is not None else (data if data is not None and data.is_dir()
-                                            else data.parent if data is not None else None)
+    root = bench if bench is not None else seed_root(data) if data is not None else None
     pooled = _pooled_scores(attributor, images, items, labels, names, root)
     try:
         record = recalibrate_from_scores(attributor, pooled, names,

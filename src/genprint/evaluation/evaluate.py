@@ -32,6 +32,7 @@ from genprint.io.fingerprint import PictureSet
 from genprint.io.images import ImageError
 from genprint.io.sources import Item, ManifestError, load_dataset
 from genprint.methods.base import BATCH_PIXELS, Attributor
+from genprint.methods.recalibrate import recalibrations
 from genprint.results import Attribution
 from genprint.world.protocols import REAL, Protocol, ProtocolView, protocol_view
 
@@ -103,6 +104,13 @@ def _nothing_to_evaluate(reasons: Sequence[str | None]) -> ValueError:
                       "nothing to evaluate")
 
 
+def seed_root(data: str | os.PathLike[str]) -> Path:
+    """The folder perturbation seeds of data of one's own are relative to: ``data`` itself
+    when it is a folder, else the folder of its manifest."""
+    location = Path(data)
+    return location if location.is_dir() else location.parent
+
+
 def image_seed(item: Item, bench_dir: str | os.PathLike[str] | None) -> int:
     """Seed of an image's perturbation: crc32 of its path relative to the benchmark (or to the
     folder of one's own data; the path as given when there is none).
@@ -149,6 +157,8 @@ class _TestSet:
     """Pixel fingerprints of the pictures the model was fitted on (None: it keeps none)."""
     seen: list[int] = field(default_factory=list)
     """Indices into ``items`` of usable test images that are among :attr:`fitted_on`."""
+    copies: list[list[int]] = field(default_factory=list)
+    """Groups of usable test files with the same bytes (set with :attr:`kept`)."""
 
     def chunks(self, size: int, on_skip: Callable[[int], None] | None = None
                ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -239,9 +249,10 @@ class _TestSet:
                 "about new images and make the figures look better than they are. Keep test "
                 "pictures out of training (the figures' test_seen_in_training lists them)",
                 stacklevel=5)
-        self._warn_repeats()
+        self.copies = self._copy_groups()
+        self._warn_copies()
 
-    def repeated_files(self) -> list[list[int]]:
+    def _copy_groups(self) -> list[list[int]]:
         """Groups (indices into :attr:`items`, two or more each) of usable test files with the
         same bytes (sha256): copies of one file, which the figures count once per copy."""
         groups: dict[str, list[int]] = {}
@@ -251,12 +262,15 @@ class _TestSet:
                 groups.setdefault(digest, []).append(k)
         return [g for g in groups.values() if len(g) > 1]
 
-    def _warn_repeats(self) -> None:
-        groups = self.repeated_files()
-        if not groups:
+    def _clashing_copies(self) -> list[list[int]]:
+        """The groups of :attr:`copies` whose files carry more than one label."""
+        return [g for g in self.copies if len({self.items[k].source for k in g}) > 1]
+
+    def _warn_copies(self) -> None:
+        if not self.copies:
             return
-        extra = sum(len(g) - 1 for g in groups)
-        clash = [g for g in groups if len({self.items[k].source for k in g}) > 1]
+        extra = sum(len(g) - 1 for g in self.copies)
+        clash = self._clashing_copies()
         message = (f"{extra} test file(s) are copies (same bytes) of another test file, and "
                    "each copy is counted in the figures")
         if clash:
@@ -272,11 +286,9 @@ class _TestSet:
     def repeat_metrics(self) -> dict[str, Any]:
         """How many test files are extra copies of another, and the paths of the copies whose
         group carries more than one label."""
-        groups = self.repeated_files()
-        clash = [g for g in groups if len({self.items[k].source for k in g}) > 1]
-        return {"n_test_copies": sum(len(g) - 1 for g in groups),
-                "test_copies_with_other_labels": [str(self.items[k].path) for g in clash
-                                                  for k in g]}
+        return {"n_test_copies": sum(len(g) - 1 for g in self.copies),
+                "test_copies_with_other_labels": [str(self.items[k].path)
+                                                  for g in self._clashing_copies() for k in g]}
 
     def seen_metrics(self) -> dict[str, Any]:
         """How many (and which) test images the model was fitted on; None where it keeps no
@@ -403,8 +415,7 @@ def load_eval_data(data: str | os.PathLike[str], classes: Sequence[str]) -> Eval
     """
     dataset = load_dataset(data)
     problems = [*dataset.notes, *dataset.problems]
-    location = Path(dataset.location)
-    root = location if location.is_dir() else location.parent
+    root = seed_root(dataset.location)
     split: str | None = None
     items = list(dataset.items)
     if any(i.split is not None for i in items):
@@ -543,11 +554,9 @@ def _scored_run(attributor: Attributor, test: _TestSet, protocol: str,
     for a clean run)."""
     items = [test.items[k] for k in test.kept or []]
     metrics = score_results(items, results, attributor.classes_, test.held_out_cameras)
-    info = getattr(attributor, "training_info_", None) or {}
     metrics = {"method": attributor.method, "protocol": protocol,
                "model_sha256": getattr(attributor, "model_sha256_", None),
-               "thresholds_recalibrated_under": [r.get("conditions")
-                                                 for r in info.get("recalibrated") or []],
+               "thresholds_recalibrated_under": recalibrations(attributor),
                "genprint_version": __version__, **metrics,
                "n_unreadable_test": len(test.unreadable), "unreadable_test": test.unreadable,
                **test.seen_metrics(), **test.repeat_metrics()}

@@ -34,6 +34,13 @@ CHUNK = 256
 """Images attributed per call when scoring (bounded memory for the method's work arrays)."""
 
 
+def recalibrations(attributor: Attributor) -> list[list[str]]:
+    """The conditions of each recalibration of ``attributor``'s thresholds, oldest first (an
+    empty list: its thresholds are as trained)."""
+    info = getattr(attributor, "training_info_", None) or {}
+    return [list(r.get("conditions") or []) for r in info.get("recalibrated") or []]
+
+
 def own_scores(attributor: Attributor, images: Sequence[np.ndarray],
                labels: Sequence[str]) -> dict[str, list[float]]:
     """Each known source's score for its own images among ``images`` (labels outside the

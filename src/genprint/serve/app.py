@@ -46,6 +46,7 @@ import genprint
 from genprint.io.batches import LoadResult
 from genprint.io.images import ImageError, decode_image
 from genprint.methods.base import Attributor
+from genprint.methods.recalibrate import recalibrations
 from genprint.results import Attribution, json_ready
 from genprint.serve.limits import ServeLimits
 from genprint.serve.metrics import ServeMetrics, metrics_or_none
@@ -269,7 +270,7 @@ def model_summary(attributor: Attributor, limits: ServeLimits) -> dict[str, Any]
         "created": attributor.created_,
         "n_training_fingerprints": None if fingerprints is None else len(fingerprints),
         "threshold_rule": info.get("threshold_rule"),
-        "recalibrated_under": [r.get("conditions") for r in info.get("recalibrated") or []],
+        "recalibrated_under": recalibrations(attributor),
         "genprint_version": genprint.__version__,
         "limits": limits.describe(),
     })

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -24,6 +23,7 @@ from genprint.cli.ray_options import (
     RayActorsOption,
     RayAddressOption,
     check_ray_options,
+    ray_rows,
 )
 from genprint.results import Attribution, ResultsWriter, RowsKept, printable
 
@@ -134,8 +134,9 @@ def attribute(
             animated = "first" if first_frame else "refuse"
             progress = lambda n: bar.advance(task, n)
             actors = ray_actors or DEFAULT_RAY_ACTORS
-            rows = (_ray_rows(model, paths, attributor, ray_address, actors,
-                              batch_size, animated, max_tiles, progress) if ray else
+            rows = (ray_rows(model, paths, attributor, address=ray_address, actors=actors,
+                             batch_size=batch_size, animated=animated, max_tiles=max_tiles,
+                             on_progress=progress) if ray else
                     attributor.iter_attribute(paths, batch_size=batch_size, workers=workers,
                                               animated=animated, on_progress=progress))
             try:
@@ -200,22 +201,6 @@ def attribute(
         console.print(f"results written to {esc(str(out))}")
     if n_failed == n_done or (strict and n_failed):
         raise typer.Exit(1)
-
-
-def _ray_rows(model: Path, paths: list[Path], attributor: object, address: str | None,
-              actors: int, batch_size: int, animated: str, max_tiles: int | None,
-              on_progress: Callable[[int], None]) -> Iterator[Attribution]:
-    """The rows of ``--ray``: :func:`genprint.scale.iter_attributions` on the files already
-    listed, pinned to the model loaded here (its ``model_sha256``); the actors import the
-    plugin modules this process imported (``--plugin``, ``GENPRINT_PLUGINS``)."""
-    from genprint.plugins import loaded_plugin_specs
-    from genprint.scale import iter_attributions
-
-    return iter_attributions(
-        model, paths, address=address, actors=actors, batch_size=batch_size,
-        animated=animated,  # type: ignore[arg-type]
-        max_tiles=max_tiles, expected_model_sha256=getattr(attributor, "model_sha256_", None),
-        plugins=loaded_plugin_specs(), on_progress=on_progress)
 
 
 def _rows_to_resume(out: Path | None, attributor: object, paths: list[Path]) -> list:

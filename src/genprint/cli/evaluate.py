@@ -25,6 +25,7 @@ from genprint.cli.ray_options import (
     RayActorsOption,
     RayAddressOption,
     check_ray_options,
+    ray_rows,
 )
 from genprint.evaluation.report import SUMMARY_ROWS
 from genprint.storage.atomic import write_text_atomic
@@ -152,8 +153,9 @@ def evaluate_cmd(
                 if ray:
                     run, perturbed = evaluate_answers(
                         attributor, target, protocol,
-                        _ray_answers(model, attributor, ray_address,
-                                     ray_actors or DEFAULT_RAY_ACTORS),
+                        lambda paths, done: ray_rows(
+                            model, paths, attributor, address=ray_address,
+                            actors=ray_actors or DEFAULT_RAY_ACTORS, on_progress=done),
                         on_progress=progress, root=root, require_overlap=True), {}
                 else:
                     run, perturbed = evaluate_conditions(
@@ -187,21 +189,6 @@ def evaluate_cmd(
         if json_path:
             write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
-
-
-def _ray_answers(model: Path, attributor: Any, address: str | None, actors: int) -> Any:
-    """The answers of ``--ray``: :func:`genprint.scale.iter_attributions` pinned to the model
-    loaded here (its ``model_sha256``), with the plugin modules this process imported."""
-    from genprint.plugins import loaded_plugin_specs
-    from genprint.scale import iter_attributions
-
-    def answers(paths: list[Path], on_progress: Any) -> Any:
-        return iter_attributions(
-            model, paths, address=address, actors=actors,
-            expected_model_sha256=getattr(attributor, "model_sha256_", None),
-            plugins=loaded_plugin_specs(), on_progress=on_progress, expand_folders=False)
-
-    return answers
 
 
 def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:

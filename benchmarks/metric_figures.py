@@ -227,6 +227,7 @@ def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.n
     known = np.isin(sources, model.classes_)
     emb = model.embed([img for img, k in zip(images, known, strict=True) if k])
     sources = sources[known]
+    scale = model.enrolment_scale(n)[0]  # the rule's factor for n images (None: quantile rule)
     out: dict[str, float] = {}
     reached_all: list[bool] = []
     for source in model.classes_:
@@ -239,7 +240,7 @@ def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.n
             pick = rng.permutation(len(e))
             t, d = refs.enrolled_distances(e[pick[:n]], e[pick[n:]], model.refs_per_class,
                                            model.seed, model.target_accept,
-                                           -np.asarray(model.thresholds_))
+                                           -np.asarray(model.thresholds_), scale)
             reached.append(bool(np.mean(d <= t) >= 0.9))
         out[str(source)] = float(np.mean(reached))
         reached_all += reached

@@ -266,6 +266,14 @@ def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
         as_real = float(np.mean((cand == real_index) & (d[np.arange(len(d)), cand] <= thr[cand])))
         print(f"fold {held}: pseudo-unknowns accepted as real {as_real:.3f} (K = "
               f"{args.enrol_k}, thresholds of the calibration half)", flush=True)
+    # the enrolment rule's factor, simulated on the calibration half (the fold's validation
+    # images), as a model does on its stored validation samples
+    args.enrol_scale = (refs.enrolment_scale(cal_e, cal_y, args.enrol_images, args.enrol_k,
+                                             args.seed, target)[0]
+                        if args.enrol_rule == "scaled" else None)
+    if args.enrol_scale is not None:
+        print(f"fold {held}: enrolment threshold = {args.enrol_scale:.3f} × the mean "
+              "leave-one-out distance", flush=True)
     reach = known_enrolment_reach(cal_e, cal_y, ev_e, eval_y, n_classes, args, target)
     print(f"fold {held}: simulated enrolments of the known sources reach recall 0.90 in "
           f"{reach:.3f} of draws", flush=True)
@@ -353,7 +361,7 @@ def simulated_enrolments(emb: np.ndarray, y: np.ndarray, n_classes: int,
         for _ in range(draws):
             pick = rng.permutation(len(e))
             yield refs.enrolled_distances(e[pick[:n]], e[pick[n:]], args.enrol_k, args.seed,
-                                          target_accept, np.ones(1))
+                                          target_accept, np.ones(1), args.enrol_scale)
 
 
 def enrolment_factor(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
@@ -408,7 +416,7 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
             few, rest = ps_e[idx[:n]], ps_e[idx[n:]]
             new = refs.enrolment_references(few, np.arange(len(few)), k, args.seed)
             dist, _ = refs.enrolment_threshold(few, np.arange(len(few)), few, k, args.seed,
-                                               target_accept, thr)
+                                               target_accept, thr, args.enrol_scale)
             pts = np.concatenate([points, new])
             own = np.concatenate([owners, np.full(len(new), n_classes)])
             t = np.append(thr, factor * dist)
@@ -447,6 +455,10 @@ def main() -> None:
                         "in the enrolment figures")
     parser.add_argument("--reuse", action="store_true",
                         help="use the embeddings a previous run saved in --out (no training)")
+    parser.add_argument("--enrol-rule", default="scaled", choices=["scaled", "quantile"],
+                        help="enrolment threshold: the method's scaled mean of the leave-one-out "
+                             "distances (factor simulated on the calibration images), or the "
+                             "earlier rule, their finite-sample 95%% quantile (the largest of 10)")
     parser.add_argument("--enrol-factor", action="store_true",
                         help="also measure enrolment with the threshold widened by a factor "
                              "calibrated on simulated enrolments of the known sources")

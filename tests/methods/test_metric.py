@@ -189,8 +189,11 @@ def test_enrolled_distances_are_what_an_enrolment_records(model: MetricAttributo
     rest = [textured(rng, 32, 32, 5) for _ in range(3)]
     m = copy.deepcopy(model)
     record = m.enroll(few, "p5")
+    scale = model.enrolment_scale(len(few))[0]
+    assert scale is not None and record["threshold_rule"] == "leave-one-image-out, scaled mean"
     t, d = metric_refs.enrolled_distances(m.embed(few), m.embed(rest), m.refs_per_class,
-                                          m.seed, m.target_accept, -np.asarray(model.thresholds_))
+                                          m.seed, m.target_accept, -np.asarray(model.thresholds_),
+                                          scale)
     assert t == pytest.approx(-record["threshold"])  # the record gives it as a score
     new_points = m.references_[m.reference_sources_ == len(m.classes_) - 1]
     np.testing.assert_allclose(d, metric_refs.distances(m.embed(rest), new_points).min(axis=1),

@@ -196,7 +196,7 @@ def test_separators_round_trip_and_are_checked_on_load(model: MetricAttributor,
 def test_a_model_without_samples_enrols_without_a_separator(model: MetricAttributor,
                                                             tmp_path: Path) -> None:
     model.save(tmp_path / "old")
-    for name in ("samples", "sample_sources", "separators"):
+    for name in ("samples", "sample_sources", "separators", "sample_validation"):
         (tmp_path / "old" / f"{name}.npy").unlink()
     _refresh_checksums(tmp_path / "old")
     old = genprint.load(tmp_path / "old")

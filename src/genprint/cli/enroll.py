@@ -97,6 +97,14 @@ def enroll_cmd(
                   f"image(s): {record['n_reference_points']} reference point(s), threshold "
                   f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
                   f"{esc(record['separator'])}")
+    if record.get("threshold_scale") is not None:
+        console.print(f"  threshold = {record['threshold_scale']:.3f} × the mean distance of "
+                      "each enrolment image to the points of the others "
+                      f"({esc(record['threshold_scale_note'])})")
+    elif record.get("threshold_scale_note") and record["n_images"] >= 3:
+        console.print("  note: threshold = a quantile of the leave-one-out distances (with "
+                      "38 or fewer images, the largest), not their scaled mean: "
+                      f"{esc(record['threshold_scale_note'])}")
     if record.get("n_repeated"):
         console.print(f"  note: {record['n_repeated']} image(s) had the same pixels as another "
                       "one and were used once")

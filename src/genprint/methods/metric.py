@@ -85,7 +85,11 @@ from genprint.methods.base import (
     Prediction,
     check_training_labels,
 )
-from genprint.methods.metric_enrol_check import known_overlap, leave_one_out_check
+from genprint.methods.metric_enrol_check import (
+    MAX_CHECK_IMAGES,
+    known_overlap,
+    leave_one_out_check,
+)
 from genprint.methods.metric_pseudo import PSEUDO_KINDS, pseudo_source_images
 from genprint.methods.metric_train import (
     METRIC_LOSSES,
@@ -451,6 +455,9 @@ class MetricAttributor(Attributor):
         keep = refs.sample_subset(lab, refs.SAMPLES_PER_SOURCE, self.seed)
         self.samples_ = emb[keep].astype(np.float32)
         self.sample_sources_ = lab[keep].astype(np.int64)
+        # which samples are validation images: the enrolment threshold's factor is simulated
+        # on them (refs.enrolment_scale)
+        self.sample_validation_ = np.r_[np.zeros(len(train_y), bool), np.ones(len(val_y), bool)][keep]
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
@@ -584,9 +591,12 @@ class MetricAttributor(Attributor):
         tile_emb, owner = self._embed_tiles(images)
         image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
+        scale, scale_draws, scale_note = self.enrolment_scale(len(images))
+        check_scale = (self.enrolment_scale(len(images) - 1)[0]  # the self-check's rule
+                       if scale is not None and len(images) <= MAX_CHECK_IMAGES else None)
         dist, rule = refs.enrolment_threshold(
             tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,
-            -np.asarray(self.thresholds_))
+            -np.asarray(self.thresholds_), scale)
         k = len(self.classes_)
         samples = getattr(self, "samples_", None)
         check = leave_one_out_check(
@@ -596,7 +606,7 @@ class MetricAttributor(Attributor):
             enrolled=self._enrolled_mask(),
             classes=list(self.classes_),
             separators=getattr(self, "separators_", None),
-            samples=samples if separator else None)
+            samples=samples if separator else None, scale=check_scale)
         sep = np.full(image_emb.shape[1] + 1, np.nan)
         if not separator:
             sep_rule = "none (off by default)"
@@ -612,6 +622,8 @@ class MetricAttributor(Attributor):
             self.samples_ = np.concatenate([samples, image_emb[keep]]).astype(np.float32)
             self.sample_sources_ = np.concatenate(
                 [self.sample_sources_, np.full(len(keep), k, dtype=np.int64)])
+            if getattr(self, "sample_validation_", None) is not None:  # not validation images
+                self.sample_validation_ = np.r_[self.sample_validation_, np.zeros(len(keep), bool)]
             self.separators_ = np.concatenate([self.separators_, sep[None, :]])
         self.references_ = np.concatenate([self.references_, points]).astype(np.float32)
         self.reference_sources_ = np.concatenate(
@@ -633,6 +645,8 @@ class MetricAttributor(Attributor):
                   "n_images": len(images), "n_repeated": n_repeated,
                   "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
+                  "threshold_scale": scale, "threshold_scale_draws": scale_draws,
+                  "threshold_scale_note": scale_note,
                   "separator": sep_rule, **check}
         if self.training_fingerprints_ is not None:  # the enrolled pictures are seen too
             self.training_fingerprints_ = np.unique(
@@ -641,6 +655,29 @@ class MetricAttributor(Attributor):
         info["enrolled"] = [*info.get("enrolled", []), record]
         self.training_info_ = info
         return record
+
+    def enrolment_scale(self, n_images: int) -> tuple[float | None, int, str]:
+        """The factor of the scaled-mean enrolment rule for ``n_images`` images, simulated on
+        the trained sources' stored validation samples (:func:`refs.enrolment_scale`), the
+        number of simulated enrolments, and a note; ``None`` when the rule cannot be used (the
+        largest leave-one-out distance is used instead, the rule before this one)."""
+        flags = getattr(self, "sample_validation_", None)
+        if n_images < 3:
+            return None, 0, "fewer than 3 images: no leave-one-image-out distances"
+        if flags is None:
+            return None, 0, ("the model does not mark its validation samples (saved by an older "
+                             "genprint): the finite-sample quantile rule is used")
+        trained = flags & ~self._enrolled_mask()[self.sample_sources_]
+        scale, draws = refs.enrolment_scale(
+            self.samples_[trained], self.sample_sources_[trained], n_images,
+            self.refs_per_class, self.seed, self.target_accept)
+        if scale is None:
+            return None, 0, (f"no trained source has {n_images + refs.SCALE_MIN_REST} validation "
+                             "samples to simulate enrolments of this size: the finite-sample "
+                             "quantile rule is used")
+        return scale, draws, (f"{draws} simulated enrolments of {n_images} validation images "
+                              "of the trained sources accept "
+                              f"{self.target_accept:.0%} of the rest on average")
 
     # ------------------------------------------------------------------ persistence
     def _to_contents(self) -> tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -667,6 +704,8 @@ class MetricAttributor(Attributor):
             arrays.update(samples=self.samples_.astype(np.float32),
                           sample_sources=self.sample_sources_.astype(np.int64),
                           separators=np.asarray(self.separators_, dtype=np.float64))
+            if getattr(self, "sample_validation_", None) is not None:
+                arrays["sample_validation"] = self.sample_validation_.astype(np.uint8)
         return card, state_tensors(self.net_), arrays
 
     @classmethod
@@ -711,6 +750,7 @@ class MetricAttributor(Attributor):
                 or set(model.reference_sources_.tolist()) != set(range(len(model.classes_)))):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
         model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
+        model.sample_validation_ = _sample_validation_of(contents, model)
         return model
 
 
@@ -802,3 +842,15 @@ def _samples_of(contents: ModelContents, model: MetricAttributor
     if not rows_ok.all() or any(not e and np.isfinite(r).all() for e, r in zip(enrolled, seps, strict=True)):
         raise ModelFormatError("a separator is malformed or belongs to a trained source")
     return samples, sources, seps
+
+
+def _sample_validation_of(contents: ModelContents, model: MetricAttributor) -> np.ndarray | None:
+    """Which stored samples are validation images (``None`` for models saved before this was
+    kept), checked."""
+    if "sample_validation" not in contents.arrays:
+        return None
+    flags = contents.arrays["sample_validation"]
+    if model.samples_ is None or flags.shape != (len(model.samples_),) or not np.isin(
+            flags, (0, 1)).all():
+        raise ModelFormatError("sample_validation does not fit the sample embeddings")
+    return flags.astype(bool)

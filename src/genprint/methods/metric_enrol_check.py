@@ -52,12 +52,14 @@ def leave_one_out_check(
     classes: list[str],
     separators: np.ndarray | None,
     samples: np.ndarray | None,
+    scale: float | None = None,
 ) -> dict[str, Any]:
     """Leave-one-image-out attribution of the enrolment images (see module doc).
 
     ``thresholds`` are distances (positive) of the existing sources, ``enrolled`` marks those
     that were enrolled, ``separators`` their separators (rows of NaN: none) and ``samples`` the
-    sample embeddings to fit a separator for the new source against (``None``: no separator).
+    sample embeddings to fit a separator for the new source against (``None``: no separator),
+    ``scale`` the enrolment rule's factor for one image fewer (``None``: the quantile rule).
     Returns ``{"loo_recall": share or None, "loo_taken_by": {source or "unknown": count}}``.
     """
     n = len(image_emb)
@@ -73,7 +75,7 @@ def leave_one_out_check(
         rest_img = np.delete(image_emb, i, axis=0)
         points = refs.enrolment_references(tile_emb[keep], rest_owner, k, seed)
         t, _ = refs.enrolment_threshold(tile_emb[keep], rest_owner, rest_img, k, seed,
-                                        target_accept, thresholds)
+                                        target_accept, thresholds, scale)
         all_points = np.concatenate([references, points])
         owners = np.concatenate([reference_sources, np.full(len(points), new)])
         d = refs.source_distances(image_emb[i : i + 1], all_points, owners, new + 1)

@@ -95,8 +95,8 @@ def test_images(model: MetricAttributor, bench: Path, protocol: str
 
 
 def enrolment(model: MetricAttributor, images: list[np.ndarray], sources: np.ndarray,
-              unknown: list[str], n: int, draws: int = 1, separator: bool = False
-              ) -> list[dict[str, Any]]:
+              unknown: list[str], n: int, draws: int = 1, separator: bool = False,
+              threshold_rule: str = "scaled-mean") -> list[dict[str, Any]]:
     """Enrol every ``unknown`` source from ``n`` of its test images (see doc); ``images`` and
     ``sources``: :func:`test_images`."""
     known = np.isin(sources, model.classes_)
@@ -122,7 +122,8 @@ def enrolment(model: MetricAttributor, images: list[np.ndarray], sources: np.nda
         for d in range(max(1, draws)):
             sel = idx if d == 0 else np.random.default_rng(d).permutation(idx)
             enrolled = copy.deepcopy(model)
-            record = enrolled.enroll([images[k] for k in sel[:n]], source, separator=separator)
+            record = enrolled.enroll([images[k] for k in sel[:n]], source, separator=separator,
+                                     threshold_rule=threshold_rule)
             rest = enrolled.attribute_arrays([images[k] for k in sel[n:]])
             after_open, after_closed = accuracy(enrolled)
             others = enrolled.attribute_arrays([images[k] for k in other_unknown(source)])
@@ -209,7 +210,7 @@ def markdown(rows: list[dict[str, Any]], enrol: list[dict[str, Any]]) -> str:
 
 
 def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.ndarray, n: int,
-                draws: int = 5) -> dict[str, float]:
+                draws: int = 5, threshold_rule: str = "scaled-mean") -> dict[str, float]:
     """What the enrolment rule gives a source the model already knows: for each known source,
     ``draws`` random sets of ``n`` of its test images (``images``, ``sources``:
     :func:`test_images`) are enrolled by the method's threshold rule alone
@@ -227,7 +228,8 @@ def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.n
     known = np.isin(sources, model.classes_)
     emb = model.embed([img for img, k in zip(images, known, strict=True) if k])
     sources = sources[known]
-    scale = model.enrolment_scale(n)[0]  # the rule's factor for n images (None: quantile rule)
+    # the rule's factor for n images (None: the quantile rule)
+    scale = model.enrolment_scale(n)[0] if threshold_rule == "scaled-mean" else None
     out: dict[str, float] = {}
     reached_all: list[bool] = []
     for source in model.classes_:
@@ -269,6 +271,8 @@ def main() -> None:
                         help="draws of the enrolled images (draw 0: the first in manifest order)")
     parser.add_argument("--enrol-separator", action="store_true",
                         help="enrol with the opt-in separator (genprint enroll --separator)")
+    parser.add_argument("--enrol-rule", default="scaled-mean", choices=["scaled-mean", "quantile"],
+                        help="the enrolment threshold rule (genprint enroll --threshold-rule)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="load models already in OUT")
     args = parser.parse_args()
@@ -291,9 +295,9 @@ def main() -> None:
                 images, sources = test_images(model, args.bench, protocol)
                 unknown = list(protocol_view(args.bench, protocol).protocol.unknown)
                 enrol = enrolment(model, images, sources, unknown, args.enrol_images,
-                                  args.enrol_draws, args.enrol_separator)
+                                  args.enrol_draws, args.enrol_separator, args.enrol_rule)
                 reach = known_reach(model, images, sources, args.enrol_images,
-                                    max(args.enrol_draws, 20))
+                                    max(args.enrol_draws, 20), args.enrol_rule)
                 print(f"known sources enrolled again from {args.enrol_images} test images "
                       f"(the threshold rule alone): draws reaching recall 0.90, "
                       f"{json.dumps({k: round(v, 2) for k, v in reach.items()})}", flush=True)

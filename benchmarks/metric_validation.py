@@ -270,7 +270,7 @@ def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     # images), as a model does on its stored validation samples
     args.enrol_scale = (refs.enrolment_scale(cal_e, cal_y, args.enrol_images, args.enrol_k,
                                              args.seed, target)[0]
-                        if args.enrol_rule == "scaled" else None)
+                        if args.enrol_rule == "scaled-mean" else None)
     if args.enrol_scale is not None:
         print(f"fold {held}: enrolment threshold = {args.enrol_scale:.3f} × the mean "
               "leave-one-out distance", flush=True)
@@ -455,7 +455,7 @@ def main() -> None:
                         "in the enrolment figures")
     parser.add_argument("--reuse", action="store_true",
                         help="use the embeddings a previous run saved in --out (no training)")
-    parser.add_argument("--enrol-rule", default="scaled", choices=["scaled", "quantile"],
+    parser.add_argument("--enrol-rule", default="scaled-mean", choices=["scaled-mean", "quantile"],
                         help="enrolment threshold: the method's scaled mean of the leave-one-out "
                              "distances (factor simulated on the calibration images), or the "
                              "earlier rule, their finite-sample 95%% quantile (the largest of 10)")

@@ -182,3 +182,23 @@ def test_genprint_enroll_says_which_rule_set_the_threshold(model: MetricAttribut
     assert out.exit_code == 0, out.output  # 20 images: too few validation samples to simulate
     text = " ".join(out.output.split())
     assert "not their scaled mean: no trained source has 25 validation samples" in text
+    out = CliRunner().invoke(app, ["enroll", str(tmp_path / "m"), "--source", "p7", "--json",
+                                   "--threshold-rule", "quantile", "--out", str(tmp_path / "q"),
+                                   *map(str, files)])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["threshold_rule"] == "leave-one-image-out"
+    out = CliRunner().invoke(app, ["enroll", str(tmp_path / "m"), "--source", "p8",
+                                   "--threshold-rule", "widest", *map(str, files)])
+    assert out.exit_code == 2 and "--threshold-rule" in out.output
+
+
+def test_the_quantile_rule_can_still_be_asked_for(model: MetricAttributor) -> None:
+    images = new_source(10)
+    record = copy.deepcopy(model).enroll(images, "p5", threshold_rule="quantile")
+    emb = model.embed(images)
+    held = refs.leave_one_image_out(emb, np.arange(10), emb, K, model.seed)
+    assert record["threshold_rule"] == "leave-one-image-out"
+    assert -record["threshold"] == pytest.approx(held.max(), rel=1e-5)  # 10 images: the largest
+    assert record["threshold_scale"] is None and "asked for" in record["threshold_scale_note"]
+    with pytest.raises(ValueError, match="threshold rule"):
+        copy.deepcopy(model).enroll(images, "p5", threshold_rule="widest")

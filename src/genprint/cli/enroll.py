@@ -22,6 +22,13 @@ def enroll_cmd(
         help="Also fit a linear separator against the known sources' stored embeddings; it "
              "recovers images that would otherwise be `unknown`, at the cost of more unseen "
              "generators taken by the new source (docs/metric.md). Off by default.")] = False,
+    threshold_rule: Annotated[str, typer.Option(
+        help="How the new source's threshold is set from the leave-one-out distances of its "
+             "images (3 or more): 'scaled-mean' (default: a factor, simulated on the trained "
+             "sources' validation images, times their mean; aims at 95% of new images) or "
+             "'quantile' (the rule before it: their 95% quantile, with 10 images the largest; "
+             "accepts fewer, and for spread-out sources takes fewer unseen generators' "
+             "images; docs/metric.md).")] = "scaled-mean",
     out: Annotated[Path | None, typer.Option(
         help="Write the enrolled model to this new directory and leave MODEL as it was "
              "(default: MODEL is replaced).")] = None,
@@ -69,7 +76,8 @@ def enroll_cmd(
         from genprint.methods.metric import EnrolmentConflict
 
         try:
-            record = attributor.enroll(loaded, source, separator=separator)
+            record = attributor.enroll(loaded, source, separator=separator,
+                                       threshold_rule=threshold_rule)
         except EnrolmentConflict as exc:
             named = [paths[kept[i]] for i in exc.indices]
             shown = ", ".join(esc(str(p)) for p in named[:5])
@@ -81,7 +89,8 @@ def enroll_cmd(
                           "Nothing was changed")
             raise typer.Exit(2) from None
         except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--source") from None
+            hint = "--threshold-rule" if "threshold rule" in str(exc) else "--source"
+            raise typer.BadParameter(str(exc), param_hint=hint) from None
         if separator and record.get("separator", "").startswith("none"):
             console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
                           f"{esc(record['separator'])}; retrain the model to keep sample embeddings")

@@ -547,8 +547,8 @@ class MetricAttributor(Attributor):
         return {r["source"] for r in getattr(self, "training_info_", {}).get("enrolled", [])}
 
     # ------------------------------------------------------------------ enrolment
-    def enroll(self, images: Sequence[np.ndarray], source: str, separator: bool = False
-               ) -> dict[str, Any]:
+    def enroll(self, images: Sequence[np.ndarray], source: str, separator: bool = False,
+               threshold_rule: str = "scaled-mean") -> dict[str, Any]:
         """Add ``source`` from ≥ 1 images without retraining; returns what was recorded.
         A picture given more than once (the same pixels) is used once (``n_repeated`` counts
         the others), so it cannot inflate the leave-one-out self-check.
@@ -559,7 +559,13 @@ class MetricAttributor(Attributor):
         saved without sample embeddings (before they were kept) cannot fit one, and the record
         says so. The new images join the stored samples either way, so that a later enrolment
         can separate from this source.
+
+        ``threshold_rule`` (with ≥ 3 images): ``"scaled-mean"`` (default) or ``"quantile"``, the
+        rule before it (:mod:`genprint.methods.metric_refs`, docs/metric.md "Enrolment").
         """
+        if threshold_rule not in ENROL_THRESHOLD_RULES:
+            raise ValueError(f"unknown enrolment threshold rule {threshold_rule!r}: choose from "
+                             f"{', '.join(ENROL_THRESHOLD_RULES)}")
         self._check_fitted()
         check_source_names([source])
         source = unicodedata.normalize("NFC", source)  # one spelling of "ü" (see io.sources)
@@ -591,7 +597,9 @@ class MetricAttributor(Attributor):
         tile_emb, owner = self._embed_tiles(images)
         image_emb = refs.image_embeddings(tile_emb, owner, len(images))
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
-        scale, scale_draws, scale_note = self.enrolment_scale(len(images))
+        scale, scale_draws, scale_note = (
+            self.enrolment_scale(len(images)) if threshold_rule == "scaled-mean"
+            else (None, 0, "the quantile rule was asked for (--threshold-rule quantile)"))
         check_scale = (self.enrolment_scale(len(images) - 1)[0]  # the self-check's rule
                        if scale is not None and len(images) <= MAX_CHECK_IMAGES else None)
         dist, rule = refs.enrolment_threshold(
@@ -753,6 +761,10 @@ class MetricAttributor(Attributor):
         model.sample_validation_ = _sample_validation_of(contents, model)
         return model
 
+
+ENROL_THRESHOLD_RULES = ("scaled-mean", "quantile")
+"""The enrolment threshold rules :meth:`MetricAttributor.enroll` takes (the first is the
+default)."""
 
 SHIPPED_CAMERA = "shipped"
 """How a card names the camera checkpoint shipped with genprint (any machine resolves it)."""

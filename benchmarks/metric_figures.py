@@ -37,12 +37,31 @@ import numpy as np
 import genprint
 from genprint.evaluation.evaluate import evaluate
 from genprint.io.batches import load_items
+from genprint.methods import metric_refs as refs
 from genprint.methods.fitting import fit_on_items
 from genprint.methods.metric import RESIDUAL_WEIGHT, MetricAttributor
 from genprint.world.protocols import protocol_view
 
 COLUMNS = (("closed_set_accuracy", "closed acc"), ("macro_f1", "macro-F1"), ("auroc", "AUROC"),
            ("tnr_at_tpr95", "TNR@95"), ("oscr", "OSCR"), ("train_seconds", "train s"))
+
+
+def mark_validation_samples(model: MetricAttributor, bench: Path, protocol: str) -> None:
+    """Mark which stored samples of a model saved before genprint marked them are validation
+    images (their embeddings match those of the protocol's validation images), so that its
+    enrolments use the scaled-mean rule as a model trained now would. In memory only."""
+    view = protocol_view(bench, protocol)
+    items = [i for i in view.val if i.source in model.classes_]
+    images, _, _ = load_items([i.path for i in items], min_size=model.min_size)
+    val = model.embed(images)
+    flags = np.zeros(len(model.samples_), bool)
+    for start in range(0, len(val), 256):
+        d = refs.distances(model.samples_, val[start:start + 256])
+        flags |= (d < 1e-4).any(axis=1)
+    model.sample_validation_ = flags
+    print(f"note: the model was saved before validation samples were marked; {flags.sum()} of "
+          f"its {len(flags)} samples match its {len(val)} validation images and are marked "
+          "(in memory) for the scaled-mean enrolment rule", flush=True)
 
 
 def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespace
@@ -61,6 +80,8 @@ def train_or_load(bench: Path, protocol: str, init: str, args: argparse.Namespac
         if saved != asked:
             raise SystemExit(f"{path} was trained with {saved}, not {asked}: use another --out "
                              "or drop --reuse")
+        if model.samples_ is not None and model.sample_validation_ is None:
+            mark_validation_samples(model, bench, protocol)
         return model, float(model.training_info_.get("train_seconds", math.nan))
     view = protocol_view(bench, protocol)
     model = MetricAttributor(
@@ -223,8 +244,6 @@ def known_reach(model: MetricAttributor, images: list[np.ndarray], sources: np.n
     with probability 1 − 0.9ⁿ (0.65 for n = 10), and the recall on m further images (a
     beta-binomial law) would reach 0.90 with probability ≈ 0.66–0.70 for m = 190–30: what the
     rule gives a source as compact as independent draws."""
-    from genprint.methods import metric_refs as refs
-
     known = np.isin(sources, model.classes_)
     emb = model.embed([img for img, k in zip(images, known, strict=True) if k])
     sources = sources[known]

@@ -54,9 +54,9 @@ def test_the_scale_gives_new_sources_of_the_same_kind_the_target_acceptance() ->
     spreads = (0.2, 0.35, 0.5, 0.3)
     known = [cluster(rng, 60, 16, s) for s in spreads]
     emb, labels = np.concatenate(known), np.repeat(np.arange(len(known)), 60)
-    scale, n_draws = refs.enrolment_scale(emb, labels, 10, K, 0, 0.95)
+    scale, n_draws, _ = refs.enrolment_scale(emb, labels, 10, K, 0, 0.95)
     assert scale is not None and scale > 1.0 and n_draws == 4 * refs.SCALE_DRAWS
-    assert refs.enrolment_scale(emb, labels, 10, K, 0, 0.95) == (scale, n_draws)  # seeded
+    assert refs.enrolment_scale(emb, labels, 10, K, 0, 0.95)[:2] == (scale, n_draws)  # seeded
     new = cluster(rng, 400, 16, 0.42)  # a spread no known source has
     scaled = draws_of(new, 10, scale, np.random.default_rng(1), 60)
     quantile = draws_of(new, 10, None, np.random.default_rng(1), 60)
@@ -67,11 +67,43 @@ def test_the_scale_gives_new_sources_of_the_same_kind_the_target_acceptance() ->
 
 def test_the_scale_needs_enough_images_beyond_the_enrolled_ones() -> None:
     rng = np.random.default_rng(2)
-    emb = np.concatenate([cluster(rng, 19, 16, 0.3), cluster(rng, 25, 16, 0.3)])
-    labels = np.repeat([0, 1], [19, 25])
-    assert refs.enrolment_scale(emb, labels, 16, K, 0, 0.95)[1] == refs.SCALE_DRAWS  # source 1
-    assert refs.enrolment_scale(emb, labels, 21, K, 0, 0.95) == (None, 0)
-    assert refs.enrolment_scale(emb, labels, 2, K, 0, 0.95) == (None, 0)  # no leave-one-out
+    emb = np.concatenate([cluster(rng, 12, 16, 0.3), cluster(rng, 15, 16, 0.3)])
+    labels = np.repeat([0, 1], [12, 15])
+    assert refs.SCALE_MIN_REST == 5
+    assert refs.enrolment_scale(emb, labels, 7, K, 0, 0.95)[1] == 2 * refs.SCALE_DRAWS  # both
+    assert refs.enrolment_scale(emb, labels, 10, K, 0, 0.95)[1] == refs.SCALE_DRAWS  # 15 only
+    none, draws, why = refs.enrolment_scale(emb, labels, 11, K, 0, 0.95)
+    assert (none, draws) == (None, 0) and "no trained source has 16 validation samples" in why
+    assert refs.enrolment_scale(emb, labels, 2, K, 0, 0.95)[:2] == (None, 0)  # no leave-one-out
+    same = np.repeat(emb[:1], 30, axis=0)  # no spread at all: no draw says anything
+    none, _, why = refs.enrolment_scale(same, np.zeros(30, int), 10, K, 0, 0.95)
+    assert none is None and "no spread" in why
+
+
+def test_every_draw_weighs_the_same_whatever_its_number_of_other_images() -> None:
+    """A source with few images (5 beyond the enrolled ones) and a heavy tail counts as much as
+    one with 300: a factor weighted per image would follow the large source alone."""
+    rng = np.random.default_rng(3)
+    big = cluster(rng, 310, 16, 0.3)
+    centre = cluster(rng, 1, 16, 0.0)
+    small = np.concatenate([refs.normalise(centre + 0.05 * rng.normal(size=(8, 16)) / 4),
+                            cluster(rng, 7, 16, 0.3)])  # 8 tight images and 7 strays
+    both = refs.enrolment_scale(np.concatenate([big, small]), np.repeat([0, 1], [310, 15]), 10,
+                                K, 0, 0.95)[0]
+    alone = refs.enrolment_scale(big, np.zeros(310, int), 10, K, 0, 0.95)[0]
+    assert both is not None and alone is not None and both > 1.3 * alone
+
+
+def test_the_simulation_keeps_to_its_budget_with_many_sources_or_images() -> None:
+    rng = np.random.default_rng(4)
+    emb = np.concatenate([cluster(rng, 16, 8, 0.3) for _ in range(200)])
+    labels = np.repeat(np.arange(200), 16)
+    _, draws, _ = refs.enrolment_scale(emb, labels, 10, K, 0, 0.95)
+    assert draws == refs.SCALE_FIT_BUDGET // 10  # one draw each for 160 of the 200 sources
+    _, draws, _ = refs.enrolment_scale(emb[:16 * 10], labels[:160], 10, K, 0, 0.95)
+    assert draws == 10 * (refs.SCALE_FIT_BUDGET // (10 * 10))  # 16 per source, not 20
+    _, draws, _ = refs.enrolment_scale(emb, labels, 10, K, 0, 0.95, fit_budget=100)
+    assert draws == 10
 
 
 @pytest.fixture(scope="module")
@@ -98,11 +130,15 @@ def test_enrolment_uses_the_scaled_mean_and_records_its_factor(model: MetricAttr
     images = new_source(10)
     record = m.enroll(images, "p5")
     flags = model.sample_validation_
-    scale, draws = refs.enrolment_scale(model.samples_[flags], model.sample_sources_[flags], 10,
-                                        K, model.seed, model.target_accept)
+    scale, draws, _ = refs.enrolment_scale(model.samples_[flags], model.sample_sources_[flags],
+                                           10, K, model.seed, model.target_accept)
     assert record["threshold_rule"] == "leave-one-image-out, scaled mean"
     assert record["threshold_scale"] == pytest.approx(scale)
     assert record["threshold_scale_draws"] == draws == 3 * refs.SCALE_DRAWS
+    # the self-check re-enrols 9 of the 10 images: by the rule's factor for 9
+    check_scale = model.enrolment_scale(9, refs.SCALE_FIT_BUDGET // 2)[0]
+    assert record["loo_threshold_scale"] == pytest.approx(check_scale)
+    assert check_scale != pytest.approx(scale)
     emb = m.embed(images)
     held = refs.leave_one_image_out(emb, np.arange(10), emb, K, m.seed)
     assert -record["threshold"] == pytest.approx(scale * held.mean(), rel=1e-5)
@@ -145,6 +181,26 @@ def test_an_older_model_without_the_flags_keeps_the_quantile_rule(model: MetricA
     assert "older genprint" in record["threshold_scale_note"]
 
 
+def test_flags_without_samples_are_refused_on_load(model: MetricAttributor,
+                                                   tmp_path: Path) -> None:
+    model.save(tmp_path / "bad")
+    for name in ("samples", "sample_sources", "separators"):
+        (tmp_path / "bad" / f"{name}.npy").unlink()
+    _refresh_checksums(tmp_path / "bad")
+    with pytest.raises(ModelFormatError, match="sample_validation"):
+        genprint.load(tmp_path / "bad")
+
+
+def test_validation_samples_are_kept_first_when_samples_are_thinned() -> None:
+    labels = np.repeat([0, 1], [3000, 40])
+    prefer = np.r_[np.zeros(2850, bool), np.ones(150, bool), np.zeros(30, bool), np.ones(10, bool)]
+    keep = refs.sample_subset(labels, 1000, 0, prefer=prefer)
+    assert np.sum(labels[keep] == 0) == 1000 and prefer[keep][labels[keep] == 0].sum() == 150
+    assert np.sum(labels[keep] == 1) == 40  # under the cap: all kept
+    np.testing.assert_array_equal(refs.sample_subset(labels, 1000, 0),  # without: as before
+                                  refs.sample_subset(labels, 1000, 0, prefer=None))
+
+
 def test_malformed_flags_are_refused_on_load(model: MetricAttributor, tmp_path: Path) -> None:
     model.save(tmp_path / "bad")
     np.save(tmp_path / "bad" / "sample_validation.npy", np.full(3, 2, dtype=np.uint8))
@@ -171,7 +227,7 @@ def test_genprint_enroll_says_which_rule_set_the_threshold(model: MetricAttribut
                                    *map(str, files)])
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
-    assert "threshold = " in text and "× the mean distance of each enrolment image" in text
+    assert "threshold: distance " in text and "× the mean distance of each enrolment image" in text
     assert "60 simulated enrolments of 10 validation images" in text
     more = []
     for i, img in enumerate(new_source(20, seed=7)):

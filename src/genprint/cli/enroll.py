@@ -24,11 +24,12 @@ def enroll_cmd(
              "generators taken by the new source (docs/metric.md). Off by default.")] = False,
     threshold_rule: Annotated[str, typer.Option(
         help="How the new source's threshold is set from the leave-one-out distances of its "
-             "images (3 or more): 'scaled-mean' (default: a factor, simulated on the trained "
-             "sources' validation images, times their mean; aims at 95% of new images) or "
-             "'quantile' (the rule before it: their 95% quantile, with 10 images the largest; "
-             "accepts fewer, and for spread-out sources takes fewer unseen generators' "
-             "images; docs/metric.md).")] = "scaled-mean",
+             "images (3 to 30 of them): 'scaled-mean' (default: a factor, simulated on the "
+             "trained sources' validation images, times their mean; aims at the share of new "
+             "images the model's trained sources accept, 95% unless recalibrated) or "
+             "'quantile' (the rule before it: their quantile at that share, with few images "
+             "the largest; accepts fewer, and for spread-out sources takes fewer unseen "
+             "generators' images; docs/metric.md).")] = "scaled-mean",
     out: Annotated[Path | None, typer.Option(
         help="Write the enrolled model to this new directory and leave MODEL as it was "
              "(default: MODEL is replaced).")] = None,
@@ -107,12 +108,13 @@ def enroll_cmd(
                   f"{record['threshold']:.3f} ({record['threshold_rule']}); separator: "
                   f"{esc(record['separator'])}")
     if record.get("threshold_scale") is not None:
-        console.print(f"  threshold = {record['threshold_scale']:.3f} × the mean distance of "
-                      "each enrolment image to the points of the others "
+        console.print(f"  threshold: distance {-record['threshold']:.3f} = "
+                      f"{record['threshold_scale']:.3f} × the mean distance of each enrolment "
+                      "image to the points of the others "
                       f"({esc(record['threshold_scale_note'])})")
     elif record.get("threshold_scale_note") and record["n_images"] >= 3:
-        console.print("  note: threshold = a quantile of the leave-one-out distances (with "
-                      "38 or fewer images, the largest), not their scaled mean: "
+        console.print("  note: threshold = a quantile of the leave-one-out distances (with few "
+                      "images, the largest), not their scaled mean: "
                       f"{esc(record['threshold_scale_note'])}")
     if record.get("n_repeated"):
         console.print(f"  note: {record['n_repeated']} image(s) had the same pixels as another "

@@ -452,12 +452,13 @@ class MetricAttributor(Attributor):
                 unseen = (train_emb, y, train_origins, val_origins)
         self.thresholds_, val_emb, val_y = self._calibrate(val_images, val_labels, unseen)
         emb, lab = np.concatenate([train_emb, val_emb]), np.r_[train_y, val_y]
-        keep = refs.sample_subset(lab, refs.SAMPLES_PER_SOURCE, self.seed)
+        is_val = np.r_[np.zeros(len(train_y), bool), np.ones(len(val_y), bool)]
+        keep = refs.sample_subset(lab, refs.SAMPLES_PER_SOURCE, self.seed, prefer=is_val)
         self.samples_ = emb[keep].astype(np.float32)
         self.sample_sources_ = lab[keep].astype(np.int64)
         # which samples are validation images: the enrolment threshold's factor is simulated
-        # on them (refs.enrolment_scale)
-        self.sample_validation_ = np.r_[np.zeros(len(train_y), bool), np.ones(len(val_y), bool)][keep]
+        # on them (refs.enrolment_scale), so they are kept first
+        self.sample_validation_ = is_val[keep]
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
@@ -599,8 +600,10 @@ class MetricAttributor(Attributor):
         points = refs.enrolment_references(tile_emb, owner, self.refs_per_class, self.seed)
         scale, scale_draws, scale_note = (
             self.enrolment_scale(len(images)) if threshold_rule == "scaled-mean"
-            else (None, 0, "the quantile rule was asked for (--threshold-rule quantile)"))
-        check_scale = (self.enrolment_scale(len(images) - 1)[0]  # the self-check's rule
+            or len(images) < 3 else (None, 0, "the quantile rule was asked for"))
+        # the self-check re-enrols n − 1 images, by the same rule (half the simulation budget:
+        # the check is read as ± 0.1 anyway)
+        check_scale = (self.enrolment_scale(len(images) - 1, refs.SCALE_FIT_BUDGET // 2)[0]
                        if scale is not None and len(images) <= MAX_CHECK_IMAGES else None)
         dist, rule = refs.enrolment_threshold(
             tile_emb, owner, image_emb, self.refs_per_class, self.seed, self.target_accept,
@@ -654,7 +657,7 @@ class MetricAttributor(Attributor):
                   "n_tiles": len(tile_emb),
                   "n_reference_points": len(points), "threshold": -dist, "threshold_rule": rule,
                   "threshold_scale": scale, "threshold_scale_draws": scale_draws,
-                  "threshold_scale_note": scale_note,
+                  "threshold_scale_note": scale_note, "loo_threshold_scale": check_scale,
                   "separator": sep_rule, **check}
         if self.training_fingerprints_ is not None:  # the enrolled pictures are seen too
             self.training_fingerprints_ = np.unique(
@@ -664,27 +667,30 @@ class MetricAttributor(Attributor):
         self.training_info_ = info
         return record
 
-    def enrolment_scale(self, n_images: int) -> tuple[float | None, int, str]:
+    def enrolment_scale(self, n_images: int, fit_budget: int = refs.SCALE_FIT_BUDGET
+                        ) -> tuple[float | None, int, str]:
         """The factor of the scaled-mean enrolment rule for ``n_images`` images, simulated on
         the trained sources' stored validation samples (:func:`refs.enrolment_scale`), the
-        number of simulated enrolments, and a note; ``None`` when the rule cannot be used (the
-        largest leave-one-out distance is used instead, the rule before this one)."""
+        number of simulated enrolments, and a note; ``None`` when the rule is not used (the
+        note says why; the quantile of the leave-one-out distances is used instead)."""
         flags = getattr(self, "sample_validation_", None)
         if n_images < 3:
             return None, 0, "fewer than 3 images: no leave-one-image-out distances"
+        if n_images > refs.SCALE_MAX_IMAGES:
+            return None, 0, (f"more than {refs.SCALE_MAX_IMAGES} images: the quantile of their "
+                             "leave-one-out distances rests on enough of them")
         if flags is None:
             return None, 0, ("the model does not mark its validation samples (saved by an older "
-                             "genprint): the finite-sample quantile rule is used")
+                             "genprint; retrain to use the scaled mean)")
         trained = flags & ~self._enrolled_mask()[self.sample_sources_]
-        scale, draws = refs.enrolment_scale(
+        scale, draws, why = refs.enrolment_scale(
             self.samples_[trained], self.sample_sources_[trained], n_images,
-            self.refs_per_class, self.seed, self.target_accept)
+            self.refs_per_class, self.seed, self.target_accept, fit_budget=fit_budget)
         if scale is None:
-            return None, 0, (f"no trained source has {n_images + refs.SCALE_MIN_REST} validation "
-                             "samples to simulate enrolments of this size: the finite-sample "
-                             "quantile rule is used")
+            return None, 0, why
+        n_sources = len(np.unique(self.sample_sources_[trained]))
         return scale, draws, (f"{draws} simulated enrolments of {n_images} validation images "
-                              "of the trained sources accept "
+                              f"of the trained sources ({n_sources} with enough of them) accept "
                               f"{self.target_accept:.0%} of the rest on average")
 
     # ------------------------------------------------------------------ persistence

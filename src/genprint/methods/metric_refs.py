@@ -23,10 +23,10 @@ Enrolling a new source without retraining (see :func:`enrolment_references` and
     from the other images; threshold = R × the mean of these distances, where the factor R is
     found by simulating enrolments of the same number of images on the trained sources'
     validation images (:func:`enrolment_scale`: the smallest R at which they accept 95% of
-    their other images on average). A mean of n distances varies far less from draw to draw
+    their other images on average; for 3 to :data:`SCALE_MAX_IMAGES` images). A mean of n distances varies far less from draw to draw
     than their largest, and R borrows the shape of the distance law from sources with many
-    images. Without validation samples to simulate on (models saved before they were marked, or
-    too few of them), the threshold is :func:`acceptance_threshold` of the distances (with 38
+    images. Beyond 30 images, or without validation samples to simulate on (models saved before
+    they were marked, or too few of them), the threshold is :func:`acceptance_threshold` of the distances (with 38
     or fewer images: the largest), which accepts only ≈ n/(n + 1) of new images on average and
     swings with the draw;
   - 1–2 images with ≥ 3 tiles in all: leave-one-tile-out — each tile against the reference points
@@ -73,12 +73,22 @@ SEPARATOR_C = 10.0
 let the fewest of another held-out generator's images be taken; 10 is the tighter of those."""
 
 SCALE_DRAWS = 20
-"""Simulated enrolments per known source for :func:`enrolment_scale` (fewer when there are many
-sources: about :data:`SCALE_DRAW_BUDGET` in all)."""
+"""Simulated enrolments per known source for :func:`enrolment_scale`, at most (fewer when
+:data:`SCALE_FIT_BUDGET` would be exceeded)."""
 
-SCALE_DRAW_BUDGET = 160
-"""About this many simulated enrolments in all for :func:`enrolment_scale` (its cost: one
-k-means fit per drawn image)."""
+SCALE_FIT_BUDGET = 1600
+"""At most this many leave-one-image-out fits (one k-means each beyond K images) for one
+:func:`enrolment_scale`: with n images, at most ``SCALE_FIT_BUDGET // n`` simulated enrolments
+(160 for 10 images), spread evenly over the sources, or one each for as many randomly chosen
+sources as the budget allows. On one core, 10 images take ≈ 10 s."""
+
+SCALE_MAX_IMAGES = 30
+"""The scaled-mean rule is used for 3 to this many enrolment images. Beyond, the quantile of
+the leave-one-out distances rests on enough of them (and simulating would cost minutes)."""
+
+SCALE_MIN_SPREAD = 1e-6
+"""A simulated enrolment whose mean leave-one-out distance is below this (identical images)
+says nothing about the spread and is left out."""
 
 SCALE_MIN_REST = 5
 """A known source takes part in :func:`enrolment_scale` only with this many validation images
@@ -258,44 +268,53 @@ def enrolment_threshold(tile_embeddings: np.ndarray, tile_owner: np.ndarray,
 
 
 def enrolment_scale(embeddings: np.ndarray, labels: np.ndarray, n_images: int, k: int,
-                    seed: int, target_accept: float, draws: int = SCALE_DRAWS
-                    ) -> tuple[float | None, int]:
+                    seed: int, target_accept: float, draws: int = SCALE_DRAWS,
+                    fit_budget: int = SCALE_FIT_BUDGET) -> tuple[float | None, int, str]:
     """The factor of the scaled-mean enrolment rule for ``n_images`` images, from simulated
     enrolments of the known sources' validation images (``embeddings``, source ``labels``).
 
-    For each source with at least ``n_images`` + :data:`SCALE_MIN_REST` images, ``draws``
-    random draws (about :data:`SCALE_DRAW_BUDGET` in all, spread over the sources) of
-    ``n_images`` of them are enrolled by the rule (reference points; mean leave-one-image-out
-    distance m) and the source's other images measured against the new points (distances d).
-    The factor is the smallest R at which the mean over draws of the share of d within R·m
-    reaches ``target_accept`` — what the trained sources' thresholds give their own images.
-    Returns (R, number of draws), or (None, 0) when no source has enough images (n < 3 has no
-    leave-one-image-out distances either)."""
+    Sources with at least ``n_images`` + :data:`SCALE_MIN_REST` images take part: each gets
+    ``draws`` random draws of ``n_images`` of its images, fewer if that would exceed
+    ``fit_budget`` leave-one-out fits in all (then one draw each for as many randomly chosen
+    sources as the budget allows). Each draw is enrolled by the rule (reference points; mean
+    leave-one-image-out distance m), and the source's other images are measured against the new
+    points (distances d). The factor is the smallest R at which the mean over draws of the
+    share of d within R·m reaches ``target_accept`` — what the trained sources' thresholds give
+    their own images; every draw weighs the same, whatever the number of its other images.
+    Returns (R, number of draws, ""), or (None, 0, why not)."""
     labels = np.asarray(labels)
+    if n_images < 3:
+        return None, 0, "fewer than 3 images: no leave-one-image-out distances"
     eligible = [c for c in np.unique(labels) if np.sum(labels == c) >= n_images + SCALE_MIN_REST]
-    if n_images < 3 or not eligible:
-        return None, 0
-    per_source = max(2, min(draws, -(-SCALE_DRAW_BUDGET // len(eligible))))
+    if not eligible:
+        return None, 0, (f"no trained source has {n_images + SCALE_MIN_REST} validation samples "
+                         "to simulate enrolments of this size")
     rng = np.random.default_rng(seed)
+    per_source = min(draws, fit_budget // (n_images * len(eligible)))
+    if per_source >= 1:
+        plan = [c for c in eligible for _ in range(per_source)]
+    else:  # too many sources for a draw each: one each for a random subset
+        plan = sorted(rng.choice(eligible, max(1, fit_budget // n_images), replace=False))
+    emb = np.asarray(embeddings, dtype=np.float32)
     ratios, weights = [], []
-    for c in eligible:
-        mine = np.asarray(embeddings, dtype=np.float32)[labels == c]
-        for _ in range(per_source):
-            pick = rng.permutation(len(mine))
-            few, rest = mine[pick[:n_images]], mine[pick[n_images:]]
-            owner = np.arange(n_images)
-            m = leave_one_image_out(few, owner, few, k, seed).mean()
-            if not m > 0:
-                continue
-            d = distances(rest, enrolment_references(few, owner, k, seed)).min(axis=1)
-            ratios.append(d / m)
-            weights.append(np.full(len(d), 1.0 / len(d)))
+    for c in plan:
+        mine = emb[labels == c]
+        pick = rng.permutation(len(mine))
+        few, rest = mine[pick[:n_images]], mine[pick[n_images:]]
+        owner = np.arange(n_images)
+        m = leave_one_image_out(few, owner, few, k, seed).mean()
+        if not m >= SCALE_MIN_SPREAD:
+            continue
+        d = distances(rest, enrolment_references(few, owner, k, seed)).min(axis=1)
+        ratios.append(d / m)
+        weights.append(np.full(len(d), 1.0 / len(d)))
     if not ratios:
-        return None, 0
+        return None, 0, ("the simulated enrolments had no spread (the validation samples of "
+                         "each source are identical)")
     r, w = np.concatenate(ratios), np.concatenate(weights) / len(ratios)
     order = np.argsort(r, kind="stable")
     reached = np.cumsum(w[order]) >= target_accept - 1e-12
-    return float(r[order][np.argmax(reached)] if reached.any() else r.max()), len(ratios)
+    return float(r[order][np.argmax(reached)] if reached.any() else r.max()), len(ratios), ""
 
 
 def enrolled_distances(few: np.ndarray, rest: np.ndarray, k: int, seed: int,
@@ -312,14 +331,27 @@ def enrolled_distances(few: np.ndarray, rest: np.ndarray, k: int, seed: int,
     return threshold, distances(rest, points).min(axis=1)
 
 
-def sample_subset(labels: np.ndarray, per_source: int, seed: int) -> np.ndarray:
-    """Indices of at most ``per_source`` items of each label (random, reproducible, sorted)."""
+def sample_subset(labels: np.ndarray, per_source: int, seed: int,
+                  prefer: np.ndarray | None = None) -> np.ndarray:
+    """Indices of at most ``per_source`` items of each label (random, reproducible, sorted).
+    With ``prefer`` (booleans), a label's preferred items are kept first (at random among them
+    if there are more than ``per_source``), and the rest of its share is drawn from the others."""
     rng = np.random.default_rng(seed)
+    first = np.zeros(len(labels), bool) if prefer is None else np.asarray(prefer, bool)
     keep = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        keep.append(idx if len(idx) <= per_source
-                    else np.sort(rng.choice(idx, per_source, replace=False)))
+        if len(idx) <= per_source:
+            keep.append(idx)
+            continue
+        top, other = idx[first[idx]], idx[~first[idx]]
+        if len(top) >= per_source:
+            keep.append(np.sort(rng.choice(top, per_source, replace=False)))
+        elif len(top):
+            keep.append(np.sort(np.r_[top, rng.choice(other, per_source - len(top),
+                                                      replace=False)]))
+        else:
+            keep.append(np.sort(rng.choice(idx, per_source, replace=False)))
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 

@@ -228,7 +228,8 @@ def test_genprint_enroll_says_which_rule_set_the_threshold(model: MetricAttribut
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
     assert "threshold: distance " in text and "× the mean distance of each enrolment image" in text
-    assert "60 simulated enrolments of 10 validation images" in text
+    assert "60 simulated enrolments of 10 validation images of the trained sources (3 with " \
+        "enough of them)" in text
     more = []
     for i, img in enumerate(new_source(20, seed=7)):
         more.append(tmp_path / f"more{i:02d}.png")

@@ -274,7 +274,7 @@ def fold_rows(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     if args.enrol_scale is not None:
         print(f"fold {held}: enrolment threshold = {args.enrol_scale:.3f} × the mean "
               "leave-one-out distance", flush=True)
-    reach = known_enrolment_reach(cal_e, cal_y, ev_e, eval_y, n_classes, args, target)
+    reach = known_enrolment_reach(ev_e, eval_y, n_classes, args, target)
     print(f"fold {held}: simulated enrolments of the known sources reach recall 0.90 in "
           f"{reach:.3f} of draws", flush=True)
     plain = enrolment(tr_e, tr_y, cal_e, cal_y, ev_e, eval_y, n_classes, args, target, ps_src)
@@ -326,9 +326,9 @@ def whitener(emb: np.ndarray, y: np.ndarray, alpha: float) -> np.ndarray:
     return np.asarray(vecs @ np.diag(vals ** -0.5) @ vecs.T)
 
 
-def known_enrolment_reach(cal_e: np.ndarray, cal_y: np.ndarray, ev_e: np.ndarray,
-                          eval_y: np.ndarray, n_classes: int, args: argparse.Namespace,
-                          target_accept: float, draws: int = 20) -> float:
+def known_enrolment_reach(ev_e: np.ndarray, eval_y: np.ndarray, n_classes: int,
+                          args: argparse.Namespace, target_accept: float, draws: int = 20
+                          ) -> float:
     """Share of simulated enrolments of the *known* sources that accept ≥ 90% of the source's
     other images: ``--enrol-images`` of a source's validation images of the evaluation half
     (the calibration half set the thresholds and the scaled-mean rule's factor) enrolled by the

@@ -159,6 +159,19 @@ def test_too_few_validation_samples_keep_the_quantile_rule(model: MetricAttribut
     assert "validation samples to simulate" in record["threshold_scale_note"]
 
 
+def test_the_quantile_rule_takes_over_once_it_is_no_longer_the_largest_distance(
+        model: MetricAttributor) -> None:
+    """At 95% the quantile of n ≤ 38 distances is their largest, the case the scaled mean
+    replaces; at 80% up to 8 only (the rank ⌈0.8 (n + 1)⌉ reaches n while n < 9)."""
+    m = copy.deepcopy(model)
+    m.target_accept = 0.8
+    assert m.enroll(new_source(8), "p8")["threshold_rule"] == "leave-one-image-out, scaled mean"
+    record = m.enroll(new_source(9, seed=7), "p9")
+    assert record["threshold_rule"] == "leave-one-image-out"
+    assert "80% quantile of their leave-one-out distances is no longer their largest" in \
+        record["threshold_scale_note"]
+
+
 def test_sample_validation_survives_save_and_load(model: MetricAttributor,
                                                   tmp_path: Path) -> None:
     model.save(tmp_path / "m")

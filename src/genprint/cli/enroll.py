@@ -24,7 +24,7 @@ def enroll_cmd(
              "generators taken by the new source (docs/metric.md). Off by default.")] = False,
     threshold_rule: Annotated[str, typer.Option(
         help="How the new source's threshold is set from the leave-one-out distances of its "
-             "images (3 to 30 of them): 'scaled-mean' (default: a factor, simulated on the "
+             "images (3 to 38 of them at 95%): 'scaled-mean' (default: a factor, simulated on the "
              "trained sources' validation images, times their mean; aims at the share of new "
              "images the model's trained sources accept, 95% unless recalibrated) or "
              "'quantile' (the rule before it: their quantile at that share, with few images "

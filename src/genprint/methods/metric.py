@@ -101,6 +101,7 @@ from genprint.methods.metric_train import (
     symmetry_views,
     train_metric,
 )
+from genprint.methods.thresholds import acceptance_rank
 from genprint.storage.model_dir import ModelContents, ModelFormatError, sha256_file
 from genprint.world.protocols import REAL
 
@@ -561,8 +562,10 @@ class MetricAttributor(Attributor):
         says so. The new images join the stored samples either way, so that a later enrolment
         can separate from this source.
 
-        ``threshold_rule`` (with ≥ 3 images): ``"scaled-mean"`` (default) or ``"quantile"``, the
-        rule before it (:mod:`genprint.methods.metric_refs`, docs/metric.md "Enrolment").
+        ``threshold_rule`` (with 3 images up to as many as make the quantile the largest of
+        their leave-one-out distances, 38 at 95%): ``"scaled-mean"`` (default) or
+        ``"quantile"``, the rule before it (:mod:`genprint.methods.metric_refs`, docs/metric.md
+        "Enrolment").
         """
         if threshold_rule not in ENROL_THRESHOLD_RULES:
             raise ValueError(f"unknown enrolment threshold rule {threshold_rule!r}: choose from "
@@ -672,13 +675,15 @@ class MetricAttributor(Attributor):
         """The factor of the scaled-mean enrolment rule for ``n_images`` images, simulated on
         the trained sources' stored validation samples (:func:`refs.enrolment_scale`), the
         number of simulated enrolments, and a note; ``None`` when the rule is not used (the
-        note says why; the quantile of the leave-one-out distances is used instead)."""
+        note says why; with ≥ 3 images the quantile of the leave-one-out distances is used
+        instead, with fewer the leave-one-tile-out or median rule)."""
         flags = getattr(self, "sample_validation_", None)
         if n_images < 3:
             return None, 0, "fewer than 3 images: no leave-one-image-out distances"
-        if n_images > refs.SCALE_MAX_IMAGES:
-            return None, 0, (f"more than {refs.SCALE_MAX_IMAGES} images: the quantile of their "
-                             "leave-one-out distances rests on enough of them")
+        if acceptance_rank(n_images, self.target_accept) < n_images:
+            return None, 0, (f"with {n_images} images the {self.target_accept:.0%} quantile of "
+                             "their leave-one-out distances is no longer their largest, and is "
+                             "used")
         if flags is None:
             return None, 0, ("the model does not mark its validation samples (saved by an older "
                              "genprint; retrain to use the scaled mean)")

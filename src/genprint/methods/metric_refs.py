@@ -20,15 +20,15 @@ Enrolling a new source without retraining (see :func:`enrolment_references` and
   number of images — so with K or fewer images, every image's embedding is a reference point;
 * **threshold**, aiming at the trained sources' acceptance (95%) on new images:
   - ≥ 3 images: leave-one-image-out — each image's embedding against the reference points built
-    from the other images; threshold = R × the mean of these distances, where the factor R is
-    found by simulating enrolments of the same number of images on the trained sources'
-    validation images (:func:`enrolment_scale`: the smallest R at which they accept 95% of
-    their other images on average; for 3 to :data:`SCALE_MAX_IMAGES` images). A mean of n distances varies far less from draw to draw
-    than their largest, and R borrows the shape of the distance law from sources with many
-    images. Beyond 30 images, or without validation samples to simulate on (models saved before
-    they were marked, or too few of them), the threshold is :func:`acceptance_threshold` of the distances (with 38
-    or fewer images: the largest), which accepts only ≈ n/(n + 1) of new images on average and
-    swings with the draw;
+    from the other images. While the 95% quantile of n such distances is their largest (n ≤ 38
+    at 95%), the threshold is R × their mean, where the factor R is found by simulating
+    enrolments of the same number of images on the trained sources' validation images
+    (:func:`enrolment_scale`: the smallest R at which they accept 95% of their other images on
+    average). The largest of n distances accepts only ≈ n/(n + 1) of new images on average and
+    swings with the draw; a mean varies far less, and R borrows the shape of the distance law
+    from sources with many images. With more images, or without validation samples to simulate
+    on (models saved before they were marked, or too few of them), the threshold is
+    :func:`acceptance_threshold` of the distances;
   - 1–2 images with ≥ 3 tiles in all: leave-one-tile-out — each tile against the reference points
     built from the other tiles (tile embeddings are noisier than image embeddings, so this errs
     towards accepting);
@@ -77,14 +77,12 @@ SCALE_DRAWS = 20
 :data:`SCALE_FIT_BUDGET` would be exceeded)."""
 
 SCALE_FIT_BUDGET = 1600
-"""At most this many leave-one-image-out fits (one k-means each beyond K images) for one
-:func:`enrolment_scale`: with n images, at most ``SCALE_FIT_BUDGET // n`` simulated enrolments
-(160 for 10 images), spread evenly over the sources, or one each for as many randomly chosen
-sources as the budget allows. On one core, 10 images take ≈ 10 s."""
-
-SCALE_MAX_IMAGES = 30
-"""The scaled-mean rule is used for 3 to this many enrolment images. Beyond, the quantile of
-the leave-one-out distances rests on enough of them (and simulating would cost minutes)."""
+"""The budget of :func:`enrolment_scale`, in leave-one-out fits (one k-means each beyond K
+images): with n images, at most ``SCALE_FIT_BUDGET // n`` simulated enrolments (160 for 10
+images; 140 with the built-in bench's 7 sources, 20 each), spread evenly over the sources, or
+one each for as many randomly chosen sources as the budget allows (at least one draw). Each
+draw also fits its reference points once, so the fits are about n + 1 per draw. On one core,
+10 images take ≈ 10 s."""
 
 SCALE_MIN_SPREAD = 1e-6
 """A simulated enrolment whose mean leave-one-out distance is below this (identical images)
@@ -283,6 +281,8 @@ def enrolment_scale(embeddings: np.ndarray, labels: np.ndarray, n_images: int, k
     their own images; every draw weighs the same, whatever the number of its other images.
     Returns (R, number of draws, ""), or (None, 0, why not)."""
     labels = np.asarray(labels)
+    if draws < 1:
+        raise ValueError(f"draws must be ≥ 1, got {draws}")
     if n_images < 3:
         return None, 0, "fewer than 3 images: no leave-one-image-out distances"
     eligible = [c for c in np.unique(labels) if np.sum(labels == c) >= n_images + SCALE_MIN_REST]

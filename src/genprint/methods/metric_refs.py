@@ -48,8 +48,8 @@ held out in turn and enrolled from 10 images): one point per image gave a higher
 enrolled source than a single averaged point, for a small loss on the other sources; the
 finite-sample quantile (the largest of 10 held-out distances rather than the interpolated 95%
 quantile) raised the mean enrolment recall by ≈ 0.03 at no cost to the other sources; the scaled
-mean then raised it from 0.87–0.91 to 0.92–0.95 over three validation runs (enrolments meeting
-recall ≥ 0.90 with a drop < 2 points: 55 → 69 of 90), and the other held-out generator's images
+mean then raised it from 0.87–0.91 to 0.92–0.96 over four validation runs (enrolments meeting
+recall ≥ 0.90 with a drop < 2 points: 76 → 96 of 120), and the other held-out generator's images
 taken by the new source fell (0.000–0.033 → 0.000 on average; the largest of 10 distances
 sometimes rests on one stray image: up to 0.98 of them in one enrolment); the
 separator raised it from 0.87–0.91 to 0.90–0.94 over four validation runs (enrolments meeting

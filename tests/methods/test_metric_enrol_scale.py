@@ -241,6 +241,7 @@ def test_genprint_enroll_says_which_rule_set_the_threshold(model: MetricAttribut
     assert out.exit_code == 0, out.output
     text = " ".join(out.output.split())
     assert "threshold: distance " in text and "× the mean distance of each enrolment image" in text
+    assert "warning" not in text  # a tight new source
     assert "60 simulated enrolments of 10 validation images of the trained sources (3 with " \
         "enough of them)" in text
     more = []
@@ -252,6 +253,18 @@ def test_genprint_enroll_says_which_rule_set_the_threshold(model: MetricAttribut
     assert out.exit_code == 0, out.output  # 20 images: too few validation samples to simulate
     text = " ".join(out.output.split())
     assert "not their scaled mean: no trained source has 25 validation samples" in text
+    rng = np.random.default_rng(3)  # a spread-out source: textures and noise of many levels
+    spread = []
+    for i, period in enumerate([2, 3, 5, 7, 2, 3, 5, 7, 2, 3]):
+        img = textured(rng, 32, 32, period) if i % 2 else np.clip(
+            rng.normal(128, 10 + 8 * i, (32, 32, 3)), 0, 255).astype(np.uint8)
+        spread.append(tmp_path / f"spread{i}.png")
+        Image.fromarray(img).save(spread[-1])
+    out = CliRunner().invoke(app, ["enroll", str(tmp_path / "m"), "--source", "wide",
+                                   "--out", str(tmp_path / "w"), *map(str, spread)])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 0 and "warning: the new source's region is as wide as the widest " \
+        "trained source's or wider" in text and "--threshold-rule quantile" in text
     out = CliRunner().invoke(app, ["enroll", str(tmp_path / "m"), "--source", "p7", "--json",
                                    "--threshold-rule", "quantile", "--out", str(tmp_path / "q"),
                                    *map(str, files)])

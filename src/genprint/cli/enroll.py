@@ -127,6 +127,14 @@ def enroll_cmd(
                   "(minus a distance: the lower, the wider the source's region; a new source "
                   "as wide as the widest trained one is not a tight cluster in the "
                   "embedding, and will also take other sources' images)")
+    if record["threshold"] <= min(trained):
+        rule_hint = ("; `--threshold-rule quantile` sets a tighter threshold, which takes fewer "
+                     "of them" if record.get("threshold_scale") is not None else "")
+        console.print(f"  [yellow]warning:[/yellow] the new source's region is as wide as the "
+                      f"widest trained source's or wider (threshold {record['threshold']:.3f}): "
+                      "on the built-in bench, enrolled sources this wide took about 7–40% of "
+                      "the other unseen generators' test images (docs/metric.md, "
+                      f"\"Enrolment\"){rule_hint}")
 
 
 def _print_self_check(record: dict) -> None:

@@ -102,8 +102,8 @@ def calibrate_cmd(
     if asked_split and (bench is not None or how.get("split") == "the data's own"):
         console.print("note: --val-fraction and --seed are not used: the data has its own "
                       "split, whose validation rows are used")
-    trained = [c for c in attributor.classes_
-               if c not in set(getattr(attributor, "enrolled_sources", ()) or ())]
+    enrolled = set(getattr(attributor, "enrolled_sources", ()) or ())
+    trained = [c for c in attributor.classes_ if c not in enrolled]
     val = [i for i in val if i.source in trained]
     if not val:
         raise typer.BadParameter("no validation images of the model's trained sources "

@@ -49,8 +49,12 @@ def enroll_cmd(
     from genprint.cli.train import report_bad_files, skipped_rows
     from genprint.io.batches import load_items
     from genprint.io.sources import scan_inputs_report
+    from genprint.methods.metric import ENROL_THRESHOLD_RULES
     from genprint.storage.model_dir import ModelFormatError, model_lock
 
+    if threshold_rule not in ENROL_THRESHOLD_RULES:
+        raise typer.BadParameter(f"choose from {', '.join(ENROL_THRESHOLD_RULES)}",
+                                 param_hint="--threshold-rule")
     if out is not None:
         target = check_out_dir(out, overwrite)
     else:  # in place: a missing model is reported by load below, without creating folders
@@ -90,8 +94,7 @@ def enroll_cmd(
                           "Nothing was changed")
             raise typer.Exit(2) from None
         except ValueError as exc:
-            hint = "--threshold-rule" if "threshold rule" in str(exc) else "--source"
-            raise typer.BadParameter(str(exc), param_hint=hint) from None
+            raise typer.BadParameter(str(exc), param_hint="--source") from None
         if separator and record.get("separator", "").startswith("none"):
             console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
                           f"{esc(record['separator'])}; retrain the model to keep sample embeddings")

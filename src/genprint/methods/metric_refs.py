@@ -300,12 +300,11 @@ def enrolment_scale(embeddings: np.ndarray, labels: np.ndarray, n_images: int, k
     for c in plan:
         mine = emb[labels == c]
         pick = rng.permutation(len(mine))
-        few, rest = mine[pick[:n_images]], mine[pick[n_images:]]
-        owner = np.arange(n_images)
-        m = leave_one_image_out(few, owner, few, k, seed).mean()
+        # with scale 1, the rule's threshold is the mean leave-one-out distance itself
+        m, d = enrolled_distances(mine[pick[:n_images]], mine[pick[n_images:]], k, seed,
+                                  target_accept, np.ones(1), scale=1.0)
         if not m >= SCALE_MIN_SPREAD:
             continue
-        d = distances(rest, enrolment_references(few, owner, k, seed)).min(axis=1)
         ratios.append(d / m)
         weights.append(np.full(len(d), 1.0 / len(d)))
     if not ratios:
@@ -344,14 +343,12 @@ def sample_subset(labels: np.ndarray, per_source: int, seed: int,
         if len(idx) <= per_source:
             keep.append(idx)
             continue
-        top, other = idx[first[idx]], idx[~first[idx]]
+        top, other = idx[first[idx]], idx[~first[idx]]  # without preferred items: other = idx
         if len(top) >= per_source:
             keep.append(np.sort(rng.choice(top, per_source, replace=False)))
-        elif len(top):
+        else:
             keep.append(np.sort(np.r_[top, rng.choice(other, per_source - len(top),
                                                       replace=False)]))
-        else:
-            keep.append(np.sort(rng.choice(idx, per_source, replace=False)))
     return np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
 
 

@@ -151,7 +151,7 @@ KNOWN_LIMITS = [
     "  accuracy, `benchmarks/zoo_distinguishability.py`), but not realistic images. Longer",
     "  training is the next step; it changes every figure measured on the world.",
     "- Latent diffusion clips its standardised latent to ±3 at each DDIM step",
-    "  (`world/zoo/generator.py`); without the clip, 72% of its pixels saturated.",
+    "  (`src/genprint/world/zoo/generator.py`); without the clip, 72% of its pixels saturated.",
 ]
 """Written into the zoo's README by ``zoo sheet``: what a reader of the sheets should know."""
 

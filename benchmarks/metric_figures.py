@@ -147,13 +147,19 @@ def enrolment(model: MetricAttributor, images: list[np.ndarray], sources: np.nda
                                      threshold_rule=threshold_rule)
             rest = enrolled.attribute_arrays([images[k] for k in sel[n:]])
             after_open, after_closed = accuracy(enrolled)
-            others = enrolled.attribute_arrays([images[k] for k in other_unknown(source)])
+            other_idx = other_unknown(source)
+            others = enrolled.attribute_arrays([images[k] for k in other_idx])
+            taken = np.array([r.label == source for r in others])
             per_draw.append({
                 "recall": float(np.mean([r.label == source for r in rest])),
                 "known_accuracy_after": after_open,
                 "known_accuracy_drop_points": 100 * (before_open - after_open),
                 "known_closed_accuracy_after": after_closed,
-                "other_unknown_taken": float(np.mean([r.label == source for r in others])),
+                "other_unknown_taken": float(np.mean(taken)),
+                # which unseen generators: a sibling seed of the same architecture, or others
+                "other_unknown_taken_by": {
+                    str(o): float(np.mean(taken[sources[other_idx] == o]))
+                    for o in np.unique(sources[other_idx])},
                 "threshold": record["threshold"], "threshold_rule": record["threshold_rule"],
                 "separator": record.get("separator"),
                 "loo_recall": record.get("loo_recall"),
@@ -171,6 +177,9 @@ def enrolment(model: MetricAttributor, images: list[np.ndarray], sources: np.nda
             "drop_max": float(np.max(drops)),
             "other_unknown_taken_mean": float(np.mean([p["other_unknown_taken"]
                                                        for p in per_draw])),
+            "other_unknown_taken_by_mean": {
+                o: float(np.mean([p["other_unknown_taken_by"][o] for p in per_draw]))
+                for o in per_draw[0]["other_unknown_taken_by"]},
             "met_share": float(np.mean([r >= 0.9 and dr < 2 for r, dr in zip(recalls, drops)])),
             "per_draw": per_draw,
         })
@@ -227,6 +236,15 @@ def markdown(rows: list[dict[str, Any]], enrol: list[dict[str, Any]]) -> str:
                          f"{e['drop_mean']:.2f} / {e['drop_max']:.2f} | "
                          f"{e.get('other_unknown_taken_mean', math.nan):.3f} | "
                          f"{e['met_share']:.2f} |")
+        taken = []
+        for e in enrol:
+            by = {o: v for o, v in e.get("other_unknown_taken_by_mean", {}).items() if v > 0}
+            if by:
+                taken.append(f"- {e['source']}: "
+                             + ", ".join(f"{o} {v:.3f}" for o, v in by.items()))
+        if taken:
+            lines += ["", ("Other unknowns taken, by source (mean over draws; sources taking "
+                           "none left out):"), "", *taken]
     return "\n".join(lines) + "\n"
 
 

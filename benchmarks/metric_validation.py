@@ -1,7 +1,7 @@
 """Choosing ``metric`` settings without the test split: a pseudo-open-set on validation data.
 
 The protocol's known sources are split into folds; in each fold, ``--hold`` generator sources are
-held out and play the unknowns. A model is trained on the training images of the other known
+held out and play the unknowns (or the groups ``--folds`` names, e.g. one family per fold). A model is trained on the training images of the other known
 sources; its thresholds are calibrated on one half of their validation images, and the figures
 are measured on the other half (knowns) against every image (train + val) of the held-out
 sources (pseudo-unknowns). The protocol's real unknown sources and every test image are never
@@ -66,6 +66,21 @@ def folds(known: list[str], hold: int) -> list[list[str]]:
     """Disjoint groups of ``hold`` generator sources (real always stays known)."""
     gens = [s for s in known if s != REAL]
     return [gens[i::len(gens) // hold] for i in range(len(gens) // hold)]
+
+
+def given_folds(known: list[str], given: list[str]) -> list[list[str]]:
+    """The folds named on the command line (``--folds``): each a comma-separated group of known
+    generators; a group must not be empty, name real or an unknown source, or overlap another."""
+    groups = [[g.strip() for g in group.split(",") if g.strip()] for group in given]
+    seen: set[str] = set()
+    for group in groups:
+        bad = [g for g in group if g not in known or g == REAL]
+        if not group or bad or seen & set(group):
+            raise SystemExit(f"--folds: {','.join(group) or 'an empty group'} must name known "
+                             f"generators of the protocol ({', '.join(known)}), each in one "
+                             "fold only")
+        seen |= set(group)
+    return groups
 
 
 def known_references(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.ndarray,
@@ -449,6 +464,11 @@ def main() -> None:
     parser.add_argument("--ks", nargs="+", type=int, default=[1, 3])
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--hold", type=int, default=2, help="generator sources held out per fold")
+    parser.add_argument("--folds", nargs="+", default=None, metavar="A,B",
+                        help="the folds themselves, each a comma-separated group of known "
+                             "generators held out together (instead of --hold), e.g. one "
+                             "family per fold: ldm-bilinear-s0,ldm-tconv-s0 vae-tconv-s0 "
+                             "gan-nearest-s0,gan-pshuffle-s0,gan-tconv-s0")
     parser.add_argument("--enrol-images", type=int, default=10)
     parser.add_argument("--enrol-draws", type=int, default=5,
                         help="draws of the enrolled images (draw 0: the first ones)")
@@ -517,7 +537,8 @@ def main() -> None:
 
         args.camera_ckpt = default_camera_checkpoint()
     known = protocol_view(args.bench, args.protocol).protocol.known
-    groups = folds(list(known), args.hold)
+    groups = (folds(list(known), args.hold) if args.folds is None
+              else given_folds(list(known), args.folds))
     print(f"folds (held-out pseudo-unknowns): {groups}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     all_rows: list[dict[str, Any]] = []

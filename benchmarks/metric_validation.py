@@ -77,7 +77,7 @@ def given_folds(known: list[str], given: list[str]) -> list[list[str]]:
         bad = [g for g in group if g not in known or g == REAL]
         if not group or bad or seen & set(group):
             raise SystemExit(f"--folds: {','.join(group) or 'an empty group'} must name known "
-                             f"generators of the protocol ({', '.join(known)}), each in one "
+                             f"generators of the protocol ({', '.join(k for k in known if k != REAL)}), each in one "
                              "fold only")
         seen |= set(group)
     return groups

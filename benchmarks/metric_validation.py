@@ -1,11 +1,11 @@
 """Choosing ``metric`` settings without the test split: a pseudo-open-set on validation data.
 
 The protocol's known sources are split into folds; in each fold, ``--hold`` generator sources are
-held out and play the unknowns (or the groups ``--folds`` names, e.g. one family per fold). A model is trained on the training images of the other known
-sources; its thresholds are calibrated on one half of their validation images, and the figures
-are measured on the other half (knowns) against every image (train + val) of the held-out
-sources (pseudo-unknowns). The protocol's real unknown sources and every test image are never
-read.
+held out and play the unknowns (or the groups ``--folds`` names, e.g. one family per fold). A
+model is trained on the training images of the other known sources; its thresholds are
+calibrated on one half of their validation images, and the figures are measured on the other
+half (knowns) against every image (train + val) of the held-out sources (pseudo-unknowns). The
+protocol's real unknown sources and every test image are never read.
 
 Settings that need retraining (``--losses``, ``--epochs``) are one model each; the reference
 points per source (``--ks``) and the open-set score are applied afterwards to the same network:
@@ -71,14 +71,14 @@ def folds(known: list[str], hold: int) -> list[list[str]]:
 def given_folds(known: list[str], given: list[str]) -> list[list[str]]:
     """The folds named on the command line (``--folds``): each a comma-separated group of known
     generators; a group must not be empty, name real or an unknown source, or overlap another."""
+    gens = [s for s in known if s != REAL]
     groups = [[g.strip() for g in group.split(",") if g.strip()] for group in given]
     seen: set[str] = set()
     for group in groups:
-        bad = [g for g in group if g not in known or g == REAL]
-        if not group or bad or seen & set(group):
+        if not group or not set(group) <= set(gens) or seen & set(group):
             raise SystemExit(f"--folds: {','.join(group) or 'an empty group'} must name known "
-                             f"generators of the protocol ({', '.join(k for k in known if k != REAL)}), each in one "
-                             "fold only")
+                             f"generators of the protocol ({', '.join(gens)}), each in one fold "
+                             "only")
         seen |= set(group)
     return groups
 

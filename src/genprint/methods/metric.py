@@ -693,10 +693,8 @@ class MetricAttributor(Attributor):
             self.refs_per_class, self.seed, self.target_accept, fit_budget=fit_budget)
         if scale is None:
             return None, 0, why
-        counts = np.bincount(self.sample_sources_[trained])
-        n_sources = int(np.sum(counts >= n_images + refs.SCALE_MIN_REST))
         return scale, draws, (f"{draws} simulated enrolments of {n_images} validation images "
-                              f"of the trained sources ({n_sources} with enough of them) accept "
+                              f"of the trained sources ({why}) accept "
                               f"{self.target_accept:.0%} of the rest on average")
 
     # ------------------------------------------------------------------ persistence

@@ -279,7 +279,8 @@ def enrolment_scale(embeddings: np.ndarray, labels: np.ndarray, n_images: int, k
     points (distances d). The factor is the smallest R at which the mean over draws of the
     share of d within R·m reaches ``target_accept`` — what the trained sources' thresholds give
     their own images; every draw weighs the same, whatever the number of its other images.
-    Returns (R, number of draws, ""), or (None, 0, why not)."""
+    Returns (R, number of draws, how many sources took part, in words), or (None, 0, why
+    not)."""
     labels = np.asarray(labels)
     if draws < 1:
         raise ValueError(f"draws must be ≥ 1, got {draws}")
@@ -313,7 +314,8 @@ def enrolment_scale(embeddings: np.ndarray, labels: np.ndarray, n_images: int, k
     r, w = np.concatenate(ratios), np.concatenate(weights) / len(ratios)
     order = np.argsort(r, kind="stable")
     reached = np.cumsum(w[order]) >= target_accept - 1e-12
-    return float(r[order][np.argmax(reached)] if reached.any() else r.max()), len(ratios), ""
+    return (float(r[order][np.argmax(reached)] if reached.any() else r.max()), len(ratios),
+            f"{len(eligible)} with enough of them")
 
 
 def enrolled_distances(few: np.ndarray, rest: np.ndarray, k: int, seed: int,

@@ -115,7 +115,7 @@ def test_model_and_health(served: tuple[Path, Path]) -> None:
     api = client.get("/openapi.json").json()
     assert api["paths"].keys() >= {"/attribute", "/model"}
     post = api["paths"]["/attribute"]["post"]
-    assert "files" in str(post["requestBody"]) and {"400", "413", "503"} <= post["responses"].keys()
+    assert "files" in str(post["requestBody"]) and {"400", "408", "413", "503"} <= post["responses"].keys()
     # the documented row is the Attribution dataclass, field for field
     row = api["components"]["schemas"]["AttributionRow"]["properties"]
     assert list(row) == [f.name for f in fields(Attribution)]
@@ -198,6 +198,35 @@ def test_concurrent_requests_get_their_own_rows(served: tuple[Path, Path]) -> No
     for name in ("alpha", "beta", "gamma"):
         local = attributor.attribute([sources / name / f"{i:02d}.png" for i in range(10, 20)])
         assert answers[name] == [r.candidate for r in local]
+
+
+def test_a_slow_upload_is_refused_and_frees_its_place(served: tuple[Path, Path]) -> None:
+    """A client that sends part of its body and stalls gets HTTP 408 once ``body_timeout``
+    has passed, and its waiting place is free again: the next request is answered."""
+    import socket
+    from urllib.parse import urlsplit
+
+    model, sources = served
+    limits = ServeLimits(max_waiting=0, body_timeout=0.5)
+    with serving(create_app(model, limits)) as url:
+        where = urlsplit(url)
+        with socket.create_connection((where.hostname, where.port), timeout=10) as slow:
+            slow.sendall(b"POST /attribute HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n"
+                         b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")
+            t = time.perf_counter()
+            answer = slow.recv(65536).decode("latin-1")  # the server answers; we send no more
+            waited = time.perf_counter() - t
+        assert answer.startswith("HTTP/1.1 408") and "within 0.5 s" in answer
+        assert 0.4 < waited < 5
+        # the place it held is free: with max_waiting 0, a request is answered again
+        ok = httpx.post(f"{url}/attribute", files=_files(sources, "alpha"), timeout=30)
+        assert ok.status_code == 200 and ok.json()["n_images"] == 10
+    # a body that arrives in time is not affected by the limit (the other tests), and the
+    # limit is reported with the others
+    assert TestClient(create_app(model, limits)).get("/model").json()["limits"][
+        "body_timeout"] == 0.5
+    with pytest.raises(ValueError, match="body_timeout"):
+        ServeLimits(body_timeout=0)
 
 
 def test_busy_model_queue_health_and_clients_that_left(served: tuple[Path, Path]) -> None:

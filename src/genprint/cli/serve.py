@@ -37,6 +37,10 @@ def serve(
     max_connections: Annotated[int, typer.Option(
         min=1, help="Open connections at once, any endpoint (more: HTTP 503).")] = 100,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    body_timeout: Annotated[float, typer.Option(
+        min=0.001, help="Seconds in which a request's whole body must arrive once admitted "
+                        "(more: HTTP 408), so that a slow client cannot hold a waiting place.")
+    ] = 300.0,
     log_level: Annotated[str, typer.Option(
         help=f"Server log level ({', '.join(LOG_LEVELS)}); `info` logs one line per request.")
     ] = "info",
@@ -82,7 +86,8 @@ def serve(
         raise typer.Exit(2) from None
     limits = ServeLimits(max_files=max_files, max_file_bytes=max(1, int(max_file_mb * MiB)),
                          max_request_bytes=max(1, int(max_request_mb * MiB)),
-                         max_waiting=max_waiting, batch_size=batch_size)
+                         max_waiting=max_waiting, batch_size=batch_size,
+                         body_timeout=body_timeout)
     token = os.environ.get(token_env, "").strip() or None
     web_app = create_app(attributor, limits, token=token)
     try:

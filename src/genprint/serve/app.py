@@ -74,8 +74,10 @@ async def _answer(send: Send, status: int, detail: str,
 class _Admission:
     """ASGI middleware in front of ``POST /attribute``: refuses a body over the limit (HTTP
     413: at once when its Content-Length says so, otherwise as soon as that many bytes have
-    arrived) and a request that would make more than ``max_waiting`` wait (HTTP 503, before
-    any of its body is read)."""
+    arrived), a request that would make more than ``max_waiting`` wait (HTTP 503, before
+    any of its body is read) and a body that has not arrived in full ``body_timeout`` seconds
+    after the request was admitted (HTTP 408), so that a slow client cannot hold a waiting
+    place for longer."""
 
     def __init__(self, app: ASGIApp, limits: ServeLimits,
                  metrics: ServeMetrics | None = None) -> None:
@@ -101,14 +103,27 @@ class _Admission:
                           "or waiting for the model; retry later", ((b"retry-after", b"1"),))
             return
         received = 0
+        timeout = self.limits.body_timeout
+        deadline = anyio.current_time() + timeout
+        body_done = False
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: only a disconnection can come, at any time
+                return await receive()
+            with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waited:
+                message = await receive()
+            if waited.cancelled_caught:
+                raise HTTPException(408, f"the request body did not arrive in full within "
+                                    f"{timeout:g} s (the server's limit); send it faster or "
+                                    "in smaller requests")
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise HTTPException(413, too_large)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         self.in_flight += 1

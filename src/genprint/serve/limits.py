@@ -38,6 +38,9 @@ class ServeLimits:
     """Requests that may wait for the model while it answers another one."""
     batch_size: int = 64
     """Images per forward pass (large images are batched by pixels too)."""
+    body_timeout: float = 300.0
+    """Seconds from admission in which a request's whole body must arrive (more: HTTP 408);
+    the default lets the largest body (256 MiB) come at 0.9 MB/s."""
 
     def __post_init__(self) -> None:
         for name in ("max_files", "max_file_bytes", "max_request_bytes", "batch_size"):
@@ -45,6 +48,8 @@ class ServeLimits:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting must be 0 or more, got {self.max_waiting}")
+        if not self.body_timeout > 0:
+            raise ValueError(f"body_timeout must be positive, got {self.body_timeout}")
         if self.max_pixels is not None and self.max_pixels < 1:
             raise ValueError(f"max_pixels must be at least 1, got {self.max_pixels}")
 

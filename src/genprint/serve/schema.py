@@ -85,6 +85,8 @@ apply its limits while reading it)."""
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": Problem, "description": "Not a multipart upload of files in `files`, or an "
           "option that does not apply to the model."},
+    408: {"model": Problem, "description": "The request body did not arrive in full within "
+          "the server's time limit."},
     413: {"model": Problem, "description": "More files or bytes than the server accepts."},
     503: {"model": Problem, "description": "Too many requests wait for the model; retry later "
           "(see Retry-After)."},

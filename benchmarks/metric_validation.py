@@ -410,18 +410,36 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
     known = eval_y >= 0
     kn_e, kn_y = ev_e[known], eval_y[known]
 
+    samples = np.concatenate([tr_e, cal_e])
+    ps_e = ev_e[~known]
+    names = np.array(pseudo_sources)
+    give_way = args.give_way is not None
+    if give_way:  # each image's distance to the known sources' stored samples, its label before
+        rank = args.enrol_images if args.give_way_rank else None
+        gw_kn, gw_ps = (known_sample_distance(e, samples, np.concatenate([tr_y, cal_y]),
+                                              n_classes, rank) for e in (kn_e, ps_e))
+        base_kn, base_ps = (refs.decide_sources(refs.source_distances(e, points, owners,
+                                                                      n_classes), thr,
+                                                np.zeros(n_classes, bool)) for e in (kn_e, ps_e))
+
     def open_acc(pts: np.ndarray, own: np.ndarray, t: np.ndarray, e: np.ndarray,
-                 y: np.ndarray, sep: np.ndarray | None = None) -> float:
-        """Open-set accuracy with the method's rule (the last source, if new, is enrolled)."""
+                 y: np.ndarray, sep: np.ndarray | None = None,
+                 gw: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> float:
+        """Open-set accuracy with the method's rule (the last source, if new, is enrolled);
+        ``gw`` (``--give-way``): the enrolment images, ``e``'s distance to the known sources'
+        samples and its label before the enrolment."""
         d = refs.source_distances(e, pts, own, len(t))
         enrolled = np.arange(len(t)) >= n_classes
         margins = None if sep is None else refs.separator_margins(e, sep)
-        return float(np.mean(refs.decide_sources(d, t, enrolled, margins) == y))
+        label = refs.decide_sources(d, t, enrolled, margins)
+        if gw is not None:
+            few, known_dist, base = gw
+            yields = (label == n_classes) & (refs.distances(e, few).min(axis=1)
+                                             > args.give_way * known_dist)
+            label = np.where(yields, base, label)
+        return float(np.mean(label == y))
 
     before = open_acc(points, owners, thr, kn_e, kn_y)
-    ps_e = ev_e[~known]
-    names = np.array(pseudo_sources)
-    samples = np.concatenate([tr_e, cal_e])
     recalls, drops, taken = [], [], []
     n = args.enrol_images
     for src in sorted(set(pseudo_sources)):
@@ -433,6 +451,7 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
             new = refs.enrolment_references(few, np.arange(len(few)), k, args.seed)
             dist, _ = refs.enrolment_threshold(few, np.arange(len(few)), few, k, args.seed,
                                                target_accept, thr, args.enrol_scale)
+            dist *= args.give_way_widening if give_way and args.enrol_scale is not None else 1.0
             pts = np.concatenate([points, new])
             own = np.concatenate([owners, np.full(len(new), n_classes)])
             t = np.append(thr, factor * dist)
@@ -440,17 +459,39 @@ def enrolment(tr_e: np.ndarray, tr_y: np.ndarray, cal_e: np.ndarray, cal_y: np.n
             if separator:
                 sep = np.full((n_classes + 1, few.shape[1] + 1), np.nan)
                 sep[n_classes] = refs.fit_separator(samples, few)
-            recalls.append(open_acc(pts, own, t, rest, np.full(len(rest), n_classes), sep))
-            drops.append(100 * (before - open_acc(pts, own, t, kn_e, kn_y, sep)))
-            other = ps_e[names != src]
+            others = names != src
+            recalls.append(open_acc(pts, own, t, rest, np.full(len(rest), n_classes), sep,
+                                    (few, gw_ps[idx[n:]], base_ps[idx[n:]]) if give_way
+                                    else None))
+            drops.append(100 * (before - open_acc(pts, own, t, kn_e, kn_y, sep,
+                                                  (few, gw_kn, base_kn) if give_way else None)))
+            other = ps_e[others]
             if len(other):
-                taken.append(open_acc(pts, own, t, other, np.full(len(other), n_classes), sep))
+                taken.append(open_acc(pts, own, t, other, np.full(len(other), n_classes), sep,
+                                      (few, gw_ps[others], base_ps[others]) if give_way
+                                      else None))
     return {"enrol_recall": float(np.mean(recalls)), "enrol_min_recall": float(np.min(recalls)),
             "enrol_drop": float(np.mean(drops)), "enrol_max_drop": float(np.max(drops)),
             "enrol_other_taken": float(np.mean(taken)) if taken else 0.0,
             "enrol_other_taken_max": float(np.max(taken)) if taken else 0.0,
             "enrol_met": int(sum(r >= 0.9 and d < 2 for r, d in zip(recalls, drops, strict=True))),
             "enrolments": len(recalls)}
+
+
+def known_sample_distance(e: np.ndarray, samples: np.ndarray, sample_y: np.ndarray,
+                          n_classes: int, rank: int | None) -> np.ndarray:
+    """``--give-way`` (tried, not adopted): each row's distance to the known sources' stored
+    samples, the nearest of all (``rank`` None), or with ``--give-way-rank``, per source the
+    ⌈N_c / rank⌉-th nearest of its N_c samples (the radius holding the same share of them as
+    the nearest of ``rank`` enrolment images holds of those), then the smallest over sources."""
+    out = np.full(len(e), np.inf)
+    for c in range(n_classes):
+        d = refs.distances(e, samples[sample_y == c])
+        if d.shape[1] == 0:
+            continue
+        m = 1 if rank is None else min(int(np.ceil(d.shape[1] / rank)), d.shape[1])
+        out = np.minimum(out, np.partition(d, m - 1, axis=1)[:, m - 1])
+    return out
 
 
 def main() -> None:
@@ -480,6 +521,16 @@ def main() -> None:
                         help="enrolment threshold: the method's scaled mean of the leave-one-out "
                              "distances (factor simulated on the calibration images), or the "
                              "earlier rule, their finite-sample 95%% quantile (the largest of 10)")
+    parser.add_argument("--give-way", type=float, default=None, metavar="RATIO",
+                        help="tried, not adopted: the enrolled source gives way on an image "
+                             "(which keeps its label from before the enrolment) when a stored "
+                             "sample of a known source is nearer to it than 1/RATIO of its "
+                             "distance to the nearest enrolment image")
+    parser.add_argument("--give-way-widening", type=float, default=1.0, metavar="F",
+                        help="with --give-way: the scaled-mean enrolment threshold × F")
+    parser.add_argument("--give-way-rank", action="store_true",
+                        help="with --give-way: compare with each known source's ⌈N/n⌉-th "
+                             "nearest sample of N (n enrolment images), not the nearest")
     parser.add_argument("--enrol-factor", action="store_true",
                         help="also measure enrolment with the threshold widened by a factor "
                              "calibrated on simulated enrolments of the known sources")

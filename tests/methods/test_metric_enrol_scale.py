@@ -15,7 +15,7 @@ import genprint
 from genprint.methods import metric_refs as refs
 from genprint.methods.metric import MetricAttributor
 from genprint.storage.model_dir import ModelFormatError
-from tests.conftest import textured
+from tests.conftest import rewrite_card, textured
 from tests.methods.test_metric import TINY, toy
 from tests.methods.test_metric_separator import _refresh_checksums
 
@@ -285,3 +285,38 @@ def test_the_quantile_rule_can_still_be_asked_for(model: MetricAttributor) -> No
     assert record["threshold_scale"] is None and "asked for" in record["threshold_scale_note"]
     with pytest.raises(ValueError, match="threshold rule"):
         copy.deepcopy(model).enroll(images, "p5", threshold_rule="widest")
+
+
+def test_the_factor_is_kept_for_the_next_enrolment(model: MetricAttributor, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The simulation is seeded, so the model keeps its factor (saved with it) and a later
+    enrolment of as many images reuses it: same factor, no second simulation."""
+    first = copy.deepcopy(model)
+    first.enrolment_scale_cache_ = {}
+    record = first.enroll(new_source(10), "p5")
+    assert len(first.enrolment_scale_cache_) == 2  # 10 images, and the self-check's 9
+    first.save(tmp_path / "m")
+    loaded = genprint.load(tmp_path / "m")
+    assert loaded.enrolment_scale_cache_ == first.enrolment_scale_cache_
+    calls = []
+    original = refs.enrolment_scale
+    monkeypatch.setattr(refs, "enrolment_scale",
+                        lambda *a, **k: calls.append(a[2]) or original(*a, **k))
+    later = loaded.enroll(new_source(10, seed=6), "p6")
+    assert calls == []  # both factors came from the model
+    assert (later["threshold_scale"], later["threshold_scale_draws"]) == (
+        record["threshold_scale"], record["threshold_scale_draws"])
+    assert later["threshold_scale_note"] == record["threshold_scale_note"]
+    loaded.enroll(new_source(8, seed=7), "p7")  # another number of images: simulated
+    assert calls == [8, 7]
+    # another target acceptance is another rule: simulated again
+    loaded.target_accept = 0.9
+    loaded.enrolment_scale(10)
+    assert calls == [8, 7, 10]
+    # a card whose kept factors are not [factor, draws, note] is refused on load
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    key = next(iter(card["enrolment_scale_cache"]))
+    card["enrolment_scale_cache"][key] = [1.5, "many"]
+    rewrite_card(tmp_path / "m" / "card.json", card)  # its digest made to match: only the content is wrong
+    with pytest.raises(ModelFormatError, match="enrolment_scale_cache"):
+        genprint.load(tmp_path / "m")

@@ -54,6 +54,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import time
 import unicodedata
@@ -460,6 +461,7 @@ class MetricAttributor(Attributor):
         # which samples are validation images: the enrolment threshold's factor is simulated
         # on them (refs.enrolment_scale), so they are kept first
         self.sample_validation_ = is_val[keep]
+        self.enrolment_scale_cache_ = {}  # factors simulated on the samples of an earlier fit
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
             **getattr(self, "training_info_", {}),
@@ -688,9 +690,22 @@ class MetricAttributor(Attributor):
             return None, 0, ("the model does not mark its validation samples (saved by an older "
                              "genprint; retrain to use the scaled mean)")
         trained = flags & ~self._enrolled_mask()[self.sample_sources_]
-        scale, draws, why = refs.enrolment_scale(
-            self.samples_[trained], self.sample_sources_[trained], n_images,
-            self.refs_per_class, self.seed, self.target_accept, fit_budget=fit_budget)
+        # the simulation is seeded: the same samples and settings give the same factor, so it
+        # is kept (and saved) for the next enrolment of as many images
+        digest = hashlib.sha256(np.ascontiguousarray(self.samples_[trained]).tobytes()
+                                + self.sample_sources_[trained].astype(np.int64).tobytes())
+        key = (f"{n_images}|{fit_budget}|{self.refs_per_class}|{self.seed}|"
+               f"{self.target_accept!r}|{digest.hexdigest()[:16]}")
+        cache = self.enrolment_scale_cache_ = dict(getattr(self, "enrolment_scale_cache_", {}))
+        if key in cache:
+            scale, draws, why = cache[key]
+        else:
+            scale, draws, why = refs.enrolment_scale(
+                self.samples_[trained], self.sample_sources_[trained], n_images,
+                self.refs_per_class, self.seed, self.target_accept, fit_budget=fit_budget)
+            if len(cache) >= SCALE_CACHE_SIZE:  # the oldest goes first
+                cache.pop(next(iter(cache)))
+            cache[key] = (None if scale is None else float(scale), int(draws), str(why))
         if scale is None:
             return None, 0, why
         return scale, draws, (f"{draws} simulated enrolments of {n_images} validation images "
@@ -709,6 +724,8 @@ class MetricAttributor(Attributor):
                                                            minlength=len(self.classes_)).tolist()},
             "score": "minus the Euclidean distance between unit embeddings to the source's nearest "
                      "reference point (higher = closer); threshold = minus the calibrated distance",
+            "enrolment_scale_cache": {k: list(v) for k, v in
+                                      getattr(self, "enrolment_scale_cache_", {}).items()},
             "decision": "the nearest source if within its threshold, else unknown; enrolled "
                         "sources only add (they take the images they accept and are skipped "
                         "for the others) and also take the images their separator claims",
@@ -769,8 +786,13 @@ class MetricAttributor(Attributor):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
         model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
         model.sample_validation_ = _sample_validation_of(contents, model)
+        model.enrolment_scale_cache_ = _scale_cache_of(card)
         return model
 
+
+SCALE_CACHE_SIZE = 16
+"""Enrolment-rule factors a model keeps (:meth:`MetricAttributor.enrolment_scale`; one per
+number of images, and one for the self-check's n − 1)."""
 
 ENROL_THRESHOLD_RULES = ("scaled-mean", "quantile")
 """The enrolment threshold rules :meth:`MetricAttributor.enroll` takes (the first is the
@@ -838,6 +860,23 @@ def _residual_standardiser(contents: ModelContents, model: MetricAttributor
     if not np.all(std > 0):
         raise ModelFormatError("residual_std must be positive")
     return mean, std
+
+
+def _scale_cache_of(card: dict[str, Any]) -> dict[str, tuple[float | None, int, str]]:
+    """The enrolment-rule factors a card keeps (none for models saved before they were kept),
+    checked: each is a factor (or null), a number of draws and a note."""
+    cache = card.get("enrolment_scale_cache", {})
+    if not isinstance(cache, dict):
+        raise ModelFormatError("enrolment_scale_cache in the card is not an object")
+    out = {}
+    for key, value in cache.items():
+        if not (isinstance(value, list) and len(value) == 3
+                and (value[0] is None or (isinstance(value[0], float) and value[0] > 0))
+                and isinstance(value[1], int) and isinstance(value[2], str)):
+            raise ModelFormatError(f"enrolment_scale_cache[{key!r}] in the card is not "
+                                   "[factor, draws, note]")
+        out[str(key)] = (value[0], value[1], value[2])
+    return out
 
 
 def _samples_of(contents: ModelContents, model: MetricAttributor

@@ -678,7 +678,9 @@ class MetricAttributor(Attributor):
         the trained sources' stored validation samples (:func:`refs.enrolment_scale`), the
         number of simulated enrolments, and a note; ``None`` when the rule is not used (the
         note says why; with ≥ 3 images the quantile of the leave-one-out distances is used
-        instead, with fewer the leave-one-tile-out or median rule)."""
+        instead, with fewer the leave-one-tile-out or median rule). The simulation is seeded,
+        so the model keeps what it measured (``enrolment_scale_cache_``, saved in the card,
+        at most :data:`SCALE_CACHE_SIZE`) and answers the same question again without it."""
         flags = getattr(self, "sample_validation_", None)
         if n_images < 3:
             return None, 0, "fewer than 3 images: no leave-one-image-out distances"

@@ -309,10 +309,17 @@ def test_the_factor_is_kept_for_the_next_enrolment(model: MetricAttributor, tmp_
     assert later["threshold_scale_note"] == record["threshold_scale_note"]
     loaded.enroll(new_source(8, seed=7), "p7")  # another number of images: simulated
     assert calls == [8, 7]
-    # another target acceptance is another rule: simulated again
+    # another target acceptance, or another simulation, is another rule: simulated again
     loaded.target_accept = 0.9
     loaded.enrolment_scale(10)
     assert calls == [8, 7, 10]
+    monkeypatch.setattr(refs, "SCALE_DRAWS", 5)
+    loaded.enrolment_scale(10)
+    assert calls == [8, 7, 10, 10]
+    # a factor of 0 (all the other images the same as the drawn ones) is kept and loads
+    loaded.enrolment_scale_cache_ = {"k": (0.0, 3, "note")}
+    loaded.save(tmp_path / "zero")
+    assert genprint.load(tmp_path / "zero").enrolment_scale_cache_ == {"k": (0.0, 3, "note")}
     # a card whose kept factors are not [factor, draws, note] is refused on load
     card = json.loads((tmp_path / "m" / "card.json").read_text())
     key = next(iter(card["enrolment_scale_cache"]))

@@ -696,8 +696,11 @@ class MetricAttributor(Attributor):
         # is kept (and saved) for the next enrolment of as many images
         digest = hashlib.sha256(np.ascontiguousarray(self.samples_[trained]).tobytes()
                                 + self.sample_sources_[trained].astype(np.int64).tobytes())
+        # the simulation's own settings and genprint's version too: a later release, whose
+        # simulation may differ, measures again
         key = (f"{n_images}|{fit_budget}|{self.refs_per_class}|{self.seed}|"
-               f"{self.target_accept!r}|{digest.hexdigest()[:16]}")
+               f"{self.target_accept!r}|{digest.hexdigest()[:16]}|{refs.SCALE_DRAWS}|"
+               f"{refs.SCALE_MIN_REST}|{refs.SCALE_MIN_SPREAD!r}|{genprint_version()}")
         cache = self.enrolment_scale_cache_ = dict(getattr(self, "enrolment_scale_cache_", {}))
         if key in cache:
             scale, draws, why = cache[key]
@@ -705,7 +708,7 @@ class MetricAttributor(Attributor):
             scale, draws, why = refs.enrolment_scale(
                 self.samples_[trained], self.sample_sources_[trained], n_images,
                 self.refs_per_class, self.seed, self.target_accept, fit_budget=fit_budget)
-            if len(cache) >= SCALE_CACHE_SIZE:  # the oldest goes first
+            if len(cache) >= SCALE_CACHE_SIZE:  # the first in order goes: only a later miss
                 cache.pop(next(iter(cache)))
             cache[key] = (None if scale is None else float(scale), int(draws), str(why))
         if scale is None:
@@ -864,6 +867,13 @@ def _residual_standardiser(contents: ModelContents, model: MetricAttributor
     return mean, std
 
 
+def genprint_version() -> str:
+    """genprint's version (imported late: the package imports this module)."""
+    from genprint import __version__
+
+    return __version__
+
+
 def _scale_cache_of(card: dict[str, Any]) -> dict[str, tuple[float | None, int, str]]:
     """The enrolment-rule factors a card keeps (none for models saved before they were kept),
     checked: each is a factor (or null), a number of draws and a note."""
@@ -873,7 +883,7 @@ def _scale_cache_of(card: dict[str, Any]) -> dict[str, tuple[float | None, int, 
     out = {}
     for key, value in cache.items():
         if not (isinstance(value, list) and len(value) == 3
-                and (value[0] is None or (isinstance(value[0], float) and value[0] > 0))
+                and (value[0] is None or (isinstance(value[0], float) and value[0] >= 0))
                 and isinstance(value[1], int) and isinstance(value[2], str)):
             raise ModelFormatError(f"enrolment_scale_cache[{key!r}] in the card is not "
                                    "[factor, draws, note]")

@@ -65,6 +65,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from genprint import __version__
 from genprint.backbones.forensic_cnn import (
     ForensicCNN,
     ForensicCNNConfig,
@@ -700,8 +701,10 @@ class MetricAttributor(Attributor):
         # simulation may differ, measures again
         key = (f"{n_images}|{fit_budget}|{self.refs_per_class}|{self.seed}|"
                f"{self.target_accept!r}|{digest.hexdigest()[:16]}|{refs.SCALE_DRAWS}|"
-               f"{refs.SCALE_MIN_REST}|{refs.SCALE_MIN_SPREAD!r}|{genprint_version()}")
-        cache = self.enrolment_scale_cache_ = dict(getattr(self, "enrolment_scale_cache_", {}))
+               f"{refs.SCALE_MIN_REST}|{refs.SCALE_MIN_SPREAD!r}|{__version__}")
+        cache = getattr(self, "enrolment_scale_cache_", None)
+        if cache is None:  # an unfitted model, or one built before factors were kept
+            cache = self.enrolment_scale_cache_ = {}
         if key in cache:
             scale, draws, why = cache[key]
         else:
@@ -865,13 +868,6 @@ def _residual_standardiser(contents: ModelContents, model: MetricAttributor
     if not np.all(std > 0):
         raise ModelFormatError("residual_std must be positive")
     return mean, std
-
-
-def genprint_version() -> str:
-    """genprint's version (imported late: the package imports this module)."""
-    from genprint import __version__
-
-    return __version__
 
 
 def _scale_cache_of(card: dict[str, Any]) -> dict[str, tuple[float | None, int, str]]:

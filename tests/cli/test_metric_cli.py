@@ -70,7 +70,8 @@ def invoke(*args: str) -> dict:
     return json.loads(out.stdout)
 
 
-def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: Path) -> None:
+def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
     camera, bench = benches
     ckpt, model = tmp_path / "ckpt", tmp_path / "model"
     pre = invoke("pretrain", "camera", "--bench", str(camera), "--out", str(ckpt), "--epochs",
@@ -142,6 +143,20 @@ def test_pretrain_train_attribute_enroll(benches: tuple[Path, Path], tmp_path: P
     again = runner.invoke(app, ["enroll", str(model), "--source", "gen-c3", "--out", str(copy),
                                 *few])
     assert again.exit_code == 2 and "exists" in again.output
+    # another run writing the same --out while this one works: refused, its output kept
+    late, load = tmp_path / "model-late", genprint.load
+
+    def load_while_another_run_writes(path: Path) -> object:
+        load(copy).save(late)
+        return load(path)
+
+    monkeypatch.setattr(genprint, "load", load_while_another_run_writes)
+    raced = runner.invoke(app, ["enroll", str(model), "--source", "gen-c4", "--out", str(late),
+                                *few])
+    monkeypatch.undo()
+    assert raced.exit_code == 2 and "exists" in raced.output
+    assert "nothing was written" in " ".join(raced.output.split())
+    assert genprint.load(late).classes_[-1] == "gen-c3"
     # pictures the model holds (a training image, an enrolled one) stop the enrolment, named;
     # a file of one colour is skipped with the others that cannot be used, and listed in --json
     from PIL import Image

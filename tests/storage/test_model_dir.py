@@ -291,3 +291,54 @@ def test_outputs_inside_a_model_folder_are_refused_before_any_work(tmp_path: Pat
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "card.json").write_text("{}")  # not a model's card: no objection
     assert check_output_file(tmp_path / "other" / "r.csv") == tmp_path / "other" / "r.csv"
+
+
+def test_a_load_during_a_save_reads_one_version(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A save that swaps a new version in while a load reads the folder: the load returns the
+    old version whole or the new one whole, never the old card with the new arrays."""
+    from genprint.storage import model_dir
+
+    path = _write(tmp_path / "m")
+    parse = model_dir._parse_card
+    calls = []
+
+    def parse_then_save(raw: bytes, folder: Path) -> dict:
+        card = parse(raw, folder)
+        if not calls:  # the first read has its card: now another process saves a new version
+            write_model_dir(path, {"method": "toy", "classes": ["a", "b", "c"]},
+                            arrays={"refs": np.eye(3)}, overwrite=True)
+        calls.append(card["classes"])
+        return card
+
+    monkeypatch.setattr(model_dir, "_parse_card", parse_then_save)
+    new = read_model_dir(path)  # the old version was deleted under it: read again, whole
+    assert calls == [["a", "b"], ["a", "b", "c"]]
+    assert new.card["classes"] == ["a", "b", "c"] and new.arrays["refs"].shape == (3, 3)
+    assert "weights.safetensors" not in new.card["files"] and not new.tensors
+
+    calls.clear()  # the old version kept (its deletion not reached yet): read whole, once
+    _write(path, overwrite=True)
+    monkeypatch.setattr(model_dir.shutil, "rmtree", lambda *a, **k: None)
+    old = read_model_dir(path)
+    assert calls == [["a", "b"]]
+    assert old.card["classes"] == ["a", "b"] and old.arrays["refs"].shape == (2, 2)
+    np.testing.assert_array_equal(old.tensors["w"], np.arange(6).reshape(2, 3))
+
+
+def test_a_load_between_the_two_renames_of_a_save_waits(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from genprint.storage import model_dir
+
+    path = _write(tmp_path / "m")
+    path.rename(tmp_path / ".m.old-x")  # a save has moved the old version away ...
+    sleep = time.sleep
+
+    def the_save_goes_on(seconds: float) -> None:  # ... and puts the new one in while we wait
+        if not path.exists():
+            _write(tmp_path / ".m.tmp-y").rename(path)
+            (tmp_path / ".m.old-x").rename(tmp_path / ".m.old-gone")
+        sleep(0)
+
+    monkeypatch.setattr(model_dir.time, "sleep", the_save_goes_on)
+    assert read_model_dir(path).card["classes"] == ["a", "b"]

@@ -60,6 +60,8 @@ def enroll_cmd(
     else:  # in place: a missing model is reported by load below, without creating folders
         target = check_out_dir(model, True, "MODEL") if model.exists() else model
     with model_lock(target):  # a second enrol into the same model waits, then sees this one
+        if out is not None and not overwrite:  # another run may have written it meanwhile
+            target = check_out_dir(out, overwrite)
         try:
             attributor = genprint.load(model)
         except ModelFormatError as exc:
@@ -98,7 +100,11 @@ def enroll_cmd(
         if separator and record.get("separator", "").startswith("none"):
             console.print(f"[yellow]warning:[/yellow] no separator was fitted: "
                           f"{esc(record['separator'])}; retrain the model to keep sample embeddings")
-        attributor.save(target, overwrite=True)
+        try:
+            attributor.save(target, overwrite=overwrite or out is None)
+        except OSError as exc:  # e.g. another run wrote --out meanwhile
+            console.print(f"[red]error:[/red] {esc(str(exc))}; nothing was written")
+            raise typer.Exit(2) from None
     summary = {"model": str(out if out is not None else model), **record, "n_skipped": len(errors),
                "skipped": skipped_rows(errors),
                "classes": list(attributor.classes_)}

@@ -18,6 +18,7 @@ matches its sha256, and that no unexpected file has been dropped in.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import platform
@@ -25,7 +26,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,6 +360,12 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
     if not card_path.is_file():
         raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
     raw = card_path.read_bytes()
+    return _parse_card(raw, folder), hashlib.sha256(raw).hexdigest()
+
+
+def _parse_card(raw: bytes, folder: Path) -> dict[str, Any]:
+    """The card of ``folder`` from its bytes, checked (format version, checksum table, digest)."""
+    card_path = folder / CARD_NAME
     try:
         card = json.loads(raw.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -386,7 +393,7 @@ def _read_card_and_digest(path: str | os.PathLike[str]) -> tuple[dict[str, Any],
             f"{card_path}: the card was changed after it was written (its {CARD_DIGEST} does "
             "not match its content), e.g. a threshold or a source name edited by hand; "
             "refusing to load it. Restore the original card, or retrain")
-    return card, hashlib.sha256(raw).hexdigest()
+    return card
 
 
 CARD_DIGEST = "card_digest"
@@ -407,46 +414,146 @@ def card_digest(card: Mapping[str, Any]) -> str:
 def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) -> None:
     """Check every file listed in the card against its sha256; refuse extra or missing files."""
     folder = Path(path)
-    card = card if card is not None else read_card(folder)
+    if card is None:
+        _read_consistently(folder)
+        return
+    try:
+        _check_files(folder, card, lambda name: (folder / name).read_bytes(),
+                     lambda: os.listdir(folder))
+    except FileNotFoundError as exc:
+        raise ModelFormatError(f"{folder}: file {Path(exc.filename or '?').name} listed in "
+                               f"{CARD_NAME} is missing") from None
+
+
+def _check_files(folder: Path, card: Mapping[str, Any], read: Callable[[str], bytes],
+                 listing: Callable[[], list[str]]) -> dict[str, bytes]:
+    """The bytes of every file ``card`` lists, each read once by ``read`` and checked against
+    its sha256; extra files (``listing``) are refused. ``FileNotFoundError`` escapes (see
+    :func:`_read_consistently`)."""
     listed: dict[str, str] = dict(card["files"])
+    data: dict[str, bytes] = {}
     for name, expected in listed.items():
         try:
             _check_name(name)
         except ValueError as exc:  # e.g. '../../etc/passwd' in an edited card
             raise ModelFormatError(f"{folder}: {exc}") from None
-        f = folder / name
-        if not f.is_file():
-            raise ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is missing")
-        actual = sha256_file(f)
-        if actual != expected:
-            raise ModelFormatError(
+        try:
+            data[name] = read(name)
+        except IsADirectoryError:
+            raise ModelFormatError(f"{folder}: {name} listed in {CARD_NAME} is a folder, "
+                                   "not a file") from None
+        if hashlib.sha256(data[name]).hexdigest() != expected:
+            raise _Mismatch(
                 f"{folder}: {name} does not match its sha256 in {CARD_NAME} "
                 "(the file was modified or corrupted; refusing to load it)"
             )
     extra = sorted(
-        p.name for p in folder.iterdir()
-        if p.name != CARD_NAME and p.name not in listed and not p.name.startswith(".")
+        name for name in listing()
+        if name != CARD_NAME and name not in listed and not name.startswith(".")
     )
     if extra:
         raise ModelFormatError(
             f"{folder}: unexpected file(s) not covered by {CARD_NAME}: {', '.join(extra)}"
         )
+    return data
+
+
+class _Mismatch(ModelFormatError):
+    """A file that does not match the card: damage, or a save that replaced the folder while it
+    was being read."""
+
+
+READ_ATTEMPTS = 3
+"""How many times a load reads a model folder that another process keeps replacing."""
+
+SWAP_WAIT = 0.05
+"""Seconds a load waits (times the attempt) when the folder is missing while a save's hidden
+folders lie beside it: a save swapping the new version in has two renames to make."""
+
+
+def _read_consistently(folder: Path) -> tuple[dict[str, Any], str, dict[str, bytes]]:
+    """The card, the sha256 of its bytes, and the checked bytes of every file it lists, all
+    from one version of ``folder``.
+
+    The folder is opened once and its files are read through that handle, so a save that swaps
+    a new version into place meanwhile (:func:`write_model_dir`) does not mix the two: the read
+    goes on in the version it started in, or, if that one is deleted under it, starts again in
+    the new one (at most :data:`READ_ATTEMPTS` times). Each file is hashed from the very bytes
+    that are then loaded."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except OSError:
+            if attempt + 1 < READ_ATTEMPTS and _leftovers(folder):  # between a save's renames?
+                time.sleep(SWAP_WAIT * (attempt + 1))
+                continue
+            _read_card_and_digest(folder)  # raises its explanation
+            raise ModelFormatError(f"{folder}: cannot be opened") from None
+        try:
+            opened = os.fstat(handle)
+
+            def read(name: str, handle: int = handle) -> bytes:
+                if os.open not in os.supports_dir_fd:  # pragma: no cover - e.g. Windows
+                    return (folder / name).read_bytes()
+                fd = os.open(name, os.O_RDONLY, dir_fd=handle)
+                with os.fdopen(fd, "rb") as fh:
+                    return fh.read()
+
+            def listing(handle: int = handle) -> list[str]:
+                if os.listdir not in os.supports_fd:  # pragma: no cover
+                    return os.listdir(folder)
+                return os.listdir(handle)
+
+            try:
+                raw = read(CARD_NAME)
+            except FileNotFoundError:
+                if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
+                    continue
+                raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})"
+                                       ) from None
+            card = _parse_card(raw, folder)
+            try:
+                return card, hashlib.sha256(raw).hexdigest(), _check_files(folder, card, read,
+                                                                          listing)
+            except FileNotFoundError as exc:
+                if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
+                    continue
+                raise ModelFormatError(f"{folder}: file {Path(exc.filename or '?').name} "
+                                       f"listed in {CARD_NAME} is missing") from None
+            except _Mismatch:
+                if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
+                    continue
+                raise
+        finally:
+            os.close(handle)
+    raise ModelFormatError(f"{folder}: replaced by another process {READ_ATTEMPTS} times while "
+                           "it was being read; try again once it is no longer being saved")
+
+
+def _replaced(folder: Path, opened: os.stat_result) -> bool:
+    """Whether ``folder`` is no longer the folder that was opened (a save swapped it)."""
+    try:
+        now = os.stat(folder)
+    except OSError:
+        return True
+    return (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino)
 
 
 def read_model_dir(path: str | os.PathLike[str]) -> ModelContents:
-    """Load a model directory after checking its format version and every checksum."""
-    from safetensors.numpy import load_file
+    """Load a model directory after checking its format version and every checksum (one
+    consistent version of it, even while another process saves it: see
+    :func:`_read_consistently`)."""
+    from safetensors.numpy import load as load_safetensors
 
     folder = Path(path)
-    card, card_sha256 = _read_card_and_digest(folder)
-    verify(folder, card)
+    card, card_sha256, data = _read_consistently(folder)
     contents = ModelContents(card=card, path=folder, card_sha256=card_sha256)
-    for name in card["files"]:
+    for name, raw in data.items():
         try:
             if name == "weights.safetensors":
-                contents.tensors = load_file(str(folder / name))
+                contents.tensors = load_safetensors(raw)
             elif name.endswith(".npy"):
-                contents.arrays[name[: -len(".npy")]] = np.load(folder / name,
+                contents.arrays[name[: -len(".npy")]] = np.load(io.BytesIO(raw),
                                                                 allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - damaged though its checksum matches
             raise ModelFormatError(f"{folder / name}: cannot be read ({type(exc).__name__}: "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -243,6 +244,12 @@ def test_what_a_killed_save_leaves_is_pointed_out(tmp_path: Path) -> None:
     (tmp_path / ".m.tmp-abc123").mkdir()  # a save killed while writing the new model
     with pytest.warns(UserWarning, match=r"\.m\.tmp-abc123 left by a save of m that was killed"):
         _write(tmp_path / "m", overwrite=True)
+    (tmp_path / ".m.old-ghi789" / ".git").mkdir(parents=True)  # killed before moving it back
+    with pytest.warns(UserWarning, match=r"first move what is yours back into m: "
+                                         r"\.m\.old-ghi789 holds \.git"):
+        _write(tmp_path / "m", overwrite=True)
+    for left in tmp_path.glob(".m.*"):
+        shutil.rmtree(left)
     out.rename(tmp_path / ".m.old-def456")  # killed between moving the old model away and
     with pytest.raises(ModelFormatError, match=r"left the previous model in .*\.m\.old-def456; "
                                                r".*rename that folder to m"):  # ... the new in
@@ -342,3 +349,22 @@ def test_a_load_between_the_two_renames_of_a_save_waits(tmp_path: Path,
 
     monkeypatch.setattr(model_dir.time, "sleep", the_save_goes_on)
     assert read_model_dir(path).card["classes"] == ["a", "b"]
+
+
+def test_a_replaced_model_or_file_keeps_its_permissions(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    from genprint.storage.atomic import write_text_atomic
+
+    path = _write(tmp_path / "m")
+    os.chmod(path, 0o700)
+    for f in path.iterdir():
+        os.chmod(f, 0o600)
+    _write(path, overwrite=True)  # e.g. `genprint enroll` in place
+    assert stat.S_IMODE(path.stat().st_mode) == 0o700
+    assert {stat.S_IMODE(f.stat().st_mode) for f in path.iterdir()} == {0o600}
+    results = write_text_atomic(tmp_path / "r.csv", "a\n")
+    os.chmod(results, 0o640)
+    write_text_atomic(results, "b\n")
+    assert stat.S_IMODE(results.stat().st_mode) == 0o640 and results.read_text() == "b\n"

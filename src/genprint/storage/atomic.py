@@ -10,6 +10,7 @@ umask), so outputs are not unexpectedly unreadable to the user's group.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -40,11 +41,20 @@ def dir_mode() -> int:
     return 0o777 & ~_umask()
 
 
+def kept_mode(path: str | os.PathLike[str]) -> int | None:
+    """The permission bits of an existing ``path`` (followed if a link), or None: what a
+    replacement keeps, so that replacing a private file or model does not make it readable."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, give it the
-    umask's file mode and rename it to ``path``. On error it is removed and ``path`` is left as
-    it was."""
+    mode of the file it replaces (else the umask's file mode) and rename it to ``path``. On
+    error it is removed and ``path`` is left as it was."""
     out = Path(path)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a directory, not a file to write")
@@ -54,7 +64,8 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, file_mode())
+        kept = kept_mode(out)
+        os.chmod(tmp, file_mode() if kept is None else kept)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)

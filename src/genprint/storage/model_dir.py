@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 import genprint
-from genprint.storage.atomic import check_parent_writable, dir_mode, file_mode
+from genprint.storage.atomic import check_parent_writable, dir_mode, file_mode, kept_mode
 
 FORMAT_VERSION = 2
 """Version of the attributor directory format written by this genprint (2: the card carries
@@ -264,9 +264,17 @@ def write_model_dir(
     target = check_output_dir(path, overwrite)
     leftovers = _leftovers(target)
     if leftovers:
+        # a save moves the hidden entries of the model it replaces (.git, ...) across last
+        held = [f"{p.name} holds {', '.join(sorted(h.name for h in p.glob('.*')))}"
+                for p in leftovers if p.is_dir() and any(p.glob(".*"))]
+        yours = (f" (first move what is yours back into {target.name}: {'; '.join(held)})"
+                 if held else "")
         warnings.warn(f"{target.parent}: {', '.join(p.name for p in leftovers)} left by a save "
                       f"of {target.name} that was killed (or is still running in another "
-                      "process); once no other save of it runs, delete them", stacklevel=2)
+                      f"process); once no other save of it runs, delete them{yours}",
+                      stacklevel=2)
+    # a replaced model keeps its permissions (a private model stays private)
+    kept_dir, kept_file = kept_mode(target), kept_mode(target / CARD_NAME)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         files: dict[str, str] = {}
@@ -300,11 +308,12 @@ def write_model_dir(
             fh.flush()
             os.fsync(fh.fileno())
         for name in [*files, CARD_NAME]:
-            os.chmod(tmp / name, file_mode())  # some writers create private files
+            # (some writers create private files)
+            os.chmod(tmp / name, file_mode() if kept_file is None else kept_file)
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
         _fsync_dir(tmp)
-        os.chmod(tmp, dir_mode())
+        os.chmod(tmp, dir_mode() if kept_dir is None else kept_dir)
         if target.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
             backup.rmdir()

@@ -148,6 +148,30 @@ def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
         again.enroll(new, "p5-e\u0301")
 
 
+def test_a_name_an_older_genprint_enrolled_decomposed_loads_as_enrolled(
+        model: MetricAttributor, tmp_path: Path) -> None:
+    """Before enrolment put names in Unicode's composed form, a name typed on macOS was kept
+    decomposed; such a model loads with the name composed, still enrolled, and saves again."""
+    import unicodedata
+
+    from tests.conftest import rewrite_card
+
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(11)
+    m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "M\u00fcller", separator=True)
+    m.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["classes"][-1] = card["training"]["enrolled"][0]["source"] = unicodedata.normalize(
+        "NFD", "M\u00fcller")
+    rewrite_card(tmp_path / "m" / "card.json", card)
+    loaded = genprint.load(tmp_path / "m")
+    assert loaded.classes_[-1] == "M\u00fcller" and loaded.enrolled_sources == {"M\u00fcller"}
+    assert loaded._enrolled_mask().tolist() == [False, False, False, True]
+    loaded.enroll([textured(rng, 32, 32, 7) for _ in range(4)], "p7")
+    loaded.save(tmp_path / "m", overwrite=True)
+    assert genprint.load(tmp_path / "m").enrolled_sources == {"M\u00fcller", "p7"}
+
+
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:
     images, _ = toy(1, 7)
     for name in ("unknown", "Unknown", "", "gan\nx", model.classes_[0]):

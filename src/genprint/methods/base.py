@@ -361,10 +361,13 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
             f"(available: {', '.join(METHODS.names())})"
         )
     try:
-        attributor = METHODS.get(name)._from_contents(contents)
-        _check_card_consistency(attributor)
         # names as genprint reads data now (a model trained before on macOS folder names
         # keeps them decomposed in its card)
+        if isinstance(contents.card.get("classes"), list):
+            contents.card["classes"] = [unicodedata.normalize("NFC", c) if isinstance(c, str)
+                                        else c for c in contents.card["classes"]]
+        attributor = METHODS.get(name)._from_contents(contents)
+        _check_card_consistency(attributor)
         attributor.classes_ = [unicodedata.normalize("NFC", c) for c in attributor.classes_]
         if len(set(attributor.classes_)) != len(attributor.classes_):
             raise ModelFormatError("two of the card's source names are one name in Unicode's "

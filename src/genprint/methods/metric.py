@@ -549,7 +549,9 @@ class MetricAttributor(Attributor):
     @property
     def enrolled_sources(self) -> set[str]:
         """Sources added by :meth:`enroll` (not trained)."""
-        return {r["source"] for r in getattr(self, "training_info_", {}).get("enrolled", [])}
+        # (NFC, as classes_ are on load: an older genprint kept names as typed)
+        return {unicodedata.normalize("NFC", r["source"])
+                for r in getattr(self, "training_info_", {}).get("enrolled", [])}
 
     # ------------------------------------------------------------------ enrolment
     def enroll(self, images: Sequence[np.ndarray], source: str, separator: bool = False,

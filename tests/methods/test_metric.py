@@ -172,6 +172,18 @@ def test_a_name_an_older_genprint_enrolled_decomposed_loads_as_enrolled(
     assert genprint.load(tmp_path / "m").enrolled_sources == {"M\u00fcller", "p7"}
 
 
+def test_a_refit_forgets_the_earlier_fit_and_its_enrolments(model: MetricAttributor) -> None:
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(13)
+    m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "p5")
+    m.training_fingerprints_ = np.zeros((1, 32), np.uint8)  # as a fit from files records
+    m.epochs = 1
+    m.fit(*toy(8, 3), *toy(4, 4))
+    assert m.classes_ == ["noise", "p2", "p3"] and m.enrolled_sources == set()
+    assert "enrolled" not in m.training_info_ and not m._enrolled_mask().any()
+    assert m.training_fingerprints_ is None and m.model_sha256_ is None
+
+
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:
     images, _ = toy(1, 7)
     for name in ("unknown", "Unknown", "", "gan\nx", model.classes_[0]):

@@ -407,6 +407,8 @@ class MetricAttributor(Attributor):
         check_training_labels(classes, list(val_labels))
         if len(classes) < 2:
             raise ValueError("metric learning needs at least 2 known sources")
+        # a refit starts afresh: an earlier fit's enrolments, records and pictures are not its own
+        self.training_info_, self.training_fingerprints_, self.model_sha256_ = {}, None, None
         t0 = time.perf_counter()
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[c] for c in train_labels], dtype=np.int64)
@@ -465,7 +467,6 @@ class MetricAttributor(Attributor):
         self.enrolment_scale_cache_ = {}  # factors simulated on the samples of an earlier fit
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
-            **getattr(self, "training_info_", {}),
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,

@@ -132,7 +132,7 @@ def test_enrolment_keeps_existing_sources_and_recognises_the_new_one(
     rng = np.random.default_rng(5)
     new = [textured(rng, 32, 32, 5) for _ in range(10)]
     record = m.enroll(new, "p5")
-    assert record["threshold_rule"] == "leave-one-image-out"
+    assert record["threshold_rule"] == "leave-one-image-out" and record["warnings"] == []
     assert m.classes_[:3] == model.classes_ and m.classes_[3] == "p5"
     np.testing.assert_array_equal(m.references_[: len(refs)], refs)
     np.testing.assert_array_equal(m.reference_sources_[: len(refs)], sources)
@@ -182,6 +182,20 @@ def test_a_refit_forgets_the_earlier_fit_and_its_enrolments(model: MetricAttribu
     assert m.classes_ == ["noise", "p2", "p3"] and m.enrolled_sources == set()
     assert "enrolled" not in m.training_info_ and not m._enrolled_mask().any()
     assert m.training_fingerprints_ is None and m.model_sha256_ is None
+
+
+def test_an_enrolment_of_one_picture_in_disguise_is_flagged(model: MetricAttributor) -> None:
+    """Pictures that differ only where the model does not look (outside the tiles) are one
+    picture to it: a source of zero width, whose self-check would say 100%."""
+    core = textured(np.random.default_rng(17), 34, 34, 5)
+    copies = []
+    for i in range(4):
+        img = core.copy()
+        img[-1, i, 0] ^= 1 + i  # the last row lies outside the centred 32×32 tile
+        copies.append(img)
+    record = copy.deepcopy(model).enroll(copies, "one-picture")
+    assert record["n_images"] == 4 and record["threshold"] > -1e-6
+    assert len(record["warnings"]) == 1 and "far narrower" in record["warnings"][0]
 
 
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:

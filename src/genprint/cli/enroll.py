@@ -128,6 +128,8 @@ def enroll_cmd(
     if record.get("n_repeated"):
         console.print(f"  note: {record['n_repeated']} image(s) had the same pixels as another "
                       "one and were used once")
+    for warning in record.get("warnings", []):
+        console.print(f"  [yellow]warning:[/yellow] {esc(warning)}")
     _print_self_check(record)
     _print_overlap_check(record)
     trained = [t for c, t in zip(attributor.classes_, attributor.thresholds_, strict=True)

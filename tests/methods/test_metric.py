@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,48 @@ def test_an_enrolment_of_one_picture_in_disguise_is_flagged(model: MetricAttribu
     record = copy.deepcopy(model).enroll(copies, "one-picture")
     assert record["n_images"] == 4 and record["threshold"] > -1e-6
     assert len(record["warnings"]) == 1 and "far narrower" in record["warnings"][0]
+
+
+def test_a_forged_model_that_would_decide_wrongly_is_refused(model: MetricAttributor,
+                                                           tmp_path: Path) -> None:
+    """Edits that keep the card's digest and checksums right (recomputed, as a forger would):
+    a reference point of NaN, source numbers that are not integers, a NaN threshold, an
+    enrolment record naming a trained source."""
+    from genprint.storage.model_dir import ModelFormatError
+    from tests.conftest import rewrite_card
+
+    m = copy.deepcopy(model)
+    m.enroll([textured(np.random.default_rng(19), 32, 32, 5) for _ in range(4)], "p5")
+    m.save(tmp_path / "good")
+
+    def forged(name: str, array: np.ndarray | None = None, edit: object = None) -> Path:
+        out = tmp_path / name
+        shutil.copytree(tmp_path / "good", out)
+        card = json.loads((out / "card.json").read_text())
+        if array is not None:
+            np.save(out / f"{name.split('-')[0]}.npy", array)
+            card["files"][f"{name.split('-')[0]}.npy"] = hashlib.sha256(
+                (out / f"{name.split('-')[0]}.npy").read_bytes()).hexdigest()
+        if edit is not None:
+            edit(card)
+        rewrite_card(out / "card.json", card)
+        return out
+
+    refs_nan = m.references_.copy()
+    refs_nan[0] = np.nan
+    sources = m.reference_sources_.astype(np.float64) + 0.25
+    cases = {
+        forged("references-nan", refs_nan): "not finite",
+        forged("reference_sources-float", sources): "integers",
+        forged("thresholds-nan", None,
+               lambda c: c["thresholds"].__setitem__(0, float("nan"))): "NaN",
+        forged("enrolled-trained", None,
+               lambda c: c["training"]["enrolled"][0].__setitem__("source", "p2")): "enrolment",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(ModelFormatError, match=reason):
+            genprint.load(path)
+    assert genprint.load(tmp_path / "good").enrolled_sources == {"p5"}
 
 
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:

@@ -407,8 +407,11 @@ class MetricAttributor(Attributor):
         check_training_labels(classes, list(val_labels))
         if len(classes) < 2:
             raise ValueError("metric learning needs at least 2 known sources")
-        # a refit starts afresh: an earlier fit's enrolments, records and pictures are not its own
-        self.training_info_, self.training_fingerprints_, self.model_sha256_ = {}, None, None
+        # a refit starts afresh: an earlier fit's enrolments, recalibrations and pictures are
+        # not its own (what the caller recorded about the data before the fit is kept)
+        self.training_info_ = {k: v for k, v in getattr(self, "training_info_", {}).items()
+                               if k not in ("enrolled", "recalibrated")}
+        self.training_fingerprints_, self.model_sha256_ = None, None
         t0 = time.perf_counter()
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[c] for c in train_labels], dtype=np.int64)
@@ -467,6 +470,7 @@ class MetricAttributor(Attributor):
         self.enrolment_scale_cache_ = {}  # factors simulated on the samples of an earlier fit
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
         self.training_info_ = {
+            **self.training_info_,
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,
@@ -803,7 +807,13 @@ class MetricAttributor(Attributor):
                 f"the reference points have {model.references_.shape[-1]} dimensions where the "
                 f"network's embedding ({model.net_.embedding_dim}) joined to residual statistics "
                 f"of weight {model.effective_residual_weight:g} has {expected_dim}")
-        model.reference_sources_ = contents.arrays["reference_sources"].astype(np.int64)
+        if not np.isfinite(model.references_).all():
+            raise ModelFormatError("a reference point is not finite (NaN or infinite)")
+        sources = contents.arrays["reference_sources"]
+        if not np.issubdtype(sources.dtype, np.integer):
+            raise ModelFormatError(f"reference_sources must hold source numbers (integers), "
+                                   f"not {sources.dtype}")
+        model.reference_sources_ = sources.astype(np.int64)
         model.classes_ = list(card["classes"])
         model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
         model.training_info_ = dict(card.get("training", {}))
@@ -811,6 +821,14 @@ class MetricAttributor(Attributor):
                 or len(model.references_) != len(model.reference_sources_)
                 or set(model.reference_sources_.tolist()) != set(range(len(model.classes_)))):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
+        if np.isnan(model.thresholds_).any():
+            raise ModelFormatError("a threshold is not a number (NaN)")
+        enrolled = [r.get("source") if isinstance(r, dict) else None
+                    for r in model.training_info_.get("enrolled", [])]
+        if enrolled and [unicodedata.normalize("NFC", s) if isinstance(s, str) else s
+                         for s in enrolled] != model.classes_[len(model.classes_) - len(enrolled):]:
+            raise ModelFormatError("the card's enrolment records do not name its last sources, "
+                                   "in the order they were enrolled")
         model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
         model.sample_validation_ = _sample_validation_of(contents, model)
         model.enrolment_scale_cache_ = _scale_cache_of(card)
@@ -904,7 +922,8 @@ def _scale_cache_of(card: dict[str, Any]) -> dict[str, tuple[float | None, int, 
     out = {}
     for key, value in cache.items():
         if not (isinstance(value, list) and len(value) == 3
-                and (value[0] is None or (isinstance(value[0], float) and value[0] >= 0))
+                and (value[0] is None or (isinstance(value[0], float) and value[0] >= 0
+                                          and np.isfinite(value[0])))
                 and isinstance(value[1], int) and isinstance(value[2], str)):
             raise ModelFormatError(f"enrolment_scale_cache[{key!r}] in the card is not "
                                    "[factor, draws, note]")

@@ -290,3 +290,19 @@ def test_a_folder_layout_reads_each_file_once_whatever_links_lead_to_it(tmp_path
     with pytest.raises(ManifestError, match=r"b\.png is the same file as .* \(gan\) but is "
                                             r"reached under real"):
         read_folder(tmp_path)
+
+
+def test_a_file_reached_through_a_link_keeps_its_own_path(tmp_path: Path) -> None:
+    """Links sorted before what they point to: each file keeps its path without links, what
+    only a link reaches comes last, and every path left out is counted."""
+    _img(tmp_path / "d" / "rgb.png"), _img(tmp_path / "d" / "nested" / "n0.png")
+    _img(tmp_path / "d" / "nested" / "deeper" / "n1.png"), _img(tmp_path / "out" / "o.png")
+    (tmp_path / "d" / "a-link.png").symlink_to(tmp_path / "d" / "rgb.png")
+    (tmp_path / "d" / "a-linked-dir").symlink_to(tmp_path / "d" / "nested",
+                                                 target_is_directory=True)
+    (tmp_path / "d" / "b-outside").symlink_to(tmp_path / "out", target_is_directory=True)
+    scan = scan_inputs_report([tmp_path / "d"])
+    assert [str(p.relative_to(tmp_path / "d")) for p in scan.paths] == [
+        "rgb.png", "nested/n0.png", "nested/deeper/n1.png", "b-outside/o.png"]
+    assert scan.repeated == 3  # a-link.png and the two files under a-linked-dir
+    assert scan_inputs([tmp_path / "d"]) == scan.paths

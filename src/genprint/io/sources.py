@@ -153,21 +153,50 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _walk_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files below ``folder``, and the other (not hidden) files, left out:
-    hidden files and folders (names starting with ``.``) are skipped; symbolic links to folders
-    are followed, each real folder visited once (no loops)."""
+def _walk_images(folder: Path) -> tuple[list[Path], list[Path], int]:
+    """Image files below ``folder``, the other (not hidden) files, left out, and how many paths
+    were left out as another path to a file already found.
+
+    Hidden files and folders (names starting with ``.``) are skipped. Each file is found once,
+    under its path without links where it has one: first the folder's own tree (a folder's
+    files sorted by name, then each subfolder in turn, sorted), then what only links reach
+    (linked folders followed, each real folder once, so no loops; links to files)."""
     found: list[Path] = []
-    seen: set[str] = set()
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        real = os.path.realpath(root)
-        if real in seen:  # a link back to a folder already visited
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(root) / f for f in sorted(files) if not f.startswith("."))
-    return [p for p in found if is_image_file(p)], [p for p in found if not is_image_file(p)]
+    real: set[str] = set()
+    kept: set[Path] = set()
+    duplicates, links = 0, False
+
+    def walk(follow: bool) -> None:
+        nonlocal duplicates, links
+        visited: set[str] = set()
+        for root, dirs, files in os.walk(folder, followlinks=follow):
+            here = os.path.realpath(root)
+            if here in visited:  # a link back to a folder already walked
+                dirs[:] = []
+                continue
+            visited.add(here)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            links = links or any(os.path.islink(os.path.join(root, d)) for d in dirs)
+            for name in sorted(files):
+                path = Path(root) / name
+                if name.startswith("."):
+                    continue
+                if not follow and os.path.islink(path):
+                    links = True
+                    continue
+                key = os.path.realpath(path)
+                if key in real:  # found already: by the first walk here, or another path
+                    duplicates += path not in kept
+                    continue
+                real.add(key)
+                kept.add(path)
+                found.append(path)
+
+    walk(follow=False)
+    if links:
+        walk(follow=True)
+    return ([p for p in found if is_image_file(p)], [p for p in found if not is_image_file(p)],
+            duplicates)
 
 
 class Scan(NamedTuple):
@@ -195,8 +224,9 @@ def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]], *, unique: bool
     for raw in inputs:
         p = Path(raw)
         if _is_folder(p):
-            found, others = _walk_images(p)
+            found, others, linked_again = _walk_images(p)
             left_out.update(os.path.realpath(o) for o in others)
+            repeated += linked_again if unique else 0
         else:
             found = [p]
         for f in found:
@@ -213,8 +243,9 @@ def scan_inputs_report(inputs: Sequence[str | os.PathLike[str]], *, unique: bool
 def scan_inputs(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
     """Expand command-line inputs into image paths, in a stable order.
 
-    A folder contributes every file with an image extension below it (recursively, sorted;
-    hidden files and folders skipped, linked folders followed once); a path given explicitly is
+    A folder contributes every file with an image extension below it (recursively, in the order
+    of :func:`_walk_images`: hidden files and folders skipped, linked folders followed once,
+    each file once under its path without links where it has one); a path given explicitly is
     always kept, even with another extension or when it does not exist, so that
     its problem is reported for that file rather than skipped. Every path found is kept, so a
     caller gets one entry per input file, repeats included (the command line reads each file
@@ -458,13 +489,18 @@ def _read_sources(folder: Path, split: str | None, problems: list[str]) -> list[
             raise ManifestError(f"{d}: a sub-folder names a source, and {problem}")
     items: list[Item] = []
     empty = []
+    repeats = 0
     for d in subdirs:  # a folder called `unknown` holds images of unseen sources
-        found, _ = _walk_images(d)
+        found, _, again = _walk_images(d)
+        repeats += again
         source = unicodedata.normalize("NFC", d.name)
         items.extend(Item(p, source, split) for p in found)
         if not found:
             empty.append(d.name)
     where = f" of {folder.name}" if split else ""
+    if repeats:
+        problems.append(f"{repeats} file(s) were reached twice under the same source (through "
+                        "links) and are used once")
     if empty:
         problems.append(f"source sub-folder(s){where} without image files, left out: "
                         f"{', '.join(empty)}")

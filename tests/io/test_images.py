@@ -222,11 +222,14 @@ def test_animated_gif_refused_by_default_first_frame_on_request() -> None:
     assert err.value.code == "animated" and "2 frames" in err.value.reason
     pixels, info = decode_image(buf.getvalue(), animated="first")
     assert info.n_frames == 2 and pixels[0, 0, 0] > 200 and pixels[0, 0, 1] < 50
+    assert info.notes == ("only the first frame of 2 analysed",)  # said in the row's notes
     tiff = io.BytesIO()  # a multi-page TIFF is pages, not frames
     frames[0].save(tiff, format="TIFF", save_all=True, append_images=frames[1:])
     with pytest.raises(ImageError) as err:
         decode_image(tiff.getvalue())
     assert err.value.code == "animated" and "multi-page TIFF with 2 pages" in err.value.reason
+    assert decode_image(tiff.getvalue(), animated="first")[1].notes == (
+        "only the first page of 2 analysed",)
 
 
 def test_exif_orientation_is_reported_but_not_applied() -> None:

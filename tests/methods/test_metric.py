@@ -241,6 +241,14 @@ def test_a_forged_model_that_would_decide_wrongly_is_refused(model: MetricAttrib
     assert genprint.load(tmp_path / "good").enrolled_sources == {"p5"}
 
 
+@pytest.mark.parametrize("setting", [{"width": 0}, {"embedding_dim": 0}, {"patch_size": 4},
+                                     {"max_tiles": 0}, {"batch_size": 1}, {"epochs": -1},
+                                     {"lr": 0.0}, {"target_accept": 1.5}, {"width": 2.5}])
+def test_settings_that_cannot_train_are_refused_before_any_work(setting: dict) -> None:
+    with pytest.raises(ValueError, match=next(iter(setting))):
+        MetricAttributor(**{**TINY, **setting}).fit(*toy(2, 0), *toy(1, 1))
+
+
 def test_enrolment_refuses_unusable_source_names(model: MetricAttributor) -> None:
     images, _ = toy(1, 7)
     for name in ("unknown", "Unknown", "", "gan\nx", model.classes_[0]):

@@ -41,7 +41,7 @@ def attribute(
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any input failed.")] = False,
     first_frame: Annotated[bool, typer.Option(help="Analyse the first frame of animated images "
                                                    "instead of refusing them.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 64,
     workers: Annotated[int | None, typer.Option(help="Threads reading and decoding files "
                                                      "(default: by file size).")] = None,
     max_tiles: Annotated[int | None, typer.Option(

@@ -25,7 +25,7 @@ def pretrain_camera_cmd(
     width: Annotated[int, typer.Option(help="Channels of the first stage.")] = 16,
     blocks: Annotated[int, typer.Option(help="Residual blocks per stage.")] = 1,
     embedding_dim: Annotated[int, typer.Option(help="Embedding dimension.")] = 128,
-    batch_size: Annotated[int, typer.Option(help="Patches per step.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Patches per step.")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 2e-3,
     seed: Annotated[int, typer.Option(help="Seed of initialisation and crops.")] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing checkpoint.")] = False,

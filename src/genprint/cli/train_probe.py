@@ -101,7 +101,7 @@ def train_probe_cmd(
     per_class: Annotated[int | None, typer.Option(help="Use at most N training images per "
                                                        "source (low-data regime).")] = None,
     target_accept: TargetAcceptOption = 0.95,
-    batch_size: Annotated[int, typer.Option(help="Images per backbone batch.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per backbone batch.")] = 64,
     cache: Annotated[bool, typer.Option(help="Cache features on disk.")] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default "
                                                         "~/.cache/genprint/features).")] = None,

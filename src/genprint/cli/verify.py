@@ -149,7 +149,7 @@ def calibrate_cmd(
         "clean images.")] = None,
     pvalue: Annotated[str, typer.Option(help="ecdf (distribution-free) or normal.")] = "ecdf",
     condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
                                                      "choice; 1 on a busy machine).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing calibration (the zoo "
@@ -232,7 +232,7 @@ def run_cmd(
     condition: Annotated[str | None, typer.Option(help=CONDITION_HELP)] = None,
     out: Annotated[Path | None, typer.Option(help="Write rows to a .csv, .parquet or .json "
                                                   "file.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Rows (images × restarts) per batch.")] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows (images × restarts) per batch.")] = 256,
     threads: Annotated[int | None, typer.Option(help="Torch CPU threads (default: torch's "
                                                      "choice; 1 on a busy machine).")] = None,
     strict: Annotated[bool, typer.Option(help="Exit with code 1 if any input failed.")] = False,

@@ -392,6 +392,9 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
         if orientation not in (None, 1):
             notes.append(f"EXIF orientation {orientation} not applied: the pixels are analysed "
                          "as stored (the photo displays rotated or mirrored)")
+        if n_frames > 1 and img.format != "MPO":  # taken on request (animated="first")
+            notes.append(f"only the first {'page' if img.format == 'TIFF' else 'frame'} of "
+                         f"{n_frames} analysed")
         info = ImageInfo(
             format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
             exif_orientation=orientation, notes=tuple(notes),

@@ -302,6 +302,18 @@ class MetricAttributor(Attributor):
                              "live in the network's embedding, not in the joined space")
         if self.refs_per_class < 1:
             raise ValueError(f"refs_per_class must be ≥ 1, got {self.refs_per_class}")
+        for name, lowest in (("patch_size", 8), ("embedding_dim", 1), ("width", 1),
+                             ("blocks", 0), ("epochs", 0), ("batch_size", 2), ("max_tiles", 1),
+                             ("crops_per_image", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | np.integer) \
+                    or value < lowest:
+                raise ValueError(f"{name} must be a whole number ≥ {lowest}"
+                                 + (" (metric learning compares the images of a batch)"
+                                    if name == "batch_size" else "") + f", got {value!r}")
+        if not (self.lr > 0 and 0.5 <= self.target_accept <= 1.0):
+            raise ValueError(f"lr must be > 0 and target_accept from 0.5 to 1, got {self.lr!r} "
+                             f"and {self.target_accept!r}")
         proxy_losses = [n for n in METRIC_LOSSES if has_proxies(n)]
         if self.references == "proxies" and self.loss not in proxy_losses:
             raise ValueError("proxy reference points need a proxy loss "

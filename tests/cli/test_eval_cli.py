@@ -290,6 +290,7 @@ def test_eval_data_folder_counts_sources_the_model_does_not_know_as_unknown(
     again = json.loads(out.stdout)
     assert again["n_unknown_test"] == 4 and set(again["per_unknown_auroc"]) == {"unknown"}
     assert again["auroc"] == metrics["auroc"]
+    assert "unknown: images labelled 'unknown'" in _flat(out.output)
 
 
 def test_eval_data_manifest_uses_the_test_split_and_the_unknown_label(

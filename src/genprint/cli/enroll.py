@@ -164,7 +164,8 @@ def _print_self_check(record: dict) -> None:
                           "recognised in new images (add images, or check they come from "
                           "one source)")
     elif record.get("loo_note"):
-        console.print(f"  leave-one-out check {record['loo_note']}")
+        why = record["loo_note"].removeprefix("not checked: ")
+        console.print(f"  leave-one-out check: not run ({esc(why)})")
 
 
 def _print_overlap_check(record: dict) -> None:

@@ -136,7 +136,7 @@ def evaluate_cmd(
                  else "every image (the data has no split)")
         console.print(f"evaluating on {which} of {esc(str(data))}: {len(own.view.test)} "
                       f"image(s); known: {esc(', '.join(own.view.protocol.known)) or 'none'}; "
-                      f"unknown: {esc(', '.join(own.view.protocol.unknown)) or 'none'}")
+                      f"unknown: {esc(_unknown_sources(own.view.protocol.unknown))}")
         subject = f"{data.name} ({'test split' if own.split else 'all images'})"
         extra = {"data": str(data), "eval_split": own.split or "all"}
     protocol = protocol or "all"
@@ -261,3 +261,12 @@ def print_metrics_table(metrics: dict[str, Any], title: str | None = None) -> No
         table.add_row("test images the model was fitted on",
                       str(metrics["n_test_seen_in_training"]))
     Console(emoji=False).print(table)
+
+
+def _unknown_sources(names: list[str]) -> str:
+    """The unknown sources of the user's own data, in words (their label may be `unknown`)."""
+    from genprint import UNKNOWN
+
+    named = [n for n in names if n != UNKNOWN]
+    words = ([f"images labelled {UNKNOWN!r}"] if UNKNOWN in names else []) + named
+    return ", ".join(words) or "none"

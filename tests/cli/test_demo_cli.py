@@ -101,4 +101,6 @@ def test_a_rerun_with_fewer_methods_leaves_no_stale_report(demo_run: tuple[Path,
     assert result.exit_code == 0, result.output
     assert [r["method"] for r in json.loads((out / "results.json").read_text())] == ["baseline"]
     assert sorted(p.name for p in out.glob("report-*.html")) == ["report-baseline.html"]
-    assert (out / "models" / "metric").is_dir()  # trained models are kept
+    assert (out / "models" / "metric").is_dir()  # trained models are kept, and said to be old
+    said = "".join(result.output.split())  # (a long path may be wrapped anywhere)
+    assert "models/metricisleftfromanearlierrun" in said, result.output

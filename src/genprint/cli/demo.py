@@ -107,6 +107,10 @@ def demo(
             old.unlink()
             console.print(f"removed {esc(str(old))}: {stale} was not run this time, and the "
                           "report would not match results.json")
+        if (out / "models" / stale).is_dir():
+            console.print(f"note: {esc(str(out / 'models' / stale))} is left from an earlier "
+                          "run in this folder (not in results.json; it may have been trained "
+                          "on an earlier benchmark)")
     if json_out:
         print_json(rows)
     else:

@@ -142,27 +142,3 @@ def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path
     rewrite_card(out / "card.json", card)  # NaN is written as the JSON extension NaN
     with pytest.raises(ModelFormatError, match=message):
         genprint.load(out)
-
-
-def test_a_tie_for_the_highest_score_is_said(toy_sources: Path, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Scores that tie (e.g. p-values all at their floor) name a candidate only by order: the
-    row's notes say so, after how the file was read."""
-    from PIL import Image
-
-    from genprint.methods.base import Prediction
-
-    model = _fit(toy_sources, ["alpha", "beta"])
-    rng = np.random.default_rng(5)
-    assert model.attribute_arrays([textured(rng, 36, 40, 2)])[0].notes is None
-    monkeypatch.setattr(model, "predict_arrays", lambda images: [
-        Prediction(np.full(len(model.classes_), 0.002)) for _ in images])
-    row = model.attribute_arrays([textured(rng, 36, 40, 2)])[0]
-    assert row.candidate == model.classes_[0]
-    assert row.notes == (f"2 sources share the highest score ({', '.join(model.classes_)}): "
-                         "the candidate is the first of them in the model's order, not the "
-                         "most likely")
-    Image.fromarray(textured(rng, 36, 40, 2)).convert("RGBA").save(tmp_path / "a.png")
-    read_too = next(iter(model.iter_attribute([tmp_path / "a.png"]))).notes
-    assert read_too is not None and read_too.endswith(row.notes) and "alpha" in read_too.split(
-        ";")[0]

@@ -88,17 +88,6 @@ class Prediction:
     enrolled sources, > 0 = claimed; −inf where a source has none), or ``None``."""
 
 
-def _tie_note(scores: np.ndarray, classes: Sequence[str]) -> str | None:
-    """A note when several sources share the highest score (e.g. p-values all at their
-    floor): the candidate is then the first of them in the model's order, not a ranking."""
-    top = np.flatnonzero(scores == np.max(scores))
-    if len(top) < 2:
-        return None
-    names = ", ".join(classes[i] for i in top[:4]) + (", ..." if len(top) > 4 else "")
-    return (f"{len(top)} sources share the highest score ({names}): the candidate is the first "
-            "of them in the model's order, not the most likely")
-
-
 class Attributor(ABC):
     """Base class of all attribution methods (see module doc for the conventions)."""
 
@@ -215,7 +204,6 @@ class Attributor(ABC):
                     tile_agreement=pred.tile_agreement,
                     accepted_by=None if unknown else (
                         "threshold" if score >= thr else "separator"),
-                    notes=_tie_note(pred.scores, self.classes_),
                 )
             seen = self._fitted_on()
             if seen is not None:
@@ -309,9 +297,8 @@ class Attributor(ABC):
 
         def run(images: list[np.ndarray], waiting: list[Attribution]) -> list[Attribution]:
             out = self.attribute_arrays(images, [w.path for w in waiting])
-            for row, w in zip(out, waiting, strict=True):  # how it was read, then the rest
-                row.sha256 = w.sha256
-                row.notes = "; ".join(n for n in (w.notes, row.notes) if n) or None
+            for row, w in zip(out, waiting, strict=True):
+                row.sha256, row.notes = w.sha256, w.notes
             if on_progress:
                 on_progress(len(images))
             return out

@@ -73,3 +73,18 @@ def test_invert_attributor(gens: str, tmp_path: Path) -> None:
     assert [r.scores for r in res2] == [r.scores for r in res]
     with pytest.raises(ValueError, match="at least one known source"):
         cls().fit([], ["real"], [], [])
+
+
+def test_a_generator_named_in_decomposed_unicode_saves_and_loads(gens: str,
+                                                                tmp_path: Path) -> None:
+    """Its card keys calibrations by the name as given; the load composes the name (NFC)
+    only after the method has read them."""
+    import unicodedata
+
+    nfd = unicodedata.normalize("NFD", "\u00fcber")
+    model = METHODS.get("invert")(
+        calibration_n=12, alpha=0.1, generators={nfd: f"{gens}:a", "b": f"{gens}:b"},
+        settings={"steps": 30, "restarts": 2, "check_every": 10, "prune_at": 10})
+    model.fit([], [nfd, "b"], [], [])
+    model.save(tmp_path / "m")
+    assert sorted(genprint.load(tmp_path / "m").classes_) == ["b", "\u00fcber"]

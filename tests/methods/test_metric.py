@@ -199,6 +199,30 @@ def test_an_enrolment_of_one_picture_in_disguise_is_flagged(model: MetricAttribu
     assert len(record["warnings"]) == 1 and "far narrower" in record["warnings"][0]
 
 
+def test_a_failed_refit_and_an_older_refit_leave_enrolments_consistent(
+        model: MetricAttributor, tmp_path: Path) -> None:
+    from genprint.io.images import ImageError
+    from genprint.io.sources import Item
+    from genprint.methods.fitting import fit_on_items
+    from tests.conftest import rewrite_card
+
+    m = copy.deepcopy(model)
+    rng = np.random.default_rng(23)
+    m.enroll([textured(rng, 32, 32, 5) for _ in range(4)], "p5")
+    tiny = [textured(rng, 16, 16, 2) for _ in range(6)]
+    with pytest.raises(ImageError):  # smaller than the tiles: the refit fails ...
+        m.fit(tiny, ["p2", "p3"] * 3, tiny[:2], ["p2", "p3"])
+    assert m.enrolled_sources == {"p5"} and m._enrolled_mask()[-1]  # ... and changes nothing
+    with pytest.raises(ValueError, match="batch_size"):  # refused before any file is read
+        fit_on_items(MetricAttributor(batch_size=1), [Item(tmp_path / "none.png", "p2")], [])
+    # a model an earlier genprint refitted after an enrolment kept the enrolment's record
+    m.save(tmp_path / "m")
+    card = json.loads((tmp_path / "m" / "card.json").read_text())
+    card["training"]["enrolled"].insert(0, {**card["training"]["enrolled"][0], "source": "gone"})
+    rewrite_card(tmp_path / "m" / "card.json", card)
+    assert genprint.load(tmp_path / "m").enrolled_sources == {"gone", "p5"}
+
+
 def test_a_forged_model_that_would_decide_wrongly_is_refused(model: MetricAttributor,
                                                            tmp_path: Path) -> None:
     """Edits that keep the card's digest and checksums right (recomputed, as a forger would):

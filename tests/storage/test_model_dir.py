@@ -368,3 +368,30 @@ def test_a_replaced_model_or_file_keeps_its_permissions(tmp_path: Path) -> None:
     os.chmod(results, 0o640)
     write_text_atomic(results, "b\n")
     assert stat.S_IMODE(results.stat().st_mode) == 0o640 and results.read_text() == "b\n"
+
+
+def test_a_folder_or_a_pipe_in_place_of_a_file_is_refused_at_once(tmp_path: Path) -> None:
+    import os
+
+    path = _write(tmp_path / "m")
+    (path / "refs.npy").unlink()
+    os.mkfifo(path / "refs.npy")  # opening it to read would wait for a writer for ever
+    with pytest.raises(ModelFormatError, match="refs.npy is not a regular file"):
+        read_model_dir(path)
+    card = tmp_path / "n" / "card.json"
+    card.mkdir(parents=True)
+    with pytest.raises(ModelFormatError, match="card.json is not a regular file"):
+        read_model_dir(tmp_path / "n")
+
+
+def test_a_platform_that_cannot_open_folders_reads_files_by_path(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    path = _write(tmp_path / "m")
+    monkeypatch.setattr(os, "supports_dir_fd", set())  # as on Windows
+    loaded = read_model_dir(path)
+    assert loaded.card["classes"] == ["a", "b"] and loaded.arrays["refs"].shape == (2, 2)
+    (path / "refs.npy").write_bytes(b"x")
+    with pytest.raises(ModelFormatError, match="does not match its sha256"):
+        read_model_dir(path)

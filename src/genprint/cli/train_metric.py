@@ -48,7 +48,7 @@ def train_metric_cmd(
                                                  "proxy-anchor / arcface).")] = "kmeans",
     refs_per_class: Annotated[int, typer.Option(help="Reference points per source (K).")] = 8,
     epochs: Annotated[int, typer.Option(help="Passes over the training images.")] = 60,
-    batch_size: Annotated[int, typer.Option(min=1, help="Patches per step.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=2, help="Patches per step.")] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (AdamW, cosine schedule).")] = 2e-3,
     width: Annotated[int | None, typer.Option(help="First-stage channels (scratch; default 16; "
                                                    "camera init uses the checkpoint's).")] = None,

@@ -144,6 +144,11 @@ class Attributor(ABC):
         """Constructor arguments for ``genprint demo`` (``quick``: the few-minute version)."""
         return {}
 
+    def check_settings(self) -> None:
+        """Raise ``ValueError`` for settings the method cannot fit with, before any image is
+        read (:func:`genprint.methods.fitting.fit_on_items` calls it first; ``fit`` checks
+        again). By default there is nothing to check."""
+
     @classmethod
     def demo_test_cap(cls, quick: bool) -> int | None:
         """At most this many test images per source in ``genprint demo`` (None: all of them).
@@ -361,13 +366,10 @@ def load_attributor(path: str | os.PathLike[str]) -> Attributor:
             f"(available: {', '.join(METHODS.names())})"
         )
     try:
-        # names as genprint reads data now (a model trained before on macOS folder names
-        # keeps them decomposed in its card)
-        if isinstance(contents.card.get("classes"), list):
-            contents.card["classes"] = [unicodedata.normalize("NFC", c) if isinstance(c, str)
-                                        else c for c in contents.card["classes"]]
         attributor = METHODS.get(name)._from_contents(contents)
         _check_card_consistency(attributor)
+        # names as genprint reads data now (a model trained before on macOS folder names
+        # keeps them decomposed in its card)
         attributor.classes_ = [unicodedata.normalize("NFC", c) for c in attributor.classes_]
         if len(set(attributor.classes_)) != len(attributor.classes_):
             raise ModelFormatError("two of the card's source names are one name in Unicode's "

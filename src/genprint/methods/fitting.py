@@ -32,6 +32,7 @@ def fit_on_items(
     ``on_read(n)``: ``n`` more files read in the first pass); the others get every decoded
     image in ``attributor.fit``.
     """
+    attributor.check_settings()  # before reading any image
     if attributor.fits_on_features:
         from genprint.methods import two_pass
 

@@ -272,6 +272,9 @@ class MetricAttributor(Attributor):
         return params
 
     # ------------------------------------------------------------------ building blocks
+    def check_settings(self) -> None:
+        self._check_params()
+
     def _check_params(self) -> None:
         if self.loss not in METRIC_LOSSES:
             from genprint.plugins import PLUGIN_HINT
@@ -420,10 +423,10 @@ class MetricAttributor(Attributor):
         if len(classes) < 2:
             raise ValueError("metric learning needs at least 2 known sources")
         # a refit starts afresh: an earlier fit's enrolments, recalibrations and pictures are
-        # not its own (what the caller recorded about the data before the fit is kept)
-        self.training_info_ = {k: v for k, v in getattr(self, "training_info_", {}).items()
-                               if k not in ("enrolled", "recalibrated")}
-        self.training_fingerprints_, self.model_sha256_ = None, None
+        # not its own (what the caller recorded about the data before the fit is kept); they are
+        # dropped once the fit has succeeded
+        earlier = {k: v for k, v in getattr(self, "training_info_", {}).items()
+                   if k not in ("enrolled", "recalibrated")}
         t0 = time.perf_counter()
         index = {c: i for i, c in enumerate(classes)}
         y = np.array([index[c] for c in train_labels], dtype=np.int64)
@@ -481,8 +484,9 @@ class MetricAttributor(Attributor):
         self.sample_validation_ = is_val[keep]
         self.enrolment_scale_cache_ = {}  # factors simulated on the samples of an earlier fit
         self.separators_ = np.full((len(classes), emb.shape[1] + 1), np.nan)
+        self.training_fingerprints_, self.model_sha256_ = None, None
         self.training_info_ = {
-            **self.training_info_,
+            **earlier,
             "loss": self.loss, "init": self.init, **_checkpoint_provenance(self.camera_ckpt),
             "loss_classes": n_loss, "pseudo_sources": self.pseudo_sources,
             "pseudo_kind": self.pseudo_kind, "residual_weight": self.effective_residual_weight,
@@ -826,7 +830,8 @@ class MetricAttributor(Attributor):
             raise ModelFormatError(f"reference_sources must hold source numbers (integers), "
                                    f"not {sources.dtype}")
         model.reference_sources_ = sources.astype(np.int64)
-        model.classes_ = list(card["classes"])
+        # composed (NFC) here already, as enrolled_sources are: the enrolled mask below needs it
+        model.classes_ = [unicodedata.normalize("NFC", c) for c in card["classes"]]
         model.thresholds_ = np.asarray(card["thresholds"], dtype=np.float64)
         model.training_info_ = dict(card.get("training", {}))
         if (len(model.thresholds_) != len(model.classes_)
@@ -835,12 +840,15 @@ class MetricAttributor(Attributor):
             raise ModelFormatError("classes, thresholds and reference points disagree in the card")
         if np.isnan(model.thresholds_).any():
             raise ModelFormatError("a threshold is not a number (NaN)")
-        enrolled = [r.get("source") if isinstance(r, dict) else None
-                    for r in model.training_info_.get("enrolled", [])]
-        if enrolled and [unicodedata.normalize("NFC", s) if isinstance(s, str) else s
-                         for s in enrolled] != model.classes_[len(model.classes_) - len(enrolled):]:
-            raise ModelFormatError("the card's enrolment records do not name its last sources, "
-                                   "in the order they were enrolled")
+        # enrolled sources are the last ones, in their order (records of sources the model no
+        # longer has were left by a refit in an earlier genprint, and are harmless)
+        enrolled = [unicodedata.normalize("NFC", s) for s in (
+            r.get("source") for r in model.training_info_.get("enrolled", [])
+            if isinstance(r, dict)) if isinstance(s, str) and
+            unicodedata.normalize("NFC", s) in model.classes_]
+        if enrolled != model.classes_[len(model.classes_) - len(enrolled):]:
+            raise ModelFormatError("the card's enrolment records name trained sources, or not "
+                                   "its last sources in the order they were enrolled")
         model.samples_, model.sample_sources_, model.separators_ = _samples_of(contents, model)
         model.sample_validation_ = _sample_validation_of(contents, model)
         model.enrolment_scale_cache_ = _scale_cache_of(card)

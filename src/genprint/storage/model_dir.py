@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import tempfile
 import time
 import warnings
@@ -427,7 +428,7 @@ def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) 
         _read_consistently(folder)
         return
     try:
-        _check_files(folder, card, lambda name: (folder / name).read_bytes(),
+        _check_files(folder, card, lambda name: _read_file(folder, None, name),
                      lambda: os.listdir(folder))
     except FileNotFoundError as exc:
         raise ModelFormatError(f"{folder}: file {Path(exc.filename or '?').name} listed in "
@@ -446,11 +447,7 @@ def _check_files(folder: Path, card: Mapping[str, Any], read: Callable[[str], by
             _check_name(name)
         except ValueError as exc:  # e.g. '../../etc/passwd' in an edited card
             raise ModelFormatError(f"{folder}: {exc}") from None
-        try:
-            data[name] = read(name)
-        except IsADirectoryError:
-            raise ModelFormatError(f"{folder}: {name} listed in {CARD_NAME} is a folder, "
-                                   "not a file") from None
+        data[name] = read(name)
         if hashlib.sha256(data[name]).hexdigest() != expected:
             raise _Mismatch(
                 f"{folder}: {name} does not match its sha256 in {CARD_NAME} "
@@ -484,14 +481,15 @@ def _read_consistently(folder: Path) -> tuple[dict[str, Any], str, dict[str, byt
     """The card, the sha256 of its bytes, and the checked bytes of every file it lists, all
     from one version of ``folder``.
 
-    The folder is opened once and its files are read through that handle, so a save that swaps
-    a new version into place meanwhile (:func:`write_model_dir`) does not mix the two: the read
-    goes on in the version it started in, or, if that one is deleted under it, starts again in
-    the new one (at most :data:`READ_ATTEMPTS` times). Each file is hashed from the very bytes
-    that are then loaded."""
+    The folder is opened once and its files are read through that handle (where the platform
+    allows it: :func:`_open_folder`), so a save that swaps a new version into place meanwhile
+    (:func:`write_model_dir`) does not mix the two: the read goes on in the version it started
+    in, or, if that one is deleted under it, starts again in the new one (at most
+    :data:`READ_ATTEMPTS` times). Each file is hashed from the very bytes that are then
+    loaded; one that is not a regular file (a folder, a pipe) is refused, never waited on."""
     for attempt in range(READ_ATTEMPTS):
         try:
-            handle = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            handle = _open_folder(folder)
         except OSError:
             if attempt + 1 < READ_ATTEMPTS and _leftovers(folder):  # between a save's renames?
                 time.sleep(SWAP_WAIT * (attempt + 1))
@@ -499,44 +497,67 @@ def _read_consistently(folder: Path) -> tuple[dict[str, Any], str, dict[str, byt
             _read_card_and_digest(folder)  # raises its explanation
             raise ModelFormatError(f"{folder}: cannot be opened") from None
         try:
-            opened = os.fstat(handle)
+            opened = os.fstat(handle) if handle is not None else os.stat(folder)
 
-            def read(name: str, handle: int = handle) -> bytes:
-                if os.open not in os.supports_dir_fd:  # pragma: no cover - e.g. Windows
-                    return (folder / name).read_bytes()
-                fd = os.open(name, os.O_RDONLY, dir_fd=handle)
-                with os.fdopen(fd, "rb") as fh:
-                    return fh.read()
+            def read(name: str, handle: int | None = handle) -> bytes:
+                return _read_file(folder, handle, name)
 
-            def listing(handle: int = handle) -> list[str]:
-                if os.listdir not in os.supports_fd:  # pragma: no cover
-                    return os.listdir(folder)
-                return os.listdir(handle)
+            def listing(handle: int | None = handle) -> list[str]:
+                return os.listdir(folder if handle is None else handle)
 
             try:
                 raw = read(CARD_NAME)
-            except FileNotFoundError:
-                if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
-                    continue
-                raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})"
-                                       ) from None
-            card = _parse_card(raw, folder)
-            try:
+                card = _parse_card(raw, folder)
                 return card, hashlib.sha256(raw).hexdigest(), _check_files(folder, card, read,
                                                                           listing)
             except FileNotFoundError as exc:
                 if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
                     continue
-                raise ModelFormatError(f"{folder}: file {Path(exc.filename or '?').name} "
-                                       f"listed in {CARD_NAME} is missing") from None
+                name = Path(exc.filename or "?").name
+                if name == CARD_NAME:
+                    raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})"
+                                           ) from None
+                raise ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is "
+                                       "missing") from None
             except _Mismatch:
                 if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
                     continue
                 raise
         finally:
-            os.close(handle)
+            if handle is not None:
+                os.close(handle)
     raise ModelFormatError(f"{folder}: replaced by another process {READ_ATTEMPTS} times while "
                            "it was being read; try again once it is no longer being saved")
+
+
+def _open_folder(folder: Path) -> int | None:
+    """A handle on ``folder`` to read its files through, or None where the platform cannot
+    open a folder so (e.g. Windows): the files are then read by path."""
+    if os.open not in os.supports_dir_fd or os.listdir not in os.supports_fd:
+        os.stat(folder)  # (a missing folder raises, as opening it would)
+        return None
+    return os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _read_file(folder: Path, handle: int | None, name: str) -> bytes:
+    """The bytes of ``folder/name`` (through ``handle`` when given). ``FileNotFoundError``
+    escapes; anything else that stops the read, or a file that is not a regular one, is a
+    :class:`ModelFormatError`. Opened without blocking, so a pipe put there cannot hang the
+    load."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = (os.open(name, flags, dir_fd=handle) if handle is not None
+              else os.open(folder / name, flags))
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ModelFormatError(f"{folder}: {name} is not a regular file")
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        raise
+    except OSError as exc:  # e.g. a folder where Windows cannot open one, no permission
+        raise ModelFormatError(f"{folder}: {name} cannot be read "
+                               f"({exc.strerror or type(exc).__name__})") from None
 
 
 def _replaced(folder: Path, opened: os.stat_result) -> bool:

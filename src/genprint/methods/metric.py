@@ -842,10 +842,10 @@ class MetricAttributor(Attributor):
             raise ModelFormatError("a threshold is not a number (NaN)")
         # enrolled sources are the last ones, in their order (records of sources the model no
         # longer has were left by a refit in an earlier genprint, and are harmless)
-        enrolled = [unicodedata.normalize("NFC", s) for s in (
-            r.get("source") for r in model.training_info_.get("enrolled", [])
-            if isinstance(r, dict)) if isinstance(s, str) and
-            unicodedata.normalize("NFC", s) in model.classes_]
+        named = [unicodedata.normalize("NFC", r["source"])
+                 for r in model.training_info_.get("enrolled", [])
+                 if isinstance(r, dict) and isinstance(r.get("source"), str)]
+        enrolled = [name for name in named if name in model.classes_]
         if enrolled != model.classes_[len(model.classes_) - len(enrolled):]:
             raise ModelFormatError("the card's enrolment records name trained sources, or not "
                                    "its last sources in the order they were enrolled")

@@ -156,7 +156,7 @@ ValFractionOption = Annotated[float, typer.Option(
     help="Share of each source held out for validation (threshold calibration) when the data has "
          "no split.")]
 TargetAcceptOption = Annotated[float, typer.Option(
-    help="Fraction of known validation images each threshold accepts.")]
+    min=0.5, max=1.0, help="Fraction of known validation images each threshold accepts.")]
 SourcesOption = Annotated[list[str] | None, typer.Option(
     "--source", help="Train on these sources only (repeatable); default: all.")]
 OverwriteOption = Annotated[bool, typer.Option(help="Replace an existing model directory.")]

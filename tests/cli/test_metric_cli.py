@@ -202,3 +202,16 @@ def test_enroll_refuses_a_method_without_enrolment(tmp_path: Path, toy_sources: 
     out = runner.invoke(app, ["enroll", str(tmp_path / "b"), "--source", "new",
                               str(toy_sources / "alpha" / "00.png")])
     assert out.exit_code == 2 and "enrolment" in out.output
+
+
+def test_an_overlap_with_real_photographs_warns_of_unseen_cameras(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from genprint.cli.enroll import _print_overlap_check
+
+    _print_overlap_check({"overlap_taken": {"gen-a": 0.02}, "overlap_samples": 100,
+                          "separator": "none (off by default)"})
+    assert "cameras the model was not trained on" not in capsys.readouterr().err
+    _print_overlap_check({"overlap_taken": {"real": 0.03}, "overlap_samples": 100,
+                          "separator": "none (off by default)"})
+    said = " ".join(capsys.readouterr().err.split())
+    assert "takes 3.0% of real" in said and "cameras the model was not trained on" in said

@@ -176,7 +176,8 @@ def _walk_images(folder: Path) -> tuple[list[Path], list[Path], int]:
                 continue
             visited.add(here)
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            links = links or any(os.path.islink(os.path.join(root, d)) for d in dirs)
+            if not follow and not links:  # does the second walk have anything to follow?
+                links = any(os.path.islink(os.path.join(root, d)) for d in dirs)
             for name in sorted(files):
                 path = Path(root) / name
                 if name.startswith("."):

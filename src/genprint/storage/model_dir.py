@@ -27,7 +27,7 @@ import stat
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,18 +428,15 @@ def verify(path: str | os.PathLike[str], card: Mapping[str, Any] | None = None) 
         _read_consistently(folder)
         return
     try:
-        _check_files(folder, card, lambda name: _read_file(folder, None, name),
-                     lambda: os.listdir(folder))
+        _check_files(folder, card, None)
     except FileNotFoundError as exc:
-        raise ModelFormatError(f"{folder}: file {Path(exc.filename or '?').name} listed in "
-                               f"{CARD_NAME} is missing") from None
+        raise _missing(folder, exc) from None
 
 
-def _check_files(folder: Path, card: Mapping[str, Any], read: Callable[[str], bytes],
-                 listing: Callable[[], list[str]]) -> dict[str, bytes]:
-    """The bytes of every file ``card`` lists, each read once by ``read`` and checked against
-    its sha256; extra files (``listing``) are refused. ``FileNotFoundError`` escapes (see
-    :func:`_read_consistently`)."""
+def _check_files(folder: Path, card: Mapping[str, Any], handle: int | None) -> dict[str, bytes]:
+    """The bytes of every file ``card`` lists, each read once (:func:`_read_file`, through
+    ``handle`` when given) and checked against its sha256; extra files are refused.
+    ``FileNotFoundError`` escapes (see :func:`_read_consistently`)."""
     listed: dict[str, str] = dict(card["files"])
     data: dict[str, bytes] = {}
     for name, expected in listed.items():
@@ -447,14 +444,14 @@ def _check_files(folder: Path, card: Mapping[str, Any], read: Callable[[str], by
             _check_name(name)
         except ValueError as exc:  # e.g. '../../etc/passwd' in an edited card
             raise ModelFormatError(f"{folder}: {exc}") from None
-        data[name] = read(name)
+        data[name] = _read_file(folder, handle, name)
         if hashlib.sha256(data[name]).hexdigest() != expected:
             raise _Mismatch(
                 f"{folder}: {name} does not match its sha256 in {CARD_NAME} "
                 "(the file was modified or corrupted; refusing to load it)"
             )
     extra = sorted(
-        name for name in listing()
+        name for name in os.listdir(folder if handle is None else handle)
         if name != CARD_NAME and name not in listed and not name.startswith(".")
     )
     if extra:
@@ -462,6 +459,14 @@ def _check_files(folder: Path, card: Mapping[str, Any], read: Callable[[str], by
             f"{folder}: unexpected file(s) not covered by {CARD_NAME}: {', '.join(extra)}"
         )
     return data
+
+
+def _missing(folder: Path, exc: FileNotFoundError) -> ModelFormatError:
+    """The error for a file of ``folder`` that is not there (the card, or one it lists)."""
+    name = Path(exc.filename or "?").name
+    if name == CARD_NAME:
+        return ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})")
+    return ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is missing")
 
 
 class _Mismatch(ModelFormatError):
@@ -498,31 +503,16 @@ def _read_consistently(folder: Path) -> tuple[dict[str, Any], str, dict[str, byt
             raise ModelFormatError(f"{folder}: cannot be opened") from None
         try:
             opened = os.fstat(handle) if handle is not None else os.stat(folder)
-
-            def read(name: str, handle: int | None = handle) -> bytes:
-                return _read_file(folder, handle, name)
-
-            def listing(handle: int | None = handle) -> list[str]:
-                return os.listdir(folder if handle is None else handle)
-
             try:
-                raw = read(CARD_NAME)
+                raw = _read_file(folder, handle, CARD_NAME)
                 card = _parse_card(raw, folder)
-                return card, hashlib.sha256(raw).hexdigest(), _check_files(folder, card, read,
-                                                                          listing)
-            except FileNotFoundError as exc:
+                return card, hashlib.sha256(raw).hexdigest(), _check_files(folder, card, handle)
+            except (FileNotFoundError, _Mismatch) as exc:
                 if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
-                    continue
-                name = Path(exc.filename or "?").name
-                if name == CARD_NAME:
-                    raise ModelFormatError(f"{folder}: not a model directory (no {CARD_NAME})"
-                                           ) from None
-                raise ModelFormatError(f"{folder}: file {name} listed in {CARD_NAME} is "
-                                       "missing") from None
-            except _Mismatch:
-                if attempt + 1 < READ_ATTEMPTS and _replaced(folder, opened):
-                    continue
-                raise
+                    continue  # a save swapped the folder: read the new version
+                if isinstance(exc, _Mismatch):
+                    raise
+                raise _missing(folder, exc) from None
         finally:
             if handle is not None:
                 os.close(handle)

@@ -9,7 +9,11 @@ stored calibration with ``--reuse`` when its settings match), then verify
 
 and print per generator: AUC of the calibrated score and of the raw loss (members vs all
 non-members, vs real only, vs other generators only), the false-rejection rate at α on the
-fresh members (should be close to α) and the false-acceptance rate on non-members.
+fresh members (should be close to α) and the false-acceptance rate on non-members: all of
+them (``far``), real images (``far_real``; ``far_held_out``: those of the held-out cameras)
+and other generators' (``far_others``). ``far_noise`` is the share of ``--noise`` images of
+pure Gaussian pixel noise per level (σ = 20, 40, 60, 80 grey levels around 128) accepted: a
+control that no generator should pass, kept out of every other figure.
 
     python benchmarks/invert_auc.py [--generators gan-tconv-s0 ...] [--n 200] [--members 100]
                                     [--real 100] [--per-other 20] [--alpha 0.05] [--reuse] [--save [--overwrite]]
@@ -19,8 +23,8 @@ every member and non-member goes through that perturbation, and the calibration 
 same condition (``--calibrate-clean``: the clean calibration instead, to show what a mismatched
 calibration does).
 
-Small check: ``python benchmarks/invert_auc.py --generators gan-tconv-s0 --n 8 --members 8
---real 8 --per-other 2``.
+Small check: ``python benchmarks/invert_auc.py --generators gan-tconv-s0 --n 8 --alpha 0.2
+--members 8 --real 8 --per-other 2 --noise 2``.
 """
 
 from __future__ import annotations
@@ -93,6 +97,11 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     t0 = time.perf_counter()
     rows = verify_arrays([Verifier(gen, cal, args.batch_size)], list(images), alpha=args.alpha)
     t_ver = time.perf_counter() - t0
+    noise = [np.clip(128 + sigma * np.random.default_rng(seed_of("noise", k)).standard_normal(
+        (gen.resolution, gen.resolution, 3)), 0, 255).astype(np.uint8)
+        for sigma in (20, 40, 60, 80) for k in range(args.noise)]
+    noise_p = np.array([r.p_value for r in verify_arrays(
+        [Verifier(gen, cal, args.batch_size)], noise, alpha=args.alpha)]) if noise else None
     score = np.array([r.calibrated_score for r in rows])
     loss = np.array([r.loss for r in rows])
     p = np.array([r.p_value for r in rows])
@@ -108,6 +117,12 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
         "auc_others": roc_auc(score[:m], score[k_real:]) if len(others) else float("nan"),
         "frr": float(np.mean(p[:m] < args.alpha)),
         "far": float(np.mean(p[non] >= args.alpha)),
+        "far_real": float(np.mean(p[m:k_real] >= args.alpha)),
+        "far_held_out": (float(np.mean(p[k_real - args.real // 2:k_real] >= args.alpha))
+                         if args.real // 2 else float("nan")),
+        "far_others": float(np.mean(p[k_real:] >= args.alpha)) if len(others) else float("nan"),
+        "far_noise": (float(np.mean(noise_p >= args.alpha)) if noise_p is not None
+                      else float("nan")),
         "calibration_seconds": round(t_cal, 1), "settings": settings.fingerprint(),
         "seconds_per_image": round(t_ver / len(images), 3),
     }
@@ -122,6 +137,8 @@ def main() -> None:
     parser.add_argument("--real", type=int, default=100, help="real camera images")
     parser.add_argument("--per-other", type=int, default=20, help="samples of each other "
                                                                   "generator")
+    parser.add_argument("--noise", type=int, default=20, help="pure-noise control images per "
+                        "noise level (4 levels; 0: none)")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--split", choices=("test", "val"), default="test",
                         help="image set: 'val' draws other seeds, for choosing settings without "
@@ -161,13 +178,15 @@ def main() -> None:
         print(json.dumps(results, indent=2))
         return
     cols = ("generator", "family", "auc", "auc_loss", "auc_real", "auc_others", "frr", "far",
-            "calibration_seconds", "seconds_per_image")
+            "far_real", "far_held_out", "far_others", "far_noise", "calibration_seconds",
+            "seconds_per_image")
     print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cols)))
     for r in results:
         cells = [f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols]
         print(" ".join(f"{c:>18}" if k else f"{c:<16}" for k, c in enumerate(cells)))
     print(f"alpha = {args.alpha}; members {args.members}, real {args.real}, {args.per_other} per "
-          f"other generator; calibration n = {args.n}; test images: "
+          f"other generator, {args.noise} noise images per level; calibration n = {args.n}; "
+          "test images: "
           f"{args.condition or 'clean'}, calibration: "
           f"{(None if args.calibrate_clean else args.condition) or 'clean'}")
     for r in results:

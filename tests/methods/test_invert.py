@@ -88,3 +88,19 @@ def test_a_generator_named_in_decomposed_unicode_saves_and_loads(gens: str,
     model.fit([], [nfd, "b"], [], [])
     model.save(tmp_path / "m")
     assert sorted(genprint.load(tmp_path / "m").classes_) == ["b", "\u00fcber"]
+
+
+def test_an_image_whose_tested_crop_is_uniform_gets_an_error_row(gens: str) -> None:
+    """The whole image has content, the centre crop each generator tests has none: no p-value
+    was computed, so the row is an error, not `unknown` with p = 0 for every generator."""
+    model = METHODS.get("invert")(
+        calibration_n=12, alpha=0.1, generators={"a": f"{gens}:a", "b": f"{gens}:b"},
+        settings={"steps": 30, "restarts": 2, "check_every": 10, "prune_at": 10})
+    model.fit([], ["a", "b"], [], [])
+    image = np.random.default_rng(1).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    image[32:64, 32:64] = 77
+    noisy = np.random.default_rng(2).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    row, other = model.attribute_arrays([image, noisy])
+    assert row.error_code == "no_content" and row.label is None and row.scores == {}
+    assert "centre 32×32 crop tested by a, b is uniform" in row.error
+    assert other.error is None and other.label == "unknown" and 0 < other.score < 0.1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -60,6 +61,27 @@ def test_bad_calibration_files(tmp_path: Path, calibration: Calibration) -> None
     (tmp_path / "new.json").write_text(json.dumps(newer))
     with pytest.raises(CalibrationError, match="newer"):
         Calibration.load(tmp_path / "new.json")
+    for scores in ([0.1, float("nan"), 0.3], [0.1, float("inf")], [0.1]):
+        (tmp_path / "nan.json").write_text(json.dumps({**calibration.to_json(),
+                                                       "scores": scores}))
+        with pytest.raises(CalibrationError, match="at least 2 finite numbers"):
+            Calibration.load(tmp_path / "nan.json")
+
+
+def test_a_calibration_whose_members_give_no_finite_loss_is_refused(
+        tiny_gan: GeneratorHandle, monkeypatch: pytest.MonkeyPatch) -> None:
+    import genprint.verify.calibration as calibration_module
+
+    real_invert = calibration_module.invert
+
+    def invert_with_a_nan(*args: Any, **kwargs: Any) -> Any:
+        result = real_invert(*args, **kwargs)
+        result.loss[1] = np.nan
+        return result
+
+    monkeypatch.setattr(calibration_module, "invert", invert_with_a_nan)
+    with pytest.raises(CalibrationError, match="1 of its 4 own samples gave a loss that is not"):
+        calibrate(tiny_gan, n=4, settings=FAST)
 
 
 def test_p_values() -> None:
@@ -70,6 +92,11 @@ def test_p_values() -> None:
     assert p[0] == pytest.approx(0.5) and p[1] < 1e-6
     with pytest.raises(ValueError, match="p-value"):
         cal.p_values([0.0], "bootstrap")
+    # a score that is not a number (a failed inversion) is no evidence of membership: the
+    # floor under ecdf, 0 under normal, and z = +inf, so it never wins a tie-break
+    assert cal.p_values([np.nan])[0] == pytest.approx(0.1)
+    assert cal.p_values([np.nan], "normal")[0] == 0.0
+    assert cal.z_scores([np.nan, cal.mean])[0] == np.inf
 
 
 def test_complexity() -> None:

@@ -182,10 +182,10 @@ def calibrate_cmd(
         if target.exists() and not overwrite:
             raise _fail(f"{target} exists ({_describe(target)}); pass --overwrite to replace "
                         "it, or --out to write the new calibration elsewhere")
-        if n < 19:
+        if pvalue == "ecdf" and 1 / (n + 1) >= 0.05:  # check_alpha_reachable's rule
             console.print(f"[yellow]note:[/yellow] with N = {n} the smallest p-value is "
                           f"1/{n + 1} = {1 / (n + 1):.3f}: α = 0.05 cannot be tested "
-                          "(N ≥ 19 needed; 200 or more recommended)")
+                          "(N ≥ 20 needed; 200 or more recommended)")
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
             total = n + ((model_n if model_n is not None else n)
                          if settings.stage == "noise" else 0)  # the noise model's samples too

@@ -86,6 +86,11 @@ class Prediction:
     margins: np.ndarray | None = None
     """Per-source margin of a rule besides the score threshold (``metric``: the separators of
     enrolled sources, > 0 = claimed; −inf where a source has none), or ``None``."""
+    error: str | None = None
+    """Why the method could not analyse the image after all (``invert``: a generator's crop of
+    it is uniform or too small), or ``None``. The image then gets an error row, not an answer."""
+    error_code: str = "no_content"
+    """The row's ``error_code`` when :attr:`error` is set."""
 
 
 class Attributor(ABC):
@@ -196,6 +201,10 @@ class Attributor(ABC):
         if good:
             predictions = self.predict_arrays([images[i] for i in good])
             for i, pred in zip(good, predictions, strict=True):
+                if pred.error is not None:
+                    results[i] = Attribution(names[i], error=pred.error,
+                                             error_code=pred.error_code)
+                    continue
                 cand, score, thr, unknown = self.decide(pred)
                 results[i] = Attribution(
                     path=names[i],
@@ -212,7 +221,7 @@ class Attributor(ABC):
                 )
             seen = self._fitted_on()
             if seen is not None:
-                for i in good:
+                for i in (i for i in good if results[i].error is None):
                     results[i].seen_in_training = images[i] in seen
         model_id = getattr(self, "model_sha256_", None)
         for r in results:

@@ -7,8 +7,8 @@ lives in :mod:`genprint.verify`. As an :class:`~genprint.methods.base.Attributor
   ``zoo:NAME``, others through the ``generators`` mapping (label → spec). ``real`` is *not* a
   class: the method is a verifier of generators and cannot recognise a camera image. An image
   that no known generator accepts is answered ``unknown`` — which is right for images of unknown
-  generators and is also what real images get (the protocol scores real images as a known
-  source the method never claims). Calling such images "real" would be wrong for every unknown
+  generators and is also what real images get (evaluation counts real images as unknown for
+  this method, :mod:`genprint.evaluation.evaluate`). Calling such images "real" would be wrong for every unknown
   generator's images, so the method does not.
 * **fit** — calibrates each known generator on its *own* fresh samples (Algorithm 1; a stored
   calibration next to the weights is reused when it was made with the same settings). The
@@ -145,13 +145,41 @@ class InvertAttributor(Attributor):
 
         rows = verify_arrays(self.verifiers_, images, alpha=self.alpha)
         out: list[Prediction] = []
-        for row in rows:
-            p = np.array([row.per_generator.get(c, {}).get("p_value", 0.0)
-                          for c in self.classes_], dtype=np.float64)
-            z = np.array([row.per_generator.get(c, {}).get("z", np.inf) for c in self.classes_],
+        for image, row in zip(images, rows, strict=True):
+            untested = [c for c in self.classes_ if c not in row.per_generator]
+            if untested:  # no p-value is not evidence against: the image gets an error row
+                out.append(self._untested(image, untested))
+                continue
+            p = np.array([row.per_generator[c]["p_value"] for c in self.classes_],
                          dtype=np.float64)
+            z = np.array([row.per_generator[c]["z"] for c in self.classes_], dtype=np.float64)
             out.append(InvertPrediction(scores=p, z=z))
         return out
+
+    def _untested(self, image: np.ndarray, untested: list[str]) -> InvertPrediction:
+        """The prediction of an image that some known generators could not test: its centre
+        crop at their resolution is too small or uniform (see :func:`verify_arrays`)."""
+        from genprint.io.content import UNIFORM_SHARE, is_uniform
+        from genprint.verify.verifier import fit_to_resolution
+
+        size = {v.name: v.generator.resolution for v in self.verifiers_}
+        small = [c for c in untested if min(image.shape[:2]) < size[c]]
+        if small:
+            reason = (f"image is {image.shape[1]}×{image.shape[0]}, smaller than the "
+                      f"{size[small[0]]}×{size[small[0]]} crop of {', '.join(small)} "
+                      "(images are never upsampled)")
+            code = "too_small"
+        else:
+            uniform = [c for c in untested if is_uniform(fit_to_resolution(image, size[c])[0])]
+            names = uniform or untested
+            side = size[names[0]]
+            reason = (f"the centre {side}×{side} crop tested by {', '.join(names)} is uniform "
+                      f"(one colour covers ≥ {UNIFORM_SHARE:.0%} of it): inversion cannot tell "
+                      "who made it")
+            code = "no_content"
+        n = len(self.classes_)
+        return InvertPrediction(scores=np.full(n, np.nan), z=np.full(n, np.nan), error=reason,
+                                error_code=code)
 
     def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
         """Candidate = highest p-value (ties: lowest calibrated z-score); unknown if p < α."""

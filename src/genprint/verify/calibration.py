@@ -199,8 +199,10 @@ class Calibration:
         return calibrated_scores(losses, images, self.complexity, detail=self.detail)
 
     def z_scores(self, scores: np.ndarray) -> np.ndarray:
-        """How many calibration standard deviations above the belonging mean."""
-        return (np.asarray(scores, dtype=np.float64) - self.mean) / max(self.std, 1e-12)
+        """How many calibration standard deviations above the belonging mean (+inf for a score
+        that is not a number: a failed inversion is no evidence of membership)."""
+        z = (np.asarray(scores, dtype=np.float64) - self.mean) / max(self.std, 1e-12)
+        return np.where(np.isnan(z), np.inf, z)
 
     def p_values(self, scores: np.ndarray, method: str | None = None) -> np.ndarray:
         """One-sided p-values of "the generator made it" (see module doc)."""
@@ -209,7 +211,7 @@ class Calibration:
         if method == "ecdf":
             ref = np.sort(self.scores)
             n_ge = len(ref) - np.searchsorted(ref, s, side="left")
-            return (1.0 + n_ge) / (len(ref) + 1.0)
+            return (1.0 + n_ge) / (len(ref) + 1.0)  # NaN sorts last: the floor 1/(N+1)
         if method == "normal":
             z = self.z_scores(s)
             return np.array([0.5 * math.erfc(v / math.sqrt(2)) for v in z])
@@ -326,10 +328,13 @@ class Calibration:
                 detail = (float(d["detail"]["intercept"]), float(d["detail"]["slope"]))
                 if not all(math.isfinite(v) for v in detail):
                     raise ValueError("the detail adjustment is not finite")
+            scores = np.asarray(d["scores"], dtype=np.float64)
+            if scores.ndim != 1 or len(scores) < 2 or not np.isfinite(scores).all():
+                raise ValueError("its scores must be at least 2 finite numbers")
             return cls(
                 generator=d["generator"], spec=d["spec"],
                 settings=InversionSettings.from_dict({"stage": "chain", **d["settings"]}),
-                scores=np.asarray(d["scores"], dtype=np.float64),
+                scores=scores,
                 losses=np.asarray(d["losses"], dtype=np.float64),
                 complexity=bool(d["complexity"]), pvalue=d.get("pvalue", "ecdf"),
                 resolution=int(d["resolution"]), seed=int(d["seed"]), sha256=d.get("sha256"),
@@ -404,6 +409,11 @@ def calibrate(
     images = apply_condition(images, condition, seed)
     result = invert(gen, images, settings, on_progress=on_progress, noise_model=model)
     scores = calibrated_scores(result.loss, images, complexity)
+    if not np.isfinite(scores).all():
+        bad = int((~np.isfinite(scores)).sum())
+        raise CalibrationError(f"{bad} of its {n} own samples gave a loss that is "
+                               "not a finite number, so no belonging distribution can be built "
+                               "(does its decode give NaN or inf?)")
     line = None
     if detail_by_default(condition, settings) if detail is None else detail:
         line, scores = fit_detail(scores, log_detail(images))

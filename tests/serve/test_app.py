@@ -161,6 +161,40 @@ def test_limits(served: tuple[Path, Path]) -> None:
     answer = client.post("/attribute", content=b"garbage",
                          headers={"content-type": "multipart/form-data"})
     assert answer.status_code == 400 and "multipart" in answer.json()["detail"]
+    answer = client.post("/attribute", content=good, headers={"content-type": "image/png"})
+    assert answer.status_code == 400 and "content type is 'image/png'" in answer.json()["detail"]
+    # the limit a body hits when it comes from files × bytes per file says so
+    assert "3 files × (" in _post(client, [("huge.png", huge)]).json()["detail"]
+
+
+def _multipart(files: list[tuple[str, bytes]], boundary: bytes = b"XX") -> bytes:
+    return b"".join(b"--" + boundary + b'\r\nContent-Disposition: form-data; name="files"; '
+                    b'filename="' + name.encode() + b'"\r\nContent-Type: image/png\r\n\r\n'
+                    + data + b"\r\n" for name, data in files)
+
+
+def test_a_multipart_body_cut_short_is_refused(served: tuple[Path, Path]) -> None:
+    """The multipart parser answers with the parts it finished: without the closing boundary
+    the files after the cut would be silently missing from a 200 answer."""
+    model, sources = served
+    one, two = ((sources / name / "02.png").read_bytes() for name in ("alpha", "beta"))
+    client = TestClient(create_app(model))
+    body = _multipart([("one.png", one), ("two.png", two)])
+    for cut in (body, body[: len(body) - len(two) // 2]):  # no closing boundary; cut in a file
+        answer = client.post("/attribute", content=cut,
+                             headers={"content-type": "multipart/form-data; boundary=XX"})
+        assert answer.status_code == 400 and "cut short" in answer.json()["detail"]
+
+    def in_pieces(data: bytes):  # the closing boundary split across two chunks
+        yield data[:-5]
+        yield data[-5:]
+
+    whole = body + b"--XX--\r\n"
+    for content in (whole, in_pieces(whole)):
+        answer = client.post("/attribute", content=content,
+                             headers={"content-type": 'multipart/form-data; boundary="XX"'})
+        assert answer.status_code == 200, answer.text
+        assert [r["path"] for r in answer.json()["results"]] == ["one.png", "two.png"]
 
 
 def test_animated_first_frame(served: tuple[Path, Path]) -> None:
@@ -319,6 +353,12 @@ def test_max_tiles_per_request(served: tuple[Path, Path]) -> None:
     body = _post(client, [("big.png", big)]).json()  # the model's own setting is back
     assert body["results"][0]["n_tiles"] == 16 and body["max_tiles"] == 16
     assert _post(client, [("big.png", big)], max_tiles=0).status_code == 422
+    # a request may not ask for more tiles than the server allows
+    capped = TestClient(create_app(model, ServeLimits(max_request_tiles=8)))
+    assert _post(capped, [("big.png", big)], max_tiles=8).json()["max_tiles"] == 8
+    answer = _post(capped, [("big.png", big)], max_tiles=9)
+    assert answer.status_code == 422 and "over the server's limit of 8" in answer.text
+    assert capped.get("/model").json()["limits"]["max_request_tiles"] == 8
 
 
 def test_max_tiles_answered_is_the_one_used_under_concurrency(served: tuple[Path, Path]) -> None:
@@ -369,6 +409,9 @@ def test_token(served: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> No
     assert client.get("/model", headers=wrong).status_code == 401
     right = {"Authorization": "Bearer s3cret"}
     assert client.get("/model", headers=right).json()["method"] == "baseline"
+    # the scheme's case does not matter (RFC 9110); another scheme is refused
+    assert client.get("/model", headers={"Authorization": "bearer s3cret"}).status_code == 200
+    assert client.get("/model", headers={"Authorization": "Basic s3cret"}).status_code == 401
     answer = client.post("/attribute", headers=right,
                          files=[("files", ("b.png", good, "image/png"))])
     assert answer.status_code == 200 and answer.json()["results"][0]["candidate"] == "beta"
@@ -474,3 +517,22 @@ def test_metrics_count_requests_answers_errors_and_time(served: tuple[Path, Path
     assert guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).status_code == 200
     after = _samples(guarded.get("/metrics", headers={"Authorization": "Bearer s3cret"}).text)
     assert after[("genprint_http_requests_total", (("path", "/metrics"), ("status", "401")))] == 1
+
+
+def test_the_servers_own_log_lines_are_printed() -> None:
+    """Lines of the logger genprint.serve (clients that left) reach stderr at the level the
+    server was started with, beside uvicorn's."""
+    import logging
+    import logging.config
+
+    from genprint.cli.serve import _logs_to_stderr
+
+    logger = logging.getLogger("genprint.serve")
+    before = (logger.level, list(logger.handlers), logger.propagate)
+    try:
+        logging.config.dictConfig(_logs_to_stderr("info"))
+        assert logger.isEnabledFor(logging.INFO) and logger.handlers
+        logging.config.dictConfig(_logs_to_stderr("warning"))
+        assert not logger.isEnabledFor(logging.INFO)
+    finally:
+        logger.level, logger.handlers, logger.propagate = before[0], before[1], before[2]

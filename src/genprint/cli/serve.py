@@ -41,6 +41,9 @@ def serve(
         min=0.001, help="Seconds in which a request's whole body must arrive once admitted "
                         "(more: HTTP 408), so that a slow client cannot hold a waiting place.")
     ] = 300.0,
+    max_request_tiles: Annotated[int, typer.Option(
+        min=1, help="The largest max_tiles a request may ask for (tiling methods; more: HTTP "
+                    "422), so that one request cannot hold the model for minutes.")] = 256,
     log_level: Annotated[str, typer.Option(
         help=f"Server log level ({', '.join(LOG_LEVELS)}); `info` logs one line per request.")
     ] = "info",
@@ -87,7 +90,8 @@ def serve(
     limits = ServeLimits(max_files=max_files, max_file_bytes=max(1, int(max_file_mb * MiB)),
                          max_request_bytes=max(1, int(max_request_mb * MiB)),
                          max_waiting=max_waiting, batch_size=batch_size,
-                         body_timeout=body_timeout)
+                         body_timeout=body_timeout, max_request_tiles=max_request_tiles,
+                         max_connections=max_connections)
     token = os.environ.get(token_env, "").strip() or None
     web_app = create_app(attributor, limits, token=token)
     try:
@@ -110,13 +114,14 @@ def serve(
                      f"no authentication (set ${esc(token_env)} for a token); ")
                   + "Ctrl-C stops")
     config = uvicorn.Config(web_app, log_level=log_level, limit_concurrency=max_connections,
-                            timeout_keep_alive=5, log_config=_logs_to_stderr())
+                            timeout_keep_alive=5, log_config=_logs_to_stderr(log_level))
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def _logs_to_stderr() -> dict:
+def _logs_to_stderr(level: str = "info") -> dict:
     """uvicorn's logging set-up with its access lines on stderr too (its default writes them
-    to stdout, which stays for --json, as in every genprint command)."""
+    to stdout, which stays for --json, as in every genprint command), and the server's own
+    lines (logger ``genprint.serve``: requests whose client left) at ``level``."""
     import copy
 
     from uvicorn.config import LOGGING_CONFIG
@@ -125,4 +130,6 @@ def _logs_to_stderr() -> dict:
     for handler in config.get("handlers", {}).values():
         if handler.get("stream") == "ext://sys.stdout":
             handler["stream"] = "ext://sys.stderr"
+    config.setdefault("loggers", {})["genprint.serve"] = {
+        "handlers": ["default"], "level": level.upper(), "propagate": False}
     return config

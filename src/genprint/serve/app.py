@@ -92,8 +92,11 @@ class _Admission:
             await self.app(scope, receive, send)
             return
         limit = self.limits.max_body_bytes
-        too_large = (f"request body over {limit} bytes (the server's limit per request); send "
-                     "fewer or smaller files per request")
+        derived = ("" if limit == self.limits.max_request_bytes else
+                   f": {self.limits.max_files} files × ({self.limits.max_file_bytes} bytes + "
+                   "64 KiB of multipart framing), less than the request limit")
+        too_large = (f"request body over {limit} bytes (the server's limit per request"
+                     f"{derived}); send fewer or smaller files per request")
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _answer(send, 413, too_large)
@@ -106,9 +109,12 @@ class _Admission:
         timeout = self.limits.body_timeout
         deadline = anyio.current_time() + timeout
         body_done = False
+        ending = _closing_delimiter(scope)
+        tail = b""
+        scope[BODY_CLOSED] = ending is None  # not multipart: the form parser says what is wrong
 
         async def counted() -> Message:
-            nonlocal received, body_done
+            nonlocal received, body_done, tail
             if body_done:  # after the body: only a disconnection can come, at any time
                 return await receive()
             with anyio.move_on_after(max(0.0, deadline - anyio.current_time())) as waited:
@@ -118,9 +124,13 @@ class _Admission:
                                     f"{timeout:g} s (the server's limit); send it faster or "
                                     "in smaller requests")
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = message.get("body", b"")
+                received += len(chunk)
                 if received > limit:
                     raise HTTPException(413, too_large)
+                if ending is not None and not scope[BODY_CLOSED]:
+                    scope[BODY_CLOSED] = ending in tail + chunk
+                    tail = (tail + chunk)[-len(ending):]
                 body_done = not message.get("more_body", False)
             else:
                 body_done = True
@@ -135,6 +145,21 @@ class _Admission:
             self.in_flight -= 1
             if self.metrics is not None:
                 self.metrics.in_flight.dec()
+
+
+BODY_CLOSED = "genprint.body_closed"
+"""Scope key set by :class:`_Admission`: whether a multipart body held its closing delimiter
+(``--BOUNDARY--``). Without it the body was cut short, and the multipart parser would silently
+answer with the parts it had finished."""
+
+
+def _closing_delimiter(scope: Scope) -> bytes | None:
+    """``--BOUNDARY--`` of a multipart request, or None when it is not one."""
+    kind = dict(scope.get("headers", [])).get(b"content-type", b"")
+    if not kind.lower().startswith(b"multipart/"):
+        return None
+    found = re.search(rb'boundary="?([^";]+)"?', kind, flags=re.IGNORECASE)
+    return b"--" + found.group(1).strip() + b"--" if found else None
 
 
 class _Counting:
@@ -185,12 +210,16 @@ class _TokenCheck:
 
     def __init__(self, app: ASGIApp, token: str) -> None:
         self.app = app
-        self.expected = f"Bearer {token}".encode()
+        self.expected = token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and _route_path(scope) not in OPEN_PATHS:
-            given = dict(scope.get("headers", [])).get(b"authorization", b"")
-            if not hmac.compare_digest(given, self.expected):
+            scheme, _, given = dict(scope.get("headers", [])).get(
+                b"authorization", b"").partition(b" ")
+            # the scheme is case-insensitive (RFC 9110, 11.1); the token is compared in
+            # constant time
+            if not (hmac.compare_digest(given.strip(), self.expected)
+                    and scheme.lower() == b"bearer"):
                 await _answer(send, 401, "this server needs `Authorization: Bearer TOKEN` "
                               "(the token it was started with)",
                               ((b"www-authenticate", b"Bearer"),))
@@ -198,11 +227,15 @@ class _TokenCheck:
         await self.app(scope, receive, send)
 
 
+MAX_FIELDS = 16
+"""Form fields other than files a request may hold (more: HTTP 400)."""
+
+
 async def _read_form(request: Request, limits: ServeLimits) -> FormData:
     """The multipart body, parsed with the server's file limit (so a request with too many
     files is refused while it arrives, not after)."""
     try:
-        return await request.form(max_files=limits.max_files, max_fields=16)
+        form = await request.form(max_files=limits.max_files, max_fields=MAX_FIELDS)
     except StarletteHTTPException as exc:  # how Starlette reports a multipart problem
         if exc.status_code != 400:  # the body limit, raised while it arrived
             raise
@@ -211,16 +244,24 @@ async def _read_form(request: Request, limits: ServeLimits) -> FormData:
                                 "server's limit); send them in several requests") from None
         raise HTTPException(400, f"the body is not a readable multipart upload ({exc.detail}); "
                             "send image files in the field `files`") from None
+    if not request.scope.get(BODY_CLOSED, True):
+        await form.close()
+        raise HTTPException(400, "the multipart body ends before its closing boundary: it was "
+                            "cut short, and files after the cut would be missing; send it "
+                            "again")
+    return form
 
 
-def _uploads(form: FormData) -> list[UploadFile]:
+def _uploads(form: FormData, content_type: str | None) -> list[UploadFile]:
     """The files of the field ``files``, or HTTP 400 saying what was sent instead."""
     parts = form.getlist("files")
     if not parts:
         sent = sorted(set(form.keys()))
+        what = (f"; the body has the fields {sent}" if sent else
+                f"; the request's content type is {content_type!r}" if content_type else
+                "; the request has no content type")
         raise HTTPException(400, "no files: send images as multipart/form-data in the field "
-                            "`files` (curl -F files=@image.png)"
-                            + (f"; the body has the fields {sent}" if sent else ""))
+                            f"`files` (curl -F files=@image.png){what}")
     for i, part in enumerate(parts):
         if not isinstance(part, UploadFile):
             raise HTTPException(400, f"part {i} of `files` is not a file (it has no filename); "
@@ -229,6 +270,7 @@ def _uploads(form: FormData) -> list[UploadFile]:
 
 
 _CLI_FRAME_HINT = re.compile(r"\(`--first-frame`.*\)$")
+_CLI_PIXELS_HINT = re.compile(r"; to allow it, raise the limit with .*$")
 
 
 def _read_upload(upload: UploadFile, index: int, limits: ServeLimits, min_size: int,
@@ -255,8 +297,18 @@ def _read_upload(upload: UploadFile, index: int, limits: ServeLimits, min_size: 
         if exc.code == "animated":  # the way to take the first frame over HTTP
             exc = ImageError("animated", _CLI_FRAME_HINT.sub("(`first_frame=true` in the "
                                                              "query)", exc.reason))
+        elif exc.code == "too_many_pixels":  # the limit is the server's, not the client's
+            exc = ImageError("too_many_pixels", _CLI_PIXELS_HINT.sub(
+                "; the limit is the server's (its operator sets it with `genprint "
+                "--max-pixels N serve`)", exc.reason))
         return LoadResult(name, exc, sha256)
     return LoadResult(name, pixels, sha256, info.notes)
+
+
+def _who(request: Request) -> str:
+    """The client of ``request`` for a log line: ``client 10.0.0.5:51234``."""
+    return (f"client {request.client.host}:{request.client.port}" if request.client
+            else "a client")
 
 
 CLIENT_CHECK_SECONDS = 0.25
@@ -374,9 +426,10 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         request: Request,
         first_frame: Annotated[bool, Query(description="Analyse the first frame of animated "
                                            "images instead of refusing them.")] = False,
-        max_tiles: Annotated[int | None, Query(ge=1, description="Tiling methods (metric, "
-                                               "baseline): analyse at most this many tiles per "
-                                               "image (default: the model's).")] = None,
+        max_tiles: Annotated[int | None, Query(
+            ge=1, description="Tiling methods (metric, baseline): analyse at most this many tiles "
+                        "per image (default: the model's; at most the server's "
+                        "`max_request_tiles`).")] = None,
     ) -> Any:
         """Attribute uploaded images (multipart field `files`, repeatable): one row per file,
         in upload order, with label (a source or `unknown`), candidate, score, threshold,
@@ -384,21 +437,24 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
         if max_tiles is not None and not tiling:
             raise HTTPException(400, f"method {attributor.method!r} does not tile images "
                                 "(max_tiles is for metric and baseline models)")
+        if max_tiles is not None and max_tiles > limits.max_request_tiles:
+            raise HTTPException(422, f"max_tiles = {max_tiles} is over the server's limit of "
+                                f"{limits.max_request_tiles} tiles per image")
         try:
             form = await _read_form(request, limits)
         except ClientDisconnect:
-            log.info("client left during its upload")
+            log.info("%s left during its upload (499)", _who(request))
             return Response(status_code=499)
         try:
-            uploads = _uploads(form)
+            uploads = _uploads(form, request.headers.get("content-type"))
             asked = time.perf_counter()
             async with turn:
                 started = time.perf_counter()
                 if metrics is not None:
                     metrics.wait_seconds.observe(started - asked)
                 if await request.is_disconnected():
-                    log.info("client left before its turn: %d file(s) not analysed",
-                             len(uploads))
+                    log.info("%s left before its turn (499): %d file(s) not analysed",
+                             _who(request), len(uploads))
                     return Response(status_code=499)
                 gone = threading.Event()
                 async with anyio.create_task_group() as watching:
@@ -409,8 +465,8 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
                 if metrics is not None:
                     metrics.model_seconds.observe(time.perf_counter() - started)
                 if gone.is_set():
-                    log.info("client left during its analysis: stopped after %d of %d "
-                             "file(s)", len(rows), len(uploads))
+                    log.info("%s left during its analysis (499): stopped after %d of %d "
+                             "file(s)", _who(request), len(rows), len(uploads))
                     return Response(status_code=499)
         finally:
             await form.close()

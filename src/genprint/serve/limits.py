@@ -41,9 +41,17 @@ class ServeLimits:
     body_timeout: float = 300.0
     """Seconds from admission in which a request's whole body must arrive (more: HTTP 408);
     the default lets the largest body (256 MiB) come at 0.9 MB/s."""
+    max_request_tiles: int = 256
+    """The largest ``max_tiles`` a request may ask for (tiling methods; more: HTTP 422), so
+    that one request cannot hold the model for minutes: 64 images of 256 tiles took 19.5 s
+    on one core (another job on the other) with the demo's ``metric`` model."""
+    max_connections: int = 100
+    """Open connections at once, any endpoint (more: HTTP 503; enforced by uvicorn under
+    ``genprint serve``)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_files", "max_file_bytes", "max_request_bytes", "batch_size"):
+        for name in ("max_files", "max_file_bytes", "max_request_bytes", "batch_size",
+                     "max_request_tiles", "max_connections"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_waiting < 0:

@@ -83,8 +83,11 @@ UPLOAD_BODY: dict[str, Any] = {
 apply its limits while reading it)."""
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": Problem, "description": "Not a multipart upload of files in `files`, or an "
-          "option that does not apply to the model."},
+    400: {"model": Problem, "description": "Not a multipart upload of files in `files`, a "
+          "body cut short (no closing boundary), or an option that does not apply to the "
+          "model."},
+    401: {"model": Problem, "description": "Only when the server has a token: the request "
+          "does not carry `Authorization: Bearer TOKEN`."},
     408: {"model": Problem, "description": "The request body did not arrive in full within "
           "the server's time limit."},
     413: {"model": Problem, "description": "More files or bytes than the server accepts."},

@@ -163,6 +163,11 @@ def test_limits(served: tuple[Path, Path]) -> None:
     assert answer.status_code == 400 and "multipart" in answer.json()["detail"]
     answer = client.post("/attribute", content=good, headers={"content-type": "image/png"})
     assert answer.status_code == 400 and "content type is 'image/png'" in answer.json()["detail"]
+    # a file over the pixel limit: its row says the limit is the server's
+    pixels = TestClient(create_app(model, ServeLimits(max_pixels=100)))
+    row = _post(pixels, [("good.png", good)]).json()["results"][0]
+    assert row["error_code"] == "too_many_pixels" and "the limit is the server's" in row["error"]
+    assert "GENPRINT_MAX_PIXELS" not in row["error"]
     # the limit a body hits when it comes from files × bytes per file says so
     assert "3 files × (" in _post(client, [("huge.png", huge)]).json()["detail"]
 

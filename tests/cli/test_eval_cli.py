@@ -513,3 +513,42 @@ def test_eval_data_with_links_copies_and_a_link_loop(world: dict[str, Path],
     assert out.exit_code == 2
     assert "one file cannot have two labels" in _flat(out.output)
     assert "Traceback" not in out.output
+
+
+def test_images_the_method_cannot_analyse_are_left_out_as_with_answers_from_elsewhere(
+        world: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method may refuse an image after reading it (invert: a generator's crop of one
+    colour). The local evaluation leaves it out of every pass and counts it, as the figures
+    from rows computed elsewhere (`eval --ray`) do."""
+    import dataclasses
+
+    import genprint
+    from genprint.evaluation.evaluate import evaluate_answers
+
+    model = genprint.load(world["all"])
+    refused = world["bench"] / "gan-b" / f"{SPLITS.index('test'):02d}.png"
+    marker = np.asarray(Image.open(refused).convert("RGB"))
+    own = model.predict_arrays
+
+    def predict(images):
+        out = own(images)
+        return [dataclasses.replace(p, error="cannot analyse", error_code="no_content")
+                if np.array_equal(img, marker) else p for img, p in zip(images, out, strict=True)]
+
+    monkeypatch.setattr(model, "predict_arrays", predict)
+    with pytest.warns(UserWarning, match="1 test file"):
+        run, conditions = evaluate_conditions(model, world["bench"], "all", ["jpeg75"])
+    assert run.metrics["n_unreadable_test"] == 1
+    assert run.metrics["unreadable_test"][0]["path"] == str(refused)
+    assert run.metrics["unreadable_test"][0]["error_code"] == "no_content"
+    assert len(run.results) == len(run.items) == 15 and all(r.ok for r in run.results)
+    assert run.embeddings is None or len(run.embeddings) == 15
+    assert conditions["jpeg75"]["n_known_test"] + conditions["jpeg75"]["n_unknown_test"] == 15
+
+    def answers(paths, on_progress=None):
+        return model.iter_attribute(paths)
+
+    with pytest.warns(UserWarning, match="1 test file"):
+        elsewhere = evaluate_answers(model, world["bench"], "all", answers)
+    assert (json.dumps(elsewhere.metrics, sort_keys=True, default=str)
+            == json.dumps(run.metrics, sort_keys=True, default=str))

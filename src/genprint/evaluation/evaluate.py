@@ -146,6 +146,8 @@ class _TestSet:
     """Indices into ``items`` of the files that could be used; known after the first pass."""
     unreadable: list[dict[str, str]] = field(default_factory=list)
     """Test files that could not be used (left out): path, error code and reason."""
+    _left_out: list[tuple[int, str, str]] = field(default_factory=list)
+    """The same as (index into ``items``, error code, reason)."""
     cache: list[np.ndarray] | None = None
     """The kept images, when they fit in :data:`KEEP_PIXELS`."""
     sha256: dict[int, str | None] = field(default_factory=dict)
@@ -236,9 +238,8 @@ class _TestSet:
         if self.items and not kept:
             raise _nothing_to_evaluate([reason for _, _, reason in errors])
         self.kept = kept
-        self.unreadable = [{"path": str(self.items[k].path), "source": self.items[k].source,
-                            "error_code": code, "reason": reason,
-                            "sha256": self.sha256.get(k)} for k, code, reason in errors]
+        self._left_out = list(errors)
+        self.unreadable = self._unusable_records()
         _warn_unusable([(self.items[k].path, code, reason) for k, code, reason in errors])
         if self.seen:
             shown = ", ".join(self.items[k].path.name for k in self.seen[:3])
@@ -251,6 +252,37 @@ class _TestSet:
                 stacklevel=5)
         self.copies = self._copy_groups()
         self._warn_copies()
+
+    def _unusable_records(self) -> list[dict[str, str | None]]:
+        """:attr:`unreadable` from the files left out so far, in test order."""
+        return [{"path": str(self.items[k].path), "source": self.items[k].source,
+                 "error_code": code, "reason": reason, "sha256": self.sha256.get(k)}
+                for k, code, reason in sorted(self._left_out)]
+
+    def leave_out(self, rows: Sequence[Attribution]) -> list[int]:
+        """After the clean run's answers (``rows``, in :attr:`kept` order): leave out, as the
+        unreadable files are, the images the method itself could not analyse (error rows,
+        e.g. ``invert`` when a generator's crop is of one colour), so that every later pass
+        and the figures use the same images as a run that got the rows elsewhere (``--ray``).
+        Returns the positions in ``rows`` that stay."""
+        assert self.kept is not None
+        stay = [j for j, r in enumerate(rows) if r.ok]
+        if len(stay) == len(rows):
+            return stay
+        errors = [(self.kept[j], r.error_code or "unreadable", r.error or "could not be used")
+                  for j, r in enumerate(rows) if not r.ok]
+        if not stay:
+            raise _nothing_to_evaluate([reason for _, _, reason in self._left_out + errors])
+        gone = {k for k, _, _ in errors}
+        if self.cache is not None:
+            self.cache = [self.cache[j] for j in stay]
+        self.kept = [self.kept[j] for j in stay]
+        self.seen = [k for k in self.seen if k not in gone]
+        self._left_out += errors
+        self.unreadable = self._unusable_records()
+        _warn_unusable([(self.items[k].path, code, reason) for k, code, reason in errors])
+        self.copies = self._copy_groups()
+        return stay
 
     def _copy_groups(self) -> list[list[int]]:
         """Groups (indices into :attr:`items`, two or more each) of usable test files with the
@@ -542,6 +574,10 @@ def _run(attributor: Attributor, test: _TestSet, protocol: str,
     fn = _resolve(perturb, attributor.min_size)
     results, embeddings, changed = _attribute(attributor, test, fn, batch_size, on_progress,
                                               embed)
+    if fn is None:  # images the method could not analyse are left out of every pass
+        stay = test.leave_out(results)
+        results = [results[j] for j in stay]
+        embeddings = None if embeddings is None else embeddings[stay]
     return _scored_run(attributor, test, protocol, results, embeddings,
                        None if fn is None else changed)
 

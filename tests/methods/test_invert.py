@@ -93,6 +93,7 @@ def test_a_generator_named_in_decomposed_unicode_saves_and_loads(gens: str,
 def test_an_image_whose_tested_crop_is_uniform_gets_an_error_row(gens: str) -> None:
     """The whole image has content, the centre crop each generator tests has none: no p-value
     was computed, so the row is an error, not `unknown` with p = 0 for every generator."""
+    assert "invert" in method_names()  # fills the registry when this test runs alone
     model = METHODS.get("invert")(
         calibration_n=12, alpha=0.1, generators={"a": f"{gens}:a", "b": f"{gens}:b"},
         settings={"steps": 30, "restarts": 2, "check_every": 10, "prune_at": 10})
@@ -103,4 +104,25 @@ def test_an_image_whose_tested_crop_is_uniform_gets_an_error_row(gens: str) -> N
     row, other = model.attribute_arrays([image, noisy])
     assert row.error_code == "no_content" and row.label is None and row.scores == {}
     assert "centre 32×32 crop tested by a, b is uniform" in row.error
+    assert "whether they made it" in row.error and "could test it" not in row.error
     assert other.error is None and other.label == "unknown" and 0 < other.score < 0.1
+
+
+def test_an_image_only_some_generators_can_test_is_refused_saying_which() -> None:
+    """Generators of different sizes: a 64×64 crop has content where the centre 32×32 has
+    none (or the image is below 64×64). The row names who could not test it and who could."""
+    from types import SimpleNamespace
+
+    assert "invert" in method_names()
+    model = METHODS.get("invert")()
+    model.classes_ = ["small", "large"]
+    model.verifiers_ = [SimpleNamespace(name="small", generator=SimpleNamespace(resolution=32)),
+                        SimpleNamespace(name="large", generator=SimpleNamespace(resolution=64))]
+    image = np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    image[32:64, 32:64] = 9
+    flat = model._untested(image, ["small"])
+    assert flat.error_code == "no_content" and np.isnan(flat.scores).all()
+    assert "crop tested by small is uniform" in flat.error and "whether it made it" in flat.error
+    assert "large could test it" in flat.error and "`genprint verify`" in flat.error
+    small = model._untested(image[:48, :48], ["large"])
+    assert small.error_code == "too_small" and "smaller than the 64×64 crop of large" in small.error

@@ -175,8 +175,12 @@ class InvertAttributor(Attributor):
             side = size[names[0]]
             reason = (f"the centre {side}×{side} crop tested by {', '.join(names)} is uniform "
                       f"(one colour covers ≥ {UNIFORM_SHARE:.0%} of it): inversion cannot tell "
-                      "who made it")
+                      "whether " + ("it" if len(names) == 1 else "they") + " made it")
             code = "no_content"
+        tested = [c for c in self.classes_ if c not in untested]
+        if tested:  # the others did test it, but an answer must weigh every known generator
+            reason += (f"; {', '.join(tested)} could test it, but an answer among the known "
+                       "generators needs all of them (`genprint verify` gives each one's)")
         n = len(self.classes_)
         return InvertPrediction(scores=np.full(n, np.nan), z=np.full(n, np.nan), error=reason,
                                 error_code=code)

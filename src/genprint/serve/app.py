@@ -36,6 +36,7 @@ from typing import Annotated, Any
 
 import anyio
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData, UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -110,7 +111,7 @@ class _Admission:
         deadline = anyio.current_time() + timeout
         body_done = False
         ending = _closing_delimiter(scope)
-        tail = b""
+        tail = b"\r\n"  # as if before the body: a body of no parts is the delimiter alone
         scope[BODY_CLOSED] = ending is None  # not multipart: the form parser says what is wrong
 
         async def counted() -> Message:
@@ -148,18 +149,25 @@ class _Admission:
 
 
 BODY_CLOSED = "genprint.body_closed"
-"""Scope key set by :class:`_Admission`: whether a multipart body held its closing delimiter
-(``--BOUNDARY--``). Without it the body was cut short, and the multipart parser would silently
-answer with the parts it had finished."""
+"""Scope key set by :class:`_Admission`: whether a multipart/form-data body held its closing
+delimiter (``CRLF--BOUNDARY--``, which a part's content cannot hold). Without it the body was
+cut short, and the multipart parser would silently answer with the parts it had finished."""
 
 
 def _closing_delimiter(scope: Scope) -> bytes | None:
-    """``--BOUNDARY--`` of a multipart request, or None when it is not one."""
+    """``CRLF--BOUNDARY--``, the closing delimiter of a ``multipart/form-data`` request (its
+    boundary read as Starlette's parser reads it), or None for any other request: only
+    form-data bodies are parsed, and the form parser says what is wrong with the others."""
+    from starlette.formparsers import parse_options_header
+
     kind = dict(scope.get("headers", [])).get(b"content-type", b"")
-    if not kind.lower().startswith(b"multipart/"):
+    if parse_options_header is None:  # no multipart parser: the form cannot be read anyway
         return None
-    found = re.search(rb'boundary="?([^";]+)"?', kind, flags=re.IGNORECASE)
-    return b"--" + found.group(1).strip() + b"--" if found else None
+    main, options = parse_options_header(kind)
+    boundary = options.get(b"boundary")
+    if main != b"multipart/form-data" or not boundary:
+        return None
+    return b"\r\n--" + boundary + b"--"
 
 
 class _Counting:
@@ -368,6 +376,7 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
     )
     metrics = metrics_or_none(method=attributor.method, model_sha256=summary["model_sha256"],
                               version=genprint.__version__)
+    app.state.limits = limits  # for the server: max_connections (see serving)
     app.add_middleware(_Admission, limits=limits, metrics=metrics)
     if token is not None:  # added after: runs before, so a refused request is never queued
         app.add_middleware(_TokenCheck, token=token)
@@ -438,8 +447,10 @@ def create_app(model: str | Path | Attributor, limits: ServeLimits | None = None
             raise HTTPException(400, f"method {attributor.method!r} does not tile images "
                                 "(max_tiles is for metric and baseline models)")
         if max_tiles is not None and max_tiles > limits.max_request_tiles:
-            raise HTTPException(422, f"max_tiles = {max_tiles} is over the server's limit of "
-                                f"{limits.max_request_tiles} tiles per image")
+            raise RequestValidationError([{  # FastAPI's 422, as for max_tiles=0
+                "type": "less_than_equal", "loc": ("query", "max_tiles"), "input": max_tiles,
+                "msg": f"over the server's limit of {limits.max_request_tiles} tiles per image",
+                "ctx": {"le": limits.max_request_tiles}}])
         try:
             form = await _read_form(request, limits)
         except ClientDisconnect:
@@ -509,7 +520,10 @@ def serving(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
     import uvicorn
 
     sock = listening_socket(host, port)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    limits = getattr(getattr(app, "state", None), "limits", None)
+    server = uvicorn.Server(uvicorn.Config(
+        app, log_level="warning",
+        limit_concurrency=limits.max_connections if limits is not None else None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     while not server.started and thread.is_alive():

@@ -46,8 +46,9 @@ class ServeLimits:
     that one request cannot hold the model for minutes: 64 images of 256 tiles took 19.5 s
     on one core (another job on the other) with the demo's ``metric`` model."""
     max_connections: int = 100
-    """Open connections at once, any endpoint (more: HTTP 503; enforced by uvicorn under
-    ``genprint serve``)."""
+    """Open connections at once, any endpoint (more: HTTP 503). Enforced by the server that
+    runs the app: uvicorn under ``genprint serve`` and :func:`genprint.serve.app.serving`;
+    another ASGI server needs its own setting."""
 
     def __post_init__(self) -> None:
         for name in ("max_files", "max_file_bytes", "max_request_bytes", "batch_size",

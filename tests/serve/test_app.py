@@ -158,6 +158,11 @@ def test_limits(served: tuple[Path, Path]) -> None:
     assert answer.status_code == 400 and "['file']" in answer.json()["detail"]
     answer = client.post("/attribute", data={"files": "not a file"})
     assert answer.status_code == 400 and "no filename" in answer.json()["detail"]
+    star = (b'--XX\r\nContent-Disposition: form-data; name="files"; '
+            b"filename*=UTF-8''caf%C3%A9.png\r\n\r\n" + good + b"\r\n--XX--\r\n")
+    answer = client.post("/attribute", content=star,
+                         headers={"content-type": "multipart/form-data; boundary=XX"})
+    assert answer.status_code == 400 and "filename*=" in answer.json()["detail"]
     answer = client.post("/attribute", content=b"garbage",
                          headers={"content-type": "multipart/form-data"})
     assert answer.status_code == 400 and "multipart" in answer.json()["detail"]

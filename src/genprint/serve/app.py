@@ -272,8 +272,9 @@ def _uploads(form: FormData, content_type: str | None) -> list[UploadFile]:
                             f"`files` (curl -F files=@image.png){what}")
     for i, part in enumerate(parts):
         if not isinstance(part, UploadFile):
-            raise HTTPException(400, f"part {i} of `files` is not a file (it has no filename); "
-                                "send it as a file (curl -F files=@image.png)")
+            raise HTTPException(400, f"part {i} of `files` is not a file (it has no filename; "
+                                "a name given only as filename*= is not read); send it as a "
+                                "file with filename= (curl -F files=@image.png)")
     return parts  # type: ignore[return-value]
 
 

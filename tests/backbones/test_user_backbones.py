@@ -139,3 +139,78 @@ def test_a_model_name_that_contradicts_the_tensors_is_refused(tmp_path: Path) ->
     with pytest.raises(ValueError, match="says patch 16, width 768.*tensors say patch 8"):
         get_backbone(str(ckpt), model_name="ViT-B-16-quickgelu")
     assert get_backbone(str(ckpt), model_name="ViT-tiny-quickgelu").config["quickgelu"]
+
+
+@pytest.mark.parametrize(("width", "heads"), [(768, 12), (1024, 16), (1280, 16), (1408, 16),
+                                              (1664, 16), (1792, 16)])
+def test_open_clip_head_counts_of_the_large_towers(width: int, heads: int) -> None:
+    """open_clip's ViT-H (width 1280) has head width 80, so 16 heads, not 1280 // 64 = 20;
+    ViT-g, ViT-bigG and ViT-e have 16 too. Only shapes are read (meta tensors)."""
+    from genprint.backbones.open_clip_ckpt import tower_config
+
+    meta = {"device": "meta"}
+    sd = {"visual.conv1.weight": torch.empty(width, 3, 14, 14, **meta),
+          "visual.positional_embedding": torch.empty(257, width, **meta),
+          "visual.transformer.resblocks.0.ln_1.weight": torch.empty(width, **meta),
+          "visual.transformer.resblocks.0.mlp.c_fc.weight": torch.empty(4 * width, width,
+                                                                         **meta)}
+    assert tower_config(sd, quickgelu=False)["heads"] == heads
+
+
+def test_a_truncated_or_corrupt_checkpoint_is_refused_clearly(tmp_path: Path) -> None:
+    ckpt = save_open_clip_checkpoint(tmp_path / "ck.pt")
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(ckpt.read_bytes()[:2000])
+    junk_pt, junk_st = tmp_path / "junk.pt", tmp_path / "junk.safetensors"
+    junk_pt.write_bytes(b"not a checkpoint at all")
+    junk_st.write_bytes(b"\xff" * 64)
+    for path in (cut, junk_pt, junk_st):
+        with pytest.raises(ValueError, match="not a readable checkpoint"):
+            get_backbone(str(path))
+
+
+def test_backbone_options_a_backbone_does_not_take_are_refused() -> None:
+    """--backbone-model goes to open_clip checkpoint files; a registered backbone that takes
+    no model name says so instead of a TypeError. An input size below 1 is refused."""
+    with pytest.raises(ValueError, match="takes no option model_name .*open_clip"):
+        resolve_backbone("efficientnet-lite0", model_name="ViT-B-16")
+    for size in (0, -3):
+        with pytest.raises(ValueError, match="input size must be a whole number"):
+            resolve_backbone("forensic-cnn", input_size=size)
+
+
+def test_a_fixed_size_backbone_larger_than_the_images_is_refused_before_extraction() -> None:
+    from genprint.backbones import BACKBONES
+    from genprint.backbones.forensic_cnn import ForensicCNN, ForensicCNNConfig
+
+    class Fixed(ForensicCNN):
+        dynamic_input = False  # as a plugin's backbone that runs at one size only
+
+    def fixed() -> ForensicCNN:  # no input_size parameter: always 64 px
+        return Fixed(ForensicCNNConfig(16, 64, 4, 1, 3, 5)).eval()
+
+    BACKBONES.add("fixed-64-test", fixed)
+    try:
+        with pytest.raises(ValueError, match="takes 64-px inputs only.*32 px.*--pad reflect"):
+            backbone_for_images("fixed-64-test", min_side=32)
+        assert backbone_for_images("fixed-64-test", min_side=64).preprocessing.input_size == 64
+    finally:
+        BACKBONES.remove("fixed-64-test")
+
+
+def test_a_weight_file_replaced_keeping_its_time_is_hashed_again(tmp_path: Path) -> None:
+    """cp -p and rsync -t keep the modification time; the change time still moves."""
+    import os
+
+    from genprint.backbones.common import sha256_of_files
+
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"a" * 100)
+    before = sha256_of_files([path])
+    stat = path.stat()
+    other = tmp_path / "new.bin"
+    other.write_bytes(b"b" * 100)
+    os.replace(other, path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sha256_of_files([path]) != before

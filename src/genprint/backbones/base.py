@@ -47,6 +47,15 @@ class Backbone(nn.Module):
 
     name: str = ""
     preprocessing: Preprocessing
+    weights_id: str | None = None
+    """Identity of the weights (the key of cached features, checked when a saved model loads).
+    ``None``: a hash of :meth:`state_dict`. Set it when the output depends on anything else —
+    weights outside the parameters and buffers, settings from the environment — so that a
+    change of those is seen (:func:`genprint.backbones.resolve.weights_id`)."""
+    dynamic_input: bool = False
+    """Whether the backbone runs at any valid input size without being rebuilt; if not, its
+    factory's ``input_size`` builds it at another size (a factory without one: a single
+    size, and smaller images are refused)."""
 
     def layer_names(self) -> list[str]:
         """Names of the blocks whose features :meth:`forward_features` returns, in order."""

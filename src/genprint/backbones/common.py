@@ -27,14 +27,16 @@ _HASHES: dict[tuple[str, int, int], str] = {}
 
 
 def sha256_of_files(paths: Iterable[str | os.PathLike[str]]) -> str:
-    """sha256 over the names and contents of weight files (memoised per path, size, mtime).
+    """sha256 over the names and contents of weight files (memoised per path, inode, size,
+    modification and change time: a file replaced by another, even one given the old
+    modification time as ``cp -p`` does, gets a new change time, so it is hashed again).
 
     Used as the weights' identity in feature caches and saved models.
     """
     digest = hashlib.sha256()
     for p in sorted(Path(p) for p in paths):
         st = p.stat()
-        key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        key = (str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if key not in _HASHES:
             h = hashlib.sha256()
             with open(p, "rb") as fh:

@@ -127,6 +127,10 @@ class HFVisionBackbone(Backbone):
         logs.disable_progress_bar()
         try:
             model = model_class.from_pretrained(folder, local_files_only=True)
+        except Exception as exc:  # noqa: BLE001 - any reader failure (safetensors has its own)
+            raise ValueError(f"{folder}: its weights cannot be read (truncated, corrupt or "
+                             f"another architecture: {type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
         finally:
             logs.set_verbosity(verbosity)
             logs.enable_progress_bar()

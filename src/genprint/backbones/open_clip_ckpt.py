@@ -12,7 +12,7 @@ the weights load with a strict key check:
 * architecture: the standard open_clip ``VisionTransformer`` (pre-norm blocks, optional layer
   scale, learnable position embedding). Width, depth, patch size, grid and MLP width are read
   from the tensor shapes; the head count is ``width // 64`` (open_clip's default head width;
-  ViT-g-14 and ViT-bigG-14 use 16). Other towers (ModifiedResNet, timm trunks, NormFormer-style
+  ViT-H, ViT-g, ViT-bigG and ViT-e use 16; ``heads=`` overrides). Other towers (ModifiedResNet, timm trunks, NormFormer-style
   blocks) are refused with a message;
 * activation: GELU, or QuickGELU when the model name ends in ``-quickgelu`` or the file is an
   OpenAI TorchScript archive (OpenAI's weights were trained with QuickGELU: a plain state dict of
@@ -40,8 +40,9 @@ from genprint.backbones.common import check_input_size, sha256_of_files
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
-SPECIAL_HEADS = {1408: 16, 1664: 16}
-"""Vision widths whose head count is not ``width // 64`` (ViT-g-14, ViT-bigG-14)."""
+SPECIAL_HEADS = {1280: 16, 1408: 16, 1664: 16, 1792: 16}
+"""Vision widths whose head count is not ``width // 64``: open_clip's ViT-H (head width 80),
+ViT-g (88), ViT-bigG (104) and ViT-e (112) all have 16 heads."""
 
 
 class QuickGELU(nn.Module):
@@ -126,16 +127,23 @@ class VisionTower(nn.Module):
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], bool]:
     """The tensors of a checkpoint file, and whether it was an OpenAI TorchScript archive."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return dict(load_file(str(path))), False
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
     try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-    except RuntimeError as exc:
-        if "TorchScript" not in str(exc) and "constants.pkl" not in str(exc):
-            raise
-        return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), True
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return dict(load_file(str(path))), False
+        try:
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+        except RuntimeError as exc:
+            if "TorchScript" not in str(exc) and "constants.pkl" not in str(exc):
+                raise
+            return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), True
+    except Exception as exc:  # noqa: BLE001 - any reader failure: the file is not usable
+        raise ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
+                         f"torch/safetensors file: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):

@@ -67,12 +67,22 @@ def resolve_backbone(name_or_path: str, **kwargs: Any) -> Backbone:
     gets its default.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if "input_size" in kwargs and not (isinstance(kwargs["input_size"], int)
+                                       and kwargs["input_size"] >= 1):
+        raise ValueError(f"the input size must be a whole number of pixels ≥ 1, got "
+                         f"{kwargs['input_size']!r}")
     if is_registered(name_or_path):
         factory = BACKBONES.get(name_or_path)
         params = inspect.signature(factory).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         if "input_size" in kwargs and "input_size" not in params and not takes_any:
             kwargs.pop("input_size")  # a fixed-size backbone
+        unknown = sorted(k for k in kwargs if k not in params) if not takes_any else []
+        if unknown:
+            raise ValueError(
+                f"backbone {name_or_path!r} takes no option {', '.join(unknown)}"
+                + (" (--backbone-model is for open_clip checkpoint files)"
+                   if "model_name" in unknown else ""))
         return factory(**kwargs)
     return resolve_path(name_or_path, **kwargs)
 
@@ -89,11 +99,22 @@ def backbone_for_images(name_or_path: str, min_side: int | None,
     if getattr(backbone, "dynamic_input", False):  # any valid size runs: no need to rebuild
         backbone.preprocessing = replace(backbone.preprocessing, input_size=size)
         return backbone
-    return resolve_backbone(name_or_path, input_size=size, **kwargs)
+    rebuilt = resolve_backbone(name_or_path, input_size=size, **kwargs)
+    if rebuilt.preprocessing.input_size > min_side:  # a backbone of one fixed input size
+        raise ValueError(f"backbone {name_or_path!r} takes {rebuilt.preprocessing.input_size}-px "
+                         f"inputs only, larger than the smallest image ({min_side} px; images "
+                         "are never upsampled): use --pad reflect, or larger images")
+    return rebuilt
 
 
 def weights_id(backbone: Backbone) -> str:
-    """The identity of a backbone's weights: its ``weights_id`` or a hash of its tensors."""
+    """The identity of a backbone's weights: its ``weights_id`` or a hash of its tensors.
+
+    The hash sees only ``state_dict()``. A backbone whose output depends on anything else —
+    weights kept outside its parameters and buffers (an ONNX session, numpy arrays), or
+    settings read from the environment — must set ``weights_id`` to something that changes
+    with them; otherwise cached features and the check of a saved model cannot see the
+    change."""
     given = getattr(backbone, "weights_id", None)
     if isinstance(given, str) and given:
         return given

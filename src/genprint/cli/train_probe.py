@@ -78,7 +78,7 @@ def train_probe_cmd(
                                                             "checkpoint file, e.g. "
                                                             "ViT-B-16-quickgelu (sets the "
                                                             "activation).")] = None,
-    input_size: Annotated[int | None, typer.Option(help="Backbone input side (default: the "
+    input_size: Annotated[int | None, typer.Option(min=1, help="Backbone input side (default: the "
                                                         "largest valid one that fits every "
                                                         "image but the smallest 5% at most, "
                                                         "or with --pad the backbone's "
@@ -104,7 +104,10 @@ def train_probe_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per backbone batch.")] = 64,
     cache: Annotated[bool, typer.Option(help="Cache features on disk.")] = True,
     cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder (default "
-                                                        "~/.cache/genprint/features).")] = None,
+                                                        "$GENPRINT_CACHE/features, else "
+                                                        "$XDG_CACHE_HOME/genprint/features, "
+                                                        "i.e. ~/.cache/genprint/features)."
+                                                   )] = None,
     val_fraction: ValFractionOption = 0.2,
     sources: SourcesOption = None,
     seed: Annotated[int, typer.Option(help="Seed of the split and the per-class subset.")] = 0,

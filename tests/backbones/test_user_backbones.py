@@ -167,6 +167,41 @@ def test_a_truncated_or_corrupt_checkpoint_is_refused_clearly(tmp_path: Path) ->
     for path in (cut, junk_pt, junk_st):
         with pytest.raises(ValueError, match="not a readable checkpoint"):
             get_backbone(str(path))
+    # a sound checkpoint that also pickles other objects: said so, with the type
+    import argparse
+
+    extra = tmp_path / "extra.pt"
+    torch.save({"state_dict": torch.load(ckpt, weights_only=True)["state_dict"],
+                "args": argparse.Namespace(lr=1)}, extra)
+    with pytest.raises(ValueError, match=r"holds objects other than tensors "
+                                         r"\(argparse.Namespace\).*state dict alone"):
+        get_backbone(str(extra))
+    for heads in (0, 3, True):  # a head count must divide the width (64)
+        with pytest.raises(ValueError, match="heads must be a whole number"):
+            get_backbone(str(ckpt), heads=heads)
+
+
+def test_a_transformers_folder_with_a_broken_config_is_refused_clearly(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    folder = save_hf_clip(tmp_path / "clip", vision_only=True)
+    (folder / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="its config.json cannot be read"):
+        resolve_backbone(str(folder))
+
+
+def test_a_model_whose_backbone_is_now_built_otherwise_is_refused() -> None:
+    """Same weights, another architecture (an older genprint's head count for ViT-H): the
+    features would differ, so the saved probe is refused."""
+    from genprint.methods.probe import _check_same_architecture
+    from genprint.storage.model_dir import ModelFormatError
+
+    def card(heads: int) -> dict:
+        return {"preprocessing": {"extra": {"architecture": {"width": 1280, "heads": heads}}}}
+
+    _check_same_architecture("vit-h.pt", card(16), card(16))
+    _check_same_architecture("cnn", {"preprocessing": {"extra": {}}}, card(16))  # none kept
+    with pytest.raises(ModelFormatError, match=r"heads 20 → 16.*Retrain"):
+        _check_same_architecture("vit-h.pt", card(20), card(16))
 
 
 def test_backbone_options_a_backbone_does_not_take_are_refused() -> None:
@@ -174,9 +209,12 @@ def test_backbone_options_a_backbone_does_not_take_are_refused() -> None:
     no model name says so instead of a TypeError. An input size below 1 is refused."""
     with pytest.raises(ValueError, match="takes no option model_name .*open_clip"):
         resolve_backbone("efficientnet-lite0", model_name="ViT-B-16")
-    for size in (0, -3):
+    for size in (0, -3, True, 16.0):
         with pytest.raises(ValueError, match="input size must be a whole number"):
             resolve_backbone("forensic-cnn", input_size=size)
+    import numpy as np
+
+    assert resolve_backbone("forensic-cnn", input_size=np.int64(16)).preprocessing.input_size == 16
 
 
 def test_a_fixed_size_backbone_larger_than_the_images_is_refused_before_extraction() -> None:
@@ -194,6 +232,8 @@ def test_a_fixed_size_backbone_larger_than_the_images_is_refused_before_extracti
         with pytest.raises(ValueError, match="takes 64-px inputs only.*32 px.*--pad reflect"):
             backbone_for_images("fixed-64-test", min_side=32)
         assert backbone_for_images("fixed-64-test", min_side=64).preprocessing.input_size == 64
+        with pytest.raises(ValueError, match="takes 64-px inputs only, not 32"):
+            backbone_for_images("fixed-64-test", min_side=None, input_size=32)
     finally:
         BACKBONES.remove("fixed-64-test")
 
@@ -210,7 +250,13 @@ def test_a_weight_file_replaced_keeping_its_time_is_hashed_again(tmp_path: Path)
     stat = path.stat()
     other = tmp_path / "new.bin"
     other.write_bytes(b"b" * 100)
-    os.replace(other, path)
+    os.replace(other, path)  # another file in its place (another inode)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert path.stat().st_size == stat.st_size and path.stat().st_mtime_ns == stat.st_mtime_ns
-    assert sha256_of_files([path]) != before
+    swapped = sha256_of_files([path])
+    assert swapped != before
+    stat = path.stat()
+    path.write_bytes(b"c" * 100)  # rewritten in place, as cp -p does (same inode)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert path.stat().st_ino == stat.st_ino and path.stat().st_mtime_ns == stat.st_mtime_ns
+    assert sha256_of_files([path]) not in (before, swapped)

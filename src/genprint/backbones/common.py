@@ -23,7 +23,7 @@ import torch
 from genprint.backbones.base import Backbone, Preprocessing
 from genprint.io.crops import center_crop
 
-_HASHES: dict[tuple[str, int, int], str] = {}
+_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def sha256_of_files(paths: Iterable[str | os.PathLike[str]]) -> str:

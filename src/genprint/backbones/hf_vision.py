@@ -100,6 +100,13 @@ def _processor_settings(folder: Path, model_type: str, config: Any) -> tuple[Any
     return mean, std, native
 
 
+
+def _unreadable(folder: Path, what: str, exc: BaseException) -> ValueError:
+    """The error for a transformers folder whose ``what`` cannot be read."""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return ValueError(f"{folder}: its {what} cannot be read (truncated, corrupt or another "
+                      f"architecture: {type(exc).__name__}: {first})")
+
 class HFVisionBackbone(Backbone):
     """A transformers CLIP / DINOv2 vision model from a local folder (see module doc)."""
     dynamic_input = True
@@ -116,7 +123,12 @@ class HFVisionBackbone(Backbone):
             import transformers
         except ImportError:
             raise ImportError(f"loading {path} needs transformers: {_INSTALL}") from None
-        config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        try:
+            config = transformers.AutoConfig.from_pretrained(folder, local_files_only=True)
+        except (ImportError, PermissionError, MemoryError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a config.json transformers cannot read
+            raise _unreadable(folder, "config.json", exc) from None
         model_type = str(config.model_type)
         model_class = {"clip": transformers.CLIPVisionModel,
                        "clip_vision_model": transformers.CLIPVisionModel,
@@ -127,10 +139,10 @@ class HFVisionBackbone(Backbone):
         logs.disable_progress_bar()
         try:
             model = model_class.from_pretrained(folder, local_files_only=True)
+        except (ImportError, PermissionError, MemoryError):
+            raise
         except Exception as exc:  # noqa: BLE001 - any reader failure (safetensors has its own)
-            raise ValueError(f"{folder}: its weights cannot be read (truncated, corrupt or "
-                             f"another architecture: {type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+            raise _unreadable(folder, "weights", exc) from None
         finally:
             logs.set_verbosity(verbosity)
             logs.enable_progress_bar()

@@ -124,6 +124,22 @@ class VisionTower(nn.Module):
         return out
 
 
+def unreadable_checkpoint(path: Path, exc: BaseException) -> ValueError:
+    """The error for a checkpoint file that torch or safetensors could not read: one that
+    holds objects other than tensors (refused by ``weights_only=True``, which runs no code from
+    the file), or one that is truncated or corrupt."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+    if "Weights only load failed" in text and found:
+        return ValueError(
+            f"{path}: holds objects other than tensors ({found.group(1)}); genprint reads checkpoints with torch.load(weights_only=True), which runs no "
+            "code from the file: save its state dict alone (torch.save(model.state_dict(), "
+            "PATH)), or as .safetensors")
+    first = text.splitlines()[0][:200] if text else ""
+    return ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
+                      f"torch/safetensors file: {type(exc).__name__}: {first})")
+
+
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], bool]:
     """The tensors of a checkpoint file, and whether it was an OpenAI TorchScript archive."""
     path = Path(path)
@@ -140,10 +156,10 @@ def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
             if "TorchScript" not in str(exc) and "constants.pkl" not in str(exc):
                 raise
             return dict(torch.jit.load(str(path), map_location="cpu").state_dict()), True
+    except (PermissionError, MemoryError):
+        raise
     except Exception as exc:  # noqa: BLE001 - any reader failure: the file is not usable
-        raise ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
-                         f"torch/safetensors file: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
+        raise unreadable_checkpoint(path, exc) from None
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
@@ -212,8 +228,12 @@ class OpenClipBackbone(Backbone):
             torchscript or bool(model_name and model_name.endswith("-quickgelu")))
         cfg = tower_config(sd, quickgelu)
         _check_model_name(model_name, cfg, self.path)
-        if heads:
-            cfg["heads"] = int(heads)
+        if heads is not None:
+            if isinstance(heads, bool) or not isinstance(heads, int) or heads < 1 \
+                    or cfg["width"] % heads:
+                raise ValueError(f"heads must be a whole number ≥ 1 that divides the tower's "
+                                 f"width {cfg['width']}, got {heads!r}")
+            cfg["heads"] = heads
         self.config = cfg
         self.tower = VisionTower(cfg)
         prefix = "visual."

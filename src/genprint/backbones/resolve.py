@@ -16,6 +16,7 @@ given smallest image side when none is given (:func:`genprint.backbones.common.f
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -67,10 +68,12 @@ def resolve_backbone(name_or_path: str, **kwargs: Any) -> Backbone:
     gets its default.
     """
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if "input_size" in kwargs and not (isinstance(kwargs["input_size"], int)
-                                       and kwargs["input_size"] >= 1):
-        raise ValueError(f"the input size must be a whole number of pixels ≥ 1, got "
-                         f"{kwargs['input_size']!r}")
+    if "input_size" in kwargs:
+        size = kwargs["input_size"]
+        if isinstance(size, bool) or not isinstance(size, numbers.Integral) or size < 1:
+            raise ValueError(f"the input size must be a whole number of pixels ≥ 1, got "
+                             f"{size!r}")
+        kwargs["input_size"] = int(size)
     if is_registered(name_or_path):
         factory = BACKBONES.get(name_or_path)
         params = inspect.signature(factory).parameters
@@ -91,6 +94,9 @@ def backbone_for_images(name_or_path: str, min_side: int | None,
                         input_size: int | None = None, **kwargs: Any) -> Backbone:
     """A backbone at ``input_size``, or at the largest valid size for images ≥ ``min_side``."""
     backbone = resolve_backbone(name_or_path, input_size=input_size, **kwargs)
+    if input_size is not None and backbone.preprocessing.input_size != int(input_size):
+        raise ValueError(f"backbone {name_or_path!r} takes {backbone.preprocessing.input_size}-px "
+                         f"inputs only, not {input_size} (it has no input-size option)")
     if input_size is not None or min_side is None:
         return backbone
     size = fit_input_size(*size_rules(backbone.preprocessing), min_side)

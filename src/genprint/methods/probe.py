@@ -111,6 +111,25 @@ def calibrate(probe: LayerProbe, val_feats: np.ndarray, val_y: np.ndarray,
                      for c in range(probe.n_classes)])
 
 
+def _check_same_architecture(name: str, saved: dict[str, Any] | None,
+                             rebuilt: dict[str, Any]) -> None:
+    """Refuse a rebuilt backbone whose architecture (as its card records it, e.g. an open_clip
+    tower's head count) differs from the one the model was trained with: same weights, other
+    features. An older genprint read 20 heads for open_clip's ViT-H width, where 16 is right."""
+    def architecture(card: dict[str, Any] | None) -> Any:
+        return (((card or {}).get("preprocessing") or {}).get("extra") or {}).get("architecture")
+
+    before, now = architecture(saved), architecture(rebuilt)
+    if before is None or now is None or before == now:
+        return
+    changed = ", ".join(f"{k} {before.get(k)!r} → {now.get(k)!r}"
+                        for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+    raise ModelFormatError(
+        f"backbone {name} is now built otherwise than when this model was trained ({changed}): "
+        "its features would differ. Retrain the model (an older genprint read the head count "
+        "of some wide open_clip towers wrongly)")
+
+
 @METHODS.register("probe")
 class ProbeAttributor(Attributor):
     """Frozen backbone features + logistic-regression or k-NN head (see module doc)."""
@@ -241,6 +260,8 @@ class ProbeAttributor(Attributor):
                 raise ModelFormatError(
                     f"backbone {spec['name']} does not have the weights this model was trained "
                     "with (their fingerprint differs); its features would be meaningless")
+            _check_same_architecture(spec["name"], getattr(self, "backbone_card_", None),
+                                     backbone.card())
         self._backbone_obj = backbone
         return backbone
 

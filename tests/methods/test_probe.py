@@ -152,6 +152,12 @@ def test_knn_head_and_fixed_layer(tmp_path: Path, toy_data: dict[str, list]) -> 
     out = model.save(tmp_path / "knn-model")
     assert genprint.load(out).attribute_arrays(toy_data["te"][:2])[0].ok
 
+    # a layer the backbone does not have is refused before any feature is extracted
+    bad = ProbeAttributor(backbone=str(ckpt), layer=2, cache=False)
+    bad.extract = lambda *a, **k: pytest.fail("features extracted")  # type: ignore[method-assign]
+    with pytest.raises(ValueError, match=r"layer 2 out of range: the backbone has 2 \(0 to 1"):
+        bad.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
+
 
 def test_feature_cache_shards(tmp_path: Path) -> None:
     ckpt = save_open_clip_checkpoint(tmp_path / "clip.pt")

@@ -332,6 +332,11 @@ class ProbeAttributor(Attributor):
             self.build_backbone(min(fitting.sides(tr_ix, va_ix)))
         if self.pad == "none":
             self._warn_if_shrunk(fitting.sides(tr_ix, va_ix))
+        if self.layer != "auto":  # said before any feature is extracted
+            n_layers = len(self.build_backbone().layer_names())
+            if not -n_layers <= int(self.layer) < n_layers:
+                raise ValueError(f"layer {self.layer} out of range: the backbone has "
+                                 f"{n_layers} (0 to {n_layers - 1}, or -1 to -{n_layers})")
         self.fit_used_ = (sorted(tr_ix), sorted(va_ix))
         return self.fit_used_
 

@@ -97,9 +97,10 @@ def evaluate_generator(name: str, names: list[str], args: argparse.Namespace
     t0 = time.perf_counter()
     rows = verify_arrays([Verifier(gen, cal, args.batch_size)], list(images), alpha=args.alpha)
     t_ver = time.perf_counter() - t0
-    noise = [np.clip(128 + sigma * np.random.default_rng(seed_of("noise", sigma, k)).standard_normal(
-        (gen.resolution, gen.resolution, 3)), 0, 255).astype(np.uint8)
-        for sigma in (20, 40, 60, 80) for k in range(args.noise)]
+    shape = (gen.resolution, gen.resolution, 3)
+    noise = [np.clip(128 + sigma * np.random.default_rng(seed_of("noise", sigma, k))
+                     .standard_normal(shape), 0, 255).astype(np.uint8)
+             for sigma in (20, 40, 60, 80) for k in range(args.noise)]
     noise_p = np.array([r.p_value for r in verify_arrays(
         [Verifier(gen, cal, args.batch_size)], noise, alpha=args.alpha)]) if noise else None
     score = np.array([r.calibrated_score for r in rows])

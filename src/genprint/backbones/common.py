@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -45,6 +46,13 @@ def sha256_of_files(paths: Iterable[str | os.PathLike[str]]) -> str:
             _HASHES[key] = h.hexdigest()
         digest.update(p.name.encode() + b"\0" + _HASHES[key].encode())
     return digest.hexdigest()
+
+
+def reader_error(exc: BaseException) -> str:
+    """A reader's exception in one line for a message: its type and the first line of its
+    text (terminal colour codes removed, at most 200 characters)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
 
 
 def size_rules(pre: Preprocessing) -> tuple[int, int, int]:

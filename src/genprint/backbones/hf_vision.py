@@ -29,7 +29,12 @@ from typing import Any
 import torch
 
 from genprint.backbones.base import Backbone, Preprocessing
-from genprint.backbones.common import check_input_size, cls_tokens, sha256_of_files
+from genprint.backbones.common import (
+    check_input_size,
+    cls_tokens,
+    reader_error,
+    sha256_of_files,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -99,13 +104,11 @@ def _processor_settings(folder: Path, model_type: str, config: Any) -> tuple[Any
         native = 224  # DINOv2 configs say 518 (the position grid); its processors crop 224
     return mean, std, native
 
-
-
 def _unreadable(folder: Path, what: str, exc: BaseException) -> ValueError:
     """The error for a transformers folder whose ``what`` cannot be read."""
-    first = str(exc).splitlines()[0][:200] if str(exc) else ""
     return ValueError(f"{folder}: its {what} cannot be read (truncated, corrupt or another "
-                      f"architecture: {type(exc).__name__}: {first})")
+                      f"architecture: {reader_error(exc)})")
+
 
 class HFVisionBackbone(Backbone):
     """A transformers CLIP / DINOv2 vision model from a local folder (see module doc)."""

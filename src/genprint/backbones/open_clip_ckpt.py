@@ -12,8 +12,8 @@ the weights load with a strict key check:
 * architecture: the standard open_clip ``VisionTransformer`` (pre-norm blocks, optional layer
   scale, learnable position embedding). Width, depth, patch size, grid and MLP width are read
   from the tensor shapes; the head count is ``width // 64`` (open_clip's default head width;
-  ViT-H, ViT-g, ViT-bigG and ViT-e use 16; ``heads=`` overrides). Other towers (ModifiedResNet, timm trunks, NormFormer-style
-  blocks) are refused with a message;
+  ViT-H, ViT-g, ViT-bigG and ViT-e use 16; ``heads=`` overrides). Other towers
+  (ModifiedResNet, timm trunks, NormFormer-style blocks) are refused with a message;
 * activation: GELU, or QuickGELU when the model name ends in ``-quickgelu`` or the file is an
   OpenAI TorchScript archive (OpenAI's weights were trained with QuickGELU: a plain state dict of
   them needs ``model_name="ViT-B-16-quickgelu"`` or ``act="quickgelu"``).
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genprint.backbones.base import Backbone, Preprocessing
-from genprint.backbones.common import check_input_size, sha256_of_files
+from genprint.backbones.common import check_input_size, reader_error, sha256_of_files
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -128,16 +128,15 @@ def unreadable_checkpoint(path: Path, exc: BaseException) -> ValueError:
     """The error for a checkpoint file that torch or safetensors could not read: one that
     holds objects other than tensors (refused by ``weights_only=True``, which runs no code from
     the file), or one that is truncated or corrupt."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
-    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
-    if "Weights only load failed" in text and found:
+    found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+    if "Weights only load failed" in str(exc) and found:
         return ValueError(
-            f"{path}: holds objects other than tensors ({found.group(1)}); genprint reads checkpoints with torch.load(weights_only=True), which runs no "
-            "code from the file: save its state dict alone (torch.save(model.state_dict(), "
-            "PATH)), or as .safetensors")
-    first = text.splitlines()[0][:200] if text else ""
+            f"{path}: holds objects other than tensors ({found.group(1)}); genprint reads "
+            "checkpoints with torch.load(weights_only=True), which runs no code from the "
+            "file: save its state dict alone (torch.save(model.state_dict(), PATH)), or as "
+            ".safetensors")
     return ValueError(f"{path}: not a readable checkpoint (truncated, corrupt or not a "
-                      f"torch/safetensors file: {type(exc).__name__}: {first})")
+                      f"torch/safetensors file: {reader_error(exc)})")
 
 
 def read_state_dict(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], bool]:

@@ -144,10 +144,8 @@ class _TestSet:
     """Keep the decoded images for later passes (perturbations), if they fit."""
     kept: list[int] | None = None
     """Indices into ``items`` of the files that could be used; known after the first pass."""
-    unreadable: list[dict[str, str]] = field(default_factory=list)
-    """Test files that could not be used (left out): path, error code and reason."""
-    _left_out: list[tuple[int, str, str]] = field(default_factory=list)
-    """The same as (index into ``items``, error code, reason)."""
+    left_out: list[tuple[int, str, str]] = field(default_factory=list)
+    """Test files that could not be used: (index into ``items``, error code, reason)."""
     cache: list[np.ndarray] | None = None
     """The kept images, when they fit in :data:`KEEP_PIXELS`."""
     sha256: dict[int, str | None] = field(default_factory=dict)
@@ -166,7 +164,7 @@ class _TestSet:
                ) -> Iterator[tuple[list[int], list[np.ndarray]]]:
         """``(indices into items, pixels)`` of the usable test images, ``size`` at a time.
 
-        The first pass reads every file, sets :attr:`kept` and :attr:`unreadable` (with a
+        The first pass reads every file, sets :attr:`kept` and :attr:`left_out` (with a
         warning), and keeps the pixels if they fit; later passes reuse them or read the kept
         files again. ``on_skip(n)`` is told of the ``n`` test files a pass leaves out (for a
         progress bar)."""
@@ -238,8 +236,7 @@ class _TestSet:
         if self.items and not kept:
             raise _nothing_to_evaluate([reason for _, _, reason in errors])
         self.kept = kept
-        self._left_out = list(errors)
-        self.unreadable = self._unusable_records()
+        self.left_out = list(errors)
         _warn_unusable([(self.items[k].path, code, reason) for k, code, reason in errors])
         if self.seen:
             shown = ", ".join(self.items[k].path.name for k in self.seen[:3])
@@ -253,11 +250,13 @@ class _TestSet:
         self.copies = self._copy_groups()
         self._warn_copies()
 
-    def _unusable_records(self) -> list[dict[str, str | None]]:
-        """:attr:`unreadable` from the files left out so far, in test order."""
+    @property
+    def unreadable(self) -> list[dict[str, str | None]]:
+        """The test files left out (:attr:`left_out`), in test order: path, source, error code,
+        reason and sha256 each."""
         return [{"path": str(self.items[k].path), "source": self.items[k].source,
                  "error_code": code, "reason": reason, "sha256": self.sha256.get(k)}
-                for k, code, reason in sorted(self._left_out)]
+                for k, code, reason in sorted(self.left_out)]
 
     def leave_out(self, rows: Sequence[Attribution]) -> list[int]:
         """After the clean run's answers (``rows``, in :attr:`kept` order): leave out, as the
@@ -272,14 +271,13 @@ class _TestSet:
         errors = [(self.kept[j], r.error_code or "unreadable", r.error or "could not be used")
                   for j, r in enumerate(rows) if not r.ok]
         if not stay:
-            raise _nothing_to_evaluate([reason for _, _, reason in self._left_out + errors])
+            raise _nothing_to_evaluate([reason for _, _, reason in self.left_out + errors])
         gone = {k for k, _, _ in errors}
         if self.cache is not None:
             self.cache = [self.cache[j] for j in stay]
         self.kept = [self.kept[j] for j in stay]
         self.seen = [k for k in self.seen if k not in gone]
-        self._left_out += errors
-        self.unreadable = self._unusable_records()
+        self.left_out += errors
         _warn_unusable([(self.items[k].path, code, reason) for k, code, reason in errors])
         self.copies = self._copy_groups()
         return stay

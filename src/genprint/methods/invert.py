@@ -8,8 +8,8 @@ lives in :mod:`genprint.verify`. As an :class:`~genprint.methods.base.Attributor
   class: the method is a verifier of generators and cannot recognise a camera image. An image
   that no known generator accepts is answered ``unknown`` — which is right for images of unknown
   generators and is also what real images get (evaluation counts real images as unknown for
-  this method, :mod:`genprint.evaluation.evaluate`). Calling such images "real" would be wrong for every unknown
-  generator's images, so the method does not.
+  this method, :mod:`genprint.evaluation.evaluate`). Calling such images "real" would be wrong
+  for every unknown generator's images, so the method does not.
 * **fit** — calibrates each known generator on its *own* fresh samples (Algorithm 1; a stored
   calibration next to the weights is reused when it was made with the same settings). The
   labelled training / validation images are not needed: the threshold is the significance level.
@@ -158,20 +158,26 @@ class InvertAttributor(Attributor):
 
     def _untested(self, image: np.ndarray, untested: list[str]) -> InvertPrediction:
         """The prediction of an image that some known generators could not test: its centre
-        crop at their resolution is too small or uniform (see :func:`verify_arrays`)."""
-        from genprint.io.content import UNIFORM_SHARE, is_uniform
-        from genprint.verify.verifier import fit_to_resolution
+        crop at their resolution is too small or uniform (the check of :func:`verify_arrays`,
+        :func:`~genprint.verify.verifier.testable_crop`)."""
+        from genprint.io.content import UNIFORM_SHARE
+        from genprint.verify.verifier import ImageTooSmall, testable_crop
 
         size = {v.name: v.generator.resolution for v in self.verifiers_}
-        small = [c for c in untested if min(image.shape[:2]) < size[c]]
+        refused: dict[str, Exception] = {}
+        for c in untested:
+            try:
+                testable_crop(image, size[c])
+            except ValueError as exc:  # ImageTooSmall or ImageWithoutContent
+                refused[c] = exc
+        small = [c for c, exc in refused.items() if isinstance(exc, ImageTooSmall)]
         if small:
             reason = (f"image is {image.shape[1]}×{image.shape[0]}, smaller than the "
                       f"{size[small[0]]}×{size[small[0]]} crop of {', '.join(small)} "
                       "(images are never upsampled)")
             code = "too_small"
         else:
-            uniform = [c for c in untested if is_uniform(fit_to_resolution(image, size[c])[0])]
-            names = uniform or untested
+            names = list(refused) or untested
             side = size[names[0]]
             reason = (f"the centre {side}×{side} crop tested by {', '.join(names)} is uniform "
                       f"(one colour covers ≥ {UNIFORM_SHARE:.0%} of it): inversion cannot tell "

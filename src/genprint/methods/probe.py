@@ -111,6 +111,16 @@ def calibrate(probe: LayerProbe, val_feats: np.ndarray, val_y: np.ndarray,
                      for c in range(probe.n_classes)])
 
 
+def _layer_index(layer: int | str, n_layers: int) -> int:
+    """The index (0 … n_layers − 1) of a fixed ``layer`` (negative counts from the end), or
+    ValueError when the backbone has no such layer."""
+    k = int(layer)
+    if not -n_layers <= k < n_layers:
+        raise ValueError(f"layer {k} out of range: the backbone has {n_layers} (0 to "
+                         f"{n_layers - 1}, or -1 to -{n_layers})")
+    return k % n_layers
+
+
 def _check_same_architecture(name: str, saved: dict[str, Any] | None,
                              rebuilt: dict[str, Any]) -> None:
     """Refuse a rebuilt backbone whose architecture (as its card records it, e.g. an open_clip
@@ -333,10 +343,7 @@ class ProbeAttributor(Attributor):
         if self.pad == "none":
             self._warn_if_shrunk(fitting.sides(tr_ix, va_ix))
         if self.layer != "auto":  # said before any feature is extracted
-            n_layers = len(self.build_backbone().layer_names())
-            if not -n_layers <= int(self.layer) < n_layers:
-                raise ValueError(f"layer {self.layer} out of range: the backbone has "
-                                 f"{n_layers} (0 to {n_layers - 1}, or -1 to -{n_layers})")
+            _layer_index(self.layer, len(self.build_backbone().layer_names()))
         self.fit_used_ = (sorted(tr_ix), sorted(va_ix))
         return self.fit_used_
 
@@ -445,10 +452,7 @@ class ProbeAttributor(Attributor):
         if self.layer == "auto":
             chosen = choose_layer(rows, self.layer_select)
         else:
-            chosen = int(self.layer)
-            if not -len(names) <= chosen < len(names):
-                raise ValueError(f"layer {chosen} out of range: the backbone has {len(names)}")
-            chosen %= len(names)
+            chosen = _layer_index(self.layer, len(names))
         for row in rows:
             row["chosen"] = row["index"] == chosen
         self.classes_ = classes

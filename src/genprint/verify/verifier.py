@@ -132,6 +132,17 @@ def fit_to_resolution(image: np.ndarray, size: int) -> tuple[np.ndarray, str | N
             f"centre-cropped from {w}×{h} to {size}×{size} (never resized)")
 
 
+def testable_crop(image: np.ndarray, size: int) -> tuple[np.ndarray, str | None]:
+    """:func:`fit_to_resolution`, refusing a crop that inversion cannot test: ImageTooSmall,
+    or ImageWithoutContent when the crop is uniform."""
+    crop, note = fit_to_resolution(image, size)
+    if is_uniform(crop):
+        raise ImageWithoutContent(
+            f"the image is uniform (one colour covers ≥ {UNIFORM_SHARE:.0%} of its pixels): any "
+            "generator reconstructs it, so inversion cannot test who made it")
+    return crop, note
+
+
 def check_alpha_reachable(calibration: Any, alpha: float, name: str) -> None:
     """Refuse an α the calibration cannot test: an empirical p-value from N calibration scores
     is never below 1 / (N + 1), so with α ≤ 1 / (N + 1) every image would "belong"."""
@@ -171,12 +182,7 @@ def verify_arrays(
         ok, crops = [], []
         for i, img in enumerate(images):
             try:
-                crop, note = fit_to_resolution(img, size)
-                if is_uniform(crop):
-                    raise ImageWithoutContent(
-                        f"the image is uniform (one colour covers ≥ {UNIFORM_SHARE:.0%} of its "
-                        "pixels): any generator reconstructs it, so inversion cannot test who "
-                        "made it")
+                crop, note = testable_crop(img, size)
             except (ImageTooSmall, ImageWithoutContent) as exc:
                 if errors[i] is None:  # the first reason, with its code
                     errors[i] = str(exc)

@@ -54,8 +54,8 @@ def calibrate_cmd(
     overwrite: OverwriteOption = False,
     json_out: JsonOption = False,
 ) -> None:
-    """Set a model's thresholds again from its validation images under given conditions (e.g.
-    clean and JPEG 75), by the training rule: each trained source accepts 95% of its images'
+    """Set a model's thresholds again from its validation images under given conditions, such
+    as clean and JPEG 75, by the training rule: each trained source accepts 95% of its images'
     scores, pooled over the conditions. The network, reference points and decision rule are
     unchanged; enrolled sources keep their thresholds. A wider threshold also accepts more
     images of unseen generators, which `genprint eval --perturb` on the new model measures."""

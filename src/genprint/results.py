@@ -309,12 +309,12 @@ class TableWriter:
         """Complete the file and give it the name ``path`` (e.g. ``results.partial.csv``).
         If that fails (a full disk, ``path`` a folder, an interrupt), the temporary file is
         removed and the error raised."""
-        from genprint.storage.atomic import file_mode
+        from genprint.storage.atomic import file_mode, replace_durably
 
         try:
             self._finish()
             os.chmod(self.tmp, file_mode())
-            os.replace(self.tmp, path)
+            replace_durably(self.tmp, path)
         except BaseException:
             self.abandon()
             raise
@@ -326,16 +326,18 @@ class TableWriter:
         ``fallback`` is given, the file is renamed to ``fallback`` instead — or, if that fails
         too, left as the hidden temporary file — and :class:`RowsKept` (an ``OSError``) says
         why and where; otherwise the temporary file is removed and the error raised."""
-        from genprint.storage.atomic import file_mode
+        from genprint.storage.atomic import file_mode, fsync_dir, fsync_file
 
         try:
             self._finish()
             os.chmod(self.tmp, file_mode())
+            fsync_file(self.tmp)
         except BaseException:
             self.abandon()
             raise
         try:
             os.replace(self.tmp, self.path)
+            fsync_dir(self.path.parent)
         except OSError as exc:
             if fallback is None:
                 self.abandon()

@@ -36,6 +36,30 @@ def test_atomic_file_renames_on_success_and_keeps_the_old_file_on_error(tmp_path
         pass
 
 
+def test_a_file_is_flushed_before_its_rename_and_the_folder_after(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The order that makes a power cut leave the old file or the whole new one: the new
+    bytes reach the disk before the rename, and the rename before the write returns."""
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        kind = "folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
+        events.append(f"fsync {kind}")
+        real_fsync(fd)
+
+    def replace(src: str | Path, dst: str | Path) -> None:
+        events.append("rename")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "r.json"
+    with atomic_file(out) as tmp:
+        tmp.write_text("{}")
+    assert events == ["fsync file", "rename", "fsync folder"] and out.read_text() == "{}"
+
+
 def test_model_directory_files_are_not_private(tmp_path: Path) -> None:
     target = write_model_dir(tmp_path / "m", {"method": "x"},
                              tensors={"w": np.zeros(3, np.float32)}, arrays={"a": np.ones(2)})

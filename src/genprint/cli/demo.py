@@ -8,7 +8,6 @@ one comparison table. Everything lands in ``--out`` (benchmark, models, ``result
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ import typer
 
 from genprint.cli.app import app
 from genprint.cli.output import console, esc, format_metric, print_json, to_json, warnings_as_notes
+from genprint.storage.atomic import write_text_atomic
 
 DEMO_PROTOCOL = "all"
 
@@ -98,9 +98,7 @@ def demo(
         metrics = {**run.metrics, "train_seconds": round(train_s, 1),
                    "eval_seconds": round(eval_s, 1), "test_cap_per_source": cap}
         rows.append(metrics)
-    tmp = out / f".results.json.tmp-{os.getpid()}"
-    tmp.write_text(to_json(rows) + "\n", encoding="utf-8")
-    os.replace(tmp, out / "results.json")
+    write_text_atomic(out / "results.json", to_json(rows) + "\n")
     for stale in sorted(set(method_names()) - set(chosen)):  # from an earlier run in this folder
         old = out / f"report-{stale}.html"
         if old.is_file():

@@ -2,9 +2,12 @@
 
 Every file genprint writes for the user (results tables, reports, model files) is first written
 to a temporary sibling and renamed into place only when complete, so an interrupted run never
-leaves a half-written file under the final name. Temporary files are created private (mode
-0600); before the rename they get the mode a plainly created file would have (0666 minus the
-umask), so outputs are not unexpectedly unreadable to the user's group.
+leaves a half-written file under the final name. The file's bytes are flushed to the disk
+before the rename, and the folder's entry after it, so that a power cut or a crash of the machine
+leaves either the old file or the complete new one, not an empty file under the final name.
+Temporary files are created private (mode 0600); before the rename they get the mode a plainly
+created file would have (0666 minus the umask), so outputs are not unexpectedly unreadable to
+the user's group.
 """
 
 from __future__ import annotations
@@ -50,6 +53,38 @@ def kept_mode(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
+def fsync_file(path: str | os.PathLike[str]) -> None:
+    """Flush the bytes of the file at ``path`` to the disk (``os.fsync``)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Flush a folder's entries (a rename into it) to the disk; passed over where the platform
+    or file system cannot open or flush a folder (Windows, some network file systems)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platform without directory descriptors
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Rename the complete file ``tmp`` to ``target``, its bytes flushed before and the rename
+    after (see the module's docstring)."""
+    fsync_file(tmp)
+    os.replace(tmp, target)
+    fsync_dir(Path(target).parent)
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, give it the
@@ -66,7 +101,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         kept = kept_mode(out)
         os.chmod(tmp, file_mode() if kept is None else kept)
-        os.replace(tmp, out)
+        replace_durably(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -36,7 +36,13 @@ from typing import Any
 import numpy as np
 
 import genprint
-from genprint.storage.atomic import check_parent_writable, dir_mode, file_mode, kept_mode
+from genprint.storage.atomic import (
+    check_parent_writable,
+    dir_mode,
+    file_mode,
+    fsync_dir,
+    kept_mode,
+)
 
 FORMAT_VERSION = 2
 """Version of the attributor directory format written by this genprint (2: the card carries
@@ -69,19 +75,6 @@ def tensors_sha256(named: Iterable[tuple[str, Any]]) -> str:
         raw = tensor.detach().cpu().contiguous().reshape(-1)
         digest.update(raw.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platform without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 @dataclass
@@ -313,7 +306,7 @@ def write_model_dir(
             os.chmod(tmp / name, file_mode() if kept_file is None else kept_file)
             with open(tmp / name, "rb") as fh:
                 os.fsync(fh.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         os.chmod(tmp, dir_mode() if kept_dir is None else kept_dir)
         if target.exists():
             backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
@@ -325,7 +318,7 @@ def write_model_dir(
             shutil.rmtree(backup, ignore_errors=True)
         else:
             os.replace(tmp, target)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

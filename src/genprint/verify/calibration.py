@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from genprint.storage.atomic import write_text_atomic
 from genprint.verify.complexity import complexities, log_detail
 from genprint.verify.generators import GeneratorHandle
 from genprint.verify.inversion import InversionSettings, default_settings, invert
@@ -346,12 +347,7 @@ class Calibration:
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the JSON atomically (temporary file renamed into place)."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, target)
-        return target
+        return write_text_atomic(path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Calibration:

@@ -11,6 +11,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from genprint.storage.atomic import atomic_file
+
 
 def grid(images: np.ndarray, columns: int, gap: int = 2) -> np.ndarray:
     """Tile uint8 N×H×W×3 images into one grid image (white gaps)."""
@@ -44,8 +46,6 @@ def write_contact_sheet(name: str, path: str | os.PathLike[str], n: int = 32, zo
     draw.text((6, 4), f"{name}: samples", fill=(0, 0, 0))
     draw.text(((left.shape[1] + 12) * zoom + 6, 4), "real camera images", fill=(0, 0, 0))
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with atomic_file(out) as tmp:
+        img.save(tmp, format="PNG")
     return out

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from genprint.storage.atomic import atomic_file, write_text_atomic
 from genprint.world.zoo.generator import GeneratorSpec, ZooGenerator
 
 CARD_VERSION = 1
@@ -54,10 +55,9 @@ def write_generator(gen: ZooGenerator, out_dir: str | os.PathLike[str],
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     weights = out / f"{gen.name}.safetensors"
-    tmp = out / f".{gen.name}.safetensors.tmp"
     state = {k: v.detach().contiguous() for k, v in gen.state_dict().items()}
-    save_file(state, str(tmp), metadata={"name": gen.name})
-    os.replace(tmp, weights)
+    with atomic_file(weights) as tmp:
+        save_file(state, str(tmp), metadata={"name": gen.name})
     spec = gen.spec.to_dict()
     card = {
         "card_version": CARD_VERSION,
@@ -75,9 +75,7 @@ def write_generator(gen: ZooGenerator, out_dir: str | os.PathLike[str],
         "file": weights.name,
         "sha256": sha256_file(weights),
     }
-    tmp_card = out / f".{gen.name}.json.tmp"
-    tmp_card.write_text(json.dumps(card, indent=2) + "\n")
-    os.replace(tmp_card, out / f"{gen.name}.json")
+    write_text_atomic(out / f"{gen.name}.json", json.dumps(card, indent=2) + "\n")
     return card
 
 

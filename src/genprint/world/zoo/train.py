@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from genprint.storage.atomic import atomic_file
 from genprint.world.zoo import diffusion
 from genprint.world.zoo.generator import GeneratorSpec, ZooGenerator
 from genprint.world.zoo.nets import Discriminator
@@ -193,9 +194,8 @@ class _Trainer:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def train_generator(

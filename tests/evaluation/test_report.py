@@ -72,11 +72,13 @@ def _parse(path: Path) -> _Page:
 
 
 def _make_run(with_unknown: bool = True, embeddings: bool = False,
-              failed: int = 0) -> EvaluationRun:
+              failed: int = 0, classes: list[str] | None = None,
+              unknowns: tuple[str, str] = ("gan-u1", "vae-u2")) -> EvaluationRun:
     rng = np.random.default_rng(0)
+    CLASSES = classes or globals()["CLASSES"]
     sources = [c for c in CLASSES for _ in range(12)]
     if with_unknown:
-        sources += ["gan-u1"] * 8 + ["vae-u2"] * 6
+        sources += [unknowns[0]] * 8 + [unknowns[1]] * 6
     items = [Item(Path(f"/bench/{s}/{k}.png"), s, "test") for k, s in enumerate(sources)]
     results = []
     for k, src in enumerate(sources):
@@ -172,3 +174,16 @@ def test_nothing_attributed(tmp_path: Path) -> None:
     page = _parse(write_report(run, tmp_path / "r.html"))
     assert {"note-confusion", "note-roc", "note-histogram", "note-embedding"} <= set(page.notes)
     assert not page.images
+
+
+def test_names_that_look_like_mathematics_or_are_long_are_drawn_as_text(tmp_path: Path) -> None:
+    """matplotlib reads ``$...$`` as mathematics: a source named ``ldm $\\frac{a$`` stopped the
+    report (and, before it, the eval command's other files). Plots show names as plain text and
+    shorten long ones; the tables keep them whole."""
+    long_name = "a-generator-with-a-very-long-name-" + "x" * 40
+    classes = ["ldm $\\frac{a$ & co", "price $5 and $6", long_name]
+    run = _make_run(embeddings=True, classes=classes, unknowns=("$\\sqrt{", "=cmd|u2"))
+    page = _parse(write_report(run, tmp_path / "r.html"))
+    assert {f"plot-{p}" for p in PLOTS} <= set(page.images)
+    header = page.tables["table-confusion"][0]
+    assert header[1:] == [*classes, "unknown"]

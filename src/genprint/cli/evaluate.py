@@ -172,12 +172,7 @@ def evaluate_cmd(
     metrics = {**run.metrics, **extra}
     if conditions:
         metrics["perturbations"] = perturbed
-    if report is not None:
-        from genprint.evaluation.report import write_report
-
-        write_report(run, report, perturbations=perturbed or None,
-                     title=f"{attributor.method} on {subject} ({model.name})")
-        console.print(f"report written to {esc(str(report))}")
+    # the files that hold the figures first: a report that cannot be drawn loses nothing else
     if results is not None:
         _write_per_image(run, metrics, results)
     if json_path == "-":
@@ -189,6 +184,20 @@ def evaluate_cmd(
         if json_path:
             write_text_atomic(json_path, to_json(metrics) + "\n")
             console.print(f"metrics written to {esc(str(json_path))}")
+    if report is not None:
+        from genprint.evaluation.report import write_report
+
+        try:
+            write_report(run, report, perturbations=perturbed or None,
+                         title=f"{attributor.method} on {subject} ({model.name})")
+        except Exception as exc:  # noqa: BLE001 - a plotting failure; the figures are kept
+            kept = [str(p) for p in (results, json_path) if p and str(p) != "-"]
+            console.print(f"[red]error:[/red] the report could not be written: "
+                          f"{esc(type(exc).__name__)}: {esc(str(exc))}"
+                          + (f" (the figures were written: {esc(', '.join(kept))})"
+                             if kept else ""))
+            raise typer.Exit(1) from None
+        console.print(f"report written to {esc(str(report))}")
 
 
 def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:

@@ -146,6 +146,18 @@ def _figure(width: float = 6.0, height: float = 4.2) -> Any:
     return Figure(figsize=(width, height), dpi=100, layout="constrained")
 
 
+PLOT_LABEL_CHARS = 28
+"""Source names longer than this are shortened in the plots (with "…"); tables keep them whole."""
+
+
+def _plot_label(name: str) -> str:
+    """``name`` as a plot shows it: printable, at most :data:`PLOT_LABEL_CHARS` characters."""
+    from genprint.results import printable
+
+    text = printable(str(name))
+    return text if len(text) <= PLOT_LABEL_CHARS else text[: PLOT_LABEL_CHARS - 1] + "…"
+
+
 def _table(key: str, header: list[str], rows: list[tuple[str, list[str], str]]) -> str:
     """``rows``: (row header, cells, css class of the row)."""
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
@@ -208,8 +220,10 @@ def _confusion(d: _Data) -> str:
     fig = _figure(1.6 + 0.45 * len(cols), 1.4 + 0.4 * len(rows_names))
     ax = fig.add_subplot()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(cols)), cols, rotation=60, ha="right")
-    ax.set_yticks(range(len(rows_names)), [r[0] for r in rows])
+    ax.set_xticks(range(len(cols)), [_plot_label(c) for c in cols], rotation=60, ha="right")
+    ax.set_yticks(range(len(rows_names)),
+                  [_plot_label(n) + ("" if k < len(d.classes) else " (unknown)")
+                   for k, n in enumerate(rows_names)])
     if matrix.size <= 600:
         for (i, j), v in np.ndenumerate(matrix):
             if v:
@@ -333,7 +347,7 @@ def _embedding_map(d: _Data) -> str:
         is_unknown = not known[sel].all()
         ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k % cmap.N),
                    marker="x" if is_unknown else "o", alpha=0.8,
-                   label=f"{name} (unknown)" if is_unknown else name)
+                   label=f"{_plot_label(name)} (unknown)" if is_unknown else _plot_label(name))
     ax.set(xlabel=axes[0], ylabel=axes[1])
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return "".join([*out, _img("embedding", fig, "2-D map of per-image embeddings by source",
@@ -372,7 +386,7 @@ def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] 
         vals = [m.get(key) for m in conditions.values()]
         vals = [np.nan if v is None else float(v) for v in vals]
         ax.bar(pos + (k - 1) * 0.27, vals, width=0.27, label=label)
-    ax.set_xticks(pos, list(conditions), rotation=30, ha="right")
+    ax.set_xticks(pos, [_plot_label(c) for c in conditions], rotation=30, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="metric")
     ax.legend(fontsize=8, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     out.append(_img("perturbations", fig, "metrics under each perturbation",
@@ -393,8 +407,21 @@ def write_report(
     ``perturbations`` maps a condition name to its metrics (as returned by
     :func:`genprint.evaluation.evaluate.evaluate_conditions`). Degenerate runs (no unknown test
     images, nothing attributed) give explanatory notes in place of the plots that need the
-    missing data.
+    missing data. Names are drawn as plain text in the plots (a ``$`` in a source name is not
+    read as mathematics) and shortened there beyond :data:`PLOT_LABEL_CHARS` characters.
     """
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        page = _page(run, perturbations, title)
+    out = Path(path)
+    with atomic_file(out) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return out
+
+
+def _page(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] | None,
+          title: str) -> str:
     d = _data(run)
     m = run.metrics
     sections = [
@@ -410,7 +437,4 @@ def write_report(
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             + "\n".join(sections) + "\n</body></html>\n")
-    out = Path(path)
-    with atomic_file(out) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return out
+    return page

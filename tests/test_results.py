@@ -109,3 +109,30 @@ def test_results_of_an_older_genprint_without_newer_columns_still_read(tmp_path:
     [row] = read_results(old)
     assert row.seen_in_training is None and row.label == "x" and row.scores == {"x": -0.1,
                                                                                  "y": -0.9}
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".json", ".parquet"])
+def test_text_a_spreadsheet_would_run_is_not_a_formula_in_csv(tmp_path: Path,
+                                                              suffix: str) -> None:
+    """A file or source named like a formula (``=HYPERLINK(...)``, ``+cmd|...``, ``@SUM``,
+    ``-2+3``) is written to CSV with a leading ``'`` and read back exactly; numbers (negative
+    scores) and the other formats are unchanged."""
+    from genprint.results import read_results
+
+    if suffix == ".parquet":
+        pytest.importorskip("pyarrow")
+    names = ['=HYPERLINK("http://x","y").png', "+cmd|calc!A1", "@SUM(1+1)", "-2+3.png",
+             "\tt.png", "'quoted.png", "''two.png", "plain.png"]
+    rows = [Attribution(n, label="=evil", candidate="=evil", score=-0.25, threshold=-0.5,
+                        is_unknown=False, scores={"=evil": -0.25}) for n in names]
+    out = write_results(rows, tmp_path / f"r{suffix}")
+    assert read_results(out) == rows
+    if suffix != ".csv":
+        return
+    with out.open(newline="", encoding="utf-8") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["path"] for r in table] == ["'" + n for n in names[:-1]] + ["plain.png"]
+    assert {r["label"] for r in table} == {"'=evil"} and {r["score"] for r in table} == {"-0.25"}
+    for row in table:
+        for key, cell in row.items():
+            assert not cell.startswith(("=", "+", "@", "\t")), (key, cell)

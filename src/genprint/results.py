@@ -88,6 +88,27 @@ def printable(value: Any) -> Any:
     return value
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+"""A CSV text cell starting with one of these gets a ``'`` in front (:func:`csv_cell`)."""
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV results file holds it. Text a spreadsheet would run as a formula (it
+    starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return: a file named
+    ``=HYPERLINK(...).png``, a source name of the user's) gets a ``'`` in front, which
+    spreadsheets read as "text, not a formula" and do not show; text starting with ``'`` gets
+    one too, so that :func:`csv_text` gives every value back exactly. Numbers are kept as they
+    are. JSON and Parquet files hold the text unchanged."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def csv_text(value: str) -> str:
+    """The text a CSV results cell stands for: the inverse of :func:`csv_cell`."""
+    return value.removeprefix("'")
+
+
 def json_ready(obj: Any) -> Any:
     """``obj`` with NaN / inf (not valid JSON) replaced by ``None`` and file-name bytes that are
     not UTF-8 written as ``\\xNN`` (as in CSV, Parquet and tables), in nested dicts and lists."""
@@ -170,7 +191,8 @@ def read_results(path: str | os.PathLike[str]) -> list[Attribution]:
                                                                           or ()):
                     raise ValueError(f"{src}: not a genprint results file (its columns are not "
                                      "attribute's)")
-                return [from_flat_row(r) for r in reader]
+                return [from_flat_row({k: csv_text(v) if isinstance(v, str) else v
+                                       for k, v in r.items()}) for r in reader]
         elif kind == ".parquet":
             import pyarrow.parquet as pq
 
@@ -266,8 +288,8 @@ class TableWriter:
     def write(self, flat_row: dict[str, Any], json_row: Any) -> None:
         """Add one row (``flat_row`` for CSV / Parquet, ``json_row`` for JSON)."""
         if self.kind == ".csv":
-            self._csv.writerow({k: "" if flat_row.get(k) is None else printable(flat_row.get(k))
-                                for k in self.names})
+            self._csv.writerow({k: "" if flat_row.get(k) is None
+                                else csv_cell(printable(flat_row.get(k))) for k in self.names})
         elif self.kind == ".json":
             from genprint.cli.output import to_json
 

@@ -243,6 +243,50 @@ def test_exif_orientation_is_reported_but_not_applied() -> None:
     np.testing.assert_array_equal(pixels, arr)  # stored grid, not rotated
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("compression", [None, "tiff_lzw"])
+def test_a_tiff_is_analysed_on_its_stored_grid_whatever_its_orientation(
+        orientation: int, compression: str | None) -> None:
+    """Pillow's TIFF decoder rotates or mirrors the image by its orientation tag while loading;
+    that is undone, so a TIFF is read like a JPEG: as stored, with the orientation noted."""
+    stored = np.random.default_rng(orientation).integers(0, 256, (20, 12, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="TIFF", exif=exif, compression=compression)
+    pixels, info = decode_image(buf.getvalue())
+    assert np.array_equal(pixels, stored) and info.exif_orientation == orientation
+    assert bool(info.notes) == (orientation != 1)
+
+
+def test_deep_samples_pillow_would_misread_are_refused() -> None:
+    """Two files Pillow decodes without an error into wrong values: a 16-bit TIFF stored plane
+    by plane, uncompressed (garbage), and a JPEG 2000 colour image of more than 8 bits (white
+    wrapped to black). Both are refused; their 8-bit forms read exactly."""
+    tifffile = pytest.importorskip("tifffile")
+    rgb16 = np.random.default_rng(0).integers(0, 65536, (3, 16, 12), dtype=np.uint16)
+    for planes, code in ((rgb16, "unsupported_format"), ((rgb16 >> 8).astype(np.uint8), None)):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, planes, planarconfig="separate", photometric="rgb")
+        if code:
+            with pytest.raises(ImageError, match="plane by plane") as err:
+                decode_image(buf.getvalue())
+            assert err.value.code == code
+        else:
+            assert np.array_equal(decode_image(buf.getvalue())[0], planes.transpose(1, 2, 0))
+    rgb8 = np.random.default_rng(1).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb8).save(buf, format="JPEG2000", irreversible=False)
+    data = bytearray(buf.getvalue())
+    assert np.array_equal(decode_image(bytes(data))[0], rgb8)  # lossless, 8 bits: exact
+    siz = data.find(b"\xff\x4f\xff\x51") + 4 + 38
+    for k in range(3):  # the same file declaring 16 bits per component
+        data[siz + 3 * k] = 15
+    with pytest.raises(ImageError, match="16 bits per component") as err:
+        decode_image(bytes(data))
+    assert err.value.code == "unsupported_format"
+
+
 def test_missing_file_and_directory_give_reasons(tmp_path: Path) -> None:
     with pytest.raises(ImageError) as err:
         read_image(tmp_path / "nope.png")

@@ -4,7 +4,8 @@ Rules (also in the README):
 
 * The file's bytes are read once and decoded with Pillow. Pixels are **never resampled**.
 * Pixel analysis uses the stored pixel grid: the EXIF orientation tag is **ignored** (it is
-  reported in :class:`ImageInfo` so a viewer can rotate for display).
+  reported in :class:`ImageInfo` so a viewer can rotate for display). Pillow's TIFF decoder
+  applies a TIFF's orientation while loading; that lossless transpose is undone.
 * Conversion to 8-bit RGB, by stored mode:
 
   - ``RGB``: unchanged. ``L`` / ``1`` (grey, bilevel): the grey value is copied to R, G and B
@@ -13,8 +14,8 @@ Rules (also in the README):
   - ``RGBA`` / ``LA`` / ``La`` / ``RGBa``: the alpha channel is **dropped**, colour values are kept as
     stored (no compositing on a background, which would change the pixels).
   - ``I;16*`` and ``I`` (16-bit and 32-bit integer grey, e.g. 16-bit PNG): values are taken to
-    span 0..65535 and mapped to 0..255 by ``round(v / 257)``; a 32-bit image with values outside
-    0..65535 is refused (its range is not defined).
+    span 0..65535 and mapped to 0..255 by their high byte, ``v >> 8``; a 32-bit image with
+    values outside 0..65535 is refused (its range is not defined).
   - 16-bit RGB(A) PNGs are delivered by Pillow as 8-bit RGB (their high bytes, ``v >> 8``).
   - ``CMYK``: Pillow's conversion (R = 255 − C − K, clipped; Adobe-inverted JPEGs are undone by
     Pillow's decoder). ``YCbCr``, ``LAB``, ``HSV``: Pillow's conversion to RGB.
@@ -300,6 +301,57 @@ def _check_png_data(data: bytes) -> None:
                                       "header declares (missing rows would be filled in)")
 
 
+def _deep_samples_misread(img: Image.Image, data: bytes) -> str | None:
+    """Why Pillow would deliver wrong values for this file's samples of more than 8 bits, or
+    None. Two cases were found where it decodes without an error:
+
+    * an uncompressed TIFF with 16-bit samples stored plane by plane (PlanarConfiguration 2):
+      Pillow reads each plane with an 8-bit raw mode, so the values are garbage;
+    * a JPEG 2000 colour image with more than 8 bits per component: Pillow delivers 8-bit RGB
+      in which the brightest values wrap round to black.
+    """
+    if img.format == "TIFF":
+        tags = getattr(img, "tag_v2", {})
+        bits = tags.get(258)
+        bits = max(bits) if isinstance(bits, tuple) and bits else bits
+        if (isinstance(bits, int) and bits > 8 and tags.get(284) == 2
+                and any(t[0] == "raw" for t in img.tile)):
+            return (f"uncompressed TIFF with {bits}-bit samples stored plane by plane "
+                    "(PlanarConfiguration 2), which Pillow cannot read correctly; save it "
+                    "interleaved (contiguous) or compressed (e.g. deflate)")
+    elif img.format == "JPEG2000" and not img.mode.startswith("I"):
+        start = data.find(b"\xff\x4f\xff\x51")  # codestream start, then its SIZ segment
+        if start >= 0:
+            csiz_at = start + 4 + 36
+            n = int.from_bytes(data[csiz_at : csiz_at + 2], "big")
+            depths = [(data[csiz_at + 2 + 3 * k] & 0x7F) + 1
+                      for k in range(n) if csiz_at + 2 + 3 * k < len(data)]
+            if depths and max(depths) > 8:
+                return (f"JPEG 2000 {img.mode} image with {max(depths)} bits per component, "
+                        "which Pillow delivers as 8 bits with its brightest values wrapped round "
+                        "to black; convert it to a 16-bit PNG or TIFF")
+    return None
+
+
+_UNDO_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270,
+}
+"""The transpose that undoes what Pillow's ``exif_transpose`` does for each orientation."""
+
+
+def _tiff_orientation(img: Image.Image) -> int | None:
+    """A TIFF's orientation tag before loading: Pillow's TIFF decoder applies it while loading
+    (and deletes the tag), which :func:`_decode` undoes so that TIFFs, like every other format,
+    are analysed on their stored grid."""
+    try:
+        value = img.tag_v2.get(0x0112)  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - broken tags must not stop pixel analysis
+        return None
+    return int(value) if isinstance(value, int) else None
+
+
 def _exif_orientation(img: Image.Image) -> int | None:
     try:
         value = img.getexif().get(0x0112)
@@ -375,8 +427,12 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 f"{what} to analyse, or take the first (`--first-frame` where a command offers "
                 "it, animated='first' in Python)",
             )
+        misread = _deep_samples_misread(img, data)
+        if misread:
+            raise ImageError("unsupported_format", misread)
         deep = ";16" in str(img.tile)  # 16-bit samples, which Pillow reads as 8-bit RGB
         orientation = _exif_orientation(img)  # (for a PNG, this may decode it already)
+        tiff_orientation = _tiff_orientation(img) if img.format == "TIFF" else None
         try:
             img.seek(0)
             _load_strictly(img)
@@ -388,6 +444,9 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 raise ImageError("truncated", "file is truncated" + (glue + detail if detail
                                                                      else "")) from None
             raise ImageError("corrupt", f"cannot decode image data: {message}") from None
+        if (tiff_orientation in _UNDO_ORIENTATION
+                and 0x0112 not in img.tag_v2):  # type: ignore[attr-defined]
+            img = img.transpose(_UNDO_ORIENTATION[tiff_orientation])  # back to the stored grid
         pixels, notes = _to_rgb8(img, deep)
         if orientation not in (None, 1):
             notes.append(f"EXIF orientation {orientation} not applied: the pixels are analysed "

@@ -196,6 +196,27 @@ def test_compare_table_json_and_markdown(world: dict[str, Path], tmp_path: Path)
     assert out.exit_code == 2
 
 
+def test_compare_skips_a_model_that_knows_none_of_the_bench_sources(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    """Every source renamed: compare used to print a row of n/a and exit 0."""
+    import shutil
+
+    bench = tmp_path / "other"
+    shutil.copytree(world["bench"], bench)
+    with open(bench / "manifest.csv", newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        row["source"] = "x-" + row["source"]
+    with open(bench / "manifest.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    protocols = {"all": {k: ["x-" + s for s in v] for k, v in PROTOCOLS["all"].items()}}
+    (bench / "protocols.json").write_text(json.dumps(protocols), encoding="utf-8")
+    out = runner.invoke(app, ["compare", str(world["all"]), "--bench", str(bench)])
+    assert out.exit_code == 2 and "none of the test images" in _flat(out.output)
+
+
 def test_a_perturbation_that_changes_nothing_is_reported(world: dict[str, Path]) -> None:
     import genprint
 
@@ -394,6 +415,19 @@ def test_eval_bench_notes_test_rows_outside_the_protocol(world: dict[str, Path],
     assert "left out" not in out.output and json.loads(out.stdout)["n_unknown_test"] == 4
 
 
+def test_eval_takes_the_protocol_the_model_was_trained_for_and_refuses_another(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    """A model trained for protocol P is evaluated on P when --protocol is left out, and
+    refused under another protocol's name (its figures would be P's, labelled otherwise)."""
+    out = runner.invoke(app, ["eval", str(world["pair"]), "--bench", str(world["bench"]),
+                              "--json", "-"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["protocol"] == "pair"
+    out = runner.invoke(app, ["eval", str(world["pair"]), "--bench", str(world["bench"]),
+                              "--protocol", "all"])
+    assert out.exit_code == 2 and "trained for protocol 'pair'" in _flat(out.output)
+
+
 def test_eval_bench_refuses_a_model_trained_for_other_sources(world: dict[str, Path],
                                                               tmp_path: Path) -> None:
     import shutil
@@ -477,6 +511,29 @@ def test_a_uniform_test_image_is_counted_as_left_out_in_every_condition(
     assert row["error_code"] == "no_content" and row["path"].endswith(flat.name)
     assert run.metrics["n_unknown_test"] == 3
     assert conditions["jpeg75"]["n_unknown_test"] == 3  # the same images in every condition
+
+
+def test_images_a_perturbation_leaves_without_content_are_warned_about(
+        world: dict[str, Path]) -> None:
+    """evaluate_conditions silenced every warning of the perturbed runs, this one too: the
+    condition's figures were computed on fewer images without a word."""
+    import genprint
+    from genprint.evaluation import perturb
+
+    def flat_half(image: np.ndarray, seed: int, min_size: int) -> np.ndarray:
+        return np.zeros_like(image) if seed % 2 else image.copy()
+
+    perturb.PERTURBATIONS.add("flat-half", flat_half, description="half made one colour")
+    request_cleanup = perturb.PERTURBATIONS.remove
+    model = genprint.load(world["all"])
+    try:
+        with pytest.warns(UserWarning, match=r"flat-half: \d+ test image\(s\) could not be "
+                                             r"attributed once perturbed") as caught:
+            _, conditions = evaluate_conditions(model, world["bench"], "all", ["flat-half"])
+    finally:
+        request_cleanup("flat-half")
+    lost = conditions["flat-half"]["n_left_out_by_perturbation"]
+    assert lost > 0 and any(f"{lost} test image" in str(w.message) for w in caught)
 
 
 def test_eval_data_with_links_copies_and_a_link_loop(world: dict[str, Path],

@@ -118,7 +118,7 @@ def compare_cmd(
         if not targets:
             console.print(f"[yellow]skipped[/yellow] {esc(str(path))}: trained for protocol "
                           f"{trained_on!r}, not among {', '.join(wanted)}" if trained_on else
-                          f"[yellow]skipped[/yellow] {path}: it knows sources that every "
+                          f"[yellow]skipped[/yellow] {esc(str(path))}: it knows sources that every "
                           "requested protocol treats as unknown")
         for name in targets:
             with warnings_as_notes(), console.status(f"evaluating {path} on protocol {name}"):
@@ -128,6 +128,11 @@ def compare_cmd(
                     console.print(f"[red]error:[/red] {esc(str(path))} on {esc(str(name))}: "
                                   f"{esc(str(exc))}")
                     raise typer.Exit(2) from None
+            if not run.metrics.get("n_known_test"):
+                console.print(f"[yellow]skipped[/yellow] {esc(str(path))} on protocol "
+                              f"{esc(str(name))}: none of the test images is of a source the "
+                              "model knows (a model of another benchmark?)")
+                continue
             rows.append({"model": str(path), **run.metrics})
     if not rows:
         console.print("[red]error:[/red] no model could be evaluated on the requested protocols")

@@ -44,8 +44,9 @@ def evaluate_cmd(
              "when it has splits, else every image; sources the model was not trained on "
              "(and the label 'unknown') count as unknown.")] = None,
     protocol: Annotated[str | None, typer.Option(
-        help="Protocol of --bench to evaluate (seed, architecture, family, all; default: "
-             "all).")] = None,
+        help="Protocol of --bench to evaluate (seed, architecture, family, all; default: the "
+             "one the model was trained for, else all). A model trained for another protocol "
+             "is refused.")] = None,
     json_path: Annotated[str | None, typer.Option("--json", help="Write metrics as JSON to this "
                                                                  "file ('-' for stdout).")] = None,
     perturb: Annotated[list[str] | None, typer.Option(
@@ -112,6 +113,19 @@ def evaluate_cmd(
     except ModelFormatError as exc:
         console.print(f"[red]error:[/red] {esc(str(exc))}")
         raise typer.Exit(2) from None
+    trained_for = getattr(attributor, "training_info_", {}).get("protocol")
+    if (bench is not None and isinstance(trained_for, str) and trained_for
+            and trained_for in _bench_protocols(bench)):
+        if protocol is None:
+            protocol = trained_for  # the protocol it was trained for, not always 'all'
+        elif protocol != trained_for:
+            console.print(f"[red]error:[/red] {esc(str(model))} was trained for protocol "
+                          f"{esc(repr(trained_for))}: its known and unknown sources are that "
+                          f"protocol's, so figures under the name {esc(repr(protocol))} would "
+                          f"be another protocol's. Evaluate it with --protocol "
+                          f"{esc(trained_for)} (or leave --protocol out), or train a model on "
+                          f"protocol {esc(repr(protocol))}")
+            raise typer.Exit(2)
     target: Any = bench
     root: Path | None = None
     subject = f"protocol {protocol or 'all'}"
@@ -198,6 +212,18 @@ def evaluate_cmd(
                              if kept else ""))
             raise typer.Exit(1) from None
         console.print(f"report written to {esc(str(report))}")
+
+
+def _bench_protocols(bench: Path) -> list[str]:
+    """The protocols a benchmark folder defines ([] if it cannot be read: the evaluation then
+    says why)."""
+    from genprint.io.sources import ManifestError
+    from genprint.world.protocols import read_protocols
+
+    try:
+        return list(read_protocols(bench))
+    except (ManifestError, OSError, ValueError):
+        return []
 
 
 def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:

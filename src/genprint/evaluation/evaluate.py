@@ -730,5 +730,11 @@ def evaluate_conditions(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # undefined metrics were already warned about
             cond = _run(attributor, test, protocol, name, batch_size, on_progress, embed=False)
+        lost = cond.metrics.get("n_left_out_by_perturbation")
+        if lost:  # (its own warning was silenced with the others): this one is new
+            first = next(r.error for r in cond.results if not r.ok)
+            warnings.warn(f"{name}: {lost} test image(s) could not be attributed once perturbed "
+                          f"({first}); the figures of this condition leave them out, so they "
+                          "are not comparable with the clean run's", stacklevel=2)
         conditions[name] = cond.metrics
     return run, conditions

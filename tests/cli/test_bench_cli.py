@@ -27,3 +27,23 @@ def test_random_cameras_are_refused_for_the_attribution_task(tmp_path):
     assert res.exit_code == 2
     assert "camera task" in res.output
     assert not (tmp_path / "b").exists()
+
+
+def test_options_and_outputs_that_cannot_work_are_refused_before_any_image(tmp_path):
+    """These gave tracebacks (an unknown generator after the real images were rendered, a file
+    above the output) or were accepted and silently clamped (JPEG quality 500)."""
+    (tmp_path / "file").write_text("x")
+    cases = [
+        (["--generator", "nope"], "not in the zoo"),
+        (["--per-class", "-5"], "--per-class"),
+        (["--format", "jpeg", "--jpeg-quality", "500"], "--jpeg-quality"),
+        (["--size", "0"], "--size"),
+    ]
+    for extra, message in cases:
+        res = runner.invoke(app, ["bench", "build", str(tmp_path / "b"), *extra],
+                            env={"COLUMNS": "200"})
+        assert res.exit_code == 2 and message in res.output, (extra, res.output)
+    for out in (tmp_path / "file", tmp_path / "file" / "b"):
+        res = runner.invoke(app, ["bench", "build", str(out)], env={"COLUMNS": "200"})
+        assert res.exit_code == 2 and "file" in res.output, res.output
+    assert not (tmp_path / "b").exists()

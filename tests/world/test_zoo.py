@@ -72,6 +72,12 @@ def test_training_is_deterministic_and_resumes_exactly(tmp_path, name):
     resumed = train_generator(spec, tmp_path / "b", tmp_path / "wb", data=data, ckpt_every=2)
     assert straight["sha256"] == resumed["sha256"]
     assert straight["training_steps"] == spec.steps + spec.ae_steps
+    # the card says what a rebuild must match: the training pixels, the command, the libraries
+    import hashlib
+
+    assert straight["training_data_sha256"] == hashlib.sha256(data.numpy().tobytes()).hexdigest()
+    assert straight["command"] == f"genprint zoo train {name} --threads 1"
+    assert {"genprint_version", "torch", "numpy"} <= set(straight["created"])
 
 
 def test_tampered_weights_are_refused(tiny_zoo):

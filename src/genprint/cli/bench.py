@@ -18,12 +18,18 @@ app.add_typer(bench_app, name="bench")
 def build(
     out: Annotated[Path, typer.Argument(help="Folder to write (images, manifest.csv, "
                                              "protocols.json).")],
-    per_class: Annotated[int, typer.Option(help="Images per source (split 60/20/20).")] = 200,
-    seed: Annotated[int, typer.Option(help="Seed: same seed, byte-identical benchmark.")] = 0,
-    size: Annotated[int, typer.Option(help="Image side in pixels (the zoo makes 32).")] = 32,
+    per_class: Annotated[int, typer.Option(min=1, help="Images per source (split "
+                                                       "60/20/20).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed, zoo weights, libraries and "
+                                           "torch thread count give a byte-identical "
+                                           "benchmark (other thread counts can move a few "
+                                           "generated pixels by one level).")] = 0,
+    size: Annotated[int, typer.Option(min=8, help="Image side in pixels (the zoo makes "
+                                                  "32).")] = 32,
     format: Annotated[str, typer.Option(help="png (lossless) or jpeg; the same for real and "
                                              "generated images.")] = "png",
-    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality when --format jpeg.")] = 90,
+    jpeg_quality: Annotated[int, typer.Option(min=1, max=100, help="JPEG quality when --format "
+                                                                   "jpeg.")] = 90,
     task: Annotated[str, typer.Option(help="attribution (real + zoo generators) or camera "
                                            "(camera-model identification).")] = "attribution",
     generator: Annotated[list[str] | None, typer.Option(help="Use only these zoo generators "
@@ -42,6 +48,17 @@ def build(
         raise typer.BadParameter("must be png or jpeg", param_hint="--format")
     if task not in ("attribution", "camera"):
         raise typer.BadParameter("must be attribution or camera", param_hint="--task")
+    if generator:
+        from genprint.world import zoo
+
+        unknown = [g for g in generator if g not in zoo.ZOO.names()]
+        if unknown:
+            raise typer.BadParameter(f"{', '.join(unknown)}: not in the zoo (genprint zoo list "
+                                     "--all)", param_hint="--generator")
+    if out.exists() and not out.is_dir():
+        raise typer.BadParameter(f"{out} is a file; give a folder", param_hint="OUT")
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise typer.BadParameter(f"{out}: a folder above it is a file", param_hint="OUT")
     settings = BenchSettings(task=task, per_class=per_class, seed=seed, size=size,  # type: ignore[arg-type]
                              format=format, jpeg_quality=jpeg_quality,  # type: ignore[arg-type]
                              generators=tuple(generator) if generator else None,

@@ -33,11 +33,18 @@ def list_(
     from genprint.world import zoo
     from genprint.world.zoo.store import find_card, sha256_file
 
-    cards = zoo.list_generators(trained_only=not all_)
+    try:
+        cards = zoo.list_generators(trained_only=not all_)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {esc(str(exc))}")
+        raise typer.Exit(2) from None
     for card in cards:
         path = find_card(card["name"])
         if path is not None:
-            card["sha256_ok"] = sha256_file(path.parent / card["file"]) == card["sha256"]
+            try:
+                card["sha256_ok"] = sha256_file(path.parent / card["file"]) == card["sha256"]
+            except (OSError, KeyError):  # weights missing or the card names none
+                card["sha256_ok"] = "weights missing"
     if json_out:
         print_json(cards)
         return
@@ -65,8 +72,8 @@ def train(
                                                   "in a source checkout.")] = None,
     work: Annotated[Path, typer.Option(help="Checkpoints (training resumes from them).")] =
         Path(".genprint-work/zoo"),
-    threads: Annotated[int, typer.Option(help="Torch threads (results are reproducible for a "
-                                              "given thread count).")] = 1,
+    threads: Annotated[int, typer.Option(min=1, help="Torch threads (results are reproducible "
+                                                     "for a given thread count).")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print the resulting cards as JSON.")] = False,
 ) -> None:
     """Train zoo generators on the simulated cameras (deterministic, resumable)."""
@@ -88,6 +95,11 @@ def train(
                           "GENPRINT_ZOO_DIR. Nothing is written into the installed package.")
             raise typer.Exit(2)
         out = Path(os.environ["GENPRINT_ZOO_DIR"])
+    for folder, option in ((out, "--out"), (work, "--work")):
+        if folder.exists() and not folder.is_dir():
+            console.print(f"[red]error:[/red] {option} {esc(str(folder))} is a file; give a "
+                          "folder")
+            raise typer.Exit(2)
     cards = []
     for spec in specs:
         with progress_bar(disable=json_out or not console.is_terminal) as bar:
@@ -112,7 +124,7 @@ def train(
 def sample(
     name: Annotated[str, typer.Argument(help="Zoo generator.")],
     out: Annotated[Path, typer.Option(help="Folder for the PNG samples.")],
-    n: Annotated[int, typer.Option("--n", help="Number of images.")] = 16,
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images.")] = 16,
     seed: Annotated[int, typer.Option(help="Latent seed.")] = 0,
     json_out: Annotated[bool, typer.Option("--json", help="Print the files written as JSON.")
                         ] = False,
@@ -159,8 +171,8 @@ KNOWN_LIMITS = [
 @zoo_app.command("sheet")
 def sheet(
     out: Annotated[Path, typer.Option(help="Folder for the contact sheets.")] = Path("docs/zoo"),
-    n: Annotated[int, typer.Option("--n", help="Samples per sheet.")] = 32,
-    zoom: Annotated[int, typer.Option(help="Nearest-neighbour zoom for viewing.")] = 3,
+    n: Annotated[int, typer.Option("--n", min=1, help="Samples per sheet.")] = 32,
+    zoom: Annotated[int, typer.Option(min=1, help="Nearest-neighbour zoom for viewing.")] = 3,
     json_out: Annotated[bool, typer.Option("--json", help="Print the files written as JSON.")
                         ] = False,
 ) -> None:
@@ -168,6 +180,9 @@ def sheet(
     from genprint.world import zoo
     from genprint.world.contact_sheet import write_contact_sheet
 
+    if out.exists() and not out.is_dir():
+        console.print(f"[red]error:[/red] --out {esc(str(out))} is a file; give a folder")
+        raise typer.Exit(2)
     out.mkdir(parents=True, exist_ok=True)
     cards = zoo.list_generators()
     intro = ("Written by `genprint zoo sheet`. Each sheet: samples of the generator (left) beside "

@@ -117,7 +117,7 @@ def creation_info() -> dict[str, Any]:
     return info
 
 
-PROVENANCE_PACKAGES = ("pillow", "scikit-learn", "pytorch-metric-learning", "faiss-cpu",
+PROVENANCE_PACKAGES = ("pillow", "colour-demosaicing", "scikit-learn", "pytorch-metric-learning", "faiss-cpu",
                        "safetensors", "onnxruntime", "open-clip-torch", "transformers")
 """Installed packages whose versions every card records (those not installed are left out)."""
 

@@ -88,7 +88,13 @@ def find_card(name: str) -> Path | None:
 
 
 def read_card(path: Path) -> dict[str, Any]:
-    card = json.loads(Path(path).read_text())
+    """A zoo model card; ``ValueError`` naming the file if it is not one."""
+    try:
+        card = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not a readable zoo card ({exc})") from None
+    if not isinstance(card, dict):
+        raise ValueError(f"{path}: not a zoo card (JSON {type(card).__name__})")  # noqa: TRY004
     if card.get("card_version", 0) > CARD_VERSION:
         raise ValueError(f"{path}: zoo card version {card['card_version']} is newer than this "
                          "genprint understands; upgrade genprint")

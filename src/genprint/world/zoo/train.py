@@ -18,6 +18,7 @@ Objectives:
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import time
@@ -244,10 +245,18 @@ def train_generator(
             _save_atomic(trainer.state_dict(), ckpt)
     _save_atomic(trainer.state_dict(), ckpt)
     gen = trainer.final_generator()
+    from genprint.storage.model_dir import creation_info
+
+    pixels = data.detach().cpu().contiguous().numpy()
     info = {"training_steps": trainer.total_steps(), "train_seconds": round(trainer.seconds, 1),
             "train_threads": threads, "final_loss": loss,
             "training_data": f"{len(data)} camera images (training cameras), seed "
-                             f"{TRAIN_DATA_SEED}"}
+                             f"{TRAIN_DATA_SEED}",
+            # what a rebuild must match: the same training pixels and, for the same weights,
+            # the same libraries (the cameras' demosaicing and JPEG come from them)
+            "training_data_sha256": hashlib.sha256(pixels.tobytes()).hexdigest(),
+            "command": f"genprint zoo train {spec.name} --threads {threads}",
+            "created": creation_info()}
     card = write_generator(gen, out_dir, info)
     (work / "card.json").write_text(json.dumps(card, indent=2))
     return card

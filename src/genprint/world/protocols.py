@@ -31,8 +31,11 @@ PROTOCOL_UNKNOWNS: dict[str, tuple[str, ...]] = {
     "architecture": ("gan-bilinear-s0", "vae-nearest-s0"),
     "family": ("ddim-pixel-s0", "ddim-pixel-s1"),
 }
-"""Unknown generators per protocol (``all`` is their union). Chosen so that every unknown
-generator differs from every known one in exactly the way the protocol names."""
+"""Unknown generators per protocol (``all`` is their union). ``seed``'s differ from a known
+generator by training seed only and ``family``'s by family; ``architecture``'s by architecture
+within a known family, though their upsampling stacks are known generators' (vae-nearest-s0's
+decoder has gan-nearest-s0's layers, gan-bilinear-s0's upsampling is ldm-bilinear-s0's): see
+the README's "Known limits of the world"."""
 
 
 @dataclass(frozen=True)

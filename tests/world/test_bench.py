@@ -93,3 +93,59 @@ def test_camera_task_with_random_cameras(tmp_path):
 def test_existing_folder_is_not_overwritten_silently(bench):
     with pytest.raises(FileExistsError):
         build_bench(bench, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO))
+
+
+def test_a_changed_manifest_or_protocols_file_is_refused_on_read(bench):
+    """bench.json records the two files' sha256 and the held-out cameras; a protocol read
+    checks them (before, an edited manifest moving held-out photographs into training was
+    trained and evaluated on without a word)."""
+    from genprint.io.sources import ManifestError
+
+    info = json.loads((bench / "bench.json").read_text())
+    assert info["held_out_cameras"] == camera_names(held_out=True)
+    protocol_view(bench, "all")  # as built: fine
+    manifest = (bench / "manifest.csv").read_text()
+    rows = _rows(bench)
+    held = next(r for r in rows if r["origin"] in info["held_out_cameras"])
+    (bench / "manifest.csv").write_text(manifest.replace(
+        f"{held['path']},real,test,", f"{held['path']},real,train,"))
+    with pytest.raises(ManifestError, match="changed since the benchmark was built"):
+        protocol_view(bench, "all")
+    (bench / "bench.json").write_text(json.dumps({**info, "manifest_sha256": None}))
+    with pytest.raises(ManifestError, match="held-out camera"):
+        protocol_view(bench, "all")
+    (bench / "manifest.csv").write_text(manifest)
+    protocols = json.loads((bench / "protocols.json").read_text())
+    protocols["seed"]["unknown"] = protocols["seed"]["unknown"][:1]
+    (bench / "protocols.json").write_text(json.dumps(protocols))
+    with pytest.raises(ManifestError, match="protocols.json has changed"):
+        protocol_view(bench, "seed")
+    (bench / "bench.json").unlink()  # laid out by hand: nothing recorded, nothing checked
+    assert protocol_view(bench, "seed").protocol.unknown == tuple(protocols["seed"]["unknown"])
+
+
+def test_overwriting_moves_the_old_benchmark_aside_before_swapping(bench, monkeypatch):
+    """An interrupt between deleting the old folder and renaming the new one used to leave a
+    half-deleted benchmark that still read as one; now the old one is moved aside whole, and
+    back if the new one cannot take its place."""
+    import os
+
+    from genprint.world import bench as bench_module
+
+    before = _digest(bench)
+    calls = []
+    real_replace = os.replace
+
+    def replace(src, dst):
+        calls.append((os.path.basename(src), os.path.basename(dst)))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(bench_module.os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        build_bench(bench, BenchSettings(per_class=10, seed=7, generators=TINY_ZOO),
+                    overwrite=True)
+    assert calls[0][0] == "bench" and calls[0][1].startswith(".bench.old-")
+    assert _digest(bench) == before  # the old one, whole
+    assert [p.name for p in bench.parent.iterdir() if p.name.startswith(".")] == []

@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -37,7 +38,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from genprint.storage.model_dir import check_output_dir
+from genprint.storage.model_dir import check_output_dir, sha256_file
 from genprint.world.protocols import REAL, make_protocols
 
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
@@ -165,11 +166,24 @@ def build_bench(
         (tmp / "protocols.json").write_text(json.dumps(protocols, indent=2, sort_keys=True) + "\n")
         info = asdict(settings)
         info["generators"] = list(settings.generators) if settings.generators else None
+        # checked whenever a protocol is read (world.protocols.check_built_bench)
+        info["manifest_sha256"] = sha256_file(tmp / "manifest.csv")
+        info["protocols_sha256"] = sha256_file(tmp / "protocols.json")
+        info["held_out_cameras"] = ([] if settings.task == "camera"
+                                    else cameras.camera_names(held_out=True))
         (tmp / "bench.json").write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
         os.chmod(tmp, 0o755)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        if target.exists():  # moved aside first: an interrupt never leaves half of the old one
+            old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(target, old)
+            try:
+                os.replace(tmp, target)
+            except BaseException:
+                os.replace(old, target)  # the old benchmark back, whole
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

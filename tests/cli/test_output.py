@@ -82,3 +82,9 @@ def test_help_reflows_docstrings_and_lists_commands_by_their_first_sentence() ->
     assert "leave-one-out" not in top.output  # only the first sentence is listed
     page = runner.invoke(app, ["enroll", "--help"], env={"COLUMNS": "200"})
     assert "leave-one-out self-check (3–30 images) says how many of the images" in page.output
+
+
+def test_a_name_with_a_newline_stays_on_one_line_of_a_table() -> None:
+    from genprint.cli.output import esc_one_line
+
+    assert esc_one_line("new\nline\t[red].png") == "new\\nline\\t\\[red].png"

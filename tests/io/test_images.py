@@ -259,6 +259,18 @@ def test_a_tiff_is_analysed_on_its_stored_grid_whatever_its_orientation(
     assert bool(info.notes) == (orientation != 1)
 
 
+def test_twelve_bit_colour_in_a_sixteen_bit_file_is_said_as_for_grey() -> None:
+    """Raw sensor values of 12 bits in a 16-bit RGB file become an almost black image of 16
+    levels: the note says so, as it does for grey."""
+    tifffile = pytest.importorskip("tifffile")
+    rgb12 = np.random.default_rng(2).integers(0, 4096, (16, 12, 3), dtype=np.uint16)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgb12, photometric="rgb")
+    pixels, info = decode_image(buf.getvalue())
+    assert np.array_equal(pixels, (rgb12 >> 8).astype(np.uint8))
+    assert "at most 12 bits used" in info.notes[0] and "16 level(s) remain" in info.notes[0]
+
+
 def test_deep_samples_pillow_would_misread_are_refused() -> None:
     """Two files Pillow decodes without an error into wrong values: a 16-bit TIFF stored plane
     by plane, uncompressed (garbage), and a JPEG 2000 colour image of more than 8 bits (white

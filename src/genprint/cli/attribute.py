@@ -12,6 +12,7 @@ from genprint.cli.app import Terminated, app
 from genprint.cli.output import (
     console,
     esc,
+    esc_one_line,
     partial_path,
     print_json,
     progress_bar,
@@ -308,7 +309,7 @@ def _print_table(results: list) -> None:
             cells += [""] if show_error else []
         else:
             cells = ["", "", "", "", *([""] if show_tiles else []), f"[red]{esc(r.error)}[/red]"]
-        table.add_row(esc(path), *cells)
+        table.add_row(esc_one_line(path), *cells)
     out = Console(emoji=False)
     if folder:
         out.print(f"paths relative to {esc(folder)}", soft_wrap=True)

@@ -41,6 +41,15 @@ def esc(text: str) -> str:
     return escape(printable(text))
 
 
+def esc_one_line(text: str) -> str:
+    """:func:`esc`, with control characters (a newline or tab in a file name) shown as escapes
+    (``\\n``, ``\\t``), so that one name stays on one line of a table."""
+    import re
+
+    shown = re.sub(r"[\x00-\x1f\x7f]", lambda m: repr(m.group())[1:-1], text)
+    return esc(shown)
+
+
 @contextmanager
 def warnings_as_notes() -> Iterator[None]:
     """Print the library's warnings raised inside the block as one-line notes on the console

@@ -186,8 +186,15 @@ def _to_rgb8(img: Image.Image, deep: bool = False) -> tuple[np.ndarray, list[str
     total = img.size[0] * img.size[1]
     if mode in ("RGB", "RGBA", "RGBX"):
         out, see_through = _strips_rgb8(img)
-        notes = (["16-bit colour values reduced to 8 bits (the high byte of each, by Pillow)"]
-                 if deep else [])
+        notes = []
+        if deep:
+            note = "16-bit colour values reduced to 8 bits (the high byte of each, by Pillow)"
+            top = int(out.max()) if out.size else 0
+            if top < 16:  # as for grey: values below 4096, at most 12 bits used
+                note += (f"; the high bytes reach only {top} (at most 12 bits used), so "
+                         f"{len(np.unique(out))} level(s) remain: scale the data to 16 bits, "
+                         "or save it as 8-bit, before analysing it")
+            notes.append(note)
         return out, notes + _alpha_note(see_through, total)
     if mode in ("L", "1"):
         grey = np.asarray(img.convert("L"), dtype=np.uint8)

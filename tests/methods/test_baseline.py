@@ -142,3 +142,22 @@ def test_a_hand_edited_card_is_refused_on_load(toy_sources: Path, tmp_path: Path
     rewrite_card(out / "card.json", card)  # NaN is written as the JSON extension NaN
     with pytest.raises(ModelFormatError, match=message):
         genprint.load(out)
+
+
+def test_a_nan_score_is_an_error_row_not_an_answer(toy_sources: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """NaN < threshold is False: a NaN score used to be accepted as a known source."""
+    model = _fit(toy_sources, ["alpha", "beta"])
+    rng = np.random.default_rng(5)
+    images = [textured(rng, 36, 40, 2) for _ in range(3)]
+    real_predict = model.predict_arrays
+
+    def predict(batch):  # type: ignore[no-untyped-def]
+        out = real_predict(batch)
+        out[1].scores = np.array([np.nan, *out[1].scores[1:]])
+        return out
+
+    monkeypatch.setattr(model, "predict_arrays", predict)
+    rows = model.attribute_arrays(images)
+    assert rows[1].error_code == "no_score" and "alpha" in rows[1].error and rows[1].label is None
+    assert rows[0].ok and rows[2].ok

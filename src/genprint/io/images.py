@@ -94,7 +94,7 @@ IMAGE_EXTENSIONS = frozenset(
 ERROR_CODES = (
     "not_found", "unreadable", "empty", "file_too_large", "not_an_image", "truncated", "corrupt",
     "animated", "too_many_pixels", "unsupported_mode", "unsupported_format", "too_small",
-    "no_content",
+    "no_content", "no_score",
 )
 
 HEIF_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1", b"heif")

@@ -205,6 +205,14 @@ class Attributor(ABC):
                     results[i] = Attribution(names[i], error=pred.error,
                                              error_code=pred.error_code)
                     continue
+                bad = [c for c, s in zip(self.classes_, pred.scores, strict=True)
+                       if np.isnan(s)]
+                if bad:  # a numerical failure: no answer rather than one decided by NaN
+                    results[i] = Attribution(
+                        names[i], error=f"the method gave no valid score (NaN) for "
+                        f"{', '.join(bad)}: a numerical failure, so no answer is given",
+                        error_code="no_score")
+                    continue
                 cand, score, thr, unknown = self.decide(pred)
                 results[i] = Attribution(
                     path=names[i],

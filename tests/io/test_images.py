@@ -271,6 +271,26 @@ def test_twelve_bit_colour_in_a_sixteen_bit_file_is_said_as_for_grey() -> None:
     assert "at most 12 bits used" in info.notes[0] and "16 level(s) remain" in info.notes[0]
 
 
+def test_signed_tiffs_are_refused_and_premultiplied_alpha_is_said() -> None:
+    """Signed samples were read as unsigned (-1 became 255) or refused with a wrong width;
+    premultiplied (associated) alpha is divided out by Pillow while the note said "stored"."""
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(4)
+    for dtype in (np.int8, np.int16):
+        buf = io.BytesIO()
+        tifffile.imwrite(buf, rng.integers(-100, 100, (16, 12), dtype=dtype))
+        with pytest.raises(ImageError, match="signed integer") as err:
+            decode_image(buf.getvalue())
+        assert err.value.code == "unsupported_mode"
+    rgba = rng.integers(0, 256, (16, 12, 4), dtype=np.uint8)
+    rgba[..., 3] = np.where(rgba[..., 3] > 128, 255, 128)
+    rgba[..., :3] = np.minimum(rgba[..., :3], rgba[..., 3:])  # valid premultiplied colours
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, rgba, photometric="rgb", extrasamples=[1])
+    _, info = decode_image(buf.getvalue())
+    assert any("premultiplied" in n and "not as stored" in n for n in info.notes), info.notes
+
+
 def test_deep_samples_pillow_would_misread_are_refused() -> None:
     """Two files Pillow decodes without an error into wrong values: a 16-bit TIFF stored plane
     by plane, uncompressed (garbage), and a JPEG 2000 colour image of more than 8 bits (white
@@ -345,3 +365,21 @@ def test_a_heic_photo_without_its_plugin_says_what_to_install(
         read_image(photo)
     assert caught.value.code == "unsupported_format"
     assert "pillow-heif" in caught.value.reason and "genprint[heif]" in caught.value.reason
+
+
+def test_heif_transforms_and_depth_the_decoder_applies_are_said() -> None:
+    """libheif turns a HEIF by its orientation and reduces 10-bit values with its own rounding,
+    with no way to leave either out: the row says so (it said nothing)."""
+    pillow_heif = pytest.importorskip("pillow_heif")
+    pillow_heif.register_heif_opener()
+    rgb = np.random.default_rng(6).integers(0, 256, (32, 24, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="HEIF", exif=exif, quality=-1)
+    _, info = decode_image(buf.getvalue())
+    assert any("orientation 6) applied by the decoder" in n for n in info.notes), info.notes
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="HEIF", quality=-1)
+    _, info = decode_image(buf.getvalue())
+    assert not any("applied by the decoder" in n for n in info.notes), info.notes

@@ -319,6 +319,14 @@ def _deep_samples_misread(img: Image.Image, data: bytes) -> str | None:
     """
     if img.format == "TIFF":
         tags = getattr(img, "tag_v2", {})
+        formats = tags.get(339)  # SampleFormat: 1 unsigned, 2 signed, 3 floating point
+        formats = formats if isinstance(formats, tuple) else (formats,)
+        kind = ("floating-point" if 3 in formats else "signed integer" if 2 in formats
+                else None)
+        if kind:
+            raise ImageError("unsupported_mode", f"TIFF of {kind} samples: their range is not "
+                             "defined (Pillow would read them as unsigned or refuse them); "
+                             "convert the image to unsigned 8 or 16 bits")
         bits = tags.get(258)
         bits = max(bits) if isinstance(bits, tuple) and bits else bits
         if (isinstance(bits, int) and bits > 8 and tags.get(284) == 2
@@ -455,6 +463,21 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 and 0x0112 not in img.tag_v2):  # type: ignore[attr-defined]
             img = img.transpose(_UNDO_ORIENTATION[tiff_orientation])  # back to the stored grid
         pixels, notes = _to_rgb8(img, deep)
+        if img.format == "HEIF":  # pillow-heif (libheif) applies the file's transforms
+            turned = img.info.get("original_orientation")
+            if turned not in (None, 1) or b"imir" in data[:1 << 16]:
+                notes.append(f"HEIF rotation/mirroring (orientation {turned}) applied by the "
+                             "decoder, which cannot leave it out: the pixels are analysed as "
+                             "displayed, not on the stored grid (unlike other formats)")
+            depth = img.info.get("bit_depth")
+            if isinstance(depth, int) and depth > 8:
+                notes.append(f"{depth}-bit HEIF values reduced to 8 bits by the decoder "
+                             "(libheif's rounding, not v >> 8)")
+        extra = getattr(img, "tag_v2", {}).get(338) if img.format == "TIFF" else None
+        if extra in (1, (1,)):  # associated alpha: Pillow has un-premultiplied the colours
+            notes = [n.replace("their stored colours are analysed", "their colours, stored "
+                               "premultiplied by alpha, are analysed divided by alpha (by "
+                               "Pillow), not as stored") for n in notes]
         if orientation not in (None, 1):
             notes.append(f"EXIF orientation {orientation} not applied: the pixels are analysed "
                          "as stored (the photo displays rotated or mirrored)")

@@ -223,6 +223,10 @@ def test_padded_input_save_load_and_min_size(tmp_path: Path, toy_data: dict[str,
     assert model.backbone_spec_["input_size"] == 48 and model.backbone_spec_["pad"] == "wrap"
     assert model.min_size == 32  # the smallest side it was fitted on, not its 48 input
     results = model.attribute_arrays(toy_data["te"])
+    h, w = toy_data["te"][0].shape[:2]
+    copied = 1 - min(h, 48) * min(w, 48) / 48**2
+    assert results[0].notes == (f"padded (wrap) from {w}×{h} to the backbone's 48×48 input: "
+                                f"{copied:.0%} of the pixels analysed are copies of the image's")
     out = model.save(tmp_path / "padded")
     loaded = genprint.load(out)
     assert loaded.min_size == 32 and loaded.pad == "wrap"
@@ -235,6 +239,7 @@ def test_padded_input_save_load_and_min_size(tmp_path: Path, toy_data: dict[str,
     plain = ProbeAttributor(backbone=str(ckpt), grid=[1.0], layer=-1, cache=False)
     plain.fit(toy_data["tr"], toy_data["trl"], toy_data["va"], toy_data["val"])
     assert plain.backbone_spec_["input_size"] == 32 and plain.min_size == 32
+    assert plain.attribute_arrays(toy_data["te"][:1])[0].notes is None  # cropped, not padded
     with pytest.raises(ValueError, match="pad"):
         ProbeAttributor(pad="zeros")
 

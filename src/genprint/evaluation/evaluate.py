@@ -549,7 +549,8 @@ def _attribute(attributor: Attributor, test: _TestSet, perturb: Perturbation | N
         names = [str(test.items[k].path) for k in idx]
         answers = attributor.attribute_arrays(chunk, names)
         for k, answer in zip(idx, answers, strict=True):
-            answer.sha256, answer.notes = test.sha256.get(k), test.notes.get(k)
+            answer.sha256 = test.sha256.get(k)
+            answer.notes = "; ".join(n for n in (test.notes.get(k), answer.notes) if n) or None
         results.extend(answers)
         if embed:
             embeddings.append(np.asarray(attributor.embed(chunk)))  # type: ignore[attr-defined]

@@ -91,6 +91,9 @@ class Prediction:
     it is uniform or too small), or ``None``. The image then gets an error row, not an answer."""
     error_code: str = "no_content"
     """The row's ``error_code`` when :attr:`error` is set."""
+    notes: str | None = None
+    """What the method did to the pixels that the row should say (``probe``: padding), added
+    to the row's ``notes`` after the reading notes."""
 
 
 class Attributor(ABC):
@@ -224,6 +227,7 @@ class Attributor(ABC):
                     scores={c: float(s) for c, s in zip(self.classes_, pred.scores, strict=True)},
                     n_tiles=pred.n_tiles,
                     tile_agreement=pred.tile_agreement,
+                    notes=pred.notes,
                     accepted_by=None if unknown else (
                         "threshold" if score >= thr else "separator"),
                 )
@@ -320,7 +324,8 @@ class Attributor(ABC):
         def run(images: list[np.ndarray], waiting: list[Attribution]) -> list[Attribution]:
             out = self.attribute_arrays(images, [w.path for w in waiting])
             for row, w in zip(out, waiting, strict=True):
-                row.sha256, row.notes = w.sha256, w.notes
+                row.sha256 = w.sha256
+                row.notes = "; ".join(n for n in (w.notes, row.notes) if n) or None
             if on_progress:
                 on_progress(len(images))
             return out

@@ -509,8 +509,20 @@ class ProbeAttributor(Attributor):
     def predict_arrays(self, images: Sequence[np.ndarray]) -> list[Prediction]:
         feats = self.layer_features(images)
         cand, scores = self.probe_.source_scores(feats)
-        return [ProbePrediction(scores=scores[i], candidate=int(cand[i]))
+        return [ProbePrediction(scores=scores[i], candidate=int(cand[i]),
+                                notes=self._padding_note(images[i]))
                 for i in range(len(images))]
+
+    def _padding_note(self, image: np.ndarray) -> str | None:
+        """The row's note when the image is smaller than the backbone's input and was padded."""
+        spec = self.backbone_spec_
+        pad, size = spec.get("pad", "none"), int(spec["input_size"])
+        h, w = image.shape[:2]
+        if pad == "none" or (h >= size and w >= size):
+            return None
+        copied = 1 - min(h, size) * min(w, size) / (size * size)
+        return (f"padded ({pad}) from {w}×{h} to the backbone's {size}×{size} input: "
+                f"{copied:.0%} of the pixels analysed are copies of the image's")
 
     def decide(self, prediction: Prediction) -> tuple[int, float, float, bool]:
         candidate = getattr(prediction, "candidate", -1)

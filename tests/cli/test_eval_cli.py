@@ -609,3 +609,14 @@ def test_images_the_method_cannot_analyse_are_left_out_as_with_answers_from_else
         elsewhere = evaluate_answers(model, world["bench"], "all", answers)
     assert (json.dumps(elsewhere.metrics, sort_keys=True, default=str)
             == json.dumps(run.metrics, sort_keys=True, default=str))
+
+
+def test_compare_rows_of_models_with_the_same_folder_name_can_be_told_apart() -> None:
+    from genprint.cli.compare import comparison_grid
+
+    rows = [{"model": m, "method": "metric", "protocol": "all"}
+            for m in ("run1/models/metric", "run2/models/metric")]
+    rows.append({"model": "x/baseline", "method": "baseline", "protocol": "all"})
+    _, body = comparison_grid(rows, ["all"])
+    assert [r[0] for r in body] == ["metric (run1/models/metric)", "metric (run2/models/metric)",
+                                    "baseline"]

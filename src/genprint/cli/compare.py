@@ -54,9 +54,21 @@ def _row_labels(rows: list[dict[str, Any]]) -> dict[str, str]:
             methods[r["method"]].append(r["model"])
     labels = {}
     for method, paths in methods.items():
-        for path in paths:
-            labels[path] = method if len(paths) == 1 else f"{method} ({Path(path).name})"
+        for path, short in zip(paths, _distinct_suffixes(paths), strict=True):
+            labels[path] = method if len(paths) == 1 else f"{method} ({short})"
     return labels
+
+
+def _distinct_suffixes(paths: list[str]) -> list[str]:
+    """The shortest trailing parts of ``paths`` that tell them apart (``run1/models/metric``
+    and ``run2/models/metric`` give ``run1/models/metric`` and ``run2/models/metric``; ``a/m``
+    and ``a/n`` give ``m`` and ``n``)."""
+    parts = [Path(p).parts for p in paths]
+    for k in range(1, max((len(p) for p in parts), default=1) + 1):
+        shown = [str(Path(*p[-k:])) if p else "" for p in parts]
+        if len(set(shown)) == len(shown):
+            return shown
+    return [str(p) for p in paths]
 
 
 def comparison_grid(rows: list[dict[str, Any]],

@@ -164,12 +164,20 @@ def write_results(results: Sequence[Attribution], path: str | os.PathLike[str]) 
 
 
 def write_labelled_results(results: Sequence[Attribution], sources: Sequence[str | None],
-                           path: str | os.PathLike[str]) -> Path:
+                           path: str | os.PathLike[str],
+                           origins: Sequence[str | None] | None = None) -> Path:
     """:func:`write_results` with a first column ``true_source``: the label of each image in the
-    evaluation data (``genprint eval --results``), so every figure can be audited row by row."""
-    columns = (("true_source", "string"), *RESULT_COLUMN_TYPES)
-    flat = [{"true_source": s, **flat_row(r)} for r, s in zip(results, sources, strict=True)]
-    rows = [{"true_source": s, **r.to_dict()} for r, s in zip(results, sources, strict=True)]
+    evaluation data (``genprint eval --results``), so every figure can be audited row by row;
+    and a last column ``true_origin`` (the camera of a real image, e.g. a held-out one) when
+    ``origins`` are given."""
+    extra = origins is not None
+    origins = list(origins) if origins is not None else [None] * len(results)
+    columns = (("true_source", "string"), *RESULT_COLUMN_TYPES,
+               *((("true_origin", "string"),) if extra else ()))
+    flat = [{"true_source": s, **flat_row(r), **({"true_origin": o} if extra else {})}
+            for r, s, o in zip(results, sources, origins, strict=True)]
+    rows = [{"true_source": s, **r.to_dict(), **({"true_origin": o} if extra else {})}
+            for r, s, o in zip(results, sources, origins, strict=True)]
     return write_table(path, columns, flat, rows)
 
 

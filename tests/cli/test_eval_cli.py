@@ -268,6 +268,7 @@ def test_unreadable_test_files_are_counted_and_named(world: dict[str, Path],
     accuracy = np.mean([r["candidate"] == r["true_source"] for r in known])
     assert accuracy == pytest.approx(metrics["closed_set_accuracy"])
     assert all(len(r["sha256"]) == 64 for r in scored)
+    assert {r["true_origin"] for r in scored if r["true_source"] == "real"} == {"cam-1"}
     assert {r["true_source"] for r in rows if r["error_code"]} == {"gan-a", "gan-b"}
     assert all(json.loads(r["scores"]) == {} for r in rows if r["error_code"])
     bad = runner.invoke(app, ["eval", str(world["all"]), "--bench", str(bench), "--results",

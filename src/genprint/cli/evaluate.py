@@ -232,12 +232,14 @@ def _write_per_image(run: Any, metrics: dict[str, Any], path: Path) -> None:
 
     rows = list(run.results)
     sources = [i.source for i in run.items]
+    origins = [i.origin for i in run.items]
     model_id = next((r.model_sha256 for r in rows if r.model_sha256), None)
     for bad in metrics.get("unreadable_test") or []:
         rows.append(Attribution(bad["path"], error=bad["reason"], error_code=bad["error_code"],
                                 sha256=bad.get("sha256"), model_sha256=model_id))
         sources.append(bad.get("source"))
-    write_labelled_results(rows, sources, path)
+        origins.append(bad.get("origin"))
+    write_labelled_results(rows, sources, path, origins)
     console.print(f"per-image answers written to {esc(str(path))}")
 
 

@@ -429,8 +429,9 @@ def _page(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] | None,
         (f"<p>Method <b>{_e(m.get('method', '?'))}</b> on "
          + ("labelled data of your own" if m.get("protocol") == DATA_PROTOCOL
             else f"protocol <b>{_e(m.get('protocol', '?'))}</b>")
-         + f": {len(run.results)} test images, "
-         f"{len(d.classes)} known sources. Thresholds were fixed on validation data.</p>"),
+         + f": {len(run.results)} test images; the model knows {len(d.classes)} sources, "
+         f"{len(set(d.classes) & {i.source for i in run.items})} of them with usable test images. "
+         "Thresholds were fixed on validation data.</p>"),
         _summary(run), _confusion(d), _open_set_curves(run, d), _histogram(d),
         _embedding_map(d), _perturbations(run, perturbations),
     ]

@@ -44,8 +44,9 @@ class Attribution:
     :mod:`genprint.io.fingerprint`), so the answer may be recall rather than attribution; None
     when the model keeps no fingerprints. ``notes`` says what reading the file changed or
     left out (e.g. 16-bit values reduced to 8 bits, an alpha channel dropped, an EXIF
-    orientation not applied; ``"; "``-separated), None when the pixels are the stored ones or
-    for images given as arrays. For provenance, ``sha256`` is the hash of the file's bytes as read and
+    orientation not applied), then what the method did to the pixels (``probe``'s padding);
+    ``"; "``-separated, None when there is nothing to say (images given as arrays have no
+    reading notes). For provenance, ``sha256`` is the hash of the file's bytes as read and
     analysed (files only), and ``model_sha256`` the hash of the saved model's ``card.json``,
     which lists the sha256 of every other file of the model (empty for a model never saved or
     loaded). For an image that could not be used, every field but ``path``, ``error``, the
@@ -343,8 +344,7 @@ class TableWriter:
 
         try:
             self._finish()
-            os.chmod(self.tmp, file_mode())
-            replace_durably(self.tmp, path)
+            replace_durably(self.tmp, path, file_mode())
         except BaseException:
             self.abandon()
             raise
@@ -360,8 +360,8 @@ class TableWriter:
 
         try:
             self._finish()
+            fsync_file(self.tmp)  # (before the mode: a umask may take read access away)
             os.chmod(self.tmp, file_mode())
-            fsync_file(self.tmp)
         except BaseException:
             self.abandon()
             raise

@@ -104,3 +104,24 @@ def test_a_rerun_with_fewer_methods_leaves_no_stale_report(demo_run: tuple[Path,
     assert (out / "models" / "metric").is_dir()  # trained models are kept, and said to be old
     said = "".join(result.output.split())  # (a long path may be wrapped anywhere)
     assert "models/metricisleftfromanearlierrun" in said, result.output
+
+
+def test_a_benchmark_changed_since_its_build_is_built_again_not_reused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo reused a benchmark of the same size and seed, then stopped with a traceback
+    when the protocol read found its manifest changed."""
+    from genprint.cli import demo
+    from genprint.world import bench as bench_module
+
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    (bench / "manifest.csv").write_text("path,source,split,kind,origin\n")
+    (bench / "protocols.json").write_text("{}")
+    (bench / "bench.json").write_text(json.dumps({"per_class": 5, "seed": 0,
+                                                  "manifest_sha256": "0" * 64}))
+    built = []
+    monkeypatch.setattr(bench_module, "build_bench",
+                        lambda out, settings, overwrite: built.append(out) or {"n_images": 0})
+    assert demo._bench(tmp_path, 5, 0) == bench and built == [bench]
+    (bench / "bench.json").write_text(json.dumps({"per_class": 5, "seed": 0}))
+    assert demo._bench(tmp_path, 5, 0) == bench and built == [bench]  # as built: reused

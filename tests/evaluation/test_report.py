@@ -187,3 +187,9 @@ def test_names_that_look_like_mathematics_or_are_long_are_drawn_as_text(tmp_path
     assert {f"plot-{p}" for p in PLOTS} <= set(page.images)
     header = page.tables["table-confusion"][0]
     assert header[1:] == [*classes, "unknown"]
+    from genprint.evaluation.report import PLOT_LABEL_CHARS, _plot_labels
+
+    twins = ["stable-diffusion-xl-base-with-a-long-name-" + s + "-v1" for s in ("a", "b")]
+    shown = _plot_labels([*twins, "short"])
+    assert len(set(shown)) == 3 and shown[2] == "short"
+    assert all(len(s) <= PLOT_LABEL_CHARS + 4 for s in shown) and all("…" in s for s in shown[:2])

@@ -256,7 +256,32 @@ def test_a_tiff_is_analysed_on_its_stored_grid_whatever_its_orientation(
     Image.fromarray(stored).save(buf, format="TIFF", exif=exif, compression=compression)
     pixels, info = decode_image(buf.getvalue())
     assert np.array_equal(pixels, stored) and info.exif_orientation == orientation
-    assert bool(info.notes) == (orientation != 1)
+    assert info.format == "TIFF" and (info.width, info.height) == (12, 20)
+    note = (f"EXIF orientation {orientation} not applied: the pixels are analysed as stored "
+            "(the photo displays rotated or mirrored)")
+    expected = () if orientation == 1 else (note,)
+    assert info.notes == expected
+
+
+def test_a_tiff_turned_by_its_xmp_orientation_or_with_pages_is_read_as_stored() -> None:
+    """Pillow also turns a TIFF by XMP's tiff:Orientation when IFD0 has none; a multi-page
+    TIFF taken on request keeps its format and says 'page'."""
+    stored = np.random.default_rng(9).integers(0, 256, (20, 12, 3), dtype=np.uint8)
+    xmp = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/'
+           b'02/22-rdf-syntax-ns#"><rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+           b'tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="TIFF", tiffinfo={700: xmp})
+    pixels, info = decode_image(buf.getvalue())
+    assert np.array_equal(pixels, stored) and info.exif_orientation == 6
+    exif = Image.Exif()
+    exif[0x0112] = 8
+    buf = io.BytesIO()
+    Image.fromarray(stored).save(buf, format="TIFF", exif=exif, save_all=True,
+                                 append_images=[Image.fromarray(stored[::-1])])
+    pixels, info = decode_image(buf.getvalue(), animated="first")
+    assert np.array_equal(pixels, stored) and info.format == "TIFF"
+    assert "only the first page of 2 analysed" in info.notes
 
 
 def test_twelve_bit_colour_in_a_sixteen_bit_file_is_said_as_for_grey() -> None:

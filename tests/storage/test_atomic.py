@@ -52,12 +52,29 @@ def test_a_file_is_flushed_before_its_rename_and_the_folder_after(
         events.append("rename")
         real_replace(src, dst)
 
+    real_chmod = os.chmod
+
+    def chmod(path: str | Path, mode: int) -> None:
+        events.append("chmod")
+        real_chmod(path, mode)
+
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(os, "chmod", chmod)
     out = tmp_path / "r.json"
     with atomic_file(out) as tmp:
         tmp.write_text("{}")
-    assert events == ["fsync file", "rename", "fsync folder"] and out.read_text() == "{}"
+    # flushed while the file is still the process's own 0600 one: a umask or the mode of the
+    # file it replaces may take read (or, on Windows, write) access away
+    assert events == ["fsync file", "chmod", "rename", "fsync folder"]
+    assert out.read_text() == "{}"
+    from genprint.results import Attribution, write_results
+
+    for suffix in (".csv", ".json"):
+        events.clear()
+        write_results([Attribution("a.png", error="x", error_code="corrupt")],
+                      tmp_path / f"rows{suffix}")
+        assert events[-4:] == ["fsync file", "chmod", "rename", "fsync folder"], events
 
 
 def test_model_directory_files_are_not_private(tmp_path: Path) -> None:

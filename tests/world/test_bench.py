@@ -120,6 +120,12 @@ def test_a_changed_manifest_or_protocols_file_is_refused_on_read(bench):
     (bench / "protocols.json").write_text(json.dumps(protocols))
     with pytest.raises(ManifestError, match="protocols.json has changed"):
         protocol_view(bench, "seed")
+    from genprint.io.sources import load_dataset
+
+    with pytest.raises(ManifestError, match="protocols.json has changed"):
+        load_dataset(bench)  # the folder given as --data is checked too
+    with pytest.raises(ManifestError, match="protocols.json has changed"):
+        load_dataset(bench / "manifest.csv")
     (bench / "bench.json").unlink()  # laid out by hand: nothing recorded, nothing checked
     assert protocol_view(bench, "seed").protocol.unknown == tuple(protocols["seed"]["unknown"])
 

@@ -35,7 +35,15 @@ def _bench(out: Path, per_class: int, seed: int) -> Path:
     settings = BenchSettings(per_class=per_class, seed=seed)
     info = bench / "bench.json"
     if info.is_file():
-        stored = json.loads(info.read_text())
+        from genprint.io.sources import ManifestError, check_built_bench
+
+        try:
+            stored = json.loads(info.read_text())
+            check_built_bench(bench)
+        except (ManifestError, ValueError, OSError) as exc:
+            console.print(f"note: not reusing the benchmark in {esc(str(bench))}: "
+                          f"{esc(str(exc))}; building it again")
+            stored = {}
         if stored.get("per_class") == per_class and stored.get("seed") == seed:
             console.print(f"reusing the benchmark in {esc(str(bench))}")
             return bench

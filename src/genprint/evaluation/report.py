@@ -155,7 +155,27 @@ def _plot_label(name: str) -> str:
     from genprint.results import printable
 
     text = printable(str(name))
-    return text if len(text) <= PLOT_LABEL_CHARS else text[: PLOT_LABEL_CHARS - 1] + "…"
+    if len(text) <= PLOT_LABEL_CHARS:
+        return text
+    tail = PLOT_LABEL_CHARS // 3  # names often differ at the end (…-base-1.0, …-refiner-1.0)
+    return text[: PLOT_LABEL_CHARS - tail - 1] + "…" + text[-tail:]
+
+
+def _plot_labels(names: list[str]) -> list[str]:
+    """:func:`_plot_label` of each name; names that would look the same once shortened get
+    " (1)", " (2)", … in the order given, so no two labels of a plot are equal."""
+    labels = [_plot_label(n) for n in names]
+    count: dict[str, int] = {}
+    for label in labels:
+        count[label] = count.get(label, 0) + 1
+    seen: dict[str, int] = {}
+    out = []
+    for label in labels:
+        if count[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            label = f"{label} ({seen[label]})"
+        out.append(label)
+    return out
 
 
 def _table(key: str, header: list[str], rows: list[tuple[str, list[str], str]]) -> str:
@@ -220,10 +240,10 @@ def _confusion(d: _Data) -> str:
     fig = _figure(1.6 + 0.45 * len(cols), 1.4 + 0.4 * len(rows_names))
     ax = fig.add_subplot()
     ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(len(cols)), [_plot_label(c) for c in cols], rotation=60, ha="right")
+    ax.set_xticks(range(len(cols)), _plot_labels(cols), rotation=60, ha="right")
     ax.set_yticks(range(len(rows_names)),
-                  [_plot_label(n) + ("" if k < len(d.classes) else " (unknown)")
-                   for k, n in enumerate(rows_names)])
+                  [n + ("" if k < len(d.classes) else " (unknown)")
+                   for k, n in enumerate(_plot_labels(rows_names))])
     if matrix.size <= 600:
         for (i, j), v in np.ndenumerate(matrix):
             if v:
@@ -342,12 +362,12 @@ def _embedding_map(d: _Data) -> str:
     from matplotlib import colormaps
 
     cmap = colormaps["tab10" if len(order) <= 10 else "tab20"]
-    for k, name in enumerate(order):
+    for k, (name, shown) in enumerate(zip(order, _plot_labels(order), strict=True)):
         sel = sources == name
         is_unknown = not known[sel].all()
         ax.scatter(xy[sel, 0], xy[sel, 1], s=14, color=cmap(k % cmap.N),
                    marker="x" if is_unknown else "o", alpha=0.8,
-                   label=f"{_plot_label(name)} (unknown)" if is_unknown else _plot_label(name))
+                   label=f"{shown} (unknown)" if is_unknown else shown)
     ax.set(xlabel=axes[0], ylabel=axes[1])
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return "".join([*out, _img("embedding", fig, "2-D map of per-image embeddings by source",
@@ -386,7 +406,7 @@ def _perturbations(run: EvaluationRun, perturbations: dict[str, dict[str, Any]] 
         vals = [m.get(key) for m in conditions.values()]
         vals = [np.nan if v is None else float(v) for v in vals]
         ax.bar(pos + (k - 1) * 0.27, vals, width=0.27, label=label)
-    ax.set_xticks(pos, [_plot_label(c) for c in conditions], rotation=30, ha="right")
+    ax.set_xticks(pos, _plot_labels(list(conditions)), rotation=30, ha="right")
     ax.set(ylim=(0, 1.05), ylabel="metric")
     ax.legend(fontsize=8, ncols=3, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     out.append(_img("perturbations", fig, "metrics under each perturbation",

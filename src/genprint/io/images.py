@@ -319,16 +319,18 @@ def _deep_samples_misread(img: Image.Image, data: bytes) -> str | None:
     """
     if img.format == "TIFF":
         tags = getattr(img, "tag_v2", {})
+        bits = tags.get(258)
+        bits = max(bits) if isinstance(bits, tuple) and bits else bits
         formats = tags.get(339)  # SampleFormat: 1 unsigned, 2 signed, 3 floating point
         formats = formats if isinstance(formats, tuple) else (formats,)
-        kind = ("floating-point" if 3 in formats else "signed integer" if 2 in formats
-                else None)
+        # (32-bit signed integers are read as they are: the 0..65535 rule below decides)
+        kind = ("floating-point" if 3 in formats else
+                f"{bits}-bit signed integer" if 2 in formats and isinstance(bits, int)
+                and bits <= 16 else None)
         if kind:
             raise ImageError("unsupported_mode", f"TIFF of {kind} samples: their range is not "
                              "defined (Pillow would read them as unsigned or refuse them); "
                              "convert the image to unsigned 8 or 16 bits")
-        bits = tags.get(258)
-        bits = max(bits) if isinstance(bits, tuple) and bits else bits
         if (isinstance(bits, int) and bits > 8 and tags.get(284) == 2
                 and any(t[0] == "raw" for t in img.tile)):
             return (f"uncompressed TIFF with {bits}-bit samples stored plane by plane "
@@ -348,23 +350,19 @@ def _deep_samples_misread(img: Image.Image, data: bytes) -> str | None:
     return None
 
 
-_UNDO_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_90, 7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_270,
-}
-"""The transpose that undoes what Pillow's ``exif_transpose`` does for each orientation."""
-
-
-def _tiff_orientation(img: Image.Image) -> int | None:
-    """A TIFF's orientation tag before loading: Pillow's TIFF decoder applies it while loading
-    (and deletes the tag), which :func:`_decode` undoes so that TIFFs, like every other format,
-    are analysed on their stored grid."""
-    try:
-        value = img.tag_v2.get(0x0112)  # type: ignore[attr-defined]
-    except Exception:  # noqa: BLE001 - broken tags must not stop pixel analysis
-        return None
-    return int(value) if isinstance(value, int) else None
+def _undo_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
+    """Undo, on an (H, W, 3) array, the lossless turn or flip Pillow's ``exif_transpose``
+    applies for ``orientation`` 2–8 (its TIFF decoder applies it while loading)."""
+    undo = {
+        2: lambda a: a[:, ::-1],  # Pillow flipped left-right
+        3: lambda a: a[::-1, ::-1],  # rotated 180°
+        4: lambda a: a[::-1],  # flipped top-bottom
+        5: lambda a: a.transpose(1, 0, 2),  # transposed
+        6: lambda a: np.rot90(a, 1),  # rotated 270° counter-clockwise
+        7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),  # transversed
+        8: lambda a: np.rot90(a, -1),  # rotated 90° counter-clockwise
+    }
+    return np.ascontiguousarray(undo[orientation](pixels)) if orientation in undo else pixels
 
 
 def _exif_orientation(img: Image.Image) -> int | None:
@@ -446,8 +444,9 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
         if misread:
             raise ImageError("unsupported_format", misread)
         deep = ";16" in str(img.tile)  # 16-bit samples, which Pillow reads as 8-bit RGB
-        orientation = _exif_orientation(img)  # (for a PNG, this may decode it already)
-        tiff_orientation = _tiff_orientation(img) if img.format == "TIFF" else None
+        # (for a PNG, this may decode it already). It is the value Pillow's TIFF decoder turns
+        # the image by while loading (IFD0's tag, else XMP's tiff:Orientation): undone below.
+        orientation = _exif_orientation(img)
         try:
             img.seek(0)
             _load_strictly(img)
@@ -459,13 +458,14 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
                 raise ImageError("truncated", "file is truncated" + (glue + detail if detail
                                                                      else "")) from None
             raise ImageError("corrupt", f"cannot decode image data: {message}") from None
-        if (tiff_orientation in _UNDO_ORIENTATION
-                and 0x0112 not in img.tag_v2):  # type: ignore[attr-defined]
-            img = img.transpose(_UNDO_ORIENTATION[tiff_orientation])  # back to the stored grid
         pixels, notes = _to_rgb8(img, deep)
+        if img.format == "TIFF" and orientation is not None:
+            pixels = _undo_orientation(pixels, orientation)  # back to the stored grid
         if img.format == "HEIF":  # pillow-heif (libheif) applies the file's transforms
+            # (pillow-heif reports the EXIF orientation it turned by; a rotation or mirroring
+            # held only in the file's irot/imir properties is applied without being reported)
             turned = img.info.get("original_orientation")
-            if turned not in (None, 1) or b"imir" in data[:1 << 16]:
+            if turned not in (None, 1):
                 notes.append(f"HEIF rotation/mirroring (orientation {turned}) applied by the "
                              "decoder, which cannot leave it out: the pixels are analysed as "
                              "displayed, not on the stored grid (unlike other formats)")
@@ -485,7 +485,8 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
             notes.append(f"only the first {'page' if img.format == 'TIFF' else 'frame'} of "
                          f"{n_frames} analysed")
         info = ImageInfo(
-            format=img.format, mode=img.mode, width=width, height=height, n_frames=n_frames,
+            format=img.format, mode=img.mode, width=pixels.shape[1], height=pixels.shape[0],
+            n_frames=n_frames,
             exif_orientation=orientation, notes=tuple(notes),
         )
         return pixels, info

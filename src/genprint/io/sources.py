@@ -23,6 +23,7 @@ dataset (their load reports ``file not found``) and are listed in :attr:`Dataset
 from __future__ import annotations
 
 import csv
+import json
 import os
 import unicodedata
 from collections import Counter
@@ -513,12 +514,52 @@ def _read_sources(folder: Path, split: str | None, problems: list[str]) -> list[
     return items
 
 
+def check_built_bench(bench_dir: str | os.PathLike[str]) -> list[str]:
+    """Check a benchmark built by ``genprint bench build`` against what its ``bench.json``
+    recorded: ``manifest.csv`` and ``protocols.json`` unchanged (sha256), and returns the
+    held-out cameras, whose real images must be test images only. ``ManifestError`` otherwise.
+    A folder without ``bench.json`` (a benchmark laid out by hand), or one built before these
+    were recorded, has nothing to check: ``[]``. The images themselves are not hashed here."""
+    import hashlib
+
+    folder = Path(bench_dir)
+    info_path = folder / "bench.json"
+    if not info_path.is_file():
+        return []
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ManifestError(f"{info_path}: not a readable bench.json ({exc})") from None
+    if not isinstance(info, dict):
+        raise ManifestError(f"{info_path}: not a bench.json (JSON {type(info).__name__})")
+    for file, key in (("manifest.csv", "manifest_sha256"), ("protocols.json", "protocols_sha256")):
+        want = info.get(key)
+        if not want:
+            continue
+        try:
+            got = hashlib.sha256((folder / file).read_bytes()).hexdigest()
+        except OSError as exc:
+            raise ManifestError(f"{folder / file}: cannot be read ({exc})") from None
+        if got != want:
+            raise ManifestError(f"{folder / file} has changed since the benchmark was built "
+                                f"(its sha256 is not the one bench.json recorded): rebuild it "
+                                "with `genprint bench build`, or, for a benchmark of your own, "
+                                "delete bench.json")
+    held = info.get("held_out_cameras") or []
+    return [str(c) for c in held] if isinstance(held, list) else []
+
+
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
-    """Read a manifest file, a folder holding a manifest, or a folder layout (see module doc)."""
+    """Read a manifest file, a folder holding a manifest, or a folder layout (see module doc).
+    A benchmark built by genprint (its folder holds ``bench.json``) is checked first
+    (:func:`check_built_bench`)."""
     p = Path(path)
     if p.is_file():
+        if p.name == "manifest.csv":
+            check_built_bench(p.parent)
         return read_manifest(p)
     if p.is_dir():
+        check_built_bench(p)
         for name in MANIFEST_NAMES:
             if (p / name).is_file():
                 return read_manifest(p / name)

@@ -25,7 +25,9 @@ class AttributionRow(BaseModel):
                                     "`unknown`.")
     seen_in_training: bool | None = Field(description="Same pixels as a picture the model was "
                                           "fitted on.")
-    notes: str | None = Field(description="What reading the file changed or left out.")
+    notes: str | None = Field(description="What reading the file changed or left out, "
+                                              "then what the method did to the pixels "
+                                              "(probe's padding).")
     error: str | None = Field(description="Why the file could not be used.")
     error_code: str | None
     sha256: str | None = Field(description="sha256 of the uploaded bytes.")

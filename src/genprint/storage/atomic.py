@@ -12,6 +12,7 @@ the user's group.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tempfile
@@ -53,11 +54,29 @@ def kept_mode(path: str | os.PathLike[str]) -> int | None:
         return None
 
 
+_NO_FSYNC = (errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF)
+"""``os.fsync`` errors of file systems or descriptors that cannot flush: passed over."""
+
+
 def fsync_file(path: str | os.PathLike[str]) -> None:
-    """Flush the bytes of the file at ``path`` to the disk (``os.fsync``)."""
-    fd = os.open(path, os.O_RDONLY)
+    """Flush the bytes of the file at ``path`` to the disk (``os.fsync``). The file is opened
+    for writing where it can be (Windows flushes only such descriptors), else for reading; a
+    file system that cannot flush is passed over. Call it before taking write or read
+    permission away from the file."""
+    fd = None
+    for flags in (os.O_RDWR, os.O_WRONLY, os.O_RDONLY):
+        try:
+            fd = os.open(path, flags)
+            break
+        except PermissionError:
+            continue
+    if fd is None:  # no access of any kind: nothing this process wrote can be flushed here
+        return
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_FSYNC:
+            raise
     finally:
         os.close(fd)
 
@@ -77,10 +96,14 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
-def replace_durably(tmp: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
-    """Rename the complete file ``tmp`` to ``target``, its bytes flushed before and the rename
-    after (see the module's docstring)."""
+def replace_durably(tmp: str | os.PathLike[str], target: str | os.PathLike[str],
+                    mode: int | None = None) -> None:
+    """Rename the complete file ``tmp`` to ``target``, its bytes flushed before (and then its
+    permission bits set to ``mode``, if given) and the rename flushed after (see the module's
+    docstring)."""
     fsync_file(tmp)
+    if mode is not None:
+        os.chmod(tmp, mode)
     os.replace(tmp, target)
     fsync_dir(Path(target).parent)
 
@@ -100,8 +123,7 @@ def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         kept = kept_mode(out)
-        os.chmod(tmp, file_mode() if kept is None else kept)
-        replace_durably(tmp, out)
+        replace_durably(tmp, out, file_mode() if kept is None else kept)
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -408,3 +408,17 @@ def test_heif_transforms_and_depth_the_decoder_applies_are_said() -> None:
     Image.fromarray(rgb).save(buf, format="HEIF", quality=-1)
     _, info = decode_image(buf.getvalue())
     assert not any("applied by the decoder" in n for n in info.notes), info.notes
+
+
+def test_a_damaged_image_is_not_called_not_an_image() -> None:
+    """A TIFF whose directory is cut off (Pillow writes it at the end) was reported as "not an
+    image"; its first bytes name the format, so it is a damaged image."""
+    rgb = np.random.default_rng(8).integers(0, 256, (16, 12, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="TIFF", compression="tiff_lzw")
+    with pytest.raises(ImageError, match="a TIFF file by its first bytes") as err:
+        decode_image(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert err.value.code == "corrupt"
+    with pytest.raises(ImageError) as err:
+        decode_image(b"plain text, not an image")
+    assert err.value.code == "not_an_image"

@@ -365,6 +365,26 @@ def _undo_orientation(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(undo[orientation](pixels)) if orientation in undo else pixels
 
 
+def _format_by_signature(data: bytes) -> str | None:
+    """The image format a file's first bytes name (so that a damaged image is not called "not
+    an image"), or None."""
+    head = data[:16]
+    if head[:4] in (b"II*\0", b"MM\0*"):
+        return "TIFF"
+    if head[:4] == b"GIF8":
+        return "GIF"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    if head[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if head[:12] == b"\0\0\0\x0cjP  \r\n\x87\n" or head[:4] == b"\xff\x4f\xff\x51":
+        return "JPEG 2000"
+    if head[4:8] == b"ftyp":
+        brand = head[8:12]
+        return "AVIF" if brand in (b"avif", b"avis") else "HEIF" if brand in HEIF_BRANDS else None
+    return None
+
+
 def _exif_orientation(img: Image.Image) -> int | None:
     try:
         value = img.getexif().get(0x0112)
@@ -417,6 +437,11 @@ def _decode(data: bytes, limit: int, animated: AnimatedPolicy) -> tuple[np.ndarr
         except UnidentifiedImageError:
             if not png_complete:
                 raise ImageError("truncated", "PNG file ends before its end chunk") from None
+            kind = _format_by_signature(data)
+            if kind:
+                raise ImageError("corrupt", f"a {kind} file by its first bytes, which Pillow "
+                                 "cannot decode: truncated or damaged (or a variant Pillow "
+                                 "does not read)") from None
             raise ImageError("not_an_image", "not an image file Pillow can decode") from None
         width, height = img.size
         if width * height > limit:
